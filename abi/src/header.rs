@@ -1,0 +1,123 @@
+//! Renders `kernel/c/kern2usr_abi.h` from the definitions in `defs.rs`.
+//!
+//! `cargo xtask gen-header` writes the file; the tests in `tests/header.rs`
+//! fail when the checked-in copy is stale or when a C compiler sees other
+//! values or layouts than Rust does.
+
+use std::fmt::Write;
+use std::string::String;
+
+use crate::{
+    param, Code, EventMode, ABI_VERSION, DEFAULT_BUFFER_SIZE, DEFAULT_PERIOD_MS,
+    DEFAULT_POLL_TIMEOUT_MS, DEVICE_NAME, EVENT_QUEUE_LEN, IOC_MAGIC, MAX_BUFFER_SIZE,
+    MAX_PERIOD_MS, MODULE_NAME,
+};
+
+/// Path of the generated header, relative to the workspace root.
+pub const HEADER_PATH: &str = "kernel/c/kern2usr_abi.h";
+
+/// The C header text.
+pub fn render() -> String {
+    let mut h = String::new();
+    let mut line = |s: &str| {
+        h.push_str(s);
+        h.push('\n');
+    };
+    line("/* SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note */");
+    line("/*");
+    line(" * kern2usr ABI. Generated from abi/src/defs.rs by `cargo xtask gen-header`;");
+    line(" * do not edit: a test fails when this copy and the Rust definition differ.");
+    line(" */");
+    line("#ifndef _KERN2USR_ABI_H");
+    line("#define _KERN2USR_ABI_H");
+    line("");
+    line("#include <linux/types.h>");
+    line("#include <linux/ioctl.h>");
+    line("");
+    let mut defs = String::new();
+    let mut def = |name: &str, value: &str| {
+        let _ = writeln!(defs, "#define {name:<28}{value}");
+    };
+    def("K2U_ABI_VERSION", &ABI_VERSION.to_string());
+    def("K2U_MODULE_NAME", &quoted(MODULE_NAME));
+    def("K2U_DEVICE_NAME", &quoted(DEVICE_NAME));
+    def("K2U_PARAM_USR_PID", &quoted(param::USR_PID));
+    def("K2U_PARAM_USR_EFD", &quoted(param::USR_EFD));
+    def("K2U_PARAM_USR_EFD2", &quoted(param::USR_EFD2));
+    def("K2U_PARAM_CUR_CMD", &quoted(param::CUR_CMD));
+    def("K2U_PARAM_BUFFER_SIZE", &quoted(param::BUFFER_SIZE));
+    def("K2U_PARAM_PERIOD_MS", &quoted(param::PERIOD_MS));
+    def("K2U_PARAM_EVENT_MODE", &quoted(param::EVENT_MODE));
+    def("K2U_PARAM_LAST_ERROR", &quoted(param::LAST_ERROR));
+    def("", "");
+    for code in Code::ALL {
+        def(
+            &format!("K2U_CMD_{}", code.name()),
+            &code.value().to_string(),
+        );
+    }
+    def("", "");
+    for mode in [EventMode::Counter, EventMode::Queue] {
+        let name = mode.name().to_ascii_uppercase();
+        def(
+            &format!("K2U_EVENT_MODE_{name}"),
+            &(mode as u32).to_string(),
+        );
+    }
+    def("", "");
+    def(
+        "K2U_DEFAULT_BUFFER_SIZE",
+        &format!("{DEFAULT_BUFFER_SIZE}UL"),
+    );
+    def("K2U_MAX_BUFFER_SIZE", &format!("{MAX_BUFFER_SIZE}UL"));
+    def("K2U_DEFAULT_PERIOD_MS", &format!("{DEFAULT_PERIOD_MS}U"));
+    def("K2U_MAX_PERIOD_MS", &format!("{MAX_PERIOD_MS}U"));
+    def(
+        "K2U_DEFAULT_POLL_TIMEOUT_MS",
+        &format!("{DEFAULT_POLL_TIMEOUT_MS}U"),
+    );
+    def("K2U_EVENT_QUEUE_LEN", &format!("{EVENT_QUEUE_LEN}U"));
+    // The blank-name rows above separate groups.
+    let defs = defs.replace(&format!("#define {:<28}\n", ""), "\n");
+    h.push_str(&defs);
+    h.push_str(
+        "\n/* Byte i of the buffer after a round has filled it. */\n\
+         #define K2U_PATTERN_BYTE(i)         ((__u8)((i) % 255))\n\
+         \n\
+         /* One event read() from the device in queue mode. */\n\
+         struct k2u_event {\n\
+         \t__u64 seq;\n\
+         \t__u32 code;\n\
+         \t__u32 reserved;\n\
+         };\n\
+         \n\
+         /* K2U_IOC_REGISTER: the caller's own eventfds. */\n\
+         struct k2u_register {\n\
+         \t__s32 efd;\n\
+         \t__s32 efd2;\n\
+         };\n\
+         \n\
+         /* K2U_IOC_INFO result. */\n\
+         struct k2u_info {\n\
+         \t__u32 abi_version;\n\
+         \t__u32 event_mode;\n\
+         \t__u64 buffer_size;\n\
+         \t__u32 period_ms;\n\
+         \t__u32 reserved;\n\
+         };\n\
+         \n",
+    );
+    let _ = writeln!(h, "#define K2U_IOC_MAGIC               0x{IOC_MAGIC:02X}");
+    h.push_str(
+        "#define K2U_IOC_REGISTER            _IOW(K2U_IOC_MAGIC, 1, struct k2u_register)\n\
+         #define K2U_IOC_ACK                 _IO(K2U_IOC_MAGIC, 2)\n\
+         #define K2U_IOC_INFO                _IOR(K2U_IOC_MAGIC, 3, struct k2u_info)\n\
+         \n\
+         #endif /* _KERN2USR_ABI_H */\n",
+    );
+    h
+}
+
+fn quoted(s: &str) -> String {
+    format!("\"{s}\"")
+}

@@ -1,0 +1,87 @@
+//! The C header is the Rust definition, to the letter and to the byte.
+
+use std::mem::{offset_of, size_of};
+use std::path::PathBuf;
+use std::process::Command;
+
+use kern2usr_abi::{header, Code, Event, Info, Register, IOC_ACK, IOC_INFO, IOC_REGISTER};
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("abi/ has a parent")
+        .to_path_buf()
+}
+
+#[test]
+fn checked_in_header_is_generated_from_rust() {
+    let path = workspace_root().join(header::HEADER_PATH);
+    let on_disk = std::fs::read_to_string(&path).expect("read kern2usr_abi.h");
+    assert!(
+        on_disk == header::render(),
+        "{} is stale: run `cargo xtask gen-header`",
+        path.display()
+    );
+}
+
+/// Compiles a C program against the header and compares every number it
+/// prints with the Rust value.
+#[test]
+fn c_compiler_sees_the_rust_values_and_layouts() {
+    let dir = std::env::temp_dir().join(format!("k2u-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let src = dir.join("probe.c");
+    let exe = dir.join("probe");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <stddef.h>
+#include "kern2usr_abi.h"
+int main(void)
+{
+	printf("%u %u %u %u %u %u %u\n", K2U_CMD_FIND, K2U_CMD_MMAP, K2U_CMD_START_TEST,
+	       K2U_CMD_STOP_TEST, K2U_CMD_EXIT_TEST, K2U_CMD_MEMORY_READY, K2U_CMD_MEMORY_COPIED);
+	printf("%lu %lu %lu\n", (unsigned long)K2U_IOC_REGISTER, (unsigned long)K2U_IOC_ACK,
+	       (unsigned long)K2U_IOC_INFO);
+	printf("%zu %zu %zu %zu\n", sizeof(struct k2u_event), offsetof(struct k2u_event, code),
+	       sizeof(struct k2u_register), offsetof(struct k2u_register, efd2));
+	printf("%zu %zu %zu\n", sizeof(struct k2u_info), offsetof(struct k2u_info, buffer_size),
+	       offsetof(struct k2u_info, period_ms));
+	return 0;
+}
+"#,
+    )
+    .expect("write probe.c");
+    let include = workspace_root().join("kernel/c");
+    let status = Command::new("cc")
+        .arg("-I")
+        .arg(&include)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("run cc (install gcc)");
+    assert!(
+        status.success(),
+        "probe.c does not compile against the header"
+    );
+    let out = Command::new(&exe).output().expect("run probe");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let codes: Vec<String> = Code::ALL.iter().map(|c| c.value().to_string()).collect();
+    let expected = format!(
+        "{}\n{} {} {}\n{} {} {} {}\n{} {} {}\n",
+        codes.join(" "),
+        IOC_REGISTER,
+        IOC_ACK,
+        IOC_INFO,
+        size_of::<Event>(),
+        offset_of!(Event, code),
+        size_of::<Register>(),
+        offset_of!(Register, efd2),
+        size_of::<Info>(),
+        offset_of!(Info, buffer_size),
+        offset_of!(Info, period_ms),
+    );
+    assert_eq!(text, expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,42 @@
+//! The numbers the seed fixed, and the ioctl encoding, checked independently.
+use kern2usr_abi::*;
+
+#[test]
+fn seed_codes_keep_their_values() {
+    let values: Vec<u32> = Code::ALL.iter().map(|c| c.value()).collect();
+    assert_eq!(values, [1, 2, 3, 4, 5, 6, 7]);
+    for code in Code::ALL {
+        assert_eq!(Code::from_value(code.value().into()), Some(code));
+    }
+    assert_eq!(Code::from_value(0), None);
+    assert_eq!(Code::from_value(8), None);
+}
+
+#[test]
+fn seed_defaults() {
+    assert_eq!(DEFAULT_BUFFER_SIZE, 4096);
+    assert_eq!(DEFAULT_PERIOD_MS, 500);
+    assert_eq!(DEFAULT_POLL_TIMEOUT_MS, 10_000);
+    assert_eq!(pattern_byte(0), 0);
+    assert_eq!(pattern_byte(254), 254);
+    assert_eq!(pattern_byte(255), 0);
+    assert_eq!(pattern_byte(4095), (4095 % 255) as u8);
+}
+
+#[test]
+fn ioctl_numbers_follow_asm_generic_encoding() {
+    // _IOW(0xE7, 1, 8 bytes) = (1 << 30) | (8 << 16) | (0xE7 << 8) | 1
+    assert_eq!(IOC_REGISTER, 0x4008_E701);
+    // _IO(0xE7, 2)
+    assert_eq!(IOC_ACK, 0x0000_E702);
+    // _IOR(0xE7, 3, 24 bytes) = (2 << 30) | (24 << 16) | (0xE7 << 8) | 3
+    assert_eq!(IOC_INFO, 0x8018_E703);
+}
+
+#[test]
+fn event_modes_round_trip_by_name() {
+    for mode in [EventMode::Counter, EventMode::Queue] {
+        assert_eq!(EventMode::from_name(mode.name()), Some(mode));
+    }
+    assert_eq!(EventMode::from_name("bogus"), None);
+}

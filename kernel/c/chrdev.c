@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The character device: mmap of the data buffer, event records (queue
+ * mode) through read(), and the ioctls. Dynamic major; the node appears
+ * as /dev/kern2usr (mode 0600) through devtmpfs or udev.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/device.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/mm.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+
+#include "kern2usr.h"
+
+static int k2u_open(struct inode *inode, struct file *filp)
+{
+	filp->private_data = &k2u_dev;
+	return 0;
+}
+
+static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
+{
+	struct k2u *k = filp->private_data;
+	unsigned long len = vma->vm_end - vma->vm_start;
+
+	if (vma->vm_pgoff) {
+		pr_info_ratelimited("mmap refused: offset %lu, must be 0\n",
+				    vma->vm_pgoff << PAGE_SHIFT);
+		return -EINVAL;
+	}
+	if (len > k->buffer_size) {
+		pr_info_ratelimited("mmap refused: length %lu exceeds buffer_size %zu\n",
+				    len, k->buffer_size);
+		return -EINVAL;
+	}
+	if (!(vma->vm_flags & VM_SHARED)) {
+		/* A private copy-on-write view could hide the kernel's fills. */
+		if (vma->vm_flags & VM_WRITE) {
+			pr_info_ratelimited("mmap refused: MAP_PRIVATE must be read-only\n");
+			return -EINVAL;
+		}
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+		vm_flags_clear(vma, VM_MAYWRITE);
+#else
+		vma->vm_flags &= ~VM_MAYWRITE;
+#endif
+	}
+	/* vmalloc_user() zeroed the buffer before it could be mapped. */
+	return remap_vmalloc_range(vma, k->buffer, 0);
+}
+
+static ssize_t k2u_read(struct file *filp, char __user *buf, size_t count,
+			loff_t *ppos)
+{
+	return k2u_read_events(filp->private_data, buf, count,
+			       filp->f_flags & O_NONBLOCK);
+}
+
+static __poll_t k2u_poll(struct file *filp, poll_table *wait)
+{
+	struct k2u *k = filp->private_data;
+
+	poll_wait(filp, &k->readq, wait);
+	if (K2U_EVENT_MODE == K2U_EVENT_MODE_QUEUE && READ_ONCE(k->ring_count))
+		return EPOLLIN | EPOLLRDNORM;
+	return 0;
+}
+
+static long k2u_ioctl_register(struct k2u *k, void __user *arg)
+{
+	struct k2u_register reg;
+	struct file *efd, *efd2;
+	long ret;
+
+	if (copy_from_user(&reg, arg, sizeof(reg)))
+		return -EFAULT;
+	efd = fget(reg.efd);
+	if (!efd)
+		return -EBADF;
+	efd2 = fget(reg.efd2);
+	if (!efd2) {
+		fput(efd);
+		return -EBADF;
+	}
+	mutex_lock(&k->lock);
+	if (k->dead)
+		ret = -ENODEV;
+	else if (k->testing)
+		ret = -EBUSY;
+	else
+		ret = k2u_attach(k, task_tgid_vnr(current), efd, efd2);
+	mutex_unlock(&k->lock);
+	fput(efd2);
+	fput(efd);
+	if (!ret)
+		pr_info("eventfds of pid %d registered by ioctl\n",
+			task_tgid_vnr(current));
+	return ret;
+}
+
+static long k2u_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
+{
+	struct k2u *k = filp->private_data;
+	struct k2u_info info = {};
+	long ret;
+
+	switch (cmd) {
+	case K2U_IOC_REGISTER:
+		return k2u_ioctl_register(k, (void __user *)arg);
+	case K2U_IOC_ACK:
+		mutex_lock(&k->lock);
+		ret = k->attached ? k2u_round_ack(k, K2U_CMD_MEMORY_COPIED,
+						  ktime_get_ns()) : -EPROTO;
+		mutex_unlock(&k->lock);
+		return ret;
+	case K2U_IOC_INFO:
+		info.abi_version = K2U_ABI_VERSION;
+		info.event_mode = K2U_EVENT_MODE;
+		info.buffer_size = k->buffer_size;
+		info.period_ms = div_u64(k2u_period_ns(), NSEC_PER_MSEC);
+		return copy_to_user((void __user *)arg, &info, sizeof(info)) ?
+		       -EFAULT : 0;
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations k2u_fops = {
+	.owner = THIS_MODULE,
+	.open = k2u_open,
+	.mmap = k2u_mmap,
+	.read = k2u_read,
+	.poll = k2u_poll,
+	.unlocked_ioctl = k2u_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
+static char *k2u_devnode(const struct device *dev, umode_t *mode)
+#else
+static char *k2u_devnode(struct device *dev, umode_t *mode)
+#endif
+{
+	if (mode)
+		*mode = 0600;
+	return NULL;
+}
+
+int k2u_chrdev_create(struct k2u *k)
+{
+	int ret;
+
+	ret = alloc_chrdev_region(&k->devt, 0, 1, K2U_DEVICE_NAME);
+	if (ret)
+		return ret;
+	cdev_init(&k->cdev, &k2u_fops);
+	k->cdev.owner = THIS_MODULE;
+	ret = cdev_add(&k->cdev, k->devt, 1);
+	if (ret)
+		goto err_region;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+	k->class = class_create(K2U_DEVICE_NAME);
+#else
+	k->class = class_create(THIS_MODULE, K2U_DEVICE_NAME);
+#endif
+	if (IS_ERR(k->class)) {
+		ret = PTR_ERR(k->class);
+		goto err_cdev;
+	}
+	k->class->devnode = k2u_devnode;
+	k->device = device_create(k->class, NULL, k->devt, NULL,
+				  K2U_DEVICE_NAME);
+	if (IS_ERR(k->device)) {
+		ret = PTR_ERR(k->device);
+		goto err_class;
+	}
+	return 0;
+
+err_class:
+	class_destroy(k->class);
+err_cdev:
+	cdev_del(&k->cdev);
+err_region:
+	unregister_chrdev_region(k->devt, 1);
+	return ret;
+}
+
+void k2u_chrdev_destroy(struct k2u *k)
+{
+	device_destroy(k->class, k->devt);
+	class_destroy(k->class);
+	cdev_del(&k->cdev);
+	unregister_chrdev_region(k->devt, 1);
+}

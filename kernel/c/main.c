@@ -1,0 +1,398 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kern2usr: hand a kernel buffer to a userspace listener and time the round
+ * trip, driven through module parameters and two eventfds.
+ *
+ * This file: module init/exit and the parameters. Writing a command number
+ * to cur_cmd runs it; a refused command returns an errno to the writer,
+ * logs one line and leaves its reason in last_error.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/file.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/sched/task.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+
+#include "kern2usr.h"
+
+struct k2u k2u_dev;
+
+static int usr_pid;
+static int usr_efd = -1;
+static int usr_efd2 = -1;
+static unsigned int cur_cmd;
+static unsigned int period_ms = K2U_DEFAULT_PERIOD_MS;
+static unsigned long buffer_size = K2U_DEFAULT_BUFFER_SIZE;
+
+u64 k2u_period_ns(void)
+{
+	return (u64)READ_ONCE(period_ms) * NSEC_PER_MSEC;
+}
+
+const char *k2u_cmd_name(unsigned int cmd)
+{
+	static const char * const names[] = {
+		[K2U_CMD_FIND] = "FIND",
+		[K2U_CMD_MMAP] = "MMAP",
+		[K2U_CMD_START_TEST] = "START_TEST",
+		[K2U_CMD_STOP_TEST] = "STOP_TEST",
+		[K2U_CMD_EXIT_TEST] = "EXIT_TEST",
+		[K2U_CMD_MEMORY_READY] = "MEMORY_READY",
+		[K2U_CMD_MEMORY_COPIED] = "MEMORY_COPIED",
+	};
+
+	return cmd < ARRAY_SIZE(names) && names[cmd] ? names[cmd] : "UNKNOWN";
+}
+
+static __printf(4, 5) int k2u_refuse(struct k2u *k, unsigned int cmd, int err,
+				     const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vsnprintf(k->last_error, sizeof(k->last_error), fmt, args);
+	va_end(args);
+	pr_notice("command %u (%s) refused: %s\n", cmd, k2u_cmd_name(cmd),
+		  k->last_error);
+	return err;
+}
+
+/* FIND: resolve usr_pid's two eventfds and hook them. */
+static int k2u_cmd_find(struct k2u *k)
+{
+	const unsigned int cmd = K2U_CMD_FIND;
+	struct task_struct *task;
+	struct file *f1, *f2;
+	int ret;
+
+	if (usr_pid <= 0 || usr_efd < 0 || usr_efd2 < 0)
+		return k2u_refuse(k, cmd, -EINVAL,
+				  "set usr_pid, usr_efd and usr_efd2 first");
+	if (usr_efd == usr_efd2)
+		return k2u_refuse(k, cmd, -EINVAL,
+				  "usr_efd and usr_efd2 must be two different eventfds");
+	if (k->testing)
+		return k2u_refuse(k, cmd, -EBUSY,
+				  "test is running: stop it (4) before FIND");
+
+	pr_info("Received from userspace: usr_pid=%d, efd=%d, efd2=%d\n",
+		usr_pid, usr_efd, usr_efd2);
+	task = k2u_get_task(usr_pid);
+	if (!task)
+		return k2u_refuse(k, cmd, -ESRCH, "usr_pid=%d: no such process",
+				  usr_pid);
+	ret = -EBADF;
+	f1 = k2u_fget_task(task, usr_efd);
+	if (!f1) {
+		k2u_refuse(k, cmd, ret, "usr_efd=%d is not an open fd of pid %d",
+			   usr_efd, usr_pid);
+		goto out_task;
+	}
+	f2 = k2u_fget_task(task, usr_efd2);
+	if (!f2) {
+		k2u_refuse(k, cmd, ret, "usr_efd2=%d is not an open fd of pid %d",
+			   usr_efd2, usr_pid);
+		goto out_f1;
+	}
+	ret = -EINVAL;
+	if (!k2u_is_eventfd(f1)) {
+		k2u_refuse(k, cmd, ret, "usr_efd=%d of pid %d is not an eventfd",
+			   usr_efd, usr_pid);
+		goto out_f2;
+	}
+	if (!k2u_is_eventfd(f2)) {
+		k2u_refuse(k, cmd, ret, "usr_efd2=%d of pid %d is not an eventfd",
+			   usr_efd2, usr_pid);
+		goto out_f2;
+	}
+	pr_info("Resolved pointer to the userspace program task struct: %p\n",
+		task);
+	pr_info("Resolved pointer to the userspace program's eventfd's file struct: %p and struct2 : %p\n",
+		f1, f2);
+	ret = k2u_attach(k, usr_pid, f1, f2);
+	if (ret == -EINVAL)
+		k2u_refuse(k, cmd, ret,
+			   "usr_efd and usr_efd2 are the same eventfd");
+	else if (ret)
+		k2u_refuse(k, cmd, ret, "cannot watch the eventfds (error %d)",
+			   ret);
+	else
+		pr_info("Resolved pointer to the userspace program's eventfd's context: %p and context2 : %p\n",
+			k->efd.ctx, k->efd2.ctx);
+out_f2:
+	fput(f2);
+out_f1:
+	fput(f1);
+out_task:
+	put_task_struct(task);
+	return ret;
+}
+
+/* Commands 2-5 need a listener that has not been told to exit. */
+static int k2u_need_listener(struct k2u *k, unsigned int cmd)
+{
+	if (!k->attached)
+		return k2u_refuse(k, cmd, -EPROTO,
+				  "no listener: run FIND (1) first");
+	if (k->exit_sent)
+		return k2u_refuse(k, cmd, -EPROTO,
+				  "listener was told to exit (5): run FIND (1) for a new one");
+	if (!k2u_post_has_room(k))
+		return k2u_refuse(k, cmd, -EAGAIN,
+				  "event queue full: the listener is not reading events");
+	return 0;
+}
+
+static int k2u_run(struct k2u *k, unsigned int cmd)
+{
+	int ret;
+
+	if (cmd == K2U_CMD_FIND)
+		return k2u_cmd_find(k);
+	if (cmd < K2U_CMD_MMAP || cmd > K2U_CMD_EXIT_TEST)
+		return k2u_refuse(k, cmd, -EINVAL,
+				  "unknown command %u (valid: 1-5)", cmd);
+	ret = k2u_need_listener(k, cmd);
+	if (ret)
+		return ret;
+
+	switch (cmd) {
+	case K2U_CMD_MMAP:
+		if (k->testing)
+			return k2u_refuse(k, cmd, -EBUSY,
+					  "test is running: stop it (4) first");
+		k2u_post(k, cmd);
+		k->mmap_sent = true;
+		break;
+	case K2U_CMD_START_TEST:
+		if (!k->mmap_sent)
+			return k2u_refuse(k, cmd, -EPROTO,
+					  "MMAP (2) must come before START_TEST (3)");
+		if (k->testing)
+			return k2u_refuse(k, cmd, -EBUSY, "test already running");
+		k2u_post(k, cmd);
+		k2u_round_start(k);
+		pr_info("Timer is started.\n");
+		break;
+	case K2U_CMD_STOP_TEST:
+		if (!k->testing)
+			return k2u_refuse(k, cmd, -EPROTO, "test is not running");
+		k2u_round_stop(k);
+		pr_info("Timer is deleted.\n");
+		pr_info("Avg copy time = %llu\n", k2u_round_average(k));
+		k2u_post(k, cmd);
+		break;
+	case K2U_CMD_EXIT_TEST:
+		if (k->testing) {
+			k2u_round_stop(k);
+			pr_info("Timer is deleted.\n");
+		}
+		k2u_post(k, cmd);
+		k->exit_sent = true;
+		break;
+	}
+	return 0;
+}
+
+static int cur_cmd_set(const char *val, const struct kernel_param *kp)
+{
+	struct k2u *k = &k2u_dev;
+	unsigned int cmd;
+	int ret;
+
+	mutex_lock(&k->lock);
+	if (k->dead) {
+		ret = -ENODEV;
+	} else if (kstrtouint(val, 0, &cmd)) {
+		ret = k2u_refuse(k, 0, -EINVAL, "not a command number: %.*s",
+				 (int)min_t(size_t, strcspn(val, "\n"), 16),
+				 val);
+	} else {
+		ret = k2u_run(k, cmd);
+		if (!ret) {
+			cur_cmd = cmd;
+			k->last_error[0] = '\0';
+		}
+	}
+	mutex_unlock(&k->lock);
+	return ret;
+}
+
+static const struct kernel_param_ops cur_cmd_ops = {
+	.set = cur_cmd_set,
+	.get = param_get_uint,
+};
+module_param_cb(cur_cmd, &cur_cmd_ops, &cur_cmd, 0644);
+MODULE_PARM_DESC(cur_cmd, "Write 1-5 to run FIND, MMAP, START_TEST, STOP_TEST, EXIT_TEST");
+
+static int int_at_least_set(const char *val, const struct kernel_param *kp,
+			    int min)
+{
+	int v, ret;
+
+	ret = kstrtoint(val, 0, &v);
+	if (ret || v < min)
+		return -EINVAL;
+	*(int *)kp->arg = v;
+	return 0;
+}
+
+static int usr_pid_set(const char *val, const struct kernel_param *kp)
+{
+	return int_at_least_set(val, kp, 1);
+}
+
+static int usr_fd_set(const char *val, const struct kernel_param *kp)
+{
+	return int_at_least_set(val, kp, 0);
+}
+
+static const struct kernel_param_ops usr_pid_ops = {
+	.set = usr_pid_set,
+	.get = param_get_int,
+};
+
+static const struct kernel_param_ops usr_fd_ops = {
+	.set = usr_fd_set,
+	.get = param_get_int,
+};
+module_param_cb(usr_pid, &usr_pid_ops, &usr_pid, 0644);
+MODULE_PARM_DESC(usr_pid, "pid of the listener");
+module_param_cb(usr_efd, &usr_fd_ops, &usr_efd, 0644);
+MODULE_PARM_DESC(usr_efd, "listener's kernel->user eventfd");
+module_param_cb(usr_efd2, &usr_fd_ops, &usr_efd2, 0644);
+MODULE_PARM_DESC(usr_efd2, "listener's user->kernel eventfd");
+
+static int period_ms_set(const char *val, const struct kernel_param *kp)
+{
+	unsigned int v;
+
+	if (kstrtouint(val, 0, &v) || v < 1 || v > K2U_MAX_PERIOD_MS)
+		return -EINVAL;
+	WRITE_ONCE(period_ms, v);
+	return 0;
+}
+
+static const struct kernel_param_ops period_ms_ops = {
+	.set = period_ms_set,
+	.get = param_get_uint,
+};
+module_param_cb(period_ms, &period_ms_ops, &period_ms, 0644);
+MODULE_PARM_DESC(period_ms, "Timer period of a test round in ms (1-60000, default 500)");
+
+module_param(buffer_size, ulong, 0444);
+MODULE_PARM_DESC(buffer_size, "Size of the shared buffer in bytes (multiple of 4096, default 4096)");
+
+static int read_only_set(const char *val, const struct kernel_param *kp)
+{
+	return -EPERM;
+}
+
+static int event_mode_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n", K2U_EVENT_MODE == K2U_EVENT_MODE_QUEUE ?
+			  "queue" : "counter");
+}
+
+static const struct kernel_param_ops event_mode_ops = {
+	.set = read_only_set,
+	.get = event_mode_get,
+};
+module_param_cb(event_mode, &event_mode_ops, NULL, 0444);
+MODULE_PARM_DESC(event_mode, "How codes reach the listener: counter or queue");
+
+static int last_error_get(char *buf, const struct kernel_param *kp)
+{
+	struct k2u *k = &k2u_dev;
+	int ret;
+
+	mutex_lock(&k->lock);
+	ret = sysfs_emit(buf, "%s\n", k->last_error);
+	mutex_unlock(&k->lock);
+	return ret;
+}
+
+static const struct kernel_param_ops last_error_ops = {
+	.set = read_only_set,
+	.get = last_error_get,
+};
+module_param_cb(last_error, &last_error_ops, NULL, 0444);
+MODULE_PARM_DESC(last_error, "Why the last refused command was refused");
+
+static int __init k2u_init(void)
+{
+	struct k2u *k = &k2u_dev;
+	int ret;
+
+	pr_info("module started...\n");
+	if (!buffer_size || buffer_size > K2U_MAX_BUFFER_SIZE ||
+	    !PAGE_ALIGNED(buffer_size)) {
+		pr_err("buffer_size=%lu: must be a multiple of %lu up to %lu\n",
+		       buffer_size, PAGE_SIZE, K2U_MAX_BUFFER_SIZE);
+		return -EINVAL;
+	}
+	mutex_init(&k->lock);
+	k2u_link_init(k);
+	k2u_round_init(k);
+	k->buffer_size = buffer_size;
+
+	/* Zeroed, and flagged VM_USERMAP for remap_vmalloc_range(). */
+	k->buffer = vmalloc_user(k->buffer_size);
+	if (!k->buffer)
+		return -ENOMEM;
+	k->ring = kvcalloc(K2U_EVENT_QUEUE_LEN, sizeof(*k->ring), GFP_KERNEL);
+	if (!k->ring) {
+		ret = -ENOMEM;
+		goto err_buffer;
+	}
+	k->wq = alloc_workqueue(KBUILD_MODNAME, WQ_HIGHPRI, 0);
+	if (!k->wq) {
+		ret = -ENOMEM;
+		goto err_ring;
+	}
+	/* Last: once the device exists it can be opened and mapped. */
+	ret = k2u_chrdev_create(k);
+	if (ret)
+		goto err_wq;
+
+	pr_info("Char dev with Major = %d was created\n", MAJOR(k->devt));
+	pr_info("Buffer allocated\n");
+	pr_info("Work queue created.\n");
+	return 0;
+
+err_wq:
+	destroy_workqueue(k->wq);
+err_ring:
+	kvfree(k->ring);
+err_buffer:
+	vfree(k->buffer);
+	return ret;
+}
+
+static void __exit k2u_exit(void)
+{
+	struct k2u *k = &k2u_dev;
+
+	mutex_lock(&k->lock);
+	k->dead = true;
+	k2u_detach(k);		/* stops the timer, unhooks the eventfds */
+	mutex_unlock(&k->lock);
+	wake_up_interruptible(&k->readq);
+
+	k2u_chrdev_destroy(k);
+	destroy_workqueue(k->wq);	/* runs what is queued; all see dead */
+	kvfree(k->ring);
+	vfree(k->buffer);
+	pr_info("module unloaded\n");
+}
+
+module_init(k2u_init);
+module_exit(k2u_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("Kernel to userspace buffer hand-off over eventfds and mmap");
+MODULE_AUTHOR("kern2usr developers");

@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Test rounds: a timer fills the buffer, signals MEMORY_READY, and the
+ * listener's acknowledgement closes the round with its round-trip time.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/math64.h>
+#include <linux/ratelimit.h>
+
+#include "kern2usr.h"
+
+/* Log every round at the seed's pace; a fast timer cannot flood the log. */
+static DEFINE_RATELIMIT_STATE(k2u_round_log, HZ, 20);
+
+static enum hrtimer_restart k2u_timer_fn(struct hrtimer *timer)
+{
+	struct k2u *k = container_of(timer, struct k2u, timer);
+
+	queue_work(k->wq, &k->round_work);
+	hrtimer_forward_now(timer, ns_to_ktime(k2u_period_ns()));
+	return HRTIMER_RESTART;
+}
+
+static void k2u_fill(struct k2u *k)
+{
+	u8 *p = k->buffer;
+	size_t i;
+
+	for (i = 0; i < k->buffer_size; i++)
+		p[i] = K2U_PATTERN_BYTE(i);
+}
+
+static void k2u_round_work(struct work_struct *work)
+{
+	struct k2u *k = container_of(work, struct k2u, round_work);
+	bool log;
+
+	mutex_lock(&k->lock);
+	if (!k->testing)
+		goto out;
+	log = __ratelimit(&k2u_round_log);
+	if (log) {
+		pr_info("Timer handler called\n");
+		pr_info("In handler: buffer_filled = %d, calculation_done = %d\n",
+			k->buffer_filled, k->calculation_done);
+	}
+	if (k->buffer_filled && !k->calculation_done)
+		goto out;	/* the last round is still outstanding */
+	if (!k2u_post_has_room(k)) {
+		pr_notice_ratelimited("event queue full: round skipped\n");
+		goto out;
+	}
+	if (log)
+		pr_info("Start monitoring for efd2...\n");
+	k2u_fill(k);
+	k->buffer_filled = true;
+	k->calculation_done = false;
+	k->log_round = log;
+	k2u_post(k, K2U_CMD_MEMORY_READY);
+	if (log)
+		pr_info("Buffer filled\n");
+out:
+	mutex_unlock(&k->lock);
+}
+
+void k2u_round_init(struct k2u *k)
+{
+	INIT_WORK(&k->round_work, k2u_round_work);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+	hrtimer_setup(&k->timer, k2u_timer_fn, CLOCK_MONOTONIC,
+		      HRTIMER_MODE_REL);
+#else
+	hrtimer_init(&k->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL);
+	k->timer.function = k2u_timer_fn;
+#endif
+}
+
+void k2u_round_start(struct k2u *k)
+{
+	lockdep_assert_held(&k->lock);
+	k->testing = true;
+	k->buffer_filled = false;
+	k->calculation_done = false;
+	k->total_ns = 0;
+	k->rounds = 0;
+	hrtimer_start(&k->timer, ns_to_ktime(k2u_period_ns()), HRTIMER_MODE_REL);
+}
+
+/* Stop the timer; a round still outstanding is abandoned. */
+void k2u_round_stop(struct k2u *k)
+{
+	lockdep_assert_held(&k->lock);
+	if (!k->testing)
+		return;
+	hrtimer_cancel(&k->timer);
+	k->testing = false;
+	k->buffer_filled = false;
+	k->calculation_done = false;
+}
+
+u64 k2u_round_average(struct k2u *k)
+{
+	lockdep_assert_held(&k->lock);
+	return k->rounds ? div64_u64(k->total_ns, k->rounds) : 0;
+}
+
+/* MEMORY_READY is being signalled now: the round trip starts here. */
+void k2u_round_signalled(struct k2u *k)
+{
+	k->round_start_ns = ktime_get_ns();
+}
+
+/* The listener acknowledged @value at @now_ns. -EPROTO: nothing to ack. */
+int k2u_round_ack(struct k2u *k, u64 value, u64 now_ns)
+{
+	u64 took;
+
+	lockdep_assert_held(&k->lock);
+	if (value != K2U_CMD_MEMORY_COPIED) {
+		pr_notice_ratelimited("unexpected value %llu on efd2 ignored\n",
+				      value);
+		return -EINVAL;
+	}
+	if (!k->testing || !k->buffer_filled || k->calculation_done)
+		return -EPROTO;
+	took = now_ns - k->round_start_ns;
+	k->total_ns += took;
+	k->rounds++;
+	k->calculation_done = true;
+	if (k->log_round) {
+		pr_info("Time to copy = %llu\n", took);
+		pr_info("Exit from __monitor_efd2\n");
+	}
+	return 0;
+}
