@@ -1,0 +1,601 @@
+//! `cargo xtask fetch`: Debian kernel images and headers, unpacked into the
+//! cache with a private apt configuration (the host's apt state is only
+//! read for the archive keyring, never written).
+//!
+//! Layout under the cache directory:
+//!
+//! ```text
+//! apt/                      private apt config, lists and package cache
+//! kernels/<ABI>/root/       dpkg-deb -x of the packages
+//! kernels/<ABI>/complete    stamp: the tree is fully unpacked and fixed up
+//! kernels/<series>.resolved the ABI used when the pinned one was gone
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::ValueEnum;
+
+use crate::util::{create_dir, describe, remove_dir_if_exists, run, run_captured, run_stdout, say};
+
+/// The kernel series the harness knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Series {
+    /// Debian 12's own kernel (counter mode).
+    #[value(name = "6.1")]
+    V6_1,
+    /// bookworm's 6.12 (queue mode: `eventfd_signal()` only adds 1).
+    #[value(name = "6.12")]
+    V6_12,
+}
+
+impl fmt::Display for Series {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Series {
+    /// Every series, in the order the tests run them.
+    pub const ALL: [Series; 2] = [Series::V6_1, Series::V6_12];
+
+    /// `6.1` or `6.12`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Series::V6_1 => "6.1",
+            Series::V6_12 => "6.12",
+        }
+    }
+
+    /// The pinned Debian ABI name (the part before `-amd64`).
+    pub fn pinned_abi(self) -> &'static str {
+        match self {
+            Series::V6_1 => "6.1.0-56",
+            Series::V6_12 => "6.12.117+deb12",
+        }
+    }
+
+    /// Environment variable that overrides the pinned ABI.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Series::V6_1 => "KERN2USR_KERNEL_6_1",
+            Series::V6_12 => "KERN2USR_KERNEL_6_12",
+        }
+    }
+
+    /// apt-cache regex matching every unsigned image of this series; the
+    /// ABI is the text between the prefix and `-amd64-unsigned`.
+    fn image_regex(self) -> &'static str {
+        match self {
+            Series::V6_1 => r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
+            Series::V6_12 => r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$",
+        }
+    }
+}
+
+/// One concrete kernel: a series and an ABI, with its package names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    /// Series it belongs to.
+    pub series: Series,
+    /// Debian ABI, e.g. `6.1.0-56` or `6.12.117+deb12`.
+    pub abi: String,
+}
+
+impl Kernel {
+    /// `uname -r` of the kernel, e.g. `6.1.0-56-amd64`.
+    pub fn release(&self) -> String {
+        format!("{}-amd64", self.abi)
+    }
+
+    /// The four packages to download.
+    pub fn packages(&self) -> Vec<String> {
+        let abi = &self.abi;
+        let kbuild = match self.series {
+            // 6.1's kbuild package is per upstream version, 6.12's (from
+            // bookworm's security/backports line) per ABI.
+            Series::V6_1 => "linux-kbuild-6.1".to_string(),
+            Series::V6_12 => format!("linux-kbuild-{abi}"),
+        };
+        vec![
+            format!("linux-image-{abi}-amd64-unsigned"),
+            format!("linux-headers-{abi}-amd64"),
+            format!("linux-headers-{abi}-common"),
+            kbuild,
+        ]
+    }
+}
+
+/// Paths of an unpacked kernel.
+#[derive(Clone, Debug)]
+pub struct Unpacked {
+    /// The kernel this is.
+    pub kernel: Kernel,
+    /// The bootable image.
+    pub vmlinuz: PathBuf,
+    /// Build directory for `make -C`.
+    pub kdir: PathBuf,
+}
+
+/// Which ABI to use: `--kernel-version`, else the env override, else pinned.
+/// The second value says whether it is the pinned default (only then may a
+/// newer ABI replace it).
+pub fn choose_abi(series: Series, flag: Option<&str>, env: Option<&str>) -> (String, bool) {
+    let set = |s: Option<&str>| {
+        s.map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    match set(flag).or_else(|| set(env)) {
+        Some(abi) => (abi, false),
+        None => (series.pinned_abi().to_string(), true),
+    }
+}
+
+/// Numeric key for ordering ABIs: the runs of digits, in order.
+fn abi_key(abi: &str) -> Vec<u64> {
+    abi.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(u64::MAX))
+        .collect()
+}
+
+/// The newest ABI among `apt-cache pkgnames`-style lines.
+pub fn newest_abi(series: Series, names: &str) -> Option<String> {
+    let prefix = "linux-image-";
+    let suffix = "-amd64-unsigned";
+    names
+        .lines()
+        .map(str::trim)
+        .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(suffix))
+        .filter(|abi| match series {
+            Series::V6_1 => abi.starts_with("6.1.0-"),
+            Series::V6_12 => abi.starts_with("6.12.") && abi.ends_with("+deb12"),
+        })
+        .max_by_key(|abi| abi_key(abi))
+        .map(str::to_string)
+}
+
+/// Rewrites Debian's one-line `-amd64` headers Makefile, which includes the
+/// `-common` tree by its installed absolute path, to the unpacked path.
+pub fn rewrite_headers_makefile(text: &str, common_dir: &Path) -> Result<String> {
+    let mut out = String::new();
+    let mut rewritten = false;
+    for line in text.lines() {
+        match line.trim().strip_prefix("include ") {
+            Some(path) if path.trim().starts_with("/usr/src/linux-headers-") => {
+                let file = Path::new(path.trim())
+                    .file_name()
+                    .ok_or_else(|| anyhow!("odd include line `{line}`"))?;
+                out.push_str(&format!("include {}\n", common_dir.join(file).display()));
+                rewritten = true;
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    if !rewritten {
+        bail!("no `include /usr/src/linux-headers-...` line to rewrite in:\n{text}");
+    }
+    Ok(out)
+}
+
+/// The private apt setup in `<cache>/apt`.
+struct Apt {
+    dir: PathBuf,
+}
+
+const SOURCES: &str = "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
+";
+
+/// Lists older than this are refreshed before use.
+const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+impl Apt {
+    fn new(cache: &Path) -> Result<Apt> {
+        let dir = cache.join("apt");
+        for sub in [
+            "lists/partial",
+            "cache/archives/partial",
+            "state",
+            "empty.d",
+        ] {
+            create_dir(&dir.join(sub))?;
+        }
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("could not write {}", path.display()))
+        };
+        write("sources.list", SOURCES)?;
+        write("status", "")?;
+        let d = dir.display();
+        let conf = format!(
+            "Dir::Etc::main \"/dev/null\";\n\
+             Dir::Etc::Parts \"{d}/empty.d\";\n\
+             Dir::Etc::SourceList \"{d}/sources.list\";\n\
+             Dir::Etc::SourceParts \"{d}/empty.d\";\n\
+             Dir::Etc::Preferences \"/dev/null\";\n\
+             Dir::Etc::PreferencesParts \"{d}/empty.d\";\n\
+             Dir::State \"{d}/state\";\n\
+             Dir::State::Lists \"{d}/lists\";\n\
+             Dir::State::status \"{d}/status\";\n\
+             Dir::Cache \"{d}/cache\";\n\
+             Dir::Cache::archives \"{d}/cache/archives\";\n\
+             Dir::Log \"{d}/state\";\n\
+             APT::Architecture \"amd64\";\n\
+             APT::Architectures {{ \"amd64\"; }};\n\
+             APT::Sandbox::User \"root\";\n\
+             Acquire::Languages \"none\";\n\
+             Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled \"false\";\n\
+             Acquire::Retries \"3\";\n"
+        );
+        write("apt.conf", &conf)?;
+        Ok(Apt { dir })
+    }
+
+    /// An apt command using only the private configuration.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("APT_CONFIG", self.dir.join("apt.conf"));
+        c
+    }
+
+    fn stamp(&self) -> PathBuf {
+        self.dir.join("lists.updated")
+    }
+
+    fn lists_fresh(&self) -> bool {
+        std::fs::metadata(self.stamp())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < LISTS_MAX_AGE)
+    }
+
+    fn update(&self) -> Result<()> {
+        say("private apt: apt-get update (bookworm, bookworm-updates, bookworm-security)");
+        run_captured(self.command("apt-get").args(["-q", "update"]))
+            .context("apt-get update with the private apt configuration failed; is deb.debian.org reachable?")?;
+        std::fs::write(self.stamp(), "")
+            .with_context(|| format!("could not write {}", self.stamp().display()))
+    }
+
+    fn update_if_stale(&self) -> Result<()> {
+        if self.lists_fresh() {
+            say("private apt: package lists are less than a day old");
+            Ok(())
+        } else {
+            self.update()
+        }
+    }
+
+    fn download(&self, pkgs: &[String], into: &Path) -> Result<()> {
+        let mut c = self.command("apt-get");
+        c.args(["-q", "download"]).args(pkgs).current_dir(into);
+        say(format!(
+            "private apt: {} (in {})",
+            describe(&c),
+            into.display()
+        ));
+        run_captured(&mut c).map(|_| ())
+    }
+
+    /// The package list with `linux-kbuild-6.1` pinned to the version of
+    /// the headers: that package is shared by every 6.1 ABI, so the plain
+    /// name would fetch the newest one, not the one matching the headers.
+    fn pin_kbuild(&self, kernel: &Kernel) -> Result<Vec<String>> {
+        let mut pkgs = kernel.packages();
+        if kernel.series == Series::V6_1 {
+            let common = &pkgs[2];
+            let show =
+                run_stdout(
+                    self.command("apt-cache")
+                        .args(["show", "--no-all-versions", common]),
+                )
+                .with_context(|| format!("{common} is not in the package lists"))?;
+            let version = show
+                .lines()
+                .find_map(|l| l.strip_prefix("Version: "))
+                .ok_or_else(|| anyhow!("no Version in `apt-cache show {common}`"))?
+                .trim()
+                .to_string();
+            pkgs[3] = format!("{}={version}", pkgs[3]);
+        }
+        Ok(pkgs)
+    }
+
+    fn newest(&self, series: Series) -> Result<Option<String>> {
+        let out = run_stdout(self.command("apt-cache").args([
+            "search",
+            "--names-only",
+            series.image_regex(),
+        ]))?;
+        let names: String = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|n| format!("{n}\n"))
+            .collect();
+        Ok(newest_abi(series, &names))
+    }
+}
+
+fn kernels_dir(cache: &Path) -> PathBuf {
+    cache.join("kernels")
+}
+
+fn complete_stamp(cache: &Path, abi: &str) -> PathBuf {
+    kernels_dir(cache).join(abi).join("complete")
+}
+
+fn unpacked(cache: &Path, kernel: Kernel) -> Unpacked {
+    let root = kernels_dir(cache).join(&kernel.abi).join("root");
+    let release = kernel.release();
+    Unpacked {
+        vmlinuz: root.join("boot").join(format!("vmlinuz-{release}")),
+        kdir: root
+            .join("usr/src")
+            .join(format!("linux-headers-{release}")),
+        kernel,
+    }
+}
+
+fn resolved_note(cache: &Path, series: Series) -> PathBuf {
+    kernels_dir(cache).join(format!("{series}.resolved"))
+}
+
+/// Makes sure the kernel of `series` is unpacked in the cache and returns
+/// its paths. `version` is `--kernel-version` (an ABI like `6.1.0-56`).
+pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
+    let cache = crate::cache::cache_dir()?;
+    let env = std::env::var(series.env_var()).ok();
+    let (abi, pinned) = choose_abi(series, version, env.as_deref());
+    let kernel = Kernel { series, abi };
+    if complete_stamp(&cache, &kernel.abi).exists() {
+        say(format!(
+            "kernel {}: cached in {}",
+            kernel.abi,
+            kernels_dir(&cache).join(&kernel.abi).display()
+        ));
+        return Ok(unpacked(&cache, kernel));
+    }
+    // A pinned ABI that was gone earlier: reuse what replaced it.
+    if pinned {
+        if let Ok(note) = std::fs::read_to_string(resolved_note(&cache, series)) {
+            if let Some((from, to)) = note.trim().split_once(' ') {
+                if from == kernel.abi && complete_stamp(&cache, to).exists() {
+                    warn_replaced(series, from, to);
+                    return Ok(unpacked(
+                        &cache,
+                        Kernel {
+                            series,
+                            abi: to.to_string(),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    create_dir(&cache).with_context(|| "set KERN2USR_CACHE to a writable directory".to_string())?;
+    let apt = Apt::new(&cache)?;
+    apt.update_if_stale()?;
+    let first = download_and_unpack(&cache, &apt, &kernel);
+    let Err(first_err) = first else {
+        return Ok(unpacked(&cache, kernel));
+    };
+    say(format!(
+        "kernel {}: failed ({first_err:#}); refreshing the package lists and retrying",
+        kernel.abi
+    ));
+    apt.update()?;
+    let second = download_and_unpack(&cache, &apt, &kernel);
+    let Err(second_err) = second else {
+        return Ok(unpacked(&cache, kernel));
+    };
+    if !pinned {
+        return Err(second_err.context(format!(
+            "kernel {} (from --kernel-version or {}) cannot be downloaded; unset it to use the pinned {}",
+            kernel.abi,
+            series.env_var(),
+            series.pinned_abi()
+        )));
+    }
+    let newest = apt.newest(series)?.ok_or_else(|| {
+        anyhow!("no linux-image-*-amd64-unsigned of series {series} in bookworm's lists")
+    })?;
+    if newest == kernel.abi {
+        return Err(second_err.context(format!(
+            "kernel {} is the newest of its series but does not download",
+            kernel.abi
+        )));
+    }
+    warn_replaced(series, &kernel.abi, &newest);
+    let replacement = Kernel {
+        series,
+        abi: newest,
+    };
+    download_and_unpack(&cache, &apt, &replacement)?;
+    let note = resolved_note(&cache, series);
+    std::fs::write(&note, format!("{} {}\n", kernel.abi, replacement.abi))
+        .with_context(|| format!("could not write {}", note.display()))?;
+    Ok(unpacked(&cache, replacement))
+}
+
+fn warn_replaced(series: Series, from: &str, to: &str) {
+    let bar = "!".repeat(78);
+    println!("{bar}");
+    println!("!! kernel {series}: pinned ABI {from} is no longer in Debian's archive;");
+    println!("!! using the newest one, {to}. Update Series::pinned_abi in");
+    println!(
+        "!! xtask/src/kernels.rs (or set {}={to}).",
+        series.env_var()
+    );
+    println!("{bar}");
+}
+
+fn download_and_unpack(cache: &Path, apt: &Apt, kernel: &Kernel) -> Result<()> {
+    let result = try_download_and_unpack(cache, apt, kernel);
+    if result.is_err() {
+        // Leave no half-made tree behind (it has no stamp, so it would be
+        // redone anyway, but it takes space).
+        remove_dir_if_exists(&kernels_dir(cache).join(&kernel.abi))?;
+    }
+    result
+}
+
+fn try_download_and_unpack(cache: &Path, apt: &Apt, kernel: &Kernel) -> Result<()> {
+    let dir = kernels_dir(cache).join(&kernel.abi);
+    // A tree without the stamp may be half unpacked: start over.
+    remove_dir_if_exists(&dir)?;
+    let debs = dir.join("debs");
+    let root = dir.join("root");
+    create_dir(&debs)?;
+    create_dir(&root)?;
+    apt.download(&apt.pin_kbuild(kernel)?, &debs)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&debs)
+        .with_context(|| format!("could not list {}", debs.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    files.sort();
+    if files.len() != kernel.packages().len() {
+        bail!(
+            "expected {} .deb files in {}, found {}",
+            kernel.packages().len(),
+            debs.display(),
+            files.len()
+        );
+    }
+    for deb in &files {
+        let name = deb
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        say(format!("kernel {}: dpkg-deb -x {name}", kernel.abi));
+        run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
+    }
+    let u = unpacked(cache, kernel.clone());
+    let makefile = u.kdir.join("Makefile");
+    let common = root
+        .join("usr/src")
+        .join(format!("linux-headers-{}-common", kernel.abi));
+    say(format!(
+        "kernel {}: pointing {} at {}",
+        kernel.abi,
+        makefile.display(),
+        common.display()
+    ));
+    let text = std::fs::read_to_string(&makefile)
+        .with_context(|| format!("could not read {}", makefile.display()))?;
+    let text = rewrite_headers_makefile(&text, &common)?;
+    std::fs::write(&makefile, text)
+        .with_context(|| format!("could not write {}", makefile.display()))?;
+    for needed in [
+        &u.vmlinuz,
+        &common.join("Makefile"),
+        &u.kdir.join("scripts/Makefile.build"),
+    ] {
+        if !needed.exists() {
+            bail!(
+                "{} is missing after unpacking {}",
+                needed.display(),
+                kernel.packages().join(" ")
+            );
+        }
+    }
+    remove_dir_if_exists(&debs)?;
+    let stamp = complete_stamp(cache, &kernel.abi);
+    std::fs::write(&stamp, kernel.packages().join("\n") + "\n")
+        .with_context(|| format!("could not write {}", stamp.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn makefile_points_at_unpacked_common() {
+        let text = "include /usr/src/linux-headers-6.1.0-56-common/Makefile\n";
+        let out = rewrite_headers_makefile(
+            text,
+            Path::new("/c/k/root/usr/src/linux-headers-6.1.0-56-common"),
+        )
+        .expect("rewrites");
+        assert_eq!(
+            out,
+            "include /c/k/root/usr/src/linux-headers-6.1.0-56-common/Makefile\n"
+        );
+    }
+
+    #[test]
+    fn makefile_without_include_is_an_error() {
+        assert!(rewrite_headers_makefile("all:\n", Path::new("/x")).is_err());
+    }
+
+    #[test]
+    fn packages_per_series() {
+        let k = Kernel {
+            series: Series::V6_12,
+            abi: "6.12.117+deb12".into(),
+        };
+        assert_eq!(
+            k.packages(),
+            [
+                "linux-image-6.12.117+deb12-amd64-unsigned",
+                "linux-headers-6.12.117+deb12-amd64",
+                "linux-headers-6.12.117+deb12-common",
+                "linux-kbuild-6.12.117+deb12",
+            ]
+        );
+        let k = Kernel {
+            series: Series::V6_1,
+            abi: "6.1.0-56".into(),
+        };
+        assert_eq!(k.packages()[3], "linux-kbuild-6.1");
+        assert_eq!(k.release(), "6.1.0-56-amd64");
+    }
+
+    #[test]
+    fn abi_choice() {
+        assert_eq!(
+            choose_abi(Series::V6_1, None, None),
+            ("6.1.0-56".to_string(), true)
+        );
+        assert_eq!(
+            choose_abi(Series::V6_1, None, Some("6.1.0-57")),
+            ("6.1.0-57".to_string(), false)
+        );
+        assert_eq!(
+            choose_abi(Series::V6_1, Some("6.1.0-58"), Some("6.1.0-57")),
+            ("6.1.0-58".to_string(), false)
+        );
+        assert_eq!(
+            choose_abi(Series::V6_12, Some(" "), None),
+            ("6.12.117+deb12".to_string(), true)
+        );
+    }
+
+    #[test]
+    fn newest_abi_orders_numerically() {
+        let names = "linux-image-6.1.0-9-amd64-unsigned\nlinux-image-6.1.0-56-amd64-unsigned\nlinux-image-6.1.0-10-amd64-unsigned\n";
+        assert_eq!(newest_abi(Series::V6_1, names).as_deref(), Some("6.1.0-56"));
+        let names = "linux-image-6.12.99+deb12-amd64-unsigned\nlinux-image-6.12.117+deb12-amd64-unsigned\nlinux-image-6.1.0-99-amd64-unsigned\n";
+        assert_eq!(
+            newest_abi(Series::V6_12, names).as_deref(),
+            Some("6.12.117+deb12")
+        );
+        assert_eq!(
+            newest_abi(Series::V6_12, "linux-image-6.1.0-9-amd64-unsigned\n"),
+            None
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! Reading what the guest and `cargo test` print: suite result lines,
+//! exit markers, kernel problem reports, and the final summary.
+
+use crate::initramfs::{DMESG_BEGIN, DMESG_END, EXIT_MARKER};
+
+/// Passed and failed counts of one suite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+}
+
+impl Counts {
+    /// Adds `other` to `self`.
+    pub fn add(&mut self, other: Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// Parses `<n> passed, <m> failed` exactly.
+fn parse_counts(text: &str) -> Option<Counts> {
+    let (p, f) = text.trim().split_once(", ")?;
+    let passed = p.strip_suffix(" passed")?.parse().ok()?;
+    let failed = f.strip_suffix(" failed")?.parse().ok()?;
+    Some(Counts { passed, failed })
+}
+
+/// A vmtest closing line `<suite>: N passed, N failed`, with the suite name.
+/// Kernel messages interleaved on the console come first on a line at
+/// most, so only an exact whole line counts.
+pub fn parse_suite_line(line: &str) -> Option<(&str, Counts)> {
+    let line = line.trim_end();
+    let (name, rest) = line.split_once(": ")?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return None;
+    }
+    Some((name, parse_counts(rest)?))
+}
+
+/// All suite lines in `console`, in order.
+pub fn suite_results(console: &[String]) -> Vec<(String, Counts)> {
+    console
+        .iter()
+        .filter_map(|l| parse_suite_line(l).map(|(n, c)| (n.to_string(), c)))
+        .collect()
+}
+
+/// Sums libtest's `test result: ok. N passed; M failed; ...` lines.
+/// Returns `None` when there is none at all.
+pub fn cargo_test_counts(output: &str) -> Option<Counts> {
+    let mut total: Option<Counts> = None;
+    for line in output.lines() {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            continue;
+        };
+        let Some((_, numbers)) = rest.split_once(". ") else {
+            continue;
+        };
+        let mut counts = Counts::default();
+        for part in numbers.split(';') {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => counts.passed = n,
+                "failed" => counts.failed = n,
+                _ => {}
+            }
+        }
+        total.get_or_insert_with(Counts::default).add(counts);
+    }
+    total
+}
+
+/// The status of the last `K2U-EXIT <rc>` line.
+pub fn exit_status(console: &[String]) -> Option<i64> {
+    console.iter().rev().find_map(|l| {
+        let rest = l.trim().strip_prefix(EXIT_MARKER)?.trim();
+        rest.parse().ok()
+    })
+}
+
+/// Whether the dmesg dump was printed completely.
+pub fn has_dmesg_dump(console: &[String]) -> bool {
+    let begin = console.iter().position(|l| l.trim() == DMESG_BEGIN);
+    let end = console.iter().rposition(|l| l.trim() == DMESG_END);
+    matches!((begin, end), (Some(b), Some(e)) if b < e)
+}
+
+/// The message part of a kernel log line: drops leading blanks and the
+/// `[    1.234567]` time (and `[    T1]` caller) prefixes.
+fn message(line: &str) -> &str {
+    let mut rest = line.trim_start();
+    while let Some(after) = rest.strip_prefix('[') {
+        match after.split_once(']') {
+            Some((inside, tail)) if inside.len() <= 20 && !inside.contains('[') => {
+                rest = tail.trim_start()
+            }
+            _ => break,
+        }
+    }
+    rest
+}
+
+/// Starts of kernel messages that report a kernel problem.
+const REPORT_STARTS: &[&str] = &[
+    "Oops:",
+    "Oops ",
+    "BUG:",
+    "WARNING:",
+    "Call Trace:",
+    "Kernel panic",
+    "general protection fault",
+    "INFO: task",
+    "UBSAN:",
+    "kernel BUG at",
+    "Unable to handle kernel",
+];
+
+/// Phrases that report a problem wherever they appear in a message.
+const REPORT_PHRASES: &[&str] = &[
+    "KASAN:",
+    "suspected memory leak",
+    "possible circular locking",
+    "possible recursive locking",
+];
+
+/// Whether one console line is part of a kernel problem report.
+///
+/// Only the start of the message counts for the common words, so a test
+/// named `detects_Oops` or a line like `RETBleed: WARNING: Spectre v2
+/// mitigation leaves CPU vulnerable` (printed on every boot with `-cpu
+/// max`) does not match.
+pub fn is_kernel_report(line: &str) -> bool {
+    let msg = message(line);
+    REPORT_STARTS.iter().any(|s| msg.starts_with(s))
+        || REPORT_PHRASES.iter().any(|p| msg.contains(p))
+}
+
+/// The console lines that report kernel problems, each once (the dmesg
+/// dump repeats what the console already showed).
+pub fn kernel_reports(console: &[String]) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
+    console
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| is_kernel_report(l) && seen.insert(*l))
+        .collect()
+}
+
+/// One line of the final summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SummaryLine {
+    /// `host`, or `<module>@<kernel>/<suite>`.
+    pub name: String,
+    /// The counts, or `None` when the line was missing.
+    pub counts: Option<Counts>,
+    /// Why it is missing or failed beyond the counts, if known.
+    pub note: Option<String>,
+}
+
+impl SummaryLine {
+    /// Whether this line counts as a failure.
+    pub fn failed(&self) -> bool {
+        self.note.is_some() || !matches!(self.counts, Some(c) if c.failed == 0)
+    }
+
+    /// `name: N passed, N failed[ (note)]`, or `name: MISSING (note)`.
+    pub fn render(&self) -> String {
+        let note = self
+            .note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        match self.counts {
+            Some(c) => format!(
+                "{}: {} passed, {} failed{note}",
+                self.name, c.passed, c.failed
+            ),
+            None => format!("{}: MISSING{note}", self.name),
+        }
+    }
+}
+
+/// Sum of all counts, for the `total:` line.
+pub fn total(lines: &[SummaryLine]) -> Counts {
+    let mut t = Counts::default();
+    for c in lines.iter().filter_map(|l| l.counts) {
+        t.add(c);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn suite_lines() {
+        assert_eq!(
+            parse_suite_line("walkthrough: 14 passed, 0 failed"),
+            Some((
+                "walkthrough",
+                Counts {
+                    passed: 14,
+                    failed: 0
+                }
+            ))
+        );
+        assert_eq!(
+            parse_suite_line("burst: 3 passed, 2 failed\r"),
+            Some((
+                "burst",
+                Counts {
+                    passed: 3,
+                    failed: 2
+                }
+            ))
+        );
+        assert_eq!(parse_suite_line("walkthrough: 14 passed"), None);
+        assert_eq!(parse_suite_line("[   1.0] x: 1 passed, 0 failed"), None);
+        assert_eq!(parse_suite_line("ok walkthrough: 1 passed, 0 failed"), None);
+        assert_eq!(parse_suite_line("walkthrough: many passed, 0 failed"), None);
+        let console =
+            lines("boot\nwalkthrough: 14 passed, 0 failed\nnoise\nbadinput: 9 passed, 1 failed\n");
+        assert_eq!(
+            suite_results(&console),
+            vec![
+                (
+                    "walkthrough".to_string(),
+                    Counts {
+                        passed: 14,
+                        failed: 0
+                    }
+                ),
+                (
+                    "badinput".to_string(),
+                    Counts {
+                        passed: 9,
+                        failed: 1
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn cargo_test_lines() {
+        let out = "running 3 tests\ntest a ... ok\n\ntest result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
+                   test result: FAILED. 5 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.10s\n\
+                   test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        assert_eq!(
+            cargo_test_counts(out),
+            Some(Counts {
+                passed: 8,
+                failed: 2
+            })
+        );
+        assert_eq!(cargo_test_counts("error: could not compile `x`\n"), None);
+    }
+
+    #[test]
+    fn exit_and_dump() {
+        let console = lines("K2U-RUN x\nK2U-EXIT 3\nK2U-DMESG-BEGIN\n[ 0.1] hi\nK2U-DMESG-END\n");
+        assert_eq!(exit_status(&console), Some(3));
+        assert!(has_dmesg_dump(&console));
+        assert_eq!(exit_status(&lines("K2U-EXIT\n")), None);
+        assert!(!has_dmesg_dump(&lines("K2U-DMESG-BEGIN\n")));
+    }
+
+    #[test]
+    fn kernel_reports_match() {
+        for bad in [
+            "[   12.345678] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+            "[   12.345678] Oops: 0002 [#1] PREEMPT SMP NOPTI",
+            "[   12.345678] Oops: general protection fault, probably for non-canonical address",
+            "[   12.345678] general protection fault, probably for non-canonical address 0xdead: 0000 [#1] SMP",
+            "[    3.000000] WARNING: CPU: 1 PID: 42 at kernel/c/kern2usr.c:100 k2u_find+0x10/0x20 [kern2usr]",
+            "[    3.000000] Call Trace:",
+            "[    3.000000]  Call Trace:",
+            "[    9.000000] Kernel panic - not syncing: Fatal exception",
+            "[    9.000000] BUG: KASAN: slab-use-after-free in k2u_work+0x1/0x2",
+            "[    9.000000] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
+            "[    9.000000] WARNING: possible circular locking dependency detected",
+            "[  250.000000] INFO: task kworker/0:1:12 blocked for more than 120 seconds.",
+            "[    9.000000] UBSAN: array-index-out-of-bounds in kernel/c/kern2usr.c:10:2",
+            "[    9.000000] [    T1] BUG: scheduling while atomic: swapper/0/1/0x00000002",
+            "Kernel panic - not syncing: No working init found.",
+        ] {
+            assert!(is_kernel_report(bad), "should match: {bad}");
+        }
+    }
+
+    #[test]
+    fn harmless_lines_do_not_match() {
+        for good in [
+            "test report::tests::detects_Oops_and_BUG ... ok",
+            "badinput: no_WARNING_on_refused_command ... ok",
+            "walkthrough: 14 passed, 0 failed",
+            "[    0.123456] RETBleed: WARNING: Spectre v2 mitigation leaves CPU vulnerable to RETBleed attacks, data leaks possible!",
+            "[    0.200000] kmemleak: Kernel memory leak detector initialized (mem pool available: 15683)",
+            "[    1.000000] kern2usr: command 9 (?) refused: not a command",
+            "[    0.300000] Spectre V2 : WARNING: Unprivileged eBPF is enabled with eIBRS on, data leaks possible via Spectre v2 BHB attacks!",
+        ] {
+            assert!(!is_kernel_report(good), "should not match: {good}");
+        }
+    }
+
+    #[test]
+    fn reports_are_listed_once() {
+        let console = lines("[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1 f\nok\nK2U-DMESG-BEGIN\n[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1 f\n[ 1.1] Call Trace:\n");
+        assert_eq!(
+            kernel_reports(&console),
+            [
+                "[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1 f",
+                "[ 1.1] Call Trace:"
+            ]
+        );
+    }
+
+    #[test]
+    fn summary_lines() {
+        let ok = SummaryLine {
+            name: "c@6.12/walkthrough".into(),
+            counts: Some(Counts {
+                passed: 14,
+                failed: 0,
+            }),
+            note: None,
+        };
+        assert_eq!(ok.render(), "c@6.12/walkthrough: 14 passed, 0 failed");
+        assert!(!ok.failed());
+        let missing = SummaryLine {
+            name: "c@6.1/burst".into(),
+            counts: None,
+            note: Some("VM run failed".into()),
+        };
+        assert_eq!(missing.render(), "c@6.1/burst: MISSING (VM run failed)");
+        assert!(missing.failed());
+        assert_eq!(
+            total(&[ok, missing]),
+            Counts {
+                passed: 14,
+                failed: 0
+            }
+        );
+    }
+}
