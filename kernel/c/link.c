@@ -27,7 +27,8 @@ static int k2u_efd_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 	if (flags & EPOLLHUP) {
 		set_bit(K2U_EV_HUP, &k->events);
 		queue_work(k->wq, &k->hup_work);
-	} else if (flags & EPOLLOUT) {
+	} else if (K2U_EVENT_MODE == K2U_EVENT_MODE_COUNTER &&
+		   (flags & EPOLLOUT)) {
 		set_bit(K2U_EV_EFD_READ, &k->events);
 		queue_work(k->wq, &k->post_work);
 	}
@@ -82,18 +83,25 @@ static int k2u_hook_add(struct k2u_hook *hook, struct file *file,
 	return hook->wqh ? 0 : -EINVAL;
 }
 
-static void k2u_hook_remove(struct k2u_hook *hook)
+/* After this returns the callback is neither running nor called again. */
+static void k2u_hook_unhook(struct k2u_hook *hook)
 {
 	u64 cnt;
 
 	if (hook->wqh)
 		eventfd_ctx_remove_wait_queue(hook->ctx, &hook->wait, &cnt);
 	hook->wqh = NULL;
+}
+
+static void k2u_hook_remove(struct k2u_hook *hook)
+{
+	k2u_hook_unhook(hook);
 	eventfd_ctx_put(hook->ctx);
 	hook->ctx = NULL;
 }
 
-/* Signal the code at the ring's head (counter mode), if efd is free. */
+#if K2U_EVENT_MODE == K2U_EVENT_MODE_COUNTER
+/* Signal the code at the ring's head, if the last one was read. */
 static void k2u_post_next(struct k2u *k)
 {
 	struct k2u_event *ev;
@@ -107,9 +115,7 @@ static void k2u_post_next(struct k2u *k)
 	k->in_flight = true;
 	if (ev->code == K2U_CMD_MEMORY_READY)
 		k2u_round_signalled(k);
-#if K2U_EVENT_MODE == K2U_EVENT_MODE_COUNTER
 	eventfd_signal(k->efd.ctx, ev->code);
-#endif
 }
 
 static void k2u_post_work(struct work_struct *work)
@@ -123,6 +129,12 @@ static void k2u_post_work(struct work_struct *work)
 	}
 	mutex_unlock(&k->lock);
 }
+#else
+static void k2u_post_work(struct work_struct *work)
+{
+	/* Queue mode: efd is a doorbell; records leave through read(). */
+}
+#endif
 
 static void k2u_hup_work(struct work_struct *work)
 {
@@ -320,18 +332,24 @@ int k2u_attach(struct k2u *k, pid_t pid, struct file *efd_file,
 	clear_bit(K2U_EV_EFD_READ, &k->events);
 	clear_bit(K2U_EV_HUP, &k->events);
 	ret = k2u_hook_add(&k->efd, efd_file, efd, k2u_efd_wake);
-	if (!ret)
-		ret = k2u_hook_add(&k->efd2, efd2_file, efd2, k2u_efd2_wake);
+	if (ret)
+		goto err_put;
+	ret = k2u_hook_add(&k->efd2, efd2_file, efd2, k2u_efd2_wake);
 	if (ret) {
-		k2u_hook_remove(&k->efd);
-		k->efd2.wqh = NULL;
-		k2u_hook_remove(&k->efd2);
-		return ret;
+		k2u_hook_unhook(&k->efd);
+		goto err_put;
 	}
 	k->pid = pid;
 	k->attached = true;
 	k->next_seq = 1;
 	return 0;
+
+err_put:
+	k->efd.ctx = NULL;
+	k->efd2.ctx = NULL;
+	eventfd_ctx_put(efd2);
+	eventfd_ctx_put(efd);
+	return ret;
 }
 
 /* Forget the listener: stop the test, unhook, drop pending events. */
