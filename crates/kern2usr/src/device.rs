@@ -1,0 +1,509 @@
+//! The module's character device: the mapped data buffer, the event records
+//! (queue mode) and the ioctls.
+//!
+//! # Synchronisation of the shared buffer
+//!
+//! The kernel fills the buffer in each round *before* it signals
+//! MEMORY_READY (6) and does not touch it again until the listener has
+//! acknowledged the round (7 on efd2 or `K2U_IOC_ACK`). Between receiving 6
+//! and sending the ack the contents are therefore stable; outside that
+//! window a copy may see a round half-written. [`MappedBuffer`] never hands
+//! out a `&[u8]` into the mapping (the kernel is a concurrent writer Rust
+//! cannot see); it copies out through raw pointers instead, which is sound
+//! at any time and *meaningful* inside the window.
+
+use std::fmt;
+use std::mem::size_of;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::ioctl::{Getter, NoArg, Opcode, Setter};
+use rustix::mm::{MapFlags, ProtFlags};
+
+use crate::abi::{pattern_byte, Event, Info, Register, IOC_ACK, IOC_INFO, IOC_REGISTER};
+use crate::error::{Error, Result};
+use crate::params::Params;
+
+/// Size of one [`Event`] record as read() from the device.
+pub const EVENT_RECORD_SIZE: usize = size_of::<Event>();
+const _: () = assert!(EVENT_RECORD_SIZE == 16, "k2u_event is 16 bytes");
+
+/// How a buffer is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `PROT_READ`.
+    ReadOnly,
+    /// `PROT_READ | PROT_WRITE`.
+    ReadWrite,
+}
+
+impl Access {
+    fn prot(self) -> ProtFlags {
+        match self {
+            Access::ReadOnly => ProtFlags::READ,
+            Access::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Access::ReadOnly => "read-only",
+            Access::ReadWrite => "read-write",
+        }
+    }
+}
+
+/// A `MAP_SHARED` mapping of a file or of the module's buffer, unmapped on
+/// drop.
+///
+/// Invariant: `ptr` is the start of a live mapping of exactly `len > 0`
+/// bytes, created by [`MappedBuffer::map`] with at least `PROT_READ` (and
+/// `PROT_WRITE` when `access` is [`Access::ReadWrite`]), owned by this value
+/// alone and unmapped only by its `Drop`. Other parties (the kernel, other
+/// processes, the file) may change the bytes at any time, so the mapping is
+/// only ever accessed through raw-pointer copies, never through references.
+pub struct MappedBuffer {
+    ptr: NonNull<u8>,
+    len: usize,
+    access: Access,
+}
+
+// SAFETY: the mapping is process-wide memory owned by this value alone; it
+// is not tied to the creating thread, so moving the owner is fine.
+unsafe impl Send for MappedBuffer {}
+
+impl MappedBuffer {
+    /// `mmap(NULL, len, prot, MAP_SHARED, fd, offset)`.
+    pub fn map(fd: BorrowedFd<'_>, len: usize, offset: u64, access: Access) -> Result<Self> {
+        let map_err = |e: Errno| Error::Mmap {
+            len,
+            offset,
+            source: e.into(),
+        };
+        if len == 0 {
+            return Err(map_err(Errno::INVAL));
+        }
+        // SAFETY: a fresh mapping at an address the kernel chooses (NULL
+        // hint, no MAP_FIXED) cannot alias any existing Rust object.
+        let addr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                access.prot(),
+                MapFlags::SHARED,
+                fd,
+                offset,
+            )
+        }
+        .map_err(map_err)?;
+        let ptr = NonNull::new(addr.cast::<u8>()).ok_or(map_err(Errno::FAULT))?;
+        Ok(Self { ptr, len, access })
+    }
+
+    /// Length of the mapping in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: empty mappings cannot be made.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How the mapping was made.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Start address of the mapping (for display).
+    pub fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// Copy the whole mapping into `dst` (replacing its contents): the
+    /// listener's memcpy.
+    pub fn copy_to_vec(&self, dst: &mut Vec<u8>) {
+        dst.clear();
+        dst.reserve(self.len);
+        // SAFETY: by the type's invariant `ptr..ptr+len` is readable;
+        // `dst` has capacity for `len` bytes after reserve() and is a
+        // separate allocation, so the ranges do not overlap. All `len` bytes
+        // are initialised by the copy before set_len.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), dst.as_mut_ptr(), self.len);
+            dst.set_len(self.len);
+        }
+    }
+
+    /// A copy of the whole mapping.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.copy_to_vec(&mut v);
+        v
+    }
+
+    /// Copy `dst.len()` bytes starting at `offset` into `dst`; `None` if the
+    /// range is out of bounds.
+    pub fn copy_range(&self, offset: usize, dst: &mut [u8]) -> Option<()> {
+        let end = offset.checked_add(dst.len())?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: offset..end is inside the mapping (checked above), which
+        // is readable by the invariant; `dst` is a distinct Rust buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            );
+        }
+        Some(())
+    }
+
+    /// Byte `index`, read once (volatile), or `None` if out of bounds.
+    pub fn get(&self, index: usize) -> Option<u8> {
+        if index >= self.len {
+            return None;
+        }
+        // SAFETY: index < len, so the byte is inside the readable mapping;
+        // a volatile read makes exactly one access, as for device memory.
+        Some(unsafe { self.ptr.as_ptr().add(index).read_volatile() })
+    }
+
+    /// Write `src` at `offset` (read-write mappings only).
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) -> Result<()> {
+        let bad = || Error::BufferAccess {
+            offset,
+            len: src.len(),
+            size: self.len,
+            access: self.access.name(),
+        };
+        if self.access != Access::ReadWrite {
+            return Err(bad());
+        }
+        let end = offset.checked_add(src.len()).ok_or_else(bad)?;
+        if end > self.len {
+            return Err(bad());
+        }
+        // SAFETY: offset..end is inside the mapping, which is writable since
+        // access is ReadWrite (invariant); `src` is a distinct Rust buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MappedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len describe the mapping this value owns (invariant);
+        // nothing can use it after drop. A failing munmap leaks the mapping,
+        // which is harmless.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl fmt::Debug for MappedBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MappedBuffer")
+            .field("addr", &format_args!("{:#x}", self.addr()))
+            .field("len", &self.len)
+            .field("access", &self.access)
+            .finish()
+    }
+}
+
+/// A byte of a filled buffer that differs from [`pattern_byte`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Offset in the buffer.
+    pub offset: usize,
+    /// `pattern_byte(offset)`.
+    pub expected: u8,
+    /// What the buffer held.
+    pub got: u8,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "data mismatch at offset {}: expected {:#04x}, got {:#04x}",
+            self.offset, self.expected, self.got
+        )
+    }
+}
+
+/// Every byte of `data` that is not the round's fill pattern.
+pub fn pattern_mismatches(data: &[u8]) -> impl Iterator<Item = Mismatch> + '_ {
+    data.iter().enumerate().filter_map(|(offset, &got)| {
+        let expected = pattern_byte(offset);
+        (got != expected).then_some(Mismatch {
+            offset,
+            expected,
+            got,
+        })
+    })
+}
+
+/// The opened device node.
+#[derive(Debug)]
+pub struct Device {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Device {
+    /// Open `path` read-write, non-blocking (so that reading event records
+    /// stops with EAGAIN when none is pending), close-on-exec.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::DeviceOpen {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        Ok(Self {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The path it was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Map the first `len` bytes of the buffer (`len` = `buffer_size` for
+    /// all of it).
+    pub fn map(&self, len: usize, access: Access) -> Result<MappedBuffer> {
+        self.map_at(len, 0, access)
+    }
+
+    /// Map the whole buffer: `buffer_size` bytes as the module's
+    /// parameter says.
+    pub fn map_buffer(&self, params: &Params, access: Access) -> Result<MappedBuffer> {
+        self.map(params.buffer_size()?, access)
+    }
+
+    /// Map `len` bytes at `offset` (the module refuses any offset but 0).
+    pub fn map_at(&self, len: usize, offset: u64, access: Access) -> Result<MappedBuffer> {
+        MappedBuffer::map(self.fd.as_fd(), len, offset, access)
+    }
+
+    /// Append every pending event record to `out` (queue mode), reading
+    /// until EAGAIN. Returns how many were appended.
+    pub fn read_events(&self, out: &mut Vec<Event>) -> Result<usize> {
+        let mut buf = [0u8; EVENT_RECORD_SIZE * 64];
+        let before = out.len();
+        loop {
+            match rustix::io::read(&self.fd, &mut buf) {
+                Ok(0) | Err(Errno::AGAIN) => return Ok(out.len() - before),
+                Ok(n) => {
+                    if n % EVENT_RECORD_SIZE != 0 {
+                        return Err(Error::EventSize {
+                            got: n,
+                            record: EVENT_RECORD_SIZE,
+                        });
+                    }
+                    out.extend(buf[..n].chunks_exact(EVENT_RECORD_SIZE).map(decode_event));
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(Error::EventRead { source: e.into() }),
+            }
+        }
+    }
+
+    /// `K2U_IOC_REGISTER`: attach this process's `efd` and `efd2`.
+    pub fn register(&self, efd: BorrowedFd<'_>, efd2: BorrowedFd<'_>) -> Result<()> {
+        let arg = Register {
+            efd: efd.as_raw_fd(),
+            efd2: efd2.as_raw_fd(),
+        };
+        // SAFETY: IOC_REGISTER is _IOW(magic, 1, struct k2u_register) and
+        // Register is its #[repr(C)] mirror from the ABI crate; the kernel
+        // only reads size_of::<Register>() bytes from it.
+        let ioctl = unsafe { Setter::<{ IOC_REGISTER as Opcode }, Register>::new(arg) };
+        // SAFETY: see above; the fd is ours and open.
+        unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
+            name: "K2U_IOC_REGISTER",
+            source: e.into(),
+        })
+    }
+
+    /// `K2U_IOC_ACK`: acknowledge the outstanding round.
+    pub fn ack(&self) -> Result<()> {
+        // SAFETY: IOC_ACK is _IO(magic, 2): no argument is passed or used.
+        let ioctl = unsafe { NoArg::<{ IOC_ACK as Opcode }>::new() };
+        // SAFETY: see above; the fd is ours and open.
+        unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
+            name: "K2U_IOC_ACK",
+            source: e.into(),
+        })
+    }
+
+    /// `K2U_IOC_INFO`: ABI version, event mode, buffer size, period.
+    pub fn info(&self) -> Result<Info> {
+        // SAFETY: IOC_INFO is _IOR(magic, 3, struct k2u_info) and Info is
+        // its #[repr(C)] mirror; the kernel writes exactly that many bytes.
+        let ioctl = unsafe { Getter::<{ IOC_INFO as Opcode }, Info>::new() };
+        // SAFETY: see above; the fd is ours and open.
+        unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
+            name: "K2U_IOC_INFO",
+            source: e.into(),
+        })
+    }
+}
+
+fn decode_event(rec: &[u8]) -> Event {
+    let mut seq = [0u8; 8];
+    let mut code = [0u8; 4];
+    let mut reserved = [0u8; 4];
+    seq.copy_from_slice(&rec[0..8]);
+    code.copy_from_slice(&rec[8..12]);
+    reserved.copy_from_slice(&rec[12..16]);
+    Event {
+        seq: u64::from_ne_bytes(seq),
+        code: u32::from_ne_bytes(code),
+        reserved: u32::from_ne_bytes(reserved),
+    }
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Device {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{self, Seek, SeekFrom, Write};
+
+    fn pattern_file(len: usize) -> io::Result<std::fs::File> {
+        let mut f = tempfile::tempfile()?;
+        let data: Vec<u8> = (0..len).map(pattern_byte).collect();
+        f.write_all(&data)?;
+        Ok(f)
+    }
+
+    #[test]
+    fn copies_a_pattern_buffer_and_finds_no_mismatch() -> anyhow::Result<()> {
+        let f = pattern_file(3 * 4096)?;
+        let buf = MappedBuffer::map(f.as_fd(), 3 * 4096, 0, Access::ReadOnly)?;
+        assert_eq!(buf.len(), 3 * 4096);
+        assert_ne!(buf.addr(), 0);
+        let copy = buf.to_vec();
+        assert_eq!(copy.len(), 3 * 4096);
+        assert_eq!(pattern_mismatches(&copy).count(), 0);
+        assert_eq!(buf.get(254), Some(254));
+        assert_eq!(buf.get(255), Some(0));
+        assert_eq!(buf.get(3 * 4096), None);
+        let mut four = [0u8; 4];
+        assert_eq!(buf.copy_range(253, &mut four), Some(()));
+        assert_eq!(four, [253, 254, 0, 1]);
+        assert_eq!(buf.copy_range(3 * 4096 - 2, &mut four), None);
+        Ok(())
+    }
+
+    /// MAP_SHARED: a change made behind the mapping's back (as the kernel
+    /// does) is seen by the next copy, at the right offset.
+    #[test]
+    fn detects_a_corrupted_byte_at_its_offset() -> anyhow::Result<()> {
+        let mut f = pattern_file(8192)?;
+        let buf = MappedBuffer::map(f.as_fd(), 8192, 0, Access::ReadOnly)?;
+        f.seek(SeekFrom::Start(5000))?;
+        f.write_all(&[0xAA])?;
+        let mut copy = Vec::new();
+        buf.copy_to_vec(&mut copy);
+        let bad: Vec<Mismatch> = pattern_mismatches(&copy).collect();
+        assert_eq!(
+            bad,
+            [Mismatch {
+                offset: 5000,
+                expected: pattern_byte(5000),
+                got: 0xAA
+            }]
+        );
+        assert_eq!(
+            bad[0].to_string(),
+            format!(
+                "data mismatch at offset 5000: expected {:#04x}, got 0xaa",
+                pattern_byte(5000)
+            )
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn writes_only_through_read_write_mappings() -> anyhow::Result<()> {
+        let f = pattern_file(4096)?;
+        let mut ro = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadOnly)?;
+        assert!(matches!(
+            ro.write_at(0, &[1]),
+            Err(Error::BufferAccess { .. })
+        ));
+        let mut rw = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?;
+        rw.write_at(10, &[0xFF, 0xFE])?;
+        assert!(rw.write_at(4095, &[1, 2]).is_err());
+        assert_eq!(
+            ro.get(10),
+            Some(0xFF),
+            "shared: visible in the other mapping"
+        );
+        let mut byte = [0u8; 1];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut byte, 11)?;
+        assert_eq!(byte, [0xFE], "shared: written through to the file");
+        Ok(())
+    }
+
+    #[test]
+    fn empty_and_unaligned_maps_are_refused() -> anyhow::Result<()> {
+        let f = pattern_file(4096)?;
+        let e = MappedBuffer::map(f.as_fd(), 0, 0, Access::ReadOnly).err();
+        assert_eq!(e.and_then(|e| e.errno()), Some(Errno::INVAL));
+        let e = MappedBuffer::map(f.as_fd(), 4096, 100, Access::ReadOnly).err();
+        assert_eq!(e.and_then(|e| e.errno()), Some(Errno::INVAL));
+        Ok(())
+    }
+
+    #[test]
+    fn decodes_event_records() {
+        let mut rec = Vec::new();
+        rec.extend_from_slice(&42u64.to_ne_bytes());
+        rec.extend_from_slice(&6u32.to_ne_bytes());
+        rec.extend_from_slice(&0u32.to_ne_bytes());
+        assert_eq!(
+            decode_event(&rec),
+            Event {
+                seq: 42,
+                code: 6,
+                reserved: 0
+            }
+        );
+    }
+
+    #[test]
+    fn opening_a_missing_node_says_what_to_do() {
+        let msg = Device::open("/nonexistent/kern2usr")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("insmod kern2usr.ko"), "{msg}");
+        assert!(msg.contains("create_chdev.sh"), "{msg}");
+    }
+}

@@ -1,0 +1,214 @@
+//! The library's error type: every variant says what failed and, where it
+//! can, what to do about it.
+
+use std::io;
+use std::path::PathBuf;
+
+use rustix::io::Errno;
+
+use crate::abi::MODULE_NAME;
+
+/// Result of the kern2usr library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong talking to the module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The parameters directory does not exist.
+    #[error("module {MODULE_NAME} is not loaded: insmod {MODULE_NAME}.ko first")]
+    ModuleNotLoaded,
+
+    /// Reading a module parameter failed.
+    #[error("cannot read module parameter {name} ({}): {source}", path.display())]
+    ParamRead {
+        /// Parameter name.
+        name: String,
+        /// Its file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Writing a module parameter other than a refused `cur_cmd` failed.
+    #[error(
+        "cannot write {value:?} to module parameter {name} ({}): {source}{}",
+        path.display(),
+        write_hint(source)
+    )]
+    ParamWrite {
+        /// Parameter name.
+        name: String,
+        /// Its file.
+        path: PathBuf,
+        /// The value written.
+        value: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A parameter holds something this library cannot parse.
+    #[error("module parameter {name} reads {value:?}, expected {expected}")]
+    ParamValue {
+        /// Parameter name.
+        name: String,
+        /// What it reads.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+
+    /// The module refused a command written to `cur_cmd`.
+    #[error("command {value} ({name}) refused: {}: {reason}", io::Error::from(*errno))]
+    CommandRefused {
+        /// The text written (a number for well-formed commands).
+        value: String,
+        /// The command's name, `UNKNOWN` for values that are no code.
+        name: &'static str,
+        /// errno of the write.
+        errno: Errno,
+        /// The module's reason, read from `last_error`.
+        reason: String,
+    },
+
+    /// An eventfd operation failed.
+    #[error("eventfd {op} failed: {source}")]
+    EventFd {
+        /// `create`, `read` or `write`.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// poll() failed.
+    #[error("poll on the eventfd failed: {0}")]
+    Poll(#[source] io::Error),
+
+    /// Opening the device node failed.
+    #[error("cannot open device {}: {source}; {}", path.display(), open_hint(source))]
+    DeviceOpen {
+        /// The node.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// mmap() failed.
+    #[error("cannot mmap {len} bytes at offset {offset}: {source}; the module maps at most buffer_size bytes from offset 0")]
+    Mmap {
+        /// Requested length.
+        len: usize,
+        /// Requested offset.
+        offset: u64,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A write through a read-only mapping or out of its bounds was asked for.
+    #[error("cannot write {len} bytes at offset {offset} of a {size}-byte {access} mapping")]
+    BufferAccess {
+        /// Offset asked for.
+        offset: usize,
+        /// Bytes asked for.
+        len: usize,
+        /// Size of the mapping.
+        size: usize,
+        /// `read-only` or `read-write`.
+        access: &'static str,
+    },
+
+    /// An ioctl on the device failed.
+    #[error("ioctl {name} failed: {source}")]
+    Ioctl {
+        /// `K2U_IOC_*` name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// read() of event records from the device failed.
+    #[error(
+        "cannot read event records from the device: {source}{}",
+        read_hint(source)
+    )]
+    EventRead {
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// read() returned a length that is not a whole number of records.
+    #[error("device read returned {got} bytes, not a multiple of the {record}-byte event record: ABI mismatch between module and tool")]
+    EventSize {
+        /// Bytes returned.
+        got: usize,
+        /// Size of one record.
+        record: usize,
+    },
+
+    /// Writing the listener's output failed.
+    #[error("cannot write the listener's output: {0}")]
+    Output(#[source] io::Error),
+}
+
+impl Error {
+    /// The errno behind this error, if it came from a system call.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::CommandRefused { errno, .. } => Some(*errno),
+            Error::ParamRead { source, .. }
+            | Error::ParamWrite { source, .. }
+            | Error::EventFd { source, .. }
+            | Error::Poll(source)
+            | Error::DeviceOpen { source, .. }
+            | Error::Mmap { source, .. }
+            | Error::Ioctl { source, .. }
+            | Error::EventRead { source }
+            | Error::Output(source) => Errno::from_io_error(source),
+            Error::ModuleNotLoaded
+            | Error::ParamValue { .. }
+            | Error::BufferAccess { .. }
+            | Error::EventSize { .. } => None,
+        }
+    }
+}
+
+fn write_hint(source: &io::Error) -> &'static str {
+    match Errno::from_io_error(source) {
+        Some(Errno::ACCESS) | Some(Errno::PERM) => {
+            "; module parameters are root-writable: run as root"
+        }
+        Some(Errno::INVAL) => {
+            "; the module rejected the value (see PROTOCOL.md for the accepted ranges)"
+        }
+        _ => "",
+    }
+}
+
+fn open_hint(source: &io::Error) -> &'static str {
+    match Errno::from_io_error(source) {
+        Some(Errno::NOENT) => {
+            "load the module (insmod kern2usr.ko) and create the node (scripts/create_chdev.sh)"
+        }
+        Some(Errno::NXIO) | Some(Errno::NODEV) => {
+            "no driver behind this node: load the module, then re-create the node (scripts/create_chdev.sh)"
+        }
+        Some(Errno::ACCESS) | Some(Errno::PERM) => "the node is root-only: run as root",
+        _ => "check that the module is loaded and the node is a kern2usr device",
+    }
+}
+
+fn read_hint(source: &io::Error) -> &'static str {
+    match Errno::from_io_error(source) {
+        Some(Errno::INVAL) => {
+            " (read() is only valid in queue mode, with a buffer of at least one record)"
+        }
+        _ => "",
+    }
+}

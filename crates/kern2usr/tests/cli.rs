@@ -1,0 +1,306 @@
+//! The `kern2usr` binary on the host, without the module: a temp dir stands
+//! in for the parameters and a pattern-filled file for the device. The test
+//! plays the kernel by writing codes into the listener's own efd (taken with
+//! pidfd_getfd) and reading its acks from efd2, in counter mode.
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use kern2usr::abi::{param, pattern_byte};
+use kern2usr::EventFd;
+use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kern2usr");
+const WAIT: Duration = Duration::from_secs(10);
+
+fn fake_params(dir: &Path, mode: &str) -> Result<()> {
+    for (name, value) in [
+        (param::USR_PID, "0"),
+        (param::USR_EFD, "-1"),
+        (param::USR_EFD2, "-1"),
+        (param::CUR_CMD, "0"),
+        (param::BUFFER_SIZE, "8192"),
+        (param::PERIOD_MS, "500"),
+        (param::EVENT_MODE, mode),
+        (param::LAST_ERROR, ""),
+    ] {
+        std::fs::write(dir.join(name), format!("{value}\n"))?;
+    }
+    Ok(())
+}
+
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+impl Running {
+    fn spawn(args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut err = child.stderr.take().context("no stderr")?;
+        let (etx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            let _ = etx.send(s);
+        });
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            stderr,
+        })
+    }
+
+    /// The next line that is not `timeout in polling`.
+    fn next(&self) -> Result<String> {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(WAIT)
+                .context("no line from kern2usr")?;
+            if line != "timeout in polling" {
+                return Ok(line);
+            }
+        }
+    }
+
+    fn expect(&self, expected: &[&str]) -> Result<()> {
+        for want in expected {
+            let got = self.next()?;
+            if got != *want {
+                bail!("expected {want:?}, got {got:?}");
+            }
+        }
+        Ok(())
+    }
+
+    fn fd(&self, n: i32) -> Result<OwnedFd> {
+        let pid = Pid::from_child(&self.child);
+        let pidfd = pidfd_open(pid, PidfdFlags::empty())?;
+        Ok(pidfd_getfd(&pidfd, n, PidfdGetfdFlags::empty())?)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn listen_creates_fds_3_and_4_and_polls() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_params(dir.path(), "counter")?;
+    let params = dir.path().to_string_lossy().into_owned();
+    let l = Running::spawn(&["--params-dir", &params, "listen", "--poll-timeout", "20"])?;
+    let pid = l.child.id();
+    for want in [
+        format!("Eventfd created efd=3 pid={pid}"),
+        format!("Eventfd created efd2=4 pid={pid}"),
+        "Start polling...".to_owned(),
+        "timeout in polling".to_owned(),
+        "timeout in polling".to_owned(),
+    ] {
+        assert_eq!(l.lines.recv_timeout(WAIT)?, want);
+    }
+    Ok(())
+}
+
+/// A whole seed session through the real eventfds and a real mmap.
+#[test]
+fn listen_session_in_counter_mode() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_params(dir.path(), "counter")?;
+    let dev = dir.path().join("mmaptest");
+    let data: Vec<u8> = (0..8192).map(pattern_byte).collect();
+    std::fs::write(&dev, &data)?;
+    let params = dir.path().to_string_lossy().into_owned();
+    let dev_s = dev.to_string_lossy().into_owned();
+    let l = Running::spawn(&[
+        "--params-dir",
+        &params,
+        "listen",
+        "--device",
+        &dev_s,
+        "--poll-timeout",
+        "50",
+    ])?;
+    l.next()?;
+    l.next()?;
+    l.expect(&["Start polling..."])?;
+    let efd = EventFd::from(l.fd(3)?);
+    let efd2 = EventFd::from(l.fd(4)?);
+
+    // One code at a time, each only after the previous was handled: what
+    // the module guarantees in counter mode.
+    efd.write(2)?;
+    l.expect(&[
+        "In handling_polling value in eventfd = 2",
+        "Got mmap command in polling eventfd",
+        &format!("Char dev {dev_s} opened"),
+    ])?;
+    let map_line = l.next()?;
+    assert!(
+        map_line.starts_with("Memory from char dev = 5 mmaped to 0x"),
+        "{map_line}"
+    );
+    l.expect(&["handling_polling done!"])?;
+    efd.write(3)?;
+    l.expect(&[
+        "In handling_polling value in eventfd = 3",
+        "handling_polling done!",
+    ])?;
+    for _ in 0..3 {
+        efd.write(6)?;
+        l.expect(&[
+            "In handling_polling value in eventfd = 6",
+            "handling_polling done!",
+        ])?;
+        assert!(efd2.wait_readable(WAIT)?, "no ack");
+        assert_eq!(efd2.read()?, 7);
+    }
+    efd.write(4)?;
+    l.expect(&[
+        "In handling_polling value in eventfd = 4",
+        "handling_polling done!",
+    ])?;
+    efd.write(5)?;
+    l.expect(&[
+        "In handling_polling value in eventfd = 5",
+        "Stop polling cmd received",
+        "handling_polling done!",
+        "done!",
+    ])?;
+    let mut l = l;
+    let status = l.child.wait()?;
+    assert!(status.success(), "{status}");
+    assert_eq!(l.stderr.recv_timeout(WAIT)?, "", "nothing on stderr");
+    Ok(())
+}
+
+/// A corrupted buffer makes the final exit code non-zero.
+#[test]
+fn listen_exits_non_zero_after_a_mismatch() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_params(dir.path(), "counter")?;
+    let dev = dir.path().join("mmaptest");
+    let mut data: Vec<u8> = (0..8192).map(pattern_byte).collect();
+    data[4097] = 0;
+    std::fs::write(&dev, &data)?;
+    let params = dir.path().to_string_lossy().into_owned();
+    let dev_s = dev.to_string_lossy().into_owned();
+    let mut l = Running::spawn(&["--params-dir", &params, "listen", "--device", &dev_s])?;
+    while l.next()? != "Start polling..." {}
+    let efd = EventFd::from(l.fd(3)?);
+    for code in [2, 6, 5] {
+        efd.write(code)?;
+        while l.next()? != "handling_polling done!" {}
+    }
+    assert_eq!(l.next()?, "done!");
+    let status = l.child.wait()?;
+    assert_eq!(status.code(), Some(1));
+    let err = l.stderr.recv_timeout(WAIT)?;
+    assert_eq!(
+        err,
+        format!(
+            "kern2usr: error: data mismatch at offset 4097: expected {:#04x}, got 0x00\n\
+             kern2usr: error: 1 of 8192 bytes differ from the fill pattern (byte i = i % 255)\n\
+             kern2usr: finished after 1 round(s) with 1 problem(s) (reported above)\n",
+            pattern_byte(4097)
+        )
+    );
+    Ok(())
+}
+
+fn run_cmd(args: &[&str]) -> Result<(Option<i32>, String)> {
+    let out = Command::new(BIN).args(args).output()?;
+    Ok((out.status.code(), String::from_utf8(out.stderr)?))
+}
+
+#[test]
+fn cmd_without_the_module_says_to_insmod() -> Result<()> {
+    let (code, err) = run_cmd(&["--params-dir", "/nonexistent/params", "cmd", "mmap"])?;
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "error: module kern2usr is not loaded: insmod kern2usr.ko first\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn refused_cmd_prints_errno_and_reason() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_params(dir.path(), "queue")?;
+    let cur = dir.path().join(param::CUR_CMD);
+    std::fs::remove_file(&cur)?;
+    std::os::unix::fs::symlink("/dev/full", &cur)?;
+    std::fs::write(
+        dir.path().join(param::LAST_ERROR),
+        "no listener: run FIND (1) first\n",
+    )?;
+    let params = dir.path().to_string_lossy().into_owned();
+    let (code, err) = run_cmd(&["--params-dir", &params, "cmd", "mmap"])?;
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "error: command 2 (MMAP) refused: No space left on device (os error 28): no listener: run FIND (1) first\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn cmd_and_attach_write_the_parameters() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_params(dir.path(), "queue")?;
+    let params = dir.path().to_string_lossy().into_owned();
+    let p = kern2usr::Params::at_dir(dir.path());
+    assert_eq!(
+        run_cmd(&["--params-dir", &params, "cmd", "start"])?,
+        (Some(0), String::new())
+    );
+    assert_eq!(p.read(param::CUR_CMD)?, "3");
+    assert_eq!(run_cmd(&["--params-dir", &params, "cmd", "9"])?.0, Some(0));
+    assert_eq!(p.read(param::CUR_CMD)?, "9");
+    let (code, err) = run_cmd(&["--params-dir", &params, "cmd", "strat"])?;
+    assert_eq!(code, Some(2), "{err}");
+    let args = [
+        "--params-dir",
+        &params,
+        "attach",
+        "--pid",
+        "5426",
+        "--efd",
+        "3",
+        "--efd2",
+        "4",
+        "--find",
+    ];
+    assert_eq!(run_cmd(&args)?, (Some(0), String::new()));
+    assert_eq!(p.read(param::USR_PID)?, "5426");
+    assert_eq!(p.read(param::USR_EFD2)?, "4");
+    assert_eq!(p.read(param::CUR_CMD)?, "1");
+    Ok(())
+}

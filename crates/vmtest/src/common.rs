@@ -1,0 +1,260 @@
+//! Building blocks shared by the suites: an attached or mapped listener,
+//! refusal checks, and this process acting as a minimal listener.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use kern2usr::abi::{param, Code, Event, EventMode, SEED_DEVICE_PATH};
+use kern2usr::{Device, Error, EventFd};
+use rustix::io::Errno;
+use rustix::process::getpid;
+
+use crate::guest::{self, timeout};
+use crate::harness::Ctx;
+use crate::listener::ListenerProc;
+
+/// A fresh module and a listener attached to it through the parameters
+/// (usr_pid/usr_efd/usr_efd2 + FIND), as in steps 4 and 6.
+pub fn attached(ctx: &mut Ctx, extra: &[&str]) -> Result<ListenerProc> {
+    guest::fresh_module(&mut ctx.klog)?;
+    attach_new_listener(ctx, extra)
+}
+
+/// Start a listener and attach it to the loaded module.
+pub fn attach_new_listener(ctx: &mut Ctx, extra: &[&str]) -> Result<ListenerProc> {
+    let mut l = ListenerProc::spawn(extra)?;
+    l.wait_line("Start polling...", timeout())?;
+    ctx.params.attach(l.pid(), 3, 4)?;
+    ctx.params.command(Code::Find)?;
+    let pid = l.pid().as_raw_nonzero();
+    ctx.klog.wait_for(
+        &format!("Received from userspace: usr_pid={pid}, efd=3, efd2=4"),
+        timeout(),
+    )?;
+    Ok(l)
+}
+
+/// MMAP (2) and the listener's mapping lines.
+pub fn map(ctx: &mut Ctx, l: &mut ListenerProc) -> Result<()> {
+    ctx.params.command(Code::Mmap)?;
+    l.expect_code_block(
+        2,
+        &[
+            "Got mmap command in polling eventfd",
+            &format!("Char dev {SEED_DEVICE_PATH} opened"),
+            "Memory from char dev = <n> mmaped to 0x<hex>",
+            "handling_polling done!",
+        ],
+        timeout(),
+    )?;
+    Ok(())
+}
+
+/// [`attached`] and [`map`].
+pub fn mapped(ctx: &mut Ctx, extra: &[&str]) -> Result<ListenerProc> {
+    let mut l = attached(ctx, extra)?;
+    map(ctx, &mut l)?;
+    Ok(l)
+}
+
+/// START (3) and `n` complete rounds in the kernel log.
+pub fn start_and_wait_rounds(ctx: &mut Ctx, n: usize) -> Result<()> {
+    ctx.params.command(Code::StartTest)?;
+    ctx.klog.wait_for("Timer is started.", timeout())?;
+    wait_rounds(ctx, n)
+}
+
+/// `n` more complete rounds (`Exit from __monitor_efd2` lines) in the log.
+pub fn wait_rounds(ctx: &mut Ctx, n: usize) -> Result<()> {
+    let period = ctx.params.period()?;
+    let t = guest::scaled(period * n as u32 + Duration::from_secs(10));
+    for _ in 0..n {
+        ctx.klog.wait_for("Time to copy = <n>", t)?;
+        ctx.klog.wait_for("Exit from __monitor_efd2", t)?;
+    }
+    Ok(())
+}
+
+/// STOP (4) then EXIT (5): the listener prints its last lines and exits 0
+/// with nothing on stderr.
+pub fn stop_and_exit(ctx: &mut Ctx, l: &mut ListenerProc) -> Result<()> {
+    ctx.params.command(Code::StopTest)?;
+    ctx.klog
+        .wait_in_order(&["Timer is deleted.", "Avg copy time = <n>"], timeout())?;
+    l.expect_code_block(4, &["handling_polling done!"], timeout())?;
+    exit_listener(ctx, l)
+}
+
+/// EXIT (5): the listener's last lines, exit 0, and the module detaches.
+pub fn exit_listener(ctx: &mut Ctx, l: &mut ListenerProc) -> Result<()> {
+    ctx.params.command(Code::ExitTest)?;
+    l.expect_code_block(
+        5,
+        &[
+            "Stop polling cmd received",
+            "handling_polling done!",
+            "done!",
+        ],
+        timeout(),
+    )?;
+    l.expect_clean_exit()?;
+    ctx.klog
+        .wait_for("listener closed its eventfd: detached", timeout())?;
+    Ok(())
+}
+
+/// The errno's description, as `write()` errors print.
+pub fn errno_text(errno: Errno) -> String {
+    io::Error::from(errno).to_string()
+}
+
+/// Writing `text` to cur_cmd must fail with `errno`, log
+/// `command <n> (<NAME>) refused: <reason>` and leave that reason in
+/// last_error. Returns the reason.
+pub fn expect_refused(ctx: &mut Ctx, text: &str, errno: Errno) -> Result<String> {
+    let cur_before = ctx.params.read(param::CUR_CMD)?;
+    let err = match ctx.params.command_text(text) {
+        Ok(()) => bail!(
+            "command {text:?} was accepted; expected {}",
+            errno_text(errno)
+        ),
+        Err(e) => e,
+    };
+    let Error::CommandRefused { errno: got, .. } = &err else {
+        return Err(err).context(format!("writing {text:?} to cur_cmd"));
+    };
+    ensure!(
+        *got == errno,
+        "command {text:?} refused with {}, expected {}",
+        errno_text(*got),
+        errno_text(errno)
+    );
+    let pattern = match text.parse::<u64>().ok().and_then(Code::from_value) {
+        Some(code) => format!("command {text} ({}) refused: <any>", code.name()),
+        None if text.parse::<i64>().is_ok() => format!("command {text} (<word>) refused: <any>"),
+        None => "command <any> refused: <any>".to_owned(),
+    };
+    let caps = ctx.klog.wait_for(&pattern, timeout())?;
+    let logged = caps.last().cloned().unwrap_or_default();
+    let last_error = ctx.params.last_error()?;
+    ensure!(
+        !last_error.trim().is_empty(),
+        "last_error is empty after refusing {text:?}"
+    );
+    ensure!(
+        last_error.trim() == logged.trim(),
+        "last_error {last_error:?} differs from the logged reason {logged:?}"
+    );
+    let cur_after = ctx.params.read(param::CUR_CMD)?;
+    ensure!(
+        cur_after == cur_before,
+        "cur_cmd changed from {cur_before:?} to {cur_after:?} although {text:?} was refused"
+    );
+    Ok(logged)
+}
+
+/// A parameter write that the module must refuse with EINVAL, leaving the
+/// old value.
+pub fn expect_param_refused(ctx: &mut Ctx, name: &str, value: &str) -> Result<()> {
+    let before = ctx.params.read(name)?;
+    match ctx.params.write(name, value) {
+        Ok(()) => bail!(
+            "{name}={value} was accepted; expected {}",
+            errno_text(Errno::INVAL)
+        ),
+        Err(e) => ensure!(
+            e.errno() == Some(Errno::INVAL),
+            "{name}={value}: {e}; expected {}",
+            errno_text(Errno::INVAL)
+        ),
+    }
+    let after = ctx.params.read(name)?;
+    ensure!(
+        after == before,
+        "{name} changed from {before:?} to {after:?} although refused"
+    );
+    Ok(())
+}
+
+/// This process as a bare listener: its own two eventfds (numbers vary),
+/// codes read in either event mode.
+pub struct SelfListener {
+    /// kernel->user.
+    pub efd: EventFd,
+    /// user->kernel.
+    pub efd2: EventFd,
+    /// The device, for records and ioctls.
+    pub dev: Device,
+    mode: EventMode,
+    pending: VecDeque<Event>,
+    next_seq: u64,
+}
+
+impl SelfListener {
+    /// Eventfds and the device of the loaded module (nothing attached yet).
+    pub fn new(ctx: &mut Ctx) -> Result<Self> {
+        Ok(Self {
+            efd: EventFd::new()?,
+            efd2: EventFd::new()?,
+            dev: Device::open(SEED_DEVICE_PATH)?,
+            mode: ctx.params.event_mode()?,
+            pending: VecDeque::new(),
+            next_seq: 1,
+        })
+    }
+
+    /// Attach through the parameters and FIND.
+    pub fn attach_by_params(&self, ctx: &mut Ctx) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        ctx.params
+            .attach(getpid(), self.efd.as_raw_fd(), self.efd2.as_raw_fd())?;
+        ctx.params.command(Code::Find)?;
+        ctx.klog
+            .wait_for("Received from userspace: <any>", timeout())?;
+        Ok(())
+    }
+
+    /// The next delivered code (checking sequence numbers in queue mode).
+    pub fn next_code(&mut self, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                ensure!(
+                    ev.seq == self.next_seq,
+                    "event seq {} where {} was expected",
+                    ev.seq,
+                    self.next_seq
+                );
+                self.next_seq += 1;
+                return Ok(u64::from(ev.code));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.efd.wait_readable(left)? {
+                bail!("no code delivered within {timeout:?}");
+            }
+            let counter = self.efd.read()?;
+            match self.mode {
+                EventMode::Counter => return Ok(counter),
+                EventMode::Queue => {
+                    let mut v = Vec::new();
+                    self.dev.read_events(&mut v)?;
+                    self.pending.extend(v);
+                }
+            }
+        }
+    }
+
+    /// The next code must be `code`.
+    pub fn expect_code(&mut self, code: Code) -> Result<()> {
+        let got = self.next_code(timeout())?;
+        ensure!(
+            got == u64::from(code.value()),
+            "got code {got}, expected {} ({})",
+            code.value(),
+            code.name()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! `kern2usr-vmtest`: the in-guest test suites and the narrated
+//! walkthrough. Runs inside the QEMU guest, as root, from /root/kern2usr.
+
+mod badinput;
+mod burst;
+mod common;
+mod guest;
+mod harness;
+mod kmsg;
+mod listener;
+mod pattern;
+mod walkthrough;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "kern2usr-vmtest", about = "kern2usr's in-guest tests")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run suites; exits non-zero if any test failed.
+    Suite {
+        /// Suites to run, in order.
+        #[arg(required = true, value_enum)]
+        names: Vec<SuiteName>,
+        /// Run only tests whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Narrate the seed's 11-step walkthrough; exits non-zero if an
+    /// expectation failed.
+    Demo,
+    /// List the suites and their tests.
+    List,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SuiteName {
+    /// The seed's steps 1-11.
+    Walkthrough,
+    /// Refusals, bad parameters, bad mmaps/ioctls, lifetime.
+    Badinput,
+    /// Back-to-back commands and a full queue.
+    Burst,
+    /// All of the above.
+    All,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            println!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    match cli.cmd {
+        Cmd::Suite { names, filter } => {
+            let mut expanded = Vec::new();
+            for n in names {
+                match n {
+                    SuiteName::All => expanded.extend([
+                        SuiteName::Walkthrough,
+                        SuiteName::Badinput,
+                        SuiteName::Burst,
+                    ]),
+                    other => expanded.push(other),
+                }
+            }
+            let filter = filter.as_deref();
+            let mut failed = 0;
+            for name in expanded {
+                let tally = match name {
+                    SuiteName::Walkthrough => walkthrough::run_suite(filter),
+                    SuiteName::Badinput => {
+                        harness::run_independent("badinput", badinput::TESTS, filter)
+                    }
+                    SuiteName::Burst => harness::run_independent("burst", burst::TESTS, filter),
+                    SuiteName::All => harness::Tally::default(),
+                };
+                failed += tally.failed;
+            }
+            Ok(failed == 0)
+        }
+        Cmd::Demo => walkthrough::demo(),
+        Cmd::List => {
+            println!("walkthrough:");
+            for (n, what, _) in walkthrough::STEPS {
+                println!("  step {n}: {what}");
+            }
+            for (suite, tests) in [("badinput", badinput::TESTS), ("burst", burst::TESTS)] {
+                println!("{suite}:");
+                for (name, _) in tests {
+                    println!("  {name}");
+                }
+            }
+            Ok(true)
+        }
+    }
+}
