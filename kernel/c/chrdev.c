@@ -10,6 +10,7 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
+#include <linux/moduleparam.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
@@ -85,6 +86,8 @@ static long k2u_ioctl_register(struct k2u *k, void __user *arg)
 		fput(efd);
 		return -EBADF;
 	}
+	/* Lock order as in a sysfs write: param lock, then k->lock. */
+	kernel_param_lock(THIS_MODULE);
 	mutex_lock(&k->lock);
 	if (k->dead)
 		ret = -ENODEV;
@@ -92,7 +95,10 @@ static long k2u_ioctl_register(struct k2u *k, void __user *arg)
 		ret = -EBUSY;
 	else
 		ret = k2u_attach(k, task_tgid_vnr(current), efd, efd2);
+	if (!ret)
+		k2u_note_registered(task_tgid_vnr(current), reg.efd, reg.efd2);
 	mutex_unlock(&k->lock);
+	kernel_param_unlock(THIS_MODULE);
 	fput(efd2);
 	fput(efd);
 	if (!ret)

@@ -107,6 +107,7 @@ extern struct k2u k2u_dev;
 /* main.c */
 const char *k2u_cmd_name(unsigned int cmd);
 u64 k2u_period_ns(void);
+void k2u_note_registered(pid_t pid, int efd, int efd2);
 
 /* chrdev.c */
 int k2u_chrdev_create(struct k2u *k);

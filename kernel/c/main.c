@@ -48,17 +48,50 @@ const char *k2u_cmd_name(unsigned int cmd)
 	return cmd < ARRAY_SIZE(names) && names[cmd] ? names[cmd] : "UNKNOWN";
 }
 
+static __printf(5, 0) int k2u_vrefuse(struct k2u *k, const char *cmd,
+				      const char *name, int err,
+				      const char *fmt, va_list args)
+{
+	vsnprintf(k->last_error, sizeof(k->last_error), fmt, args);
+	pr_notice("command %s (%s) refused: %s\n", cmd, name, k->last_error);
+	return err;
+}
+
 static __printf(4, 5) int k2u_refuse(struct k2u *k, unsigned int cmd, int err,
 				     const char *fmt, ...)
 {
+	char num[12];
 	va_list args;
 
+	snprintf(num, sizeof(num), "%u", cmd);
 	va_start(args, fmt);
-	vsnprintf(k->last_error, sizeof(k->last_error), fmt, args);
+	err = k2u_vrefuse(k, num, k2u_cmd_name(cmd), err, fmt, args);
 	va_end(args);
-	pr_notice("command %u (%s) refused: %s\n", cmd, k2u_cmd_name(cmd),
-		  k->last_error);
 	return err;
+}
+
+/* A cur_cmd write that is no number: quote what was written. */
+static __printf(3, 4) int k2u_refuse_text(struct k2u *k, const char *text,
+					  const char *fmt, ...)
+{
+	char quoted[17];
+	va_list args;
+	int err;
+
+	strscpy(quoted, text, min_t(size_t, strcspn(text, "\n") + 1,
+				    sizeof(quoted)));
+	va_start(args, fmt);
+	err = k2u_vrefuse(k, quoted, "UNKNOWN", -EINVAL, fmt, args);
+	va_end(args);
+	return err;
+}
+
+/* K2U_IOC_REGISTER attached the caller: show it in the parameters too. */
+void k2u_note_registered(pid_t pid, int efd, int efd2)
+{
+	usr_pid = pid;
+	usr_efd = efd;
+	usr_efd2 = efd2;
 }
 
 /* FIND: resolve usr_pid's two eventfds and hook them. */
@@ -208,9 +241,7 @@ static int cur_cmd_set(const char *val, const struct kernel_param *kp)
 	if (k->dead) {
 		ret = -ENODEV;
 	} else if (kstrtouint(val, 0, &cmd)) {
-		ret = k2u_refuse(k, 0, -EINVAL, "not a command number: %.*s",
-				 (int)min_t(size_t, strcspn(val, "\n"), 16),
-				 val);
+		ret = k2u_refuse_text(k, val, "not a command number (valid: 1-5)");
 	} else {
 		ret = k2u_run(k, cmd);
 		if (!ret) {

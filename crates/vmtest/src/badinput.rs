@@ -219,7 +219,7 @@ fn find_same_fd(ctx: &mut Ctx) -> Result<()> {
 
 fn find_while_running(ctx: &mut Ctx) -> Result<()> {
     let mut l = mapped(ctx, &[])?;
-    start_and_wait_rounds(ctx, 1)?;
+    start_and_wait_rounds(ctx, &mut l, 1)?;
     expect_refused(ctx, "1", Errno::BUSY)?;
     wait_rounds(ctx, 2)?;
     stop_and_exit(ctx, &mut l)
@@ -251,13 +251,13 @@ fn start_before_mmap(ctx: &mut Ctx) -> Result<()> {
         le.trim().is_empty(),
         "last_error {le:?} not cleared by the accepted MMAP"
     );
-    start_and_wait_rounds(ctx, 2)?;
+    start_and_wait_rounds(ctx, &mut l, 2)?;
     stop_and_exit(ctx, &mut l)
 }
 
 fn start_while_running(ctx: &mut Ctx) -> Result<()> {
     let mut l = mapped(ctx, &[])?;
-    start_and_wait_rounds(ctx, 1)?;
+    start_and_wait_rounds(ctx, &mut l, 1)?;
     expect_refused(ctx, "3", Errno::BUSY)?;
     wait_rounds(ctx, 1)?;
     stop_and_exit(ctx, &mut l)
@@ -266,7 +266,7 @@ fn start_while_running(ctx: &mut Ctx) -> Result<()> {
 fn stop_not_running(ctx: &mut Ctx) -> Result<()> {
     let mut l = mapped(ctx, &[])?;
     expect_refused(ctx, "4", Errno::PROTO)?;
-    start_and_wait_rounds(ctx, 1)?;
+    start_and_wait_rounds(ctx, &mut l, 1)?;
     stop_and_exit(ctx, &mut l)
 }
 
@@ -326,7 +326,7 @@ fn buffer_size(ctx: &mut Ctx) -> Result<()> {
     );
     let mut l = attach_new_listener(ctx, &[])?;
     map(ctx, &mut l)?;
-    start_and_wait_rounds(ctx, 2)?;
+    start_and_wait_rounds(ctx, &mut l, 2)?;
     stop_and_exit(ctx, &mut l)
 }
 
@@ -516,7 +516,7 @@ fn efd2_wrong_value(ctx: &mut Ctx) -> Result<()> {
 
 fn killed_mid_round(ctx: &mut Ctx) -> Result<()> {
     let mut l = mapped(ctx, &[])?;
-    start_and_wait_rounds(ctx, 1)?;
+    start_and_wait_rounds(ctx, &mut l, 1)?;
     // Stopped, the listener cannot ack: the next round stays outstanding.
     l.signal(Signal::STOP)?;
     ctx.klog.wait_for("Buffer filled", timeout())?;
@@ -539,7 +539,7 @@ fn rmmod_while_mapped(ctx: &mut Ctx) -> Result<()> {
         guest::module_loaded(),
         "rmmod removed the module while it was mapped"
     );
-    start_and_wait_rounds(ctx, 2)?;
+    start_and_wait_rounds(ctx, &mut l, 2)?;
     stop_and_exit(ctx, &mut l)?;
     guest::rmmod(&mut ctx.klog)
 }
@@ -573,7 +573,7 @@ fn rmmod_timer_running(ctx: &mut Ctx) -> Result<()> {
 
 fn listener_exits_while_running(ctx: &mut Ctx) -> Result<()> {
     let mut l = mapped(ctx, &[])?;
-    start_and_wait_rounds(ctx, 1)?;
+    start_and_wait_rounds(ctx, &mut l, 1)?;
     l.signal(Signal::TERM)?;
     l.wait_exit(timeout())?;
     ctx.klog
@@ -583,6 +583,6 @@ fn listener_exits_while_running(ctx: &mut Ctx) -> Result<()> {
 
 fn ack_ioctl_listener(ctx: &mut Ctx) -> Result<()> {
     let mut l = mapped(ctx, &["--ack", "ioctl"])?;
-    start_and_wait_rounds(ctx, 3)?;
+    start_and_wait_rounds(ctx, &mut l, 3)?;
     stop_and_exit(ctx, &mut l)
 }

@@ -60,9 +60,10 @@ pub fn mapped(ctx: &mut Ctx, extra: &[&str]) -> Result<ListenerProc> {
 }
 
 /// START (3) and `n` complete rounds in the kernel log.
-pub fn start_and_wait_rounds(ctx: &mut Ctx, n: usize) -> Result<()> {
+pub fn start_and_wait_rounds(ctx: &mut Ctx, l: &mut ListenerProc, n: usize) -> Result<()> {
     ctx.params.command(Code::StartTest)?;
     ctx.klog.wait_for("Timer is started.", timeout())?;
+    l.expect_code_block(3, &["handling_polling done!"], timeout())?;
     wait_rounds(ctx, n)
 }
 
