@@ -6,7 +6,9 @@
 # Usage: create_chdev.sh [--remove]
 set -eu
 node=/dev/char/mmaptest
+# The C module registers its own class; the Rust module a misc device.
 sysdev=/sys/class/kern2usr/kern2usr/dev
+[ -r "$sysdev" ] || sysdev=/sys/class/misc/kern2usr/dev
 
 if [ "${1:-}" = "--remove" ]; then
 	rm -f "$node"
