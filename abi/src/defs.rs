@@ -36,6 +36,18 @@ pub mod param {
     pub const EVENT_MODE: &str = "event_mode";
     /// Why the last refused command was refused (read-only, empty if none).
     pub const LAST_ERROR: &str = "last_error";
+    /// Round-trip statistics of the current test (read-only, see [`super::STATS_KEYS`]).
+    pub const STATS: &str = "stats";
+    /// Non-empty histogram buckets, one `low high count` line each (read-only).
+    pub const HISTOGRAM: &str = "histogram";
+    /// 1: the next round starts as soon as the last is acknowledged, no
+    /// timer wait; 0: every `period_ms` (the seed). Root-writable while no
+    /// test runs.
+    pub const BACK_TO_BACK: &str = "back_to_back";
+    /// 1: skip the MEMORY_READY doorbell while the listener says it spins
+    /// (see [`super::Ctrl`]); 0: always ring it (the seed). Root-writable
+    /// while no test runs.
+    pub const ADAPTIVE: &str = "adaptive";
 }
 
 /// Commands (written to `cur_cmd`) and notifications (delivered to the listener).
@@ -153,6 +165,45 @@ pub const DEFAULT_POLL_TIMEOUT_MS: u32 = 10_000;
 /// Events the kernel holds for the listener before it refuses commands (EAGAIN).
 pub const EVENT_QUEUE_LEN: u32 = 4096;
 
+/// Keys of the `stats` parameter, one `key value` line each, in this order.
+/// Values are nanoseconds except `count`; all are 0 before the first round.
+pub const STATS_KEYS: [&str; 8] = ["count", "min", "mean", "p50", "p90", "p99", "p99.9", "max"];
+
+/// Histogram of round-trip times, log-linear (HDR style): values below
+/// 2^[`HIST_SUB_BITS`] ns have a bucket each; above, every power of two is
+/// split into 2^[`HIST_SUB_BITS`] buckets, so a bucket is at most 1/32
+/// (about 3 %) of its value wide.
+pub const HIST_SUB_BITS: u32 = 5;
+/// Values at or above 2^[`HIST_MAX_BITS`] ns (about 1100 s) land in the last bucket.
+pub const HIST_MAX_BITS: u32 = 40;
+/// Number of histogram buckets.
+pub const HIST_BUCKETS: usize = ((HIST_MAX_BITS - HIST_SUB_BITS + 1) << HIST_SUB_BITS) as usize;
+
+/// Bucket of a value in nanoseconds.
+pub const fn hist_bucket(ns: u64) -> usize {
+    let sub = 1u64 << HIST_SUB_BITS;
+    if ns < sub {
+        return ns as usize;
+    }
+    let msb = 63 - ns.leading_zeros();
+    if msb >= HIST_MAX_BITS {
+        return HIST_BUCKETS - 1;
+    }
+    let shift = msb - HIST_SUB_BITS;
+    let low_bits = ((ns >> shift) & (sub - 1)) as usize;
+    (((shift + 1) as usize) << HIST_SUB_BITS) + low_bits
+}
+
+/// Smallest value (ns) that falls into bucket `index`.
+pub const fn hist_bucket_low(index: usize) -> u64 {
+    let sub = 1usize << HIST_SUB_BITS;
+    if index < sub {
+        return index as u64;
+    }
+    let shift = (index >> HIST_SUB_BITS) as u32 - 1;
+    ((sub + (index & (sub - 1))) as u64) << shift
+}
+
 /// Byte `index` of the buffer after a round has filled it: `index % 255`.
 pub const fn pattern_byte(index: usize) -> u8 {
     (index % 255) as u8
@@ -196,6 +247,49 @@ pub struct Info {
     pub reserved: u32,
 }
 
+/// Argument of [`IOC_READ_BUFFER`]: where to copy the buffer to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadBuffer {
+    /// Userspace address of the destination.
+    pub addr: u64,
+    /// Bytes to copy (at most the buffer size).
+    pub len: u64,
+}
+
+/// mmap offset of the control page (a page apart from the data buffer,
+/// which is mapped at offset 0).
+pub const CTRL_MMAP_OFFSET: u64 = 1 << 32;
+
+/// [`Ctrl::listener_state`]: the listener sleeps in poll() on efd; ring it.
+pub const LISTENER_ASLEEP: u32 = 0;
+/// [`Ctrl::listener_state`]: the listener polls [`Ctrl::ready_seq`]; no doorbell needed.
+pub const LISTENER_SPINNING: u32 = 1;
+
+/// The control page, shared by the module and the listener (mapped at
+/// [`CTRL_MMAP_OFFSET`]). Used by the adaptive mode.
+///
+/// Protocol (like io_uring's NEED_WAKEUP): for each round the module stores
+/// `ready_seq + 1`, then a full barrier, then reads `listener_state`; it
+/// rings efd (MEMORY_READY) only when the listener is asleep. The listener
+/// spins on `ready_seq` for a bounded time; to sleep it stores
+/// [`LISTENER_ASLEEP`], a full barrier, re-reads `ready_seq` and sleeps only
+/// if it did not move. A MEMORY_READY event then means "look at
+/// `ready_seq`": a round is handled once, when `ready_seq` is newer than the
+/// last one handled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ctrl {
+    /// Number of rounds published so far in this test.
+    pub ready_seq: u64,
+    /// [`LISTENER_ASLEEP`] or [`LISTENER_SPINNING`], written by the listener.
+    pub listener_state: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// Rounds whose doorbell was skipped because the listener was spinning.
+    pub doorbells_skipped: u64,
+}
+
 /// ioctl "type" byte of kern2usr.
 pub const IOC_MAGIC: u8 = 0xE7;
 
@@ -225,3 +319,6 @@ pub const IOC_REGISTER: u32 = ioc(IOC_WRITE, IOC_MAGIC, 1, core::mem::size_of::<
 pub const IOC_ACK: u32 = ioc(IOC_NONE, IOC_MAGIC, 2, 0);
 /// Read [`Info`].
 pub const IOC_INFO: u32 = ioc(IOC_READ, IOC_MAGIC, 3, core::mem::size_of::<Info>());
+/// Copy the data buffer to userspace (`copy_to_user`), the classic path the
+/// benchmark compares with mmap.
+pub const IOC_READ_BUFFER: u32 = ioc(IOC_WRITE, IOC_MAGIC, 4, core::mem::size_of::<ReadBuffer>());

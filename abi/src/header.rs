@@ -8,9 +8,10 @@ use std::fmt::Write;
 use std::string::String;
 
 use crate::{
-    param, Code, EventMode, ABI_VERSION, DEFAULT_BUFFER_SIZE, DEFAULT_PERIOD_MS,
-    DEFAULT_POLL_TIMEOUT_MS, DEVICE_NAME, EVENT_QUEUE_LEN, IOC_MAGIC, MAX_BUFFER_SIZE,
-    MAX_PERIOD_MS, MODULE_NAME,
+    param, Code, EventMode, ABI_VERSION, CTRL_MMAP_OFFSET, DEFAULT_BUFFER_SIZE,
+    DEFAULT_PERIOD_MS, DEFAULT_POLL_TIMEOUT_MS, DEVICE_NAME, EVENT_QUEUE_LEN, HIST_BUCKETS,
+    HIST_MAX_BITS, HIST_SUB_BITS, IOC_MAGIC, LISTENER_ASLEEP, LISTENER_SPINNING,
+    MAX_BUFFER_SIZE, MAX_PERIOD_MS, MODULE_NAME,
 };
 
 /// Path of the generated header, relative to the workspace root.
@@ -49,6 +50,10 @@ pub fn render() -> String {
     def("K2U_PARAM_PERIOD_MS", &quoted(param::PERIOD_MS));
     def("K2U_PARAM_EVENT_MODE", &quoted(param::EVENT_MODE));
     def("K2U_PARAM_LAST_ERROR", &quoted(param::LAST_ERROR));
+    def("K2U_PARAM_STATS", &quoted(param::STATS));
+    def("K2U_PARAM_HISTOGRAM", &quoted(param::HISTOGRAM));
+    def("K2U_PARAM_BACK_TO_BACK", &quoted(param::BACK_TO_BACK));
+    def("K2U_PARAM_ADAPTIVE", &quoted(param::ADAPTIVE));
     def("", "");
     for code in Code::ALL {
         def(
@@ -77,6 +82,13 @@ pub fn render() -> String {
         &format!("{DEFAULT_POLL_TIMEOUT_MS}U"),
     );
     def("K2U_EVENT_QUEUE_LEN", &format!("{EVENT_QUEUE_LEN}U"));
+    def("", "");
+    def("K2U_HIST_SUB_BITS", &format!("{HIST_SUB_BITS}U"));
+    def("K2U_HIST_MAX_BITS", &format!("{HIST_MAX_BITS}U"));
+    def("K2U_HIST_BUCKETS", &format!("{HIST_BUCKETS}U"));
+    def("K2U_CTRL_MMAP_OFFSET", &format!("{CTRL_MMAP_OFFSET}ULL"));
+    def("K2U_LISTENER_ASLEEP", &format!("{LISTENER_ASLEEP}U"));
+    def("K2U_LISTENER_SPINNING", &format!("{LISTENER_SPINNING}U"));
     // The blank-name rows above separate groups.
     let defs = defs.replace(&format!("#define {:<28}\n", ""), "\n");
     h.push_str(&defs);
@@ -97,6 +109,20 @@ pub fn render() -> String {
          \t__s32 efd2;\n\
          };\n\
          \n\
+         /* K2U_IOC_READ_BUFFER: copy the data buffer to addr. */\n\
+         struct k2u_read_buffer {\n\
+         \t__u64 addr;\n\
+         \t__u64 len;\n\
+         };\n\
+         \n\
+         /* The control page, mapped at K2U_CTRL_MMAP_OFFSET (adaptive mode). */\n\
+         struct k2u_ctrl {\n\
+         \t__u64 ready_seq;\n\
+         \t__u32 listener_state;\n\
+         \t__u32 reserved;\n\
+         \t__u64 doorbells_skipped;\n\
+         };\n\
+         \n\
          /* K2U_IOC_INFO result. */\n\
          struct k2u_info {\n\
          \t__u32 abi_version;\n\
@@ -112,6 +138,7 @@ pub fn render() -> String {
         "#define K2U_IOC_REGISTER            _IOW(K2U_IOC_MAGIC, 1, struct k2u_register)\n\
          #define K2U_IOC_ACK                 _IO(K2U_IOC_MAGIC, 2)\n\
          #define K2U_IOC_INFO                _IOR(K2U_IOC_MAGIC, 3, struct k2u_info)\n\
+         #define K2U_IOC_READ_BUFFER         _IOW(K2U_IOC_MAGIC, 4, struct k2u_read_buffer)\n\
          \n\
          #endif /* _KERN2USR_ABI_H */\n",
     );

@@ -4,7 +4,10 @@ use std::mem::{offset_of, size_of};
 use std::path::PathBuf;
 use std::process::Command;
 
-use kern2usr_abi::{header, Code, Event, Info, Register, IOC_ACK, IOC_INFO, IOC_REGISTER};
+use kern2usr_abi::{
+    header, Code, Ctrl, Event, Info, ReadBuffer, Register, HIST_BUCKETS, IOC_ACK, IOC_INFO,
+    IOC_READ_BUFFER, IOC_REGISTER,
+};
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -47,6 +50,9 @@ int main(void)
 	       sizeof(struct k2u_register), offsetof(struct k2u_register, efd2));
 	printf("%zu %zu %zu\n", sizeof(struct k2u_info), offsetof(struct k2u_info, buffer_size),
 	       offsetof(struct k2u_info, period_ms));
+	printf("%lu %zu %zu %zu %u\n", (unsigned long)K2U_IOC_READ_BUFFER,
+	       sizeof(struct k2u_read_buffer), sizeof(struct k2u_ctrl),
+	       offsetof(struct k2u_ctrl, doorbells_skipped), K2U_HIST_BUCKETS);
 	return 0;
 }
 "#,
@@ -69,7 +75,7 @@ int main(void)
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let codes: Vec<String> = Code::ALL.iter().map(|c| c.value().to_string()).collect();
     let expected = format!(
-        "{}\n{} {} {}\n{} {} {} {}\n{} {} {}\n",
+        "{}\n{} {} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {}\n",
         codes.join(" "),
         IOC_REGISTER,
         IOC_ACK,
@@ -81,6 +87,11 @@ int main(void)
         size_of::<Info>(),
         offset_of!(Info, buffer_size),
         offset_of!(Info, period_ms),
+        IOC_READ_BUFFER,
+        size_of::<ReadBuffer>(),
+        size_of::<Ctrl>(),
+        offset_of!(Ctrl, doorbells_skipped),
+        HIST_BUCKETS,
     );
     assert_eq!(text, expected);
     let _ = std::fs::remove_dir_all(&dir);

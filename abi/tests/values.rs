@@ -40,3 +40,37 @@ fn event_modes_round_trip_by_name() {
     }
     assert_eq!(EventMode::from_name("bogus"), None);
 }
+
+#[test]
+fn histogram_buckets_are_monotonic_and_tight() {
+    // Every bucket's low bound maps back to that bucket, bounds increase,
+    // and above the linear range a bucket is at most 1/32 of its value wide.
+    let mut prev_low = None;
+    for i in 0..HIST_BUCKETS {
+        let low = hist_bucket_low(i);
+        assert_eq!(hist_bucket(low), i, "bucket {i} low {low}");
+        if let Some(p) = prev_low {
+            assert!(low > p, "bucket {i} low {low} not above {p}");
+        }
+        if i + 1 < HIST_BUCKETS {
+            let high = hist_bucket_low(i + 1);
+            assert_eq!(hist_bucket(high - 1), i);
+            if low >= 32 {
+                assert!((high - low) * 32 <= low, "bucket {i}: {low}..{high} too wide");
+            }
+        }
+        prev_low = Some(low);
+    }
+    assert_eq!(hist_bucket(0), 0);
+    assert_eq!(hist_bucket(u64::MAX), HIST_BUCKETS - 1);
+    assert!(hist_bucket(10_000_000_000) < HIST_BUCKETS - 1, "10 s is in range");
+}
+
+#[test]
+fn new_ioctls_and_layouts() {
+    // _IOW(0xE7, 4, 16 bytes)
+    assert_eq!(IOC_READ_BUFFER, 0x4010_E704);
+    assert_eq!(std::mem::size_of::<Ctrl>(), 24);
+    assert_eq!(CTRL_MMAP_OFFSET % 4096, 0);
+    assert!(CTRL_MMAP_OFFSET > MAX_BUFFER_SIZE);
+}

@@ -20,6 +20,10 @@
 #define K2U_PARAM_PERIOD_MS         "period_ms"
 #define K2U_PARAM_EVENT_MODE        "event_mode"
 #define K2U_PARAM_LAST_ERROR        "last_error"
+#define K2U_PARAM_STATS             "stats"
+#define K2U_PARAM_HISTOGRAM         "histogram"
+#define K2U_PARAM_BACK_TO_BACK      "back_to_back"
+#define K2U_PARAM_ADAPTIVE          "adaptive"
 
 #define K2U_CMD_FIND                1
 #define K2U_CMD_MMAP                2
@@ -39,6 +43,13 @@
 #define K2U_DEFAULT_POLL_TIMEOUT_MS 10000U
 #define K2U_EVENT_QUEUE_LEN         4096U
 
+#define K2U_HIST_SUB_BITS           5U
+#define K2U_HIST_MAX_BITS           40U
+#define K2U_HIST_BUCKETS            1152U
+#define K2U_CTRL_MMAP_OFFSET        4294967296ULL
+#define K2U_LISTENER_ASLEEP         0U
+#define K2U_LISTENER_SPINNING       1U
+
 /* Byte i of the buffer after a round has filled it. */
 #define K2U_PATTERN_BYTE(i)         ((__u8)((i) % 255))
 
@@ -55,6 +66,20 @@ struct k2u_register {
 	__s32 efd2;
 };
 
+/* K2U_IOC_READ_BUFFER: copy the data buffer to addr. */
+struct k2u_read_buffer {
+	__u64 addr;
+	__u64 len;
+};
+
+/* The control page, mapped at K2U_CTRL_MMAP_OFFSET (adaptive mode). */
+struct k2u_ctrl {
+	__u64 ready_seq;
+	__u32 listener_state;
+	__u32 reserved;
+	__u64 doorbells_skipped;
+};
+
 /* K2U_IOC_INFO result. */
 struct k2u_info {
 	__u32 abi_version;
@@ -68,5 +93,6 @@ struct k2u_info {
 #define K2U_IOC_REGISTER            _IOW(K2U_IOC_MAGIC, 1, struct k2u_register)
 #define K2U_IOC_ACK                 _IO(K2U_IOC_MAGIC, 2)
 #define K2U_IOC_INFO                _IOR(K2U_IOC_MAGIC, 3, struct k2u_info)
+#define K2U_IOC_READ_BUFFER         _IOW(K2U_IOC_MAGIC, 4, struct k2u_read_buffer)
 
 #endif /* _KERN2USR_ABI_H */
