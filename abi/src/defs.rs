@@ -280,13 +280,15 @@ pub const LISTENER_SPINNING: u32 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ctrl {
-    /// Number of rounds published so far in this test.
+    /// Rounds published since the module was loaded (never reset, so a
+    /// listener's "last handled" stays comparable across tests).
     pub ready_seq: u64,
     /// [`LISTENER_ASLEEP`] or [`LISTENER_SPINNING`], written by the listener.
     pub listener_state: u32,
     /// Zero.
     pub reserved: u32,
-    /// Rounds whose doorbell was skipped because the listener was spinning.
+    /// Rounds whose doorbell was skipped because the listener was spinning
+    /// (since the module was loaded).
     pub doorbells_skipped: u64,
 }
 

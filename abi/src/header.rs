@@ -6,12 +6,13 @@
 
 use std::fmt::Write;
 use std::string::String;
+use std::vec::Vec;
 
 use crate::{
     param, Code, EventMode, ABI_VERSION, CTRL_MMAP_OFFSET, DEFAULT_BUFFER_SIZE,
     DEFAULT_PERIOD_MS, DEFAULT_POLL_TIMEOUT_MS, DEVICE_NAME, EVENT_QUEUE_LEN, HIST_BUCKETS,
     HIST_MAX_BITS, HIST_SUB_BITS, IOC_MAGIC, LISTENER_ASLEEP, LISTENER_SPINNING,
-    MAX_BUFFER_SIZE, MAX_PERIOD_MS, MODULE_NAME,
+    MAX_BUFFER_SIZE, MAX_PERIOD_MS, MODULE_NAME, STATS_KEYS,
 };
 
 /// Path of the generated header, relative to the workspace root.
@@ -89,6 +90,8 @@ pub fn render() -> String {
     def("K2U_CTRL_MMAP_OFFSET", &format!("{CTRL_MMAP_OFFSET}ULL"));
     def("K2U_LISTENER_ASLEEP", &format!("{LISTENER_ASLEEP}U"));
     def("K2U_LISTENER_SPINNING", &format!("{LISTENER_SPINNING}U"));
+    let keys: Vec<String> = STATS_KEYS.iter().map(|k| quoted(k)).collect();
+    def("K2U_STATS_KEYS", &format!("{{ {} }}", keys.join(", ")));
     // The blank-name rows above separate groups.
     let defs = defs.replace(&format!("#define {:<28}\n", ""), "\n");
     h.push_str(&defs);

@@ -26,15 +26,20 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 {
 	struct k2u *k = filp->private_data;
 	unsigned long len = vma->vm_end - vma->vm_start;
+	void *area = k->buffer;
+	size_t size = k->buffer_size;
 
-	if (vma->vm_pgoff) {
-		pr_info_ratelimited("mmap refused: offset %lu, must be 0\n",
+	if (vma->vm_pgoff == K2U_CTRL_MMAP_OFFSET >> PAGE_SHIFT) {
+		area = k->ctrl;
+		size = PAGE_SIZE;
+	} else if (vma->vm_pgoff) {
+		pr_info_ratelimited("mmap refused: offset %lu, must be 0 (or the control page's)\n",
 				    vma->vm_pgoff << PAGE_SHIFT);
 		return -EINVAL;
 	}
-	if (len > k->buffer_size) {
-		pr_info_ratelimited("mmap refused: length %lu exceeds buffer_size %zu\n",
-				    len, k->buffer_size);
+	if (len > size) {
+		pr_info_ratelimited("mmap refused: length %lu exceeds %zu\n",
+				    len, size);
 		return -EINVAL;
 	}
 	if (!(vma->vm_flags & VM_SHARED)) {
@@ -49,8 +54,8 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 		vma->vm_flags &= ~VM_MAYWRITE;
 #endif
 	}
-	/* vmalloc_user() zeroed the buffer before it could be mapped. */
-	return remap_vmalloc_range(vma, k->buffer, 0);
+	/* vmalloc_user() zeroed both areas before they could be mapped. */
+	return remap_vmalloc_range(vma, area, 0);
 }
 
 static ssize_t k2u_read(struct file *filp, char __user *buf, size_t count,
@@ -107,6 +112,20 @@ static long k2u_ioctl_register(struct k2u *k, void __user *arg)
 	return ret;
 }
 
+/* The classic path: copy the buffer out instead of mapping it. */
+static long k2u_ioctl_read_buffer(struct k2u *k, void __user *arg)
+{
+	struct k2u_read_buffer rb;
+	size_t len;
+
+	if (copy_from_user(&rb, arg, sizeof(rb)))
+		return -EFAULT;
+	len = min_t(u64, rb.len, k->buffer_size);
+	if (copy_to_user(u64_to_user_ptr(rb.addr), k->buffer, len))
+		return -EFAULT;
+	return len;
+}
+
 static long k2u_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 {
 	struct k2u *k = filp->private_data;
@@ -122,6 +141,8 @@ static long k2u_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 						  ktime_get_ns()) : -EPROTO;
 		mutex_unlock(&k->lock);
 		return ret;
+	case K2U_IOC_READ_BUFFER:
+		return k2u_ioctl_read_buffer(k, (void __user *)arg);
 	case K2U_IOC_INFO:
 		info.abi_version = K2U_ABI_VERSION;
 		info.event_mode = K2U_EVENT_MODE;

@@ -37,6 +37,15 @@
 
 #define K2U_LAST_ERROR_LEN 160
 
+/* Round-trip times of the current test. */
+struct k2u_stats {
+	u64 count;
+	u64 total;
+	u64 min;
+	u64 max;
+	u64 hist[K2U_HIST_BUCKETS];
+};
+
 /* A wait-queue entry hooked on one of the listener's eventfds. */
 struct k2u_hook {
 	wait_queue_entry_t wait;
@@ -55,6 +64,7 @@ struct k2u {
 	/* Set once at init, read-only afterwards. */
 	void *buffer;
 	size_t buffer_size;
+	struct k2u_ctrl *ctrl;		/* the control page, shared with userspace */
 	struct workqueue_struct *wq;
 	dev_t devt;
 	struct cdev cdev;
@@ -95,14 +105,21 @@ struct k2u {
 	bool buffer_filled;
 	bool calculation_done;
 	bool log_round;			/* this round's lines are not rate-limited */
+	bool back_to_back;		/* next round right after the ack */
+	bool adaptive;			/* no doorbell while the listener spins */
 	u64 round_start_ns;
-	u64 total_ns;
-	u64 rounds;
+	struct k2u_stats stats;
 
 	char last_error[K2U_LAST_ERROR_LEN];
 };
 
 extern struct k2u k2u_dev;
+
+/* stats.c */
+void k2u_stats_reset(struct k2u_stats *st);
+void k2u_stats_add(struct k2u_stats *st, u64 ns);
+int k2u_stats_show(const struct k2u_stats *st, char *buf);
+int k2u_histogram_show(const struct k2u_stats *st, char *buf);
 
 /* main.c */
 const char *k2u_cmd_name(unsigned int cmd);

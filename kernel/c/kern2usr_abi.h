@@ -49,6 +49,7 @@
 #define K2U_CTRL_MMAP_OFFSET        4294967296ULL
 #define K2U_LISTENER_ASLEEP         0U
 #define K2U_LISTENER_SPINNING       1U
+#define K2U_STATS_KEYS              { "count", "min", "mean", "p50", "p90", "p99", "p99.9", "max" }
 
 /* Byte i of the buffer after a round has filled it. */
 #define K2U_PATTERN_BYTE(i)         ((__u8)((i) % 255))

@@ -318,6 +318,39 @@ MODULE_PARM_DESC(period_ms, "Timer period of a test round in ms (1-60000, defaul
 module_param(buffer_size, ulong, 0444);
 MODULE_PARM_DESC(buffer_size, "Size of the shared buffer in bytes (multiple of 4096, default 4096)");
 
+/* A mode switch, writable only while no test runs. */
+static int mode_flag_set(const char *val, const struct kernel_param *kp)
+{
+	struct k2u *k = &k2u_dev;
+	bool v;
+	int ret;
+
+	ret = kstrtobool(val, &v);
+	if (ret)
+		return ret;
+	mutex_lock(&k->lock);
+	if (k->testing)
+		ret = -EBUSY;
+	else
+		*(bool *)kp->arg = v;
+	mutex_unlock(&k->lock);
+	return ret;
+}
+
+static int mode_flag_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%d\n", READ_ONCE(*(bool *)kp->arg));
+}
+
+static const struct kernel_param_ops mode_flag_ops = {
+	.set = mode_flag_set,
+	.get = mode_flag_get,
+};
+module_param_cb(back_to_back, &mode_flag_ops, &k2u_dev.back_to_back, 0644);
+MODULE_PARM_DESC(back_to_back, "1: next round right after the ack, no timer wait");
+module_param_cb(adaptive, &mode_flag_ops, &k2u_dev.adaptive, 0644);
+MODULE_PARM_DESC(adaptive, "1: no MEMORY_READY doorbell while the listener spins");
+
 static int read_only_set(const char *val, const struct kernel_param *kp)
 {
 	return -EPERM;
@@ -354,6 +387,42 @@ static const struct kernel_param_ops last_error_ops = {
 module_param_cb(last_error, &last_error_ops, NULL, 0444);
 MODULE_PARM_DESC(last_error, "Why the last refused command was refused");
 
+static int stats_get(char *buf, const struct kernel_param *kp)
+{
+	struct k2u *k = &k2u_dev;
+	int ret;
+
+	mutex_lock(&k->lock);
+	ret = k2u_stats_show(&k->stats, buf);
+	mutex_unlock(&k->lock);
+	return ret;
+}
+
+static int histogram_get(char *buf, const struct kernel_param *kp)
+{
+	struct k2u *k = &k2u_dev;
+	int ret;
+
+	mutex_lock(&k->lock);
+	ret = k2u_histogram_show(&k->stats, buf);
+	mutex_unlock(&k->lock);
+	return ret;
+}
+
+static const struct kernel_param_ops stats_ops = {
+	.set = read_only_set,
+	.get = stats_get,
+};
+module_param_cb(stats, &stats_ops, NULL, 0444);
+MODULE_PARM_DESC(stats, "Round trips of the current test: count, min, mean, p50, p90, p99, p99.9, max (ns)");
+
+static const struct kernel_param_ops histogram_ops = {
+	.set = read_only_set,
+	.get = histogram_get,
+};
+module_param_cb(histogram, &histogram_ops, NULL, 0444);
+MODULE_PARM_DESC(histogram, "Round-trip histogram: low high count per non-empty bucket (ns)");
+
 static int __init k2u_init(void)
 {
 	struct k2u *k = &k2u_dev;
@@ -367,6 +436,7 @@ static int __init k2u_init(void)
 		return -EINVAL;
 	}
 	mutex_init(&k->lock);
+	k2u_stats_reset(&k->stats);
 	k2u_link_init(k);
 	k2u_round_init(k);
 	k->buffer_size = buffer_size;
@@ -375,10 +445,15 @@ static int __init k2u_init(void)
 	k->buffer = vmalloc_user(k->buffer_size);
 	if (!k->buffer)
 		return -ENOMEM;
+	k->ctrl = vmalloc_user(PAGE_SIZE);
+	if (!k->ctrl) {
+		ret = -ENOMEM;
+		goto err_buffer;
+	}
 	k->ring = kvcalloc(K2U_EVENT_QUEUE_LEN, sizeof(*k->ring), GFP_KERNEL);
 	if (!k->ring) {
 		ret = -ENOMEM;
-		goto err_buffer;
+		goto err_ctrl;
 	}
 	k->wq = alloc_workqueue(KBUILD_MODNAME, WQ_HIGHPRI, 0);
 	if (!k->wq) {
@@ -399,6 +474,8 @@ err_wq:
 	destroy_workqueue(k->wq);
 err_ring:
 	kvfree(k->ring);
+err_ctrl:
+	vfree(k->ctrl);
 err_buffer:
 	vfree(k->buffer);
 	return ret;
@@ -417,6 +494,7 @@ static void __exit k2u_exit(void)
 	k2u_chrdev_destroy(k);
 	destroy_workqueue(k->wq);	/* runs what is queued; all see dead */
 	kvfree(k->ring);
+	vfree(k->ctrl);
 	vfree(k->buffer);
 	pr_info("module unloaded\n");
 }

@@ -31,6 +31,41 @@ static void k2u_fill(struct k2u *k)
 		p[i] = K2U_PATTERN_BYTE(i);
 }
 
+/*
+ * Fill the buffer and tell the listener. The control page gets the round's
+ * sequence number first; in adaptive mode a spinning listener sees it
+ * there and the doorbell is skipped (the store, the full barrier, then the
+ * load of listener_state pair with the listener's mirror image).
+ */
+static void k2u_round_begin(struct k2u *k, bool log)
+{
+	struct k2u_ctrl *ctrl = k->ctrl;
+
+	if (!k2u_post_has_room(k)) {
+		pr_notice_ratelimited("event queue full: round skipped\n");
+		return;
+	}
+	if (log)
+		pr_info("Start monitoring for efd2...\n");
+	k2u_fill(k);
+	k->buffer_filled = true;
+	k->calculation_done = false;
+	k->log_round = log;
+	smp_store_release(&ctrl->ready_seq, ctrl->ready_seq + 1);
+	smp_mb();
+	if (k->adaptive &&
+	    READ_ONCE(ctrl->listener_state) == K2U_LISTENER_SPINNING) {
+		k2u_round_signalled(k);
+		WRITE_ONCE(ctrl->doorbells_skipped, ctrl->doorbells_skipped + 1);
+	} else {
+		if (k->adaptive)
+			k2u_round_signalled(k);
+		k2u_post(k, K2U_CMD_MEMORY_READY);
+	}
+	if (log)
+		pr_info("Buffer filled\n");
+}
+
 static void k2u_round_work(struct work_struct *work)
 {
 	struct k2u *k = container_of(work, struct k2u, round_work);
@@ -40,26 +75,14 @@ static void k2u_round_work(struct work_struct *work)
 	if (!k->testing)
 		goto out;
 	log = __ratelimit(&k2u_round_log);
-	if (log) {
+	if (log && !k->back_to_back) {
 		pr_info("Timer handler called\n");
 		pr_info("In handler: buffer_filled = %d, calculation_done = %d\n",
 			k->buffer_filled, k->calculation_done);
 	}
 	if (k->buffer_filled && !k->calculation_done)
 		goto out;	/* the last round is still outstanding */
-	if (!k2u_post_has_room(k)) {
-		pr_notice_ratelimited("event queue full: round skipped\n");
-		goto out;
-	}
-	if (log)
-		pr_info("Start monitoring for efd2...\n");
-	k2u_fill(k);
-	k->buffer_filled = true;
-	k->calculation_done = false;
-	k->log_round = log;
-	k2u_post(k, K2U_CMD_MEMORY_READY);
-	if (log)
-		pr_info("Buffer filled\n");
+	k2u_round_begin(k, log);
 out:
 	mutex_unlock(&k->lock);
 }
@@ -82,9 +105,12 @@ void k2u_round_start(struct k2u *k)
 	k->testing = true;
 	k->buffer_filled = false;
 	k->calculation_done = false;
-	k->total_ns = 0;
-	k->rounds = 0;
-	hrtimer_start(&k->timer, ns_to_ktime(k2u_period_ns()), HRTIMER_MODE_REL);
+	k2u_stats_reset(&k->stats);
+	if (k->back_to_back)
+		queue_work(k->wq, &k->round_work);
+	else
+		hrtimer_start(&k->timer, ns_to_ktime(k2u_period_ns()),
+			      HRTIMER_MODE_REL);
 }
 
 /* Stop the timer; a round still outstanding is abandoned. */
@@ -102,7 +128,7 @@ void k2u_round_stop(struct k2u *k)
 u64 k2u_round_average(struct k2u *k)
 {
 	lockdep_assert_held(&k->lock);
-	return k->rounds ? div64_u64(k->total_ns, k->rounds) : 0;
+	return k->stats.count ? div64_u64(k->stats.total, k->stats.count) : 0;
 }
 
 /* MEMORY_READY is being signalled now: the round trip starts here. */
@@ -125,12 +151,13 @@ int k2u_round_ack(struct k2u *k, u64 value, u64 now_ns)
 	if (!k->testing || !k->buffer_filled || k->calculation_done)
 		return -EPROTO;
 	took = now_ns - k->round_start_ns;
-	k->total_ns += took;
-	k->rounds++;
+	k2u_stats_add(&k->stats, took);
 	k->calculation_done = true;
 	if (k->log_round) {
 		pr_info("Time to copy = %llu\n", took);
 		pr_info("Exit from __monitor_efd2\n");
 	}
+	if (k->back_to_back)
+		k2u_round_begin(k, __ratelimit(&k2u_round_log));
 	return 0;
 }
