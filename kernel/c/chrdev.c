@@ -48,11 +48,7 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 			pr_info_ratelimited("mmap refused: MAP_PRIVATE must be read-only\n");
 			return -EINVAL;
 		}
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
-		vm_flags_clear(vma, VM_MAYWRITE);
-#else
-		vma->vm_flags &= ~VM_MAYWRITE;
-#endif
+		k2u_vma_clear_maywrite(vma);
 	}
 	/* vmalloc_user() zeroed both areas before they could be mapped. */
 	return remap_vmalloc_range(vma, area, 0);
@@ -70,7 +66,7 @@ static __poll_t k2u_poll(struct file *filp, poll_table *wait)
 	struct k2u *k = filp->private_data;
 
 	poll_wait(filp, &k->readq, wait);
-	if (K2U_EVENT_MODE == K2U_EVENT_MODE_QUEUE && READ_ONCE(k->ring_count))
+	if (K2U_QUEUE_MODE && READ_ONCE(k->ring_count))
 		return EPOLLIN | EPOLLRDNORM;
 	return 0;
 }
@@ -166,11 +162,7 @@ static const struct file_operations k2u_fops = {
 	.llseek = noop_llseek,
 };
 
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
-static char *k2u_devnode(const struct device *dev, umode_t *mode)
-#else
-static char *k2u_devnode(struct device *dev, umode_t *mode)
-#endif
+static char *k2u_devnode(K2U_DEVNODE_DEV *dev, umode_t *mode)
 {
 	if (mode)
 		*mode = 0600;
@@ -189,11 +181,7 @@ int k2u_chrdev_create(struct k2u *k)
 	ret = cdev_add(&k->cdev, k->devt, 1);
 	if (ret)
 		goto err_region;
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
-	k->class = class_create(K2U_DEVICE_NAME);
-#else
-	k->class = class_create(THIS_MODULE, K2U_DEVICE_NAME);
-#endif
+	k->class = k2u_class_create(K2U_DEVICE_NAME);
 	if (IS_ERR(k->class)) {
 		ret = PTR_ERR(k->class);
 		goto err_cdev;

@@ -22,18 +22,11 @@
 #include <linux/hrtimer.h>
 #include <linux/mutex.h>
 #include <linux/poll.h>
-#include <linux/version.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
 #include "kern2usr_abi.h"
-
-/* Since 6.8 eventfd_signal() only adds 1: the codes travel as records. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
-#define K2U_EVENT_MODE K2U_EVENT_MODE_QUEUE
-#else
-#define K2U_EVENT_MODE K2U_EVENT_MODE_COUNTER
-#endif
+#include "compat.h"
 
 #define K2U_LAST_ERROR_LEN 160
 

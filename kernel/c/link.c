@@ -27,8 +27,7 @@ static int k2u_efd_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 	if (flags & EPOLLHUP) {
 		set_bit(K2U_EV_HUP, &k->events);
 		queue_work(k->wq, &k->hup_work);
-	} else if (K2U_EVENT_MODE == K2U_EVENT_MODE_COUNTER &&
-		   (flags & EPOLLOUT)) {
+	} else if (!K2U_QUEUE_MODE && (flags & EPOLLOUT)) {
 		set_bit(K2U_EV_EFD_READ, &k->events);
 		queue_work(k->wq, &k->post_work);
 	}
@@ -100,7 +99,7 @@ static void k2u_hook_remove(struct k2u_hook *hook)
 	hook->ctx = NULL;
 }
 
-#if K2U_EVENT_MODE == K2U_EVENT_MODE_COUNTER
+#if !K2U_QUEUE_MODE
 /* Signal the code at the ring's head, if the last one was read. */
 static void k2u_post_next(struct k2u *k)
 {
@@ -115,7 +114,7 @@ static void k2u_post_next(struct k2u *k)
 	k->in_flight = true;
 	if (ev->code == K2U_CMD_MEMORY_READY && !k->adaptive)
 		k2u_round_signalled(k);
-	eventfd_signal(k->efd.ctx, ev->code);
+	k2u_eventfd_ring(k->efd.ctx, ev->code);
 }
 
 static void k2u_post_work(struct work_struct *work)
@@ -197,11 +196,11 @@ void k2u_post(struct k2u *k, unsigned int code)
 	tail = (k->ring_head + k->ring_count) % K2U_EVENT_QUEUE_LEN;
 	k->ring[tail] = (struct k2u_event){ .seq = k->next_seq++, .code = code };
 	k->ring_count++;
-#if K2U_EVENT_MODE == K2U_EVENT_MODE_QUEUE
+#if K2U_QUEUE_MODE
 	if (code == K2U_CMD_MEMORY_READY && !k->adaptive)
 		k2u_round_signalled(k);
 	/* The counter is a doorbell; the record carries the code. */
-	eventfd_signal(k->efd.ctx);
+	k2u_eventfd_ring(k->efd.ctx, code);
 	wake_up_interruptible(&k->readq);
 #else
 	k2u_post_next(k);
@@ -215,8 +214,7 @@ ssize_t k2u_read_events(struct k2u *k, char __user *buf, size_t count,
 	size_t done = 0;
 	int ret;
 
-	if (K2U_EVENT_MODE != K2U_EVENT_MODE_QUEUE ||
-	    count < sizeof(struct k2u_event))
+	if (!K2U_QUEUE_MODE || count < sizeof(struct k2u_event))
 		return -EINVAL;
 
 	ret = mutex_lock_interruptible(&k->lock);

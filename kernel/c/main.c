@@ -358,8 +358,7 @@ static int read_only_set(const char *val, const struct kernel_param *kp)
 
 static int event_mode_get(char *buf, const struct kernel_param *kp)
 {
-	return sysfs_emit(buf, "%s\n", K2U_EVENT_MODE == K2U_EVENT_MODE_QUEUE ?
-			  "queue" : "counter");
+	return sysfs_emit(buf, "%s\n", K2U_QUEUE_MODE ? "queue" : "counter");
 }
 
 static const struct kernel_param_ops event_mode_ops = {

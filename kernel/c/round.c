@@ -51,7 +51,9 @@ static void k2u_round_begin(struct k2u *k, bool log)
 	k->buffer_filled = true;
 	k->calculation_done = false;
 	k->log_round = log;
+	/* Release: the filled buffer is visible before the new sequence. */
 	smp_store_release(&ctrl->ready_seq, ctrl->ready_seq + 1);
+	/* Pairs with the listener's barrier between ASLEEP and its re-read. */
 	smp_mb();
 	if (k->adaptive &&
 	    READ_ONCE(ctrl->listener_state) == K2U_LISTENER_SPINNING) {
@@ -90,13 +92,7 @@ out:
 void k2u_round_init(struct k2u *k)
 {
 	INIT_WORK(&k->round_work, k2u_round_work);
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
-	hrtimer_setup(&k->timer, k2u_timer_fn, CLOCK_MONOTONIC,
-		      HRTIMER_MODE_REL);
-#else
-	hrtimer_init(&k->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL);
-	k->timer.function = k2u_timer_fn;
-#endif
+	k2u_hrtimer_setup(&k->timer, k2u_timer_fn);
 }
 
 void k2u_round_start(struct k2u *k)
