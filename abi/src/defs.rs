@@ -260,6 +260,8 @@ pub struct ReadBuffer {
 /// mmap offset of the control page (a page apart from the data buffer,
 /// which is mapped at offset 0).
 pub const CTRL_MMAP_OFFSET: u64 = 1 << 32;
+// The control page never overlaps the largest buffer and is page aligned.
+const _: () = assert!(CTRL_MMAP_OFFSET > MAX_BUFFER_SIZE && CTRL_MMAP_OFFSET.is_multiple_of(4096));
 
 /// [`Ctrl::listener_state`]: the listener sleeps in poll() on efd; ring it.
 pub const LISTENER_ASLEEP: u32 = 0;

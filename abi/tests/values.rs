@@ -56,14 +56,20 @@ fn histogram_buckets_are_monotonic_and_tight() {
             let high = hist_bucket_low(i + 1);
             assert_eq!(hist_bucket(high - 1), i);
             if low >= 32 {
-                assert!((high - low) * 32 <= low, "bucket {i}: {low}..{high} too wide");
+                assert!(
+                    (high - low) * 32 <= low,
+                    "bucket {i}: {low}..{high} too wide"
+                );
             }
         }
         prev_low = Some(low);
     }
     assert_eq!(hist_bucket(0), 0);
     assert_eq!(hist_bucket(u64::MAX), HIST_BUCKETS - 1);
-    assert!(hist_bucket(10_000_000_000) < HIST_BUCKETS - 1, "10 s is in range");
+    assert!(
+        hist_bucket(10_000_000_000) < HIST_BUCKETS - 1,
+        "10 s is in range"
+    );
 }
 
 #[test]
@@ -71,6 +77,4 @@ fn new_ioctls_and_layouts() {
     // _IOW(0xE7, 4, 16 bytes)
     assert_eq!(IOC_READ_BUFFER, 0x4010_E704);
     assert_eq!(std::mem::size_of::<Ctrl>(), 24);
-    assert_eq!(CTRL_MMAP_OFFSET % 4096, 0);
-    assert!(CTRL_MMAP_OFFSET > MAX_BUFFER_SIZE);
 }

@@ -112,8 +112,6 @@ static void k2u_post_next(struct k2u *k)
 	k->ring_head = (k->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
 	k->ring_count--;
 	k->in_flight = true;
-	if (ev->code == K2U_CMD_MEMORY_READY && !k->adaptive)
-		k2u_round_signalled(k);
 	k2u_eventfd_ring(k->efd.ctx, ev->code);
 }
 
@@ -197,8 +195,6 @@ void k2u_post(struct k2u *k, unsigned int code)
 	k->ring[tail] = (struct k2u_event){ .seq = k->next_seq++, .code = code };
 	k->ring_count++;
 #if K2U_QUEUE_MODE
-	if (code == K2U_CMD_MEMORY_READY && !k->adaptive)
-		k2u_round_signalled(k);
 	/* The counter is a doorbell; the record carries the code. */
 	k2u_eventfd_ring(k->efd.ctx, code);
 	wake_up_interruptible(&k->readq);

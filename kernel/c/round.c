@@ -43,6 +43,10 @@ static void k2u_round_begin(struct k2u *k, bool log)
 
 	if (!k2u_post_has_room(k)) {
 		pr_notice_ratelimited("event queue full: round skipped\n");
+		/* Back to back has no timer to try again: arm it. */
+		if (k->back_to_back && !hrtimer_active(&k->timer))
+			hrtimer_start(&k->timer, ns_to_ktime(k2u_period_ns()),
+				      HRTIMER_MODE_REL);
 		return;
 	}
 	if (log)
@@ -51,19 +55,17 @@ static void k2u_round_begin(struct k2u *k, bool log)
 	k->buffer_filled = true;
 	k->calculation_done = false;
 	k->log_round = log;
+	/* A spinning listener may ack as soon as it sees the sequence. */
+	k2u_round_signalled(k);
 	/* Release: the filled buffer is visible before the new sequence. */
 	smp_store_release(&ctrl->ready_seq, ctrl->ready_seq + 1);
 	/* Pairs with the listener's barrier between ASLEEP and its re-read. */
 	smp_mb();
 	if (k->adaptive &&
-	    READ_ONCE(ctrl->listener_state) == K2U_LISTENER_SPINNING) {
-		k2u_round_signalled(k);
+	    READ_ONCE(ctrl->listener_state) == K2U_LISTENER_SPINNING)
 		WRITE_ONCE(ctrl->doorbells_skipped, ctrl->doorbells_skipped + 1);
-	} else {
-		if (k->adaptive)
-			k2u_round_signalled(k);
+	else
 		k2u_post(k, K2U_CMD_MEMORY_READY);
-	}
 	if (log)
 		pr_info("Buffer filled\n");
 }
@@ -127,7 +129,7 @@ u64 k2u_round_average(struct k2u *k)
 	return k->stats.count ? div64_u64(k->stats.total, k->stats.count) : 0;
 }
 
-/* MEMORY_READY is being signalled now: the round trip starts here. */
+/* The round is published now: the round trip starts here. */
 void k2u_round_signalled(struct k2u *k)
 {
 	k->round_start_ns = ktime_get_ns();

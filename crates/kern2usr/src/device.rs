@@ -17,13 +17,18 @@ use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::ioctl::{Getter, NoArg, Opcode, Setter};
 use rustix::mm::{MapFlags, ProtFlags};
 
-use crate::abi::{pattern_byte, Event, Info, Register, IOC_ACK, IOC_INFO, IOC_REGISTER};
+use crate::abi::{
+    pattern_byte, Event, Info, ReadBuffer, Register, IOC_ACK, IOC_INFO, IOC_READ_BUFFER,
+    IOC_REGISTER,
+};
+use crate::ctrl::CtrlPage;
 use crate::error::{Error, Result};
 use crate::params::Params;
 
@@ -121,6 +126,28 @@ impl MappedBuffer {
     /// Start address of the mapping (for display).
     pub fn addr(&self) -> usize {
         self.ptr.as_ptr() as usize
+    }
+
+    /// Start of the mapping as a raw pointer (for atomics over it).
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The mapping as a slice, without copying (the zero-copy path).
+    ///
+    /// # Safety
+    ///
+    /// Nobody may write to the mapped bytes while the returned slice is
+    /// alive: not this process (through [`MappedBuffer::write_at`] or
+    /// another mapping), not the file, not the kernel. For the module's
+    /// buffer that holds between receiving a round's MEMORY_READY and
+    /// acknowledging it (see the module documentation), so drop the slice
+    /// before acknowledging.
+    pub unsafe fn stable_slice(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len is a live readable mapping for as long as
+        // `self` (invariant), and the caller guarantees no concurrent
+        // writer for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// Copy the whole mapping into `dst` (replacing its contents): the
@@ -250,6 +277,29 @@ pub fn pattern_mismatches(data: &[u8]) -> impl Iterator<Item = Mismatch> + '_ {
     })
 }
 
+/// Bytes of the fill pattern, repeated a whole number of periods (255),
+/// to compare buffers against with memcmp speed.
+fn pattern_reference() -> &'static [u8] {
+    static REF: OnceLock<Vec<u8>> = OnceLock::new();
+    REF.get_or_init(|| (0..255 * 256).map(pattern_byte).collect())
+}
+
+/// The first byte of `data` that is not the fill pattern, if any. Same
+/// answer as `pattern_mismatches(data).next()`, at memcmp speed.
+pub fn first_pattern_mismatch(data: &[u8]) -> Option<Mismatch> {
+    let reference = pattern_reference();
+    for (n, chunk) in data.chunks(reference.len()).enumerate() {
+        if chunk != &reference[..chunk.len()] {
+            let base = n * reference.len();
+            return pattern_mismatches(chunk).next().map(|m| Mismatch {
+                offset: base + m.offset,
+                ..m
+            });
+        }
+    }
+    None
+}
+
 /// The opened device node.
 #[derive(Debug)]
 pub struct Device {
@@ -297,6 +347,63 @@ impl Device {
     /// Map `len` bytes at `offset` (the module refuses any offset but 0).
     pub fn map_at(&self, len: usize, offset: u64, access: Access) -> Result<MappedBuffer> {
         MappedBuffer::map(self.fd.as_fd(), len, offset, access)
+    }
+
+    /// Map the control page of the adaptive mode (one page at
+    /// [`crate::abi::CTRL_MMAP_OFFSET`], read-write).
+    pub fn map_ctrl(&self) -> Result<CtrlPage> {
+        CtrlPage::map(self.fd.as_fd())
+    }
+
+    /// `K2U_IOC_READ_BUFFER`: the module copies up to `dst.len()` bytes of
+    /// its buffer into `dst` with copy_to_user (the classic path). Returns
+    /// the bytes copied: `dst.len()` or the buffer size if smaller.
+    pub fn read_buffer(&self, dst: &mut [u8]) -> Result<usize> {
+        let ioctl = ReadBufferIoctl(ReadBuffer {
+            addr: dst.as_mut_ptr() as u64,
+            len: dst.len() as u64,
+        });
+        // SAFETY: the request describes `dst`, which is valid, writable and
+        // exclusively borrowed for the whole call (see ReadBufferIoctl); the
+        // fd is ours and open.
+        let n = unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
+            name: "K2U_IOC_READ_BUFFER",
+            source: e.into(),
+        })?;
+        if n > dst.len() {
+            return Err(Error::Ioctl {
+                name: "K2U_IOC_READ_BUFFER",
+                source: std::io::Error::other(format!(
+                    "the module reports {n} bytes copied into {} bytes",
+                    dst.len()
+                )),
+            });
+        }
+        Ok(n)
+    }
+
+    /// Read at most one batch of pending event records (queue mode) and
+    /// append them to `out`; `Ok(0)` when none is pending. One read() per
+    /// call, for loops that get a doorbell per record anyway.
+    pub fn read_events_once(&self, out: &mut Vec<Event>) -> Result<usize> {
+        let mut buf = [0u8; EVENT_RECORD_SIZE * 64];
+        loop {
+            match rustix::io::read(&self.fd, &mut buf) {
+                Ok(0) | Err(Errno::AGAIN) => return Ok(0),
+                Ok(n) => {
+                    if n % EVENT_RECORD_SIZE != 0 {
+                        return Err(Error::EventSize {
+                            got: n,
+                            record: EVENT_RECORD_SIZE,
+                        });
+                    }
+                    out.extend(buf[..n].chunks_exact(EVENT_RECORD_SIZE).map(decode_event));
+                    return Ok(n / EVENT_RECORD_SIZE);
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(Error::EventRead { source: e.into() }),
+            }
+        }
     }
 
     /// Append every pending event record to `out` (queue mode), reading
@@ -360,6 +467,36 @@ impl Device {
             name: "K2U_IOC_INFO",
             source: e.into(),
         })
+    }
+}
+
+/// `K2U_IOC_READ_BUFFER`: the kernel reads the [`ReadBuffer`] and writes
+/// up to `len` bytes at `addr` (userspace memory rustix does not see, hence
+/// `IS_MUTATING`); the return value is the number of bytes copied.
+struct ReadBufferIoctl(ReadBuffer);
+
+// SAFETY: the opcode is _IOW(magic, 4, struct k2u_read_buffer), whose
+// argument ReadBuffer mirrors (#[repr(C)], from the ABI crate); as_ptr
+// points at it for the call; the kernel writes userspace memory (at
+// `addr`), so IS_MUTATING is true; the output is the non-negative return
+// value and reads nothing through the pointer.
+unsafe impl rustix::ioctl::Ioctl for ReadBufferIoctl {
+    type Output = usize;
+    const IS_MUTATING: bool = true;
+
+    fn opcode(&self) -> Opcode {
+        IOC_READ_BUFFER as Opcode
+    }
+
+    fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+        std::ptr::addr_of_mut!(self.0).cast()
+    }
+
+    unsafe fn output_from_ptr(
+        out: rustix::ioctl::IoctlOutput,
+        _extract_output: *mut std::ffi::c_void,
+    ) -> rustix::io::Result<usize> {
+        usize::try_from(out).map_err(|_| Errno::RANGE)
     }
 }
 
@@ -478,6 +615,37 @@ mod tests {
         assert_eq!(e.and_then(|e| e.errno()), Some(Errno::INVAL));
         let e = MappedBuffer::map(f.as_fd(), 4096, 100, Access::ReadOnly).err();
         assert_eq!(e.and_then(|e| e.errno()), Some(Errno::INVAL));
+        Ok(())
+    }
+
+    #[test]
+    fn fast_pattern_check_agrees_with_the_byte_by_byte_one() {
+        let len = 255 * 256 * 2 + 1000;
+        let mut data: Vec<u8> = (0..len).map(pattern_byte).collect();
+        assert_eq!(first_pattern_mismatch(&data), None);
+        assert_eq!(first_pattern_mismatch(&data[..17]), None);
+        for at in [0, 254, 255 * 256, 255 * 256 * 2 + 999] {
+            let old = data[at];
+            data[at] ^= 0x5A;
+            assert_eq!(
+                first_pattern_mismatch(&data),
+                pattern_mismatches(&data).next(),
+                "at {at}"
+            );
+            assert_eq!(first_pattern_mismatch(&data).map(|m| m.offset), Some(at));
+            data[at] = old;
+        }
+    }
+
+    #[test]
+    fn stable_slice_sees_the_file_without_copying() -> anyhow::Result<()> {
+        let f = pattern_file(8192)?;
+        let buf = MappedBuffer::map(f.as_fd(), 8192, 0, Access::ReadOnly)?;
+        // SAFETY: nothing writes the file while the slice lives.
+        let s = unsafe { buf.stable_slice() };
+        assert_eq!(s.len(), 8192);
+        assert_eq!(s.as_ptr() as usize, buf.addr());
+        assert_eq!(first_pattern_mismatch(s), None);
         Ok(())
     }
 

@@ -152,6 +152,11 @@ pub enum Error {
         record: usize,
     },
 
+    /// The module broke the protocol or did not answer in time (a gap in
+    /// the event sequence, an unexpected code, a stalled round).
+    #[error("protocol: {0}")]
+    Protocol(String),
+
     /// Writing the listener's output failed.
     #[error("cannot write the listener's output: {0}")]
     Output(#[source] io::Error),
@@ -174,7 +179,8 @@ impl Error {
             Error::ModuleNotLoaded
             | Error::ParamValue { .. }
             | Error::BufferAccess { .. }
-            | Error::EventSize { .. } => None,
+            | Error::EventSize { .. }
+            | Error::Protocol(_) => None,
         }
     }
 }

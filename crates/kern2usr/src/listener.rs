@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::abi::{Code, Event, EventMode, DEFAULT_POLL_TIMEOUT_MS, SEED_DEVICE_PATH};
+use crate::ctrl::CtrlPage;
 use crate::device::{pattern_mismatches, Access, Device, MappedBuffer};
 use crate::error::{Error, Result};
 use crate::eventfd::EventFd;
 use crate::params::Params;
+use crate::session::{wait_adaptive, AdaptivePort, AdaptiveWake, RoundTracker};
 
 /// Where a mapped buffer lives, for the `Memory from char dev` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +46,43 @@ pub trait EventSource {
     fn map_buffer(&mut self) -> Result<Mapping>;
     /// Copy the whole mapped buffer into `dst`.
     fn copy_buffer(&mut self, dst: &mut Vec<u8>) -> Result<()>;
+
+    /// Map the control page unless it is mapped already (adaptive mode;
+    /// the device is open). Sources without one refuse.
+    fn map_ctrl(&mut self) -> Result<()> {
+        Err(Error::Protocol(
+            "this event source has no control page".to_owned(),
+        ))
+    }
+    /// The control page's `ready_seq` (0 without one).
+    fn ready_seq(&mut self) -> u64 {
+        0
+    }
+    /// Store SPINNING in the control page.
+    fn set_spinning(&mut self) {}
+    /// Store ASLEEP, full fence, re-read `ready_seq`
+    /// ([`CtrlPage::prepare_to_sleep`]; 0 without a page).
+    fn prepare_to_sleep(&mut self) -> u64 {
+        0
+    }
+}
+
+/// The adaptive wait over an [`EventSource`]: efd's counter is what wakes.
+struct SourcePort<'a, S>(&'a mut S);
+
+impl<S: EventSource> AdaptivePort for SourcePort<'_, S> {
+    fn ready_seq(&mut self) -> u64 {
+        self.0.ready_seq()
+    }
+    fn set_spinning(&mut self) {
+        self.0.set_spinning();
+    }
+    fn prepare_to_sleep(&mut self) -> u64 {
+        self.0.prepare_to_sleep()
+    }
+    fn next_code(&mut self, timeout: Duration) -> Result<Option<u64>> {
+        self.0.wait(timeout)
+    }
 }
 
 /// Where the listener acknowledges a round (MEMORY_COPIED).
@@ -72,6 +111,7 @@ pub struct KernelSide {
     ack_mode: AckMode,
     device: Option<Device>,
     buffer: Option<MappedBuffer>,
+    ctrl: Option<CtrlPage>,
 }
 
 impl KernelSide {
@@ -92,6 +132,7 @@ impl KernelSide {
             ack_mode,
             device: None,
             buffer: None,
+            ctrl: None,
         }
     }
 
@@ -169,6 +210,28 @@ impl EventSource for KernelSide {
             }),
         }
     }
+
+    fn map_ctrl(&mut self) -> Result<()> {
+        if self.ctrl.is_none() {
+            let ctrl = self.device()?.map_ctrl()?;
+            self.ctrl = Some(ctrl);
+        }
+        Ok(())
+    }
+
+    fn ready_seq(&mut self) -> u64 {
+        self.ctrl.as_ref().map_or(0, CtrlPage::ready_seq)
+    }
+
+    fn set_spinning(&mut self) {
+        if let Some(c) = &self.ctrl {
+            c.set_spinning();
+        }
+    }
+
+    fn prepare_to_sleep(&mut self) -> u64 {
+        self.ctrl.as_ref().map_or(0, CtrlPage::prepare_to_sleep)
+    }
 }
 
 impl AckSink for KernelSide {
@@ -187,13 +250,30 @@ pub struct ListenerConfig {
     pub device_path: PathBuf,
     /// poll() timeout; each expiry prints `timeout in polling`.
     pub poll_timeout: Duration,
+    /// Adaptive mode with this spin budget (`None`: the seed's behaviour).
+    ///
+    /// On MMAP the listener also maps the control page. While a test runs
+    /// it spins on `ready_seq` for up to the budget (state SPINNING, the
+    /// module skips the doorbell) before it sleeps on efd (state ASLEEP,
+    /// after the fence-and-recheck step). A MEMORY_READY event means "look
+    /// at `ready_seq`"; each round is handled once, when `ready_seq` passes
+    /// the last one handled. Rounds found by spinning come with no event
+    /// and print **no** line; events print the seed's lines as usual (a
+    /// MEMORY_READY whose round was already handled prints its two lines
+    /// and does nothing else). At exit one more line follows `done!`:
+    /// `adaptive: <n> round(s) handled, <m> without a doorbell`.
+    pub adaptive: Option<Duration>,
 }
+
+/// The adaptive mode's default spin budget.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 impl Default for ListenerConfig {
     fn default() -> Self {
         Self {
             device_path: PathBuf::from(SEED_DEVICE_PATH),
             poll_timeout: Duration::from_millis(u64::from(DEFAULT_POLL_TIMEOUT_MS)),
+            adaptive: None,
         }
     }
 }
@@ -206,6 +286,9 @@ pub struct Outcome {
     /// Problems reported on the diagnostics writer (data mismatches,
     /// sequence gaps, failed maps or acks, MEMORY_READY before mapping).
     pub problems: u64,
+    /// Adaptive mode: rounds found through `ready_seq` without a doorbell
+    /// (included in `rounds`).
+    pub without_doorbell: u64,
 }
 
 impl Outcome {
@@ -238,6 +321,10 @@ pub struct Listener<S, O, E> {
     events: Vec<Event>,
     copy: Vec<u8>,
     outcome: Outcome,
+    /// Adaptive: the rounds seen, once the control page is mapped.
+    rounds: Option<RoundTracker>,
+    /// Adaptive: a test runs (between START and STOP/EXIT), so spin.
+    testing: bool,
 }
 
 impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
@@ -254,6 +341,8 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
             events: Vec::new(),
             copy: Vec::new(),
             outcome: Outcome::default(),
+            rounds: None,
+            testing: false,
         }
     }
 
@@ -286,7 +375,7 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
     /// Poll efd and handle codes until EXIT_TEST.
     pub fn poll_loop(&mut self) -> Result<Outcome> {
         loop {
-            let Some(counter) = self.src.wait(self.config.poll_timeout)? else {
+            let Some(counter) = self.next_wake()? else {
                 self.say(format_args!("timeout in polling"))?;
                 continue;
             };
@@ -303,9 +392,55 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
                 EventMode::Queue => self.drain_queue()?,
             };
             if flow == Flow::Exit {
+                if self.config.adaptive.is_some() {
+                    self.src.prepare_to_sleep();
+                    let Outcome {
+                        rounds,
+                        without_doorbell,
+                        ..
+                    } = self.outcome;
+                    self.say(format_args!(
+                        "adaptive: {rounds} round(s) handled, {without_doorbell} without a doorbell"
+                    ))?;
+                }
                 return Ok(self.outcome);
             }
         }
+    }
+
+    /// The next efd counter (`None` on timeout). In adaptive mode during a
+    /// test, rounds found through `ready_seq` are handled on the way.
+    fn next_wake(&mut self) -> Result<Option<u64>> {
+        let timeout = self.config.poll_timeout;
+        let (spin, tracker) = match (self.config.adaptive, self.rounds) {
+            (Some(spin), Some(tracker)) if self.testing => (spin, tracker),
+            _ => return self.src.wait(timeout),
+        };
+        let mut last = tracker.last();
+        loop {
+            let wake = wait_adaptive(&mut SourcePort(&mut self.src), last, spin, timeout)?;
+            match wake {
+                AdaptiveWake::Round { seq, .. } => {
+                    self.outcome.without_doorbell += 1;
+                    self.adaptive_round(seq)?;
+                    last = seq;
+                }
+                AdaptiveWake::Woken(counter) => return Ok(Some(counter)),
+                AdaptiveWake::Timeout => return Ok(None),
+            }
+        }
+    }
+
+    /// Adaptive: handle round `seq` (not handled yet).
+    fn adaptive_round(&mut self, seq: u64) -> Result<()> {
+        let taken = match &mut self.rounds {
+            Some(t) => t.take(seq),
+            None => Ok(()),
+        };
+        if let Err(msg) = taken {
+            self.problem(format_args!("{msg}"))?;
+        }
+        self.copy_check_ack()
     }
 
     /// Queue mode: the counter was a doorbell; handle every pending record.
@@ -362,8 +497,18 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
         let mut flow = Flow::Continue;
         match Code::from_value(code) {
             Some(Code::Mmap) => self.handle_mmap()?,
-            Some(Code::StartTest) | Some(Code::StopTest) => {}
+            Some(Code::StartTest) => self.testing = true,
+            Some(Code::StopTest) => {
+                self.testing = false;
+                // Nothing is published after STOP: a round still shown is
+                // abandoned, not one to handle.
+                let now = self.src.ready_seq();
+                if let Some(t) = &mut self.rounds {
+                    t.test_ended(now);
+                }
+            }
             Some(Code::ExitTest) => {
+                self.testing = false;
                 self.say(format_args!("Stop polling cmd received"))?;
                 flow = Flow::Exit;
             }
@@ -392,10 +537,23 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
                 self.say(format_args!(
                     "Memory from char dev = {} mmaped to {:#x}",
                     m.fd, m.addr
-                ))
+                ))?;
             }
-            Err(e) => self.problem(format_args!("{e}")),
+            Err(e) => return self.problem(format_args!("{e}")),
         }
+        if self.config.adaptive.is_some() && self.rounds.is_none() {
+            match self.src.map_ctrl() {
+                // MMAP is refused while a test runs: nothing is published
+                // now.
+                Ok(()) => self.rounds = Some(RoundTracker::new(self.src.ready_seq())),
+                Err(e) => {
+                    return self.problem(format_args!(
+                        "cannot map the control page, adaptive mode off: {e}"
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn handle_memory_ready(&mut self) -> Result<()> {
@@ -404,6 +562,18 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
                 "got MEMORY_READY (6) before the buffer was mapped (no MMAP (2) yet): not acknowledging"
             ));
         }
+        if let Some(tracker) = self.rounds {
+            // "Look at ready_seq": the round may have been handled already.
+            let seq = self.src.ready_seq();
+            if !tracker.is_new(seq) {
+                return Ok(());
+            }
+            return self.adaptive_round(seq);
+        }
+        self.copy_check_ack()
+    }
+
+    fn copy_check_ack(&mut self) -> Result<()> {
         let mut copy = std::mem::take(&mut self.copy);
         let copied = self.src.copy_buffer(&mut copy);
         let result = match copied {
@@ -474,6 +644,10 @@ mod tests {
         Timeout,
         /// Counter value read from efd, and (queue mode) records readable then.
         Bell(u64, Vec<Event>),
+        /// Adaptive tests: the model posts this code (numbered for you).
+        Post(Code),
+        /// Adaptive tests: the model publishes a round (and rings if asleep).
+        Publish,
     }
 
     struct Fake {
@@ -485,6 +659,27 @@ mod tests {
         buffer: Vec<u8>,
         acks: u32,
         mode_reads: u32,
+        /// The module's model for adaptive tests.
+        kernel: Model,
+    }
+
+    /// A model of the module's side of the control page: codes it posts
+    /// get sequence numbers; `auto` rounds follow acks back to back.
+    #[derive(Default)]
+    struct Model {
+        ctrl_mapped: bool,
+        ready: u64,
+        /// How far ready_seq moves per publish (0 counts as 1).
+        stride: u64,
+        state: u32,
+        auto: u64,
+        skipped: u64,
+        rung: u64,
+        next_ev: u64,
+        /// Counter mode: codes waiting to be read, one per read.
+        codes: VecDeque<u64>,
+        /// Queue mode: doorbells not yet read.
+        bells: u64,
     }
 
     impl Fake {
@@ -498,6 +693,41 @@ mod tests {
                 buffer: (0..4096).map(pattern_byte).collect(),
                 acks: 0,
                 mode_reads: 0,
+                kernel: Model {
+                    next_ev: 1,
+                    ..Model::default()
+                },
+            }
+        }
+
+        fn ring(&mut self, code: Code) {
+            match self.mode {
+                EventMode::Counter => self.kernel.codes.push_back(u64::from(code.value())),
+                EventMode::Queue => {
+                    self.pending.push(ev(self.kernel.next_ev, code));
+                    self.kernel.next_ev += 1;
+                    self.kernel.bells += 1;
+                }
+            }
+        }
+
+        fn take_bell(&mut self) -> Option<u64> {
+            match self.mode {
+                EventMode::Counter => self.kernel.codes.pop_front(),
+                EventMode::Queue => {
+                    let n = std::mem::take(&mut self.kernel.bells);
+                    (n > 0).then_some(n)
+                }
+            }
+        }
+
+        fn publish(&mut self) {
+            self.kernel.ready += self.kernel.stride.max(1);
+            if self.kernel.state == crate::abi::LISTENER_ASLEEP {
+                self.kernel.rung += 1;
+                self.ring(Code::MemoryReady);
+            } else {
+                self.kernel.skipped += 1;
             }
         }
     }
@@ -506,12 +736,31 @@ mod tests {
         fn eventfds(&self) -> (RawFd, RawFd) {
             (3, 4)
         }
-        fn wait(&mut self, _timeout: Duration) -> Result<Option<u64>> {
+        fn wait(&mut self, timeout: Duration) -> Result<Option<u64>> {
+            if let Some(v) = self.take_bell() {
+                return Ok(Some(v));
+            }
+            if timeout.is_zero() {
+                return Ok(None);
+            }
             match self.script.pop_front() {
                 Some(Step::Timeout) => Ok(None),
                 Some(Step::Bell(n, events)) => {
                     self.pending.extend(events);
                     Ok(Some(n))
+                }
+                Some(Step::Post(code)) => {
+                    self.ring(code);
+                    Ok(self.take_bell())
+                }
+                Some(Step::Publish) => {
+                    assert_eq!(
+                        self.kernel.state,
+                        crate::abi::LISTENER_ASLEEP,
+                        "sleeping while SPINNING"
+                    );
+                    self.publish();
+                    Ok(self.take_bell())
                 }
                 None => Err(Error::Poll(std::io::Error::other("script exhausted"))),
             }
@@ -543,19 +792,46 @@ mod tests {
             dst.extend_from_slice(&self.buffer);
             Ok(())
         }
+        fn map_ctrl(&mut self) -> Result<()> {
+            assert!(self.mapped, "control page before the buffer");
+            self.kernel.ctrl_mapped = true;
+            Ok(())
+        }
+        fn ready_seq(&mut self) -> u64 {
+            self.kernel.ready
+        }
+        fn set_spinning(&mut self) {
+            self.kernel.state = crate::abi::LISTENER_SPINNING;
+        }
+        fn prepare_to_sleep(&mut self) -> u64 {
+            self.kernel.state = crate::abi::LISTENER_ASLEEP;
+            self.kernel.ready
+        }
     }
 
     impl AckSink for Fake {
         fn ack(&mut self) -> Result<()> {
             self.acks += 1;
+            if self.kernel.auto > 0 {
+                self.kernel.auto -= 1;
+                self.publish();
+            }
             Ok(())
         }
     }
 
     fn run(fake: Fake) -> Result<(Outcome, Fake, Vec<String>, String)> {
+        run_with(fake, None)
+    }
+
+    fn run_with(
+        fake: Fake,
+        adaptive: Option<Duration>,
+    ) -> Result<(Outcome, Fake, Vec<String>, String)> {
         let config = ListenerConfig {
             device_path: PathBuf::from("/dev/char/mmaptest"),
             poll_timeout: Duration::from_millis(1),
+            adaptive,
         };
         let mut l = Listener::new(fake, config, Vec::new(), Vec::new());
         let outcome = l.run()?;
@@ -643,7 +919,8 @@ mod tests {
             outcome,
             Outcome {
                 rounds: 2,
-                problems: 0
+                problems: 0,
+                without_doorbell: 0
             }
         );
         Ok(())
@@ -746,6 +1023,128 @@ mod tests {
         Ok(())
     }
 
+    fn block(code: u64) -> [String; 2] {
+        [
+            format!("In handling_polling value in eventfd = {code}"),
+            "handling_polling done!".to_owned(),
+        ]
+    }
+
+    /// Round 1 wakes the sleeping listener; rounds 2-5 follow its acks
+    /// back to back. Round 2 is published while it is still ASLEEP (rung,
+    /// but found by spinning first: its MEMORY_READY is a no-op), 3-5 while
+    /// it spins (skipped). Each round is acknowledged exactly once.
+    fn adaptive_session(mode: EventMode) -> Result<()> {
+        use Step::*;
+        let script = vec![
+            Post(Code::Mmap),
+            Post(Code::StartTest),
+            Publish,
+            Post(Code::StopTest),
+            Post(Code::ExitTest),
+        ];
+        let mut fake = Fake::new(mode, script);
+        fake.kernel.auto = 4;
+        let (outcome, fake, out, diag) = run_with(fake, Some(Duration::from_millis(2)))?;
+        assert_eq!(diag, "");
+        assert_eq!(fake.acks, 5);
+        assert_eq!(fake.kernel.ready, 5);
+        assert_eq!(fake.kernel.skipped, 3);
+        assert_eq!(fake.kernel.rung, 2);
+        assert_eq!(
+            outcome,
+            Outcome {
+                rounds: 5,
+                problems: 0,
+                without_doorbell: 4
+            }
+        );
+        let mut want = start_lines();
+        want.extend(
+            [
+                "In handling_polling value in eventfd = 2",
+                "Got mmap command in polling eventfd",
+                "Char dev /dev/char/mmaptest opened",
+                "Memory from char dev = 5 mmaped to 0x7f75cedb4000",
+                "handling_polling done!",
+            ]
+            .map(str::to_owned),
+        );
+        for code in [3, 6, 6, 4] {
+            want.extend(block(code));
+        }
+        want.extend(
+            [
+                "In handling_polling value in eventfd = 5",
+                "Stop polling cmd received",
+                "handling_polling done!",
+                "done!",
+                "adaptive: 5 round(s) handled, 4 without a doorbell",
+            ]
+            .map(str::to_owned),
+        );
+        assert_eq!(out, want);
+        Ok(())
+    }
+
+    #[test]
+    fn adaptive_counter_mode_handles_each_round_once() -> Result<()> {
+        adaptive_session(EventMode::Counter)
+    }
+
+    #[test]
+    fn adaptive_queue_mode_handles_each_round_once() -> Result<()> {
+        adaptive_session(EventMode::Queue)
+    }
+
+    /// Spin budget 0: never SPINNING, so every round is rung and printed.
+    #[test]
+    fn adaptive_with_zero_spin_sleeps_every_round() -> Result<()> {
+        use Step::*;
+        let script = vec![
+            Post(Code::Mmap),
+            Post(Code::StartTest),
+            Publish,
+            Post(Code::StopTest),
+            Post(Code::ExitTest),
+        ];
+        let mut fake = Fake::new(EventMode::Queue, script);
+        fake.kernel.auto = 3;
+        let (outcome, fake, out, _diag) = run_with(fake, Some(Duration::ZERO))?;
+        assert_eq!(fake.acks, 4);
+        assert_eq!(fake.kernel.skipped, 0);
+        assert_eq!(fake.kernel.rung, 4);
+        assert!(outcome.is_clean());
+        let sixes = out
+            .iter()
+            .filter(|l| *l == "In handling_polling value in eventfd = 6")
+            .count();
+        assert_eq!(sixes, 4);
+        Ok(())
+    }
+
+    /// A ready_seq that jumps is a problem (a round was never handled).
+    #[test]
+    fn adaptive_reports_a_jump_in_ready_seq() -> Result<()> {
+        use Step::*;
+        let script = vec![
+            Post(Code::Mmap),
+            Post(Code::StartTest),
+            Publish,
+            Post(Code::ExitTest),
+        ];
+        let mut fake = Fake::new(EventMode::Counter, script);
+        fake.kernel.stride = 2; // round 1 "lost": the publish makes 2
+        let (outcome, fake, _out, diag) = run_with(fake, Some(Duration::from_micros(100)))?;
+        assert_eq!(fake.acks, 1);
+        assert_eq!(outcome.problems, 1, "{diag}");
+        assert!(
+            diag.contains("ready_seq went from 0 to 2: 1 round(s) never seen"),
+            "{diag}"
+        );
+        Ok(())
+    }
+
     /// The real path against a real eventfd: counter mode, scripted by
     /// writes to efd before the loop starts polling.
     #[test]
@@ -763,6 +1162,7 @@ mod tests {
         let config = ListenerConfig {
             device_path: PathBuf::from("/nonexistent"),
             poll_timeout: Duration::from_millis(1),
+            adaptive: None,
         };
         let mut l = Listener::new(side, config, Vec::new(), Vec::new());
         // One code per read, as the module guarantees in counter mode: handle

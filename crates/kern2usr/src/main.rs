@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use kern2usr::abi::{self, param, Code, DEFAULT_POLL_TIMEOUT_MS, DEVICE_PATH, PARAMS_DIR};
+use kern2usr::bench::{self, Mechanism};
 use kern2usr::{AckMode, Device, EventFd, KernelSide, Listener, ListenerConfig, Params};
 use rustix::process::Pid;
 
@@ -44,6 +45,66 @@ enum Command {
         /// How to acknowledge a round.
         #[arg(long, value_enum, default_value_t = AckArg::Eventfd)]
         ack: AckArg,
+        /// Adaptive mode: map the control page and, during a test, spin on
+        /// its ready_seq before sleeping on efd (the module skips the
+        /// doorbell while we spin if its `adaptive` parameter is 1). Rounds
+        /// found by spinning print no line (no event arrived); at exit a
+        /// line `adaptive: N round(s) handled, M without a doorbell`
+        /// follows `done!`.
+        #[arg(long)]
+        adaptive: bool,
+        /// Adaptive mode: spin budget in microseconds (0: never spin).
+        #[arg(long, value_name = "US", default_value_t = 50, requires = "adaptive")]
+        spin_us: u64,
+    },
+    /// Print the round-trip statistics of the current or last test
+    /// (`stats`) and draw its histogram (`histogram`).
+    Stats {
+        /// Rows of the chart (adjacent buckets are merged on a log scale).
+        #[arg(long, default_value_t = 20)]
+        rows: usize,
+        /// Width of the longest bar in characters.
+        #[arg(long, default_value_t = 50)]
+        width: usize,
+    },
+    /// Benchmark the module's ways of moving a buffer against a userspace
+    /// floor (as root, in a guest: loads and unloads the module per size).
+    Bench {
+        /// Buffer sizes in bytes (multiples of 4096; k/M suffixes allowed).
+        #[arg(long, default_value = "4096,65536,1048576", value_parser = parse_sizes_arg)]
+        sizes: Sizes,
+        /// Rounds per mechanism and size (default: 10000 up to 16 KiB,
+        /// 3000 up to 256 KiB, 1000 above).
+        #[arg(long)]
+        rounds: Option<u64>,
+        /// Mechanisms to run, comma-separated (floor, kern2usr, zero-copy,
+        /// classic, adaptive).
+        #[arg(long, value_delimiter = ',', value_parser = parse_mechanism,
+              default_value = "floor,kern2usr,zero-copy,classic,adaptive")]
+        mechanisms: Vec<Mechanism>,
+        /// The adaptive run's spin budget in microseconds.
+        #[arg(long, value_name = "US", default_value_t = 200)]
+        spin_us: u64,
+        /// Write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write the latency distributions as SVG to this file.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+        /// Also print the JSON and the SVG to stdout between
+        /// K2U-FILE-BEGIN/END markers (for `cargo xtask bench`).
+        #[arg(long)]
+        dump: bool,
+        /// The module file to insmod for each size.
+        #[arg(long, default_value = "/root/kern2usr/kern/kern2usr.ko")]
+        module: PathBuf,
+        /// Longest wait for one round or command, in seconds.
+        #[arg(long, value_name = "S", default_value_t = 20)]
+        timeout: u64,
+        /// Where the floor's two threads run: both on one CPU (`same`) or
+        /// wherever the scheduler puts them (`any`).
+        #[arg(long, value_enum, default_value_t = FloorCpu::Same)]
+        floor_cpu: FloorCpu,
     },
     /// Run a command by writing it to cur_cmd.
     Cmd {
@@ -74,6 +135,14 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FloorCpu {
+    /// Both threads pinned to the CPU the benchmark starts on.
+    Same,
+    /// No pinning.
+    Any,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum AckArg {
     /// Write 7 to efd2 (as the seed).
@@ -89,6 +158,21 @@ impl From<AckArg> for AckMode {
             AckArg::Ioctl => AckMode::Ioctl,
         }
     }
+}
+
+/// `--sizes`, parsed.
+#[derive(Clone, Debug)]
+struct Sizes(Vec<usize>);
+
+fn parse_sizes_arg(s: &str) -> Result<Sizes, String> {
+    bench::parse_sizes(s).map(Sizes)
+}
+
+fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
+    Mechanism::from_name(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
 }
 
 /// Command names to the text written to cur_cmd; numbers pass unchanged.
@@ -129,7 +213,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             poll_timeout,
             attach,
             ack,
-        } => listen(params, device, poll_timeout, attach, ack.into()),
+            adaptive,
+            spin_us,
+        } => {
+            let adaptive = adaptive.then(|| Duration::from_micros(spin_us));
+            listen(params, device, poll_timeout, attach, ack.into(), adaptive)
+        }
+        Command::Stats { rows, width } => stats(&params, rows, width),
+        Command::Bench {
+            sizes,
+            rounds,
+            mechanisms,
+            spin_us,
+            json,
+            plot,
+            dump,
+            module,
+            timeout,
+            floor_cpu,
+        } => {
+            let config = bench::runner::Config {
+                sizes: sizes.0,
+                rounds,
+                mechanisms,
+                spin: Duration::from_micros(spin_us),
+                module,
+                device: PathBuf::from(DEVICE_PATH),
+                params,
+                timeout: Duration::from_secs(timeout),
+                floor_same_cpu: floor_cpu == FloorCpu::Same,
+            };
+            run_bench(&config, json, plot, dump)
+        }
         Command::Cmd { command } => {
             params.command_text(&command)?;
             Ok(ExitCode::SUCCESS)
@@ -159,6 +274,7 @@ fn listen(
     poll_timeout: u32,
     attach: bool,
     ack: AckMode,
+    adaptive: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
     // First thing: in a fresh process these become fds 3 and 4, the
     // numbers the seed's walkthrough writes to usr_efd/usr_efd2.
@@ -173,6 +289,7 @@ fn listen(
     let config = ListenerConfig {
         device_path: device,
         poll_timeout: Duration::from_millis(u64::from(poll_timeout)),
+        adaptive,
     };
     let mut listener = Listener::new(side, config, io::stdout().lock(), io::stderr());
     listener.announce()?;
@@ -198,6 +315,76 @@ fn listen(
     }
 }
 
+fn stats(params: &Params, rows: usize, width: usize) -> anyhow::Result<ExitCode> {
+    params.ensure_loaded()?;
+    let stats = params.stats()?;
+    let buckets = params.histogram()?;
+    let mut out = io::stdout().lock();
+    write!(out, "{}", kern2usr::stats::render_summary(&stats))?;
+    if buckets.is_empty() {
+        writeln!(out, "histogram: empty (no round completed since START)")?;
+    } else {
+        let in_buckets: u64 = buckets.iter().map(|b| b.count).sum();
+        writeln!(out, "histogram ({in_buckets} rounds, signal to ack):")?;
+        write!(
+            out,
+            "{}",
+            kern2usr::stats::render_chart(&buckets, rows, width)
+        )?;
+        if in_buckets != stats.count {
+            writeln!(
+                out,
+                "note: the histogram holds {in_buckets} rounds, stats {} (a test is running)",
+                stats.count
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench(
+    config: &bench::runner::Config,
+    json: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    dump: bool,
+) -> anyhow::Result<ExitCode> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("bench loads and unloads the module: run it as root (in a guest)");
+    }
+    let mut out = io::stdout().lock();
+    let report = bench::runner::run(config, &mut out);
+    writeln!(out)?;
+    write!(out, "{}", report.table())?;
+    writeln!(
+        out,
+        "(round trip = MEMORY_READY signalled to ack consumed, measured by the module; floor: \
+         two threads over eventfds, measured in userspace; percentiles are histogram bucket \
+         low bounds, within 3 %; adaptive spins up to {} µs then sleeps, and copies like kern2usr)",
+        config.spin.as_micros()
+    )?;
+    let json_text = report.json_text();
+    let svg = bench::svg::render(&report);
+    if let Some(path) = &json {
+        std::fs::write(path, &json_text).with_context(|| format!("writing {}", path.display()))?;
+        writeln!(out, "bench: JSON written to {}", path.display())?;
+    }
+    if let Some(path) = &plot {
+        std::fs::write(path, &svg).with_context(|| format!("writing {}", path.display()))?;
+        writeln!(out, "bench: plot written to {}", path.display())?;
+    }
+    if dump {
+        bench::dump::write_file(&mut out, "bench.json", json_text.as_bytes())?;
+        bench::dump::write_file(&mut out, "bench.svg", svg.as_bytes())?;
+    }
+    writeln!(out, "{}", report.closing_line())?;
+    let (_, failed) = report.tally();
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn status(params: &Params, device: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     params.ensure_loaded()?;
     let mut out = io::stdout().lock();
@@ -212,6 +399,12 @@ fn status(params: &Params, device: Option<PathBuf>) -> anyhow::Result<ExitCode> 
         param::LAST_ERROR,
     ] {
         writeln!(out, "{name} = {}", params.read(name)?)?;
+    }
+    // Newer parameters: shown when the module has them.
+    for name in [param::BACK_TO_BACK, param::ADAPTIVE] {
+        if params.path(name).exists() {
+            writeln!(out, "{name} = {}", params.read(name)?)?;
+        }
     }
     if let Some(path) = device {
         let info = Device::open(&path)?.info()?;

@@ -17,6 +17,7 @@ use rustix::process::Pid;
 
 use crate::abi::{param, Code, EventMode, PARAMS_DIR};
 use crate::error::{Error, Result};
+use crate::stats::{parse_histogram, Bucket, Histogram, Stats};
 
 /// Handle on a module parameters directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +160,60 @@ impl Params {
         self.write(param::PERIOD_MS, &period.as_millis().to_string())
     }
 
+    /// Round-trip statistics of the current or last test (`stats`).
+    pub fn stats(&self) -> Result<Stats> {
+        Stats::parse(&self.read(param::STATS)?)
+    }
+
+    /// Non-empty buckets of the round-trip histogram (`histogram`).
+    pub fn histogram(&self) -> Result<Vec<Bucket>> {
+        parse_histogram(&self.read(param::HISTOGRAM)?)
+    }
+
+    /// `stats` and `histogram` as one [`Histogram`] (checks that the
+    /// buckets add up to the count). Read one after the other: call it
+    /// when no test runs, or accept a round of skew (then it fails).
+    pub fn round_trips(&self) -> Result<(Stats, Histogram)> {
+        let stats = self.stats()?;
+        let hist = Histogram::from_kernel(&self.histogram()?, &stats)?;
+        Ok((stats, hist))
+    }
+
+    fn read_flag(&self, name: &str) -> Result<bool> {
+        let value = self.read(name)?;
+        match value.trim() {
+            "0" | "N" | "n" => Ok(false),
+            "1" | "Y" | "y" => Ok(true),
+            _ => Err(Error::ParamValue {
+                name: name.to_owned(),
+                value,
+                expected: "0 or 1",
+            }),
+        }
+    }
+
+    /// Whether rounds follow each other without the timer (`back_to_back`).
+    pub fn back_to_back(&self) -> Result<bool> {
+        self.read_flag(param::BACK_TO_BACK)
+    }
+
+    /// Set `back_to_back` (the module refuses it while a test runs).
+    pub fn set_back_to_back(&self, on: bool) -> Result<()> {
+        self.ensure_loaded()?;
+        self.write(param::BACK_TO_BACK, if on { "1" } else { "0" })
+    }
+
+    /// Whether the module skips doorbells for a spinning listener (`adaptive`).
+    pub fn adaptive(&self) -> Result<bool> {
+        self.read_flag(param::ADAPTIVE)
+    }
+
+    /// Set `adaptive` (the module refuses it while a test runs).
+    pub fn set_adaptive(&self, on: bool) -> Result<()> {
+        self.ensure_loaded()?;
+        self.write(param::ADAPTIVE, if on { "1" } else { "0" })
+    }
+
     /// Set `usr_pid`, `usr_efd` and `usr_efd2`: the listener's pid and the
     /// numbers of its two eventfds *in that process*.
     pub fn attach(&self, pid: Pid, efd: RawFd, efd2: RawFd) -> Result<()> {
@@ -238,6 +293,13 @@ mod tests {
             (param::PERIOD_MS, "500\n"),
             (param::EVENT_MODE, "queue\n"),
             (param::LAST_ERROR, "\n"),
+            (param::BACK_TO_BACK, "0\n"),
+            (param::ADAPTIVE, "N\n"),
+            (
+                param::STATS,
+                "count 2\nmin 1000\nmean 1500\np50 1000\np90 2000\np99 2000\np99.9 2000\nmax 2000\n",
+            ),
+            (param::HISTOGRAM, "992 1008 1\n1984 2016 1\n"),
         ] {
             fs::write(dir.path().join(name), value)?;
         }
@@ -252,6 +314,26 @@ mod tests {
         assert_eq!(p.event_mode()?, EventMode::Queue);
         assert_eq!(p.period()?, Duration::from_millis(500));
         assert_eq!(p.last_error()?, "");
+        Ok(())
+    }
+
+    #[test]
+    fn reads_stats_histogram_and_flags() -> anyhow::Result<()> {
+        let (dir, p) = fake_module()?;
+        let (stats, hist) = p.round_trips()?;
+        assert_eq!(stats.count, 2);
+        assert_eq!(hist.count(), 2);
+        assert_eq!(hist.percentile(0.5), 1000);
+        assert!(!p.back_to_back()?);
+        assert!(!p.adaptive()?);
+        p.set_back_to_back(true)?;
+        p.set_adaptive(true)?;
+        assert!(p.back_to_back()?);
+        assert!(p.adaptive()?);
+        fs::write(dir.path().join(param::HISTOGRAM), "992 1008 1\n")?;
+        assert!(p.round_trips().is_err(), "buckets do not add up to count");
+        fs::write(dir.path().join(param::ADAPTIVE), "maybe\n")?;
+        assert!(p.adaptive().is_err());
         Ok(())
     }
 

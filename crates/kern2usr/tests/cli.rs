@@ -304,3 +304,61 @@ fn cmd_and_attach_write_the_parameters() -> Result<()> {
     assert_eq!(p.read(param::CUR_CMD)?, "1");
     Ok(())
 }
+
+#[test]
+fn stats_prints_units_and_draws_the_histogram() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_params(dir.path(), "queue")?;
+    std::fs::write(
+        dir.path().join(param::STATS),
+        "count 4\nmin 10000\nmean 27500\np50 19968\np90 79872\np99 79872\np99.9 79872\nmax 80000\n",
+    )?;
+    // 10000 and 20000 twice, 80000 once: three buckets far apart.
+    std::fs::write(
+        dir.path().join(param::HISTOGRAM),
+        "9984 10240 1\n19968 20480 2\n79872 81920 1\n",
+    )?;
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let out = Command::new(BIN)
+        .args([
+            "--params-dir",
+            &dir_arg,
+            "stats",
+            "--rows",
+            "20",
+            "--width",
+            "10",
+        ])
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with("count  4\nmin    10.0 µs\nmean   27.5 µs\np50    20.0 µs\n"),
+        "{text}"
+    );
+    assert!(text.contains("max    80.0 µs\n"), "{text}");
+    assert!(
+        text.contains("histogram (4 rounds, signal to ack):\n"),
+        "{text}"
+    );
+    let bars: Vec<&str> = text.lines().filter(|l| l.contains(" |")).collect();
+    assert!((3..=21).contains(&bars.len()), "{text}");
+    assert!(bars.iter().any(|l| l.ends_with("|██████████ 2")), "{text}");
+    assert_eq!(
+        bars.iter().filter(|l| l.ends_with("|█████ 1")).count(),
+        2,
+        "{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn spin_budget_needs_adaptive() -> Result<()> {
+    let out = Command::new(BIN)
+        .args(["listen", "--spin-us", "10"])
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr)?;
+    assert!(err.contains("--adaptive"), "{err}");
+    Ok(())
+}

@@ -9,6 +9,7 @@ mod harness;
 mod kmsg;
 mod listener;
 mod pattern;
+mod perf;
 mod walkthrough;
 
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ enum SuiteName {
     Badinput,
     /// Back-to-back commands and a full queue.
     Burst,
+    /// Statistics, back_to_back, adaptive mode, READ_BUFFER, log rate.
+    Perf,
     /// All of the above.
     All,
 }
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> Result<bool> {
                         SuiteName::Walkthrough,
                         SuiteName::Badinput,
                         SuiteName::Burst,
+                        SuiteName::Perf,
                     ]),
                     other => expanded.push(other),
                 }
@@ -87,6 +91,7 @@ fn run(cli: Cli) -> Result<bool> {
                         harness::run_independent("badinput", badinput::TESTS, filter)
                     }
                     SuiteName::Burst => harness::run_independent("burst", burst::TESTS, filter),
+                    SuiteName::Perf => harness::run_independent("perf", perf::TESTS, filter),
                     SuiteName::All => harness::Tally::default(),
                 };
                 failed += tally.failed;
@@ -99,7 +104,11 @@ fn run(cli: Cli) -> Result<bool> {
             for (n, what, _) in walkthrough::STEPS {
                 println!("  step {n}: {what}");
             }
-            for (suite, tests) in [("badinput", badinput::TESTS), ("burst", burst::TESTS)] {
+            for (suite, tests) in [
+                ("badinput", badinput::TESTS),
+                ("burst", burst::TESTS),
+                ("perf", perf::TESTS),
+            ] {
                 println!("{suite}:");
                 for (name, _) in tests {
                     println!("  {name}");

@@ -1,0 +1,545 @@
+//! `kern2usr bench`: round-trip latency and throughput of the ways a
+//! buffer can get from the module to userspace, against a userspace-only
+//! floor.
+//!
+//! | mechanism | notification | data | acknowledgement |
+//! | --- | --- | --- | --- |
+//! | `kern2usr` | efd doorbell (MEMORY_READY) | memcpy out of the mmap, checked | 7 on efd2 |
+//! | `zero-copy` | efd doorbell | checked in place in the mmap | 7 on efd2 |
+//! | `classic` | efd doorbell | `K2U_IOC_READ_BUFFER` (copy_to_user), checked | `K2U_IOC_ACK` |
+//! | `adaptive` | spin on `ready_seq`, doorbell only when asleep | memcpy out of the mmap, checked | 7 on efd2 |
+//! | `floor` | a second thread's eventfd | memcpy of the same size, checked | the thread's second eventfd |
+//!
+//! Kernel mechanisms run with `back_to_back=1`; the module measures each
+//! round from signalling MEMORY_READY to consuming the ack (its `stats` and
+//! `histogram`). The floor measures the same span on the initiating thread
+//! with CLOCK_MONOTONIC into a [`Histogram`] with the same buckets, so every
+//! percentile is read the same way (bucket low bound, see [`crate::stats`]).
+//! "Checked" means compared byte for byte with the fill pattern; a run
+//! passes when it completed its rounds with byte-exact data.
+
+pub mod dump;
+pub mod runner;
+pub mod svg;
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::stats::{format_ns, Histogram, Stats};
+
+/// One way of moving the buffer (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mechanism {
+    /// Two userspace threads over two eventfds (the lower bound).
+    Floor,
+    /// efd doorbell, memcpy out of the mmap, ack on efd2.
+    Kern2usr,
+    /// efd doorbell, checked in place, ack on efd2.
+    ZeroCopy,
+    /// efd doorbell, `K2U_IOC_READ_BUFFER`, `K2U_IOC_ACK`.
+    Classic,
+    /// Spin on the control page, doorbell only when asleep; memcpy.
+    Adaptive,
+}
+
+impl Mechanism {
+    /// Every mechanism, in the order they run and are shown.
+    pub const ALL: [Mechanism; 5] = [
+        Mechanism::Floor,
+        Mechanism::Kern2usr,
+        Mechanism::ZeroCopy,
+        Mechanism::Classic,
+        Mechanism::Adaptive,
+    ];
+
+    /// Name in the table, the JSON and the plot.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mechanism::Floor => "floor",
+            Mechanism::Kern2usr => "kern2usr",
+            Mechanism::ZeroCopy => "zero-copy",
+            Mechanism::Classic => "classic",
+            Mechanism::Adaptive => "adaptive",
+        }
+    }
+
+    /// The mechanism called `name`.
+    pub fn from_name(name: &str) -> Option<Mechanism> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Colour of its curve in the plot.
+    pub const fn colour(self) -> &'static str {
+        match self {
+            Mechanism::Floor => "#555555",
+            Mechanism::Kern2usr => "#1f77b4",
+            Mechanism::ZeroCopy => "#2ca02c",
+            Mechanism::Classic => "#d62728",
+            Mechanism::Adaptive => "#9467bd",
+        }
+    }
+}
+
+/// Default rounds per size: enough for a p99 at 4 KiB, fewer for large
+/// buffers so that a TCG guest finishes the whole benchmark in minutes.
+pub fn default_rounds(size: usize) -> u64 {
+    match size {
+        0..=16_384 => 10_000,
+        16_385..=262_144 => 3000,
+        _ => 1000,
+    }
+}
+
+/// The result of one mechanism at one size.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// Which mechanism.
+    pub mechanism: Mechanism,
+    /// Buffer size in bytes.
+    pub size: usize,
+    /// Rounds asked for.
+    pub target: u64,
+    /// Rounds completed (acknowledged).
+    pub rounds: u64,
+    /// From the first signal (START, or the floor's first round) to the
+    /// last acknowledgement.
+    pub wall: Duration,
+    /// Round-trip times.
+    pub hist: Histogram,
+    /// The module's `stats` (kernel mechanisms).
+    pub kernel_stats: Option<Stats>,
+    /// Rounds whose data differed from the pattern.
+    pub bad_rounds: u64,
+    /// Adaptive: rounds whose doorbell the module skipped.
+    pub doorbells_skipped: Option<u64>,
+    /// Why the run did not complete, if it did not.
+    pub error: Option<String>,
+}
+
+impl Run {
+    /// An empty run of `mechanism` at `size` (to fill in).
+    pub fn new(mechanism: Mechanism, size: usize, target: u64) -> Self {
+        Self {
+            mechanism,
+            size,
+            target,
+            rounds: 0,
+            wall: Duration::ZERO,
+            hist: Histogram::new(),
+            kernel_stats: None,
+            bad_rounds: 0,
+            doorbells_skipped: None,
+            error: None,
+        }
+    }
+
+    /// Completed all its rounds with byte-exact data.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.rounds == self.target && self.bad_rounds == 0
+    }
+
+    /// Rounds per second of wall time.
+    pub fn rounds_per_s(&self) -> f64 {
+        per_second(self.rounds as f64, self.wall)
+    }
+
+    /// Gigabytes (10^9 bytes) per second of wall time.
+    pub fn gb_per_s(&self) -> f64 {
+        per_second(self.rounds as f64 * self.size as f64, self.wall) / 1e9
+    }
+
+    /// Median round trip (ns), read as described in [`crate::stats`].
+    pub fn p50(&self) -> u64 {
+        self.hist.percentile(0.5)
+    }
+
+    /// 99th percentile (ns).
+    pub fn p99(&self) -> u64 {
+        self.hist.percentile(0.99)
+    }
+
+    /// Slowest round (ns).
+    pub fn max(&self) -> u64 {
+        self.hist.max()
+    }
+}
+
+fn per_second(n: f64, wall: Duration) -> f64 {
+    let s = wall.as_secs_f64();
+    if s > 0.0 {
+        n / s
+    } else {
+        0.0
+    }
+}
+
+/// One entry of the `--json` file.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JsonRun {
+    /// Mechanism name.
+    pub mechanism: String,
+    /// Buffer size in bytes.
+    pub size: usize,
+    /// Rounds completed.
+    pub rounds: u64,
+    /// Median round trip (ns).
+    pub p50_ns: u64,
+    /// 99th percentile (ns).
+    pub p99_ns: u64,
+    /// Slowest round (ns).
+    pub max_ns: u64,
+    /// Rounds per second of wall time.
+    pub rounds_per_s: f64,
+    /// 10^9 bytes per second of wall time.
+    pub gb_per_s: f64,
+    /// p50 over the floor's p50 at the same size (null without a floor).
+    pub p50_vs_floor: Option<f64>,
+}
+
+/// The `--json` file.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JsonReport {
+    /// Every run, by size then mechanism.
+    pub runs: Vec<JsonRun>,
+}
+
+/// All runs of a benchmark.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// In the order they ran.
+    pub runs: Vec<Run>,
+}
+
+impl Report {
+    /// The sizes, in order of first appearance.
+    pub fn sizes(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = Vec::new();
+        for r in &self.runs {
+            if !v.contains(&r.size) {
+                v.push(r.size);
+            }
+        }
+        v
+    }
+
+    /// The floor's p50 at `size`, if it ran and measured something.
+    pub fn floor_p50(&self, size: usize) -> Option<u64> {
+        self.runs
+            .iter()
+            .find(|r| r.mechanism == Mechanism::Floor && r.size == size && r.hist.count() > 0)
+            .map(Run::p50)
+            .filter(|&p| p > 0)
+    }
+
+    /// `run`'s p50 over the floor's at its size.
+    pub fn p50_vs_floor(&self, run: &Run) -> Option<f64> {
+        let floor = self.floor_p50(run.size)?;
+        (run.hist.count() > 0).then(|| run.p50() as f64 / floor as f64)
+    }
+
+    /// Runs that passed and failed.
+    pub fn tally(&self) -> (usize, usize) {
+        let passed = self.runs.iter().filter(|r| r.passed()).count();
+        (passed, self.runs.len() - passed)
+    }
+
+    /// The closing line: `bench: N passed, N failed`.
+    pub fn closing_line(&self) -> String {
+        let (p, f) = self.tally();
+        format!("bench: {p} passed, {f} failed")
+    }
+
+    /// The `--json` contents.
+    pub fn json(&self) -> JsonReport {
+        JsonReport {
+            runs: self
+                .runs
+                .iter()
+                .map(|r| JsonRun {
+                    mechanism: r.mechanism.name().to_owned(),
+                    size: r.size,
+                    rounds: r.rounds,
+                    p50_ns: r.p50(),
+                    p99_ns: r.p99(),
+                    max_ns: r.max(),
+                    rounds_per_s: round3(r.rounds_per_s()),
+                    gb_per_s: round6(r.gb_per_s()),
+                    p50_vs_floor: self.p50_vs_floor(r).map(round6),
+                })
+                .collect(),
+        }
+    }
+
+    /// The `--json` text (pretty, with a final newline).
+    pub fn json_text(&self) -> String {
+        let mut s = serde_json::to_string_pretty(&self.json())
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        s.push('\n');
+        s
+    }
+
+    /// The table printed at the end.
+    pub fn table(&self) -> String {
+        let header = [
+            "size",
+            "mechanism",
+            "rounds",
+            "rounds/s",
+            "GB/s",
+            "p50",
+            "p99",
+            "max",
+            "p50/floor",
+            "result",
+        ];
+        let mut rows: Vec<[String; 10]> = Vec::new();
+        for r in &self.runs {
+            let result = if r.passed() {
+                "ok".to_owned()
+            } else if r.bad_rounds > 0 {
+                format!("FAILED: {} round(s) with bad data", r.bad_rounds)
+            } else {
+                format!("FAILED: {}", r.error.as_deref().unwrap_or("incomplete"))
+            };
+            let result = match r.doorbells_skipped {
+                Some(n) if r.passed() => format!("ok ({n} doorbells skipped)"),
+                _ => result,
+            };
+            let dash = |ok: bool, s: String| if ok { s } else { "-".to_owned() };
+            let some = r.hist.count() > 0;
+            rows.push([
+                format_size(r.size),
+                r.mechanism.name().to_owned(),
+                format!("{}/{}", r.rounds, r.target),
+                dash(r.rounds > 0, format!("{:.0}", r.rounds_per_s())),
+                dash(r.rounds > 0, format!("{:.3}", r.gb_per_s())),
+                dash(some, format_ns(r.p50())),
+                dash(some, format_ns(r.p99())),
+                dash(some, format_ns(r.max())),
+                self.p50_vs_floor(r)
+                    .map_or_else(|| "-".to_owned(), format_ratio),
+                result,
+            ]);
+        }
+        let mut widths = header.map(|h| h.chars().count());
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let line = |cells: &[String], out: &mut String| {
+            let mut l = String::new();
+            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+                let pad = w.saturating_sub(cell.chars().count());
+                // Text columns left-aligned, numbers right-aligned; the
+                // last column is not padded.
+                if i == cells.len() - 1 {
+                    l.push_str(cell);
+                } else if i <= 1 {
+                    let _ = write!(l, "{cell}{}  ", " ".repeat(pad));
+                } else {
+                    let _ = write!(l, "{}{cell}  ", " ".repeat(pad));
+                }
+            }
+            out.push_str(l.trim_end());
+            out.push('\n');
+        };
+        line(&header.map(str::to_owned), &mut out);
+        for row in &rows {
+            line(row, &mut out);
+        }
+        out
+    }
+}
+
+/// A ratio with at least two significant digits: `2.05`, `0.14`, `0.012`.
+pub fn format_ratio(x: f64) -> String {
+    if x >= 0.1 || x == 0.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// `4 KiB`, `64 KiB`, `1 MiB`, or bytes.
+pub fn format_size(size: usize) -> String {
+    if size >= 1 << 20 && size.is_multiple_of(1 << 20) {
+        format!("{} MiB", size >> 20)
+    } else if size >= 1 << 10 && size.is_multiple_of(1 << 10) {
+        format!("{} KiB", size >> 10)
+    } else {
+        format!("{size} B")
+    }
+}
+
+/// Parse `--sizes`: comma-separated byte counts, each a multiple of 4096
+/// up to the module's maximum (`k`/`K` and `m`/`M` suffixes accepted).
+pub fn parse_sizes(text: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (num, mult) = match part.char_indices().last() {
+            Some((i, 'k' | 'K')) => (&part[..i], 1024),
+            Some((i, 'm' | 'M')) => (&part[..i], 1 << 20),
+            _ => (part, 1),
+        };
+        let n: usize = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?} is not a size in bytes"))?;
+        let size = n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("{part:?} is too large"))?;
+        let max = crate::abi::MAX_BUFFER_SIZE as usize;
+        if size == 0 || size % 4096 != 0 || size > max {
+            return Err(format!(
+                "{part}: a buffer size must be a multiple of 4096 between 4096 and {max}"
+            ));
+        }
+        out.push(size);
+    }
+    if out.is_empty() {
+        return Err("no sizes given".to_owned());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn run_with(mechanism: Mechanism, size: usize, values: &[u64], wall_ms: u64) -> Run {
+        let mut r = Run::new(mechanism, size, values.len() as u64);
+        for &v in values {
+            r.hist.record(v);
+        }
+        r.rounds = values.len() as u64;
+        r.wall = Duration::from_millis(wall_ms);
+        r
+    }
+
+    pub(crate) fn sample_report() -> Report {
+        let mut failed = run_with(Mechanism::Classic, 4096, &[30_000, 31_000], 10);
+        failed.target = 3;
+        failed.error = Some("round 3 stalled".to_owned());
+        let mut adaptive = run_with(Mechanism::Adaptive, 4096, &[8_000, 9_000, 9_500], 3);
+        adaptive.doorbells_skipped = Some(2);
+        Report {
+            runs: vec![
+                run_with(Mechanism::Floor, 4096, &[10_000, 10_000, 12_000, 50_000], 4),
+                run_with(
+                    Mechanism::Kern2usr,
+                    4096,
+                    &[20_000, 20_000, 21_000, 90_000],
+                    8,
+                ),
+                failed,
+                adaptive,
+                run_with(Mechanism::Floor, 1 << 20, &[300_000, 310_000], 1),
+            ],
+        }
+    }
+
+    #[test]
+    fn rates_and_ratios() {
+        let rep = sample_report();
+        let k = &rep.runs[1];
+        assert_eq!(k.rounds_per_s(), 500.0);
+        assert!((k.gb_per_s() - 4096.0 * 500.0 / 1e9).abs() < 1e-12);
+        // Rank 2 of 4 is 10000, bucket [9984, 10240): its low bound,
+        // clamped to min.
+        assert_eq!(rep.floor_p50(4096), Some(10_000));
+        let ratio = rep.p50_vs_floor(k).unwrap_or_default();
+        assert!((ratio - 2.0).abs() < 1e-9, "{ratio}");
+        assert_eq!(rep.p50_vs_floor(&rep.runs[0]), Some(1.0));
+        assert_eq!(rep.tally(), (4, 1));
+        assert_eq!(rep.closing_line(), "bench: 4 passed, 1 failed");
+        assert_eq!(rep.sizes(), [4096, 1 << 20]);
+    }
+
+    #[test]
+    fn json_has_the_agreed_fields() -> anyhow::Result<()> {
+        let rep = sample_report();
+        let text = rep.json_text();
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let runs = v["runs"].as_array().cloned().unwrap_or_default();
+        assert_eq!(runs.len(), 5);
+        let first = runs[1].as_object().cloned().unwrap_or_default();
+        let mut keys: Vec<&str> = first.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "gb_per_s",
+                "max_ns",
+                "mechanism",
+                "p50_ns",
+                "p50_vs_floor",
+                "p99_ns",
+                "rounds",
+                "rounds_per_s",
+                "size"
+            ]
+        );
+        assert_eq!(runs[1]["mechanism"], "kern2usr");
+        assert_eq!(runs[1]["p50_ns"], 20000);
+        assert_eq!(runs[1]["max_ns"], 90000);
+        assert_eq!(runs[1]["p50_vs_floor"], 2.0);
+        let back: JsonReport = serde_json::from_str(&text)?;
+        assert_eq!(back, rep.json());
+        Ok(())
+    }
+
+    #[test]
+    fn table_shows_units_ratios_and_failures() {
+        let text = sample_report().table();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert!(lines[0].starts_with("size   mechanism"), "{text}");
+        assert!(lines[2].contains("20.0 µs"), "{text}");
+        assert!(lines[2].ends_with("2.00  ok"), "{text}");
+        assert!(lines[3].contains("2/3"), "{text}");
+        assert!(lines[3].ends_with("FAILED: round 3 stalled"), "{text}");
+        assert!(lines[4].ends_with("ok (2 doorbells skipped)"), "{text}");
+        assert!(lines[5].starts_with("1 MiB"), "{text}");
+    }
+
+    #[test]
+    fn bad_data_fails_a_run() {
+        let mut r = run_with(Mechanism::ZeroCopy, 4096, &[1, 2], 1);
+        assert!(r.passed());
+        r.bad_rounds = 1;
+        assert!(!r.passed());
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(
+            parse_sizes("4096,65536,1048576"),
+            Ok(vec![4096, 65536, 1 << 20])
+        );
+        assert_eq!(parse_sizes("4k, 64K,1M"), Ok(vec![4096, 65536, 1 << 20]));
+        for bad in ["", "100", "4097", "x", "32M", "0"] {
+            assert!(parse_sizes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_sizes_and_names() {
+        assert_eq!(format_size(4096), "4 KiB");
+        assert_eq!(format_size(1 << 20), "1 MiB");
+        assert_eq!(format_size(100), "100 B");
+        for m in Mechanism::ALL {
+            assert_eq!(Mechanism::from_name(m.name()), Some(m));
+        }
+        assert!(default_rounds(4096) > default_rounds(1 << 20));
+    }
+}

@@ -1,0 +1,552 @@
+//! Running the benchmark in the guest: the floor in two threads, the
+//! module's mechanisms through a [`Session`] of this process, with the
+//! module loaded fresh for each buffer size.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{format_size, Mechanism, Report, Run};
+use crate::abi::{pattern_byte, Code, MODULE_NAME};
+use crate::ctrl::CtrlPage;
+use crate::device::{first_pattern_mismatch, Access, MappedBuffer, Mismatch};
+use crate::error::{Error, Result};
+use crate::eventfd::EventFd;
+use crate::params::Params;
+use crate::session::{wait_adaptive, AdaptiveWake, CtrlPort, RoundTracker, Session};
+use crate::stats::format_ns;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Buffer sizes, in order.
+    pub sizes: Vec<usize>,
+    /// Rounds per run; `None`: [`super::default_rounds`] of the size.
+    pub rounds: Option<u64>,
+    /// Mechanisms to run (the floor runs first, the others in this order).
+    pub mechanisms: Vec<Mechanism>,
+    /// The adaptive listener's spin budget.
+    pub spin: Duration,
+    /// The module file, insmod'ed for each size.
+    pub module: PathBuf,
+    /// The device node the module creates.
+    pub device: PathBuf,
+    /// The module's parameters.
+    pub params: Params,
+    /// Longest wait for any one round, command or parameter change.
+    pub timeout: Duration,
+    /// Run both floor threads on one CPU (no cross-CPU wake-ups).
+    pub floor_same_cpu: bool,
+}
+
+impl Config {
+    fn rounds(&self, size: usize) -> u64 {
+        self.rounds.unwrap_or_else(|| super::default_rounds(size))
+    }
+}
+
+fn protocol(msg: impl Into<String>) -> Error {
+    Error::Protocol(msg.into())
+}
+
+/// Run everything; progress lines go to `log`. Never fails as a whole: a
+/// run that cannot complete is reported failed with its reason.
+pub fn run(cfg: &Config, log: &mut dyn Write) -> Report {
+    let mut report = Report::default();
+    for &size in &cfg.sizes {
+        let target = cfg.rounds(size);
+        if cfg.mechanisms.contains(&Mechanism::Floor) {
+            let r = floor(size, target, cfg.timeout, cfg.floor_same_cpu);
+            progress(log, &r);
+            report.runs.push(r);
+        }
+        let kernel: Vec<Mechanism> = cfg
+            .mechanisms
+            .iter()
+            .copied()
+            .filter(|&m| m != Mechanism::Floor)
+            .collect();
+        if kernel.is_empty() {
+            continue;
+        }
+        let mut runs = kernel_size(cfg, size, target, &kernel, log);
+        report.runs.append(&mut runs);
+    }
+    report
+}
+
+fn progress(log: &mut dyn Write, r: &Run) {
+    let what = match &r.error {
+        None if r.bad_rounds == 0 => format!(
+            "{} rounds in {:.2} s, p50 {}, p99 {}",
+            r.rounds,
+            r.wall.as_secs_f64(),
+            format_ns(r.p50()),
+            format_ns(r.p99())
+        ),
+        None => format!("{} of {} rounds had bad data", r.bad_rounds, r.rounds),
+        Some(e) => format!("FAILED after {} rounds: {e}", r.rounds),
+    };
+    // Progress output is best effort.
+    let _ = writeln!(
+        log,
+        "bench: {} {}: {what}",
+        format_size(r.size),
+        r.mechanism.name()
+    );
+    let _ = log.flush();
+}
+
+/// The floor: this thread pings a responder thread over one eventfd and
+/// waits for its pong on another; the responder copies `size` bytes and
+/// checks them like the listener does. Timed on this thread. With
+/// `same_cpu` both threads are pinned to the CPU this one runs on.
+pub fn floor(size: usize, target: u64, timeout: Duration, same_cpu: bool) -> Run {
+    let mut run = Run::new(Mechanism::Floor, size, target);
+    let before = rustix::thread::sched_getaffinity(None).ok();
+    if let Err(e) = floor_into(&mut run, timeout, same_cpu) {
+        run.error = Some(e.to_string());
+    }
+    if let (true, Some(set)) = (same_cpu, before) {
+        // Best effort: give this thread its CPUs back.
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
+    run
+}
+
+/// Pin the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set)
+        .map_err(|e| protocol(format!("floor: cannot pin a thread to CPU {cpu}: {e}")))
+}
+
+fn floor_into(run: &mut Run, timeout: Duration, same_cpu: bool) -> Result<()> {
+    let cpu = rustix::thread::sched_getcpu();
+    if same_cpu {
+        pin_to(cpu)?;
+    }
+    let ping = EventFd::new()?;
+    let pong = EventFd::new()?;
+    let src: Vec<u8> = (0..run.size).map(pattern_byte).collect();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let responder = scope.spawn(|| -> Result<u64> {
+            if same_cpu {
+                pin_to(cpu)?;
+            }
+            let mut dst = vec![0u8; src.len()];
+            let mut bad = 0;
+            loop {
+                if !ping.wait_readable(timeout)? {
+                    return Err(protocol("floor: the responder got no ping"));
+                }
+                ping.read()?;
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(bad);
+                }
+                dst.copy_from_slice(&src);
+                if first_pattern_mismatch(&dst).is_some() {
+                    bad += 1;
+                }
+                pong.write(1)?;
+            }
+        });
+        let pinged = (|| -> Result<()> {
+            let start = Instant::now();
+            while run.rounds < run.target {
+                let t = Instant::now();
+                ping.write(1)?;
+                if !pong.wait_readable(timeout)? {
+                    return Err(protocol(format!("floor: no pong within {timeout:?}")));
+                }
+                pong.read()?;
+                run.hist.record(duration_ns(t.elapsed()));
+                run.rounds += 1;
+                run.wall = start.elapsed();
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::SeqCst);
+        let woken = ping.write(1);
+        let answered = responder
+            .join()
+            .map_err(|_| protocol("floor: the responder thread panicked"))?;
+        pinged?;
+        woken?;
+        run.bad_rounds = answered?;
+        Ok(())
+    })
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Load the module for `size`, run the kernel mechanisms, unload it.
+fn kernel_size(
+    cfg: &Config,
+    size: usize,
+    target: u64,
+    mechanisms: &[Mechanism],
+    log: &mut dyn Write,
+) -> Vec<Run> {
+    let fail_all = |why: String| -> Vec<Run> {
+        mechanisms
+            .iter()
+            .map(|&m| {
+                let mut r = Run::new(m, size, target);
+                r.error = Some(why.clone());
+                r
+            })
+            .collect()
+    };
+    if let Err(e) = load(cfg, size) {
+        let runs = fail_all(format!("loading the module: {e}"));
+        for r in &runs {
+            progress(log, r);
+        }
+        return runs;
+    }
+    let mut runs = Vec::new();
+    match KernelBench::open(cfg, size) {
+        Ok(mut kb) => {
+            for &m in mechanisms {
+                let r = kb.run(m, target);
+                progress(log, &r);
+                runs.push(r);
+            }
+        }
+        Err(e) => {
+            runs = fail_all(format!("setting up: {e}"));
+            for r in &runs {
+                progress(log, r);
+            }
+        }
+    }
+    // Everything of the session is closed by now: the module can go.
+    if let Err(e) = unload(cfg) {
+        let _ = writeln!(log, "bench: {}: rmmod failed: {e}", format_size(size));
+        if let Some(last) = runs.last_mut() {
+            last.error
+                .get_or_insert_with(|| format!("rmmod failed: {e}"));
+        }
+    }
+    runs
+}
+
+fn sh(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| protocol(format!("cannot run {program}: {e}")))?;
+    if !out.status.success() {
+        return Err(protocol(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn load(cfg: &Config, size: usize) -> Result<()> {
+    if cfg.params.is_loaded() {
+        unload(cfg)?;
+    }
+    let module = cfg.module.to_string_lossy().into_owned();
+    sh(
+        "insmod",
+        &[&module, &format!("buffer_size={size}"), "back_to_back=1"],
+    )?;
+    wait_for_path(&cfg.device, cfg.timeout)
+}
+
+fn unload(_cfg: &Config) -> Result<()> {
+    sh("rmmod", &[MODULE_NAME])
+}
+
+fn wait_for_path(path: &Path, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            return Err(protocol(format!(
+                "{} did not appear within {timeout:?}",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// The module at one size, attached to this process and mapped.
+struct KernelBench<'a> {
+    cfg: &'a Config,
+    size: usize,
+    session: Session,
+    buffer: MappedBuffer,
+    ctrl: Option<CtrlPage>,
+    copy: Vec<u8>,
+    own: Vec<u8>,
+    /// A run left the session in an unknown state: skip the rest.
+    broken: Option<String>,
+}
+
+impl<'a> KernelBench<'a> {
+    fn open(cfg: &'a Config, size: usize) -> Result<Self> {
+        let session = Session::register(&cfg.device, &cfg.params)?;
+        let params = &cfg.params;
+        params.command(Code::Mmap)?;
+        let mut session = session;
+        session.expect_code(Code::Mmap, cfg.timeout)?;
+        let buffer = session.device().map(size, Access::ReadOnly)?;
+        Ok(Self {
+            cfg,
+            size,
+            session,
+            buffer,
+            ctrl: None,
+            copy: Vec::with_capacity(size),
+            own: vec![0u8; size],
+            broken: None,
+        })
+    }
+
+    fn run(&mut self, mechanism: Mechanism, target: u64) -> Run {
+        let mut run = Run::new(mechanism, self.size, target);
+        if let Some(why) = &self.broken {
+            run.error = Some(format!("skipped: {why}"));
+            return run;
+        }
+        if let Err(e) = self.run_into(&mut run) {
+            run.error = Some(e.to_string());
+            // Best effort back to a known state: stopped, queue drained.
+            let stopped = self.cfg.params.command(Code::StopTest).and_then(|()| {
+                self.session
+                    .skip_rounds_until(Code::StopTest, self.cfg.timeout)
+            });
+            if let Err(e) = stopped {
+                self.broken = Some(format!(
+                    "{} failed and STOP did not recover: {e}",
+                    mechanism.name()
+                ));
+            }
+        }
+        if let Some(ctrl) = &self.ctrl {
+            ctrl.set_asleep();
+        }
+        run
+    }
+
+    fn run_into(&mut self, run: &mut Run) -> Result<()> {
+        let cfg = self.cfg;
+        let adaptive = run.mechanism == Mechanism::Adaptive;
+        cfg.params.set_adaptive(adaptive)?;
+        if adaptive && self.ctrl.is_none() {
+            self.ctrl = Some(self.session.map_ctrl()?);
+        }
+        let skipped_before = self.ctrl.as_ref().map(CtrlPage::doorbells_skipped);
+        let mut first_bad: Option<Mismatch> = None;
+        // No test runs: nothing is published while we read this.
+        let mut tracker = RoundTracker::new(self.ctrl.as_ref().map_or(0, CtrlPage::ready_seq));
+        let start = Instant::now();
+        cfg.params.command(Code::StartTest)?;
+        self.session.expect_code(Code::StartTest, cfg.timeout)?;
+        while run.rounds < run.target {
+            if adaptive {
+                let seq = self.next_adaptive_round(tracker.last())?;
+                tracker.take(seq).map_err(protocol)?;
+            } else {
+                self.next_doorbell_round(run.rounds)?;
+            }
+            let bad = match run.mechanism {
+                Mechanism::Kern2usr | Mechanism::Adaptive => {
+                    self.buffer.copy_to_vec(&mut self.copy);
+                    first_pattern_mismatch(&self.copy)
+                }
+                Mechanism::ZeroCopy => {
+                    // SAFETY: between MEMORY_READY and our ack the module
+                    // does not write the buffer (docs/PROTOCOL.md, "One
+                    // round"), and this process maps it read-only; the
+                    // slice is dropped at the end of this arm, before the
+                    // ack below.
+                    let data = unsafe { self.buffer.stable_slice() };
+                    first_pattern_mismatch(data)
+                }
+                Mechanism::Classic => {
+                    let n = self.session.device().read_buffer(&mut self.own)?;
+                    if n != self.own.len() {
+                        return Err(protocol(format!(
+                            "K2U_IOC_READ_BUFFER copied {n} of {} bytes",
+                            self.own.len()
+                        )));
+                    }
+                    first_pattern_mismatch(&self.own)
+                }
+                Mechanism::Floor => return Err(protocol("the floor is no kernel mechanism")),
+            };
+            if let Some(m) = bad {
+                run.bad_rounds += 1;
+                first_bad.get_or_insert(m);
+            }
+            match run.mechanism {
+                Mechanism::Classic => self.session.ack_ioctl()?,
+                _ => self.session.ack()?,
+            }
+            run.rounds += 1;
+        }
+        run.wall = start.elapsed();
+        // The module accounts an ack in a work item: wait until it has
+        // counted every round before stopping (STOP abandons the round in
+        // flight, the next one with back_to_back).
+        let deadline = Instant::now() + cfg.timeout;
+        loop {
+            let count = cfg.params.stats()?.count;
+            if count >= run.target {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(protocol(format!(
+                    "stats count is {count} {:?} after {} acknowledged rounds",
+                    cfg.timeout, run.target
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        cfg.params.command(Code::StopTest)?;
+        self.session
+            .skip_rounds_until(Code::StopTest, cfg.timeout)?;
+        let (stats, hist) = cfg.params.round_trips()?;
+        run.hist = hist;
+        run.kernel_stats = Some(stats);
+        if let (Some(before), Some(ctrl)) = (skipped_before, &self.ctrl) {
+            if adaptive {
+                run.doorbells_skipped = Some(ctrl.doorbells_skipped().saturating_sub(before));
+            }
+        }
+        if u128::from(stats.max) > run.wall.as_nanos() {
+            return Err(protocol(format!(
+                "the module's slowest round trip ({} ns) is longer than the whole run ({} ns): \
+                 its clock went backwards or a negative time wrapped",
+                stats.max,
+                run.wall.as_nanos()
+            )));
+        }
+        if stats.count != run.target {
+            return Err(protocol(format!(
+                "the module counted {} rounds, {} were acknowledged",
+                stats.count, run.target
+            )));
+        }
+        if let Some(m) = first_bad {
+            return Err(protocol(format!(
+                "{} round(s) with bad data, first: {m}",
+                run.bad_rounds
+            )));
+        }
+        Ok(())
+    }
+
+    /// Wait for MEMORY_READY (6); nothing else may come.
+    fn next_doorbell_round(&mut self, done: u64) -> Result<()> {
+        match self.session.next_code(self.cfg.timeout)? {
+            Some(6) => Ok(()),
+            Some(c) => Err(protocol(format!(
+                "code {c} where MEMORY_READY (6) was expected after {done} rounds"
+            ))),
+            None => Err(protocol(format!(
+                "no MEMORY_READY within {:?} after {done} rounds",
+                self.cfg.timeout
+            ))),
+        }
+    }
+
+    /// Spin, then sleep, until `ready_seq` shows a round after `last`;
+    /// returns it.
+    fn next_adaptive_round(&mut self, last: u64) -> Result<u64> {
+        let cfg = self.cfg;
+        let Some(ctrl) = &self.ctrl else {
+            return Err(protocol("adaptive run without the control page"));
+        };
+        let session = &mut self.session;
+        loop {
+            let mut port = CtrlPort {
+                ctrl,
+                next: |t| session.next_code(t),
+            };
+            match wait_adaptive(&mut port, last, cfg.spin, cfg.timeout)? {
+                AdaptiveWake::Round { seq, .. } => return Ok(seq),
+                // "Look at ready_seq" (maybe a round handled already).
+                AdaptiveWake::Woken(6) => continue,
+                AdaptiveWake::Woken(c) => {
+                    return Err(protocol(format!(
+                        "code {c} during the adaptive run after round {last}"
+                    )))
+                }
+                AdaptiveWake::Timeout => {
+                    return Err(protocol(format!(
+                        "stalled after round {last}: ready_seq {} and no doorbell within {:?} (listener_state {})",
+                        ctrl.ready_seq(),
+                        cfg.timeout,
+                        ctrl.listener_state()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_runs_on_the_host_with_exact_data() {
+        let r = floor(65536, 200, Duration::from_secs(10), false);
+        assert!(r.passed(), "{:?}", r.error);
+        let pinned = floor(4096, 100, Duration::from_secs(10), true);
+        assert!(pinned.passed(), "{:?}", pinned.error);
+        assert_eq!(r.rounds, 200);
+        assert_eq!(r.hist.count(), 200);
+        assert!(r.p50() > 0 && r.p50() <= r.p99() && r.p99() <= r.max());
+        assert!(r.wall > Duration::ZERO);
+        assert!(r.rounds_per_s() > 0.0);
+    }
+
+    #[test]
+    fn a_missing_module_fails_every_kernel_run_with_the_reason() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cfg = Config {
+            sizes: vec![4096],
+            rounds: Some(10),
+            mechanisms: vec![Mechanism::Floor, Mechanism::Kern2usr, Mechanism::Classic],
+            spin: Duration::from_micros(50),
+            module: dir.path().join("kern2usr.ko"),
+            device: dir.path().join("dev"),
+            params: Params::at_dir(dir.path().join("params")),
+            timeout: Duration::from_secs(1),
+            floor_same_cpu: true,
+        };
+        let mut log = Vec::new();
+        let report = run(&cfg, &mut log);
+        assert_eq!(report.runs.len(), 3);
+        assert!(report.runs[0].passed());
+        for r in &report.runs[1..] {
+            let e = r.error.as_deref().unwrap_or_default();
+            assert!(e.starts_with("loading the module: "), "{e}");
+        }
+        assert_eq!(report.closing_line(), "bench: 1 passed, 2 failed");
+        let log = String::from_utf8(log)?;
+        assert!(log.contains("bench: 4 KiB floor: 10 rounds in"), "{log}");
+        assert!(
+            log.contains("bench: 4 KiB classic: FAILED after 0 rounds"),
+            "{log}"
+        );
+        Ok(())
+    }
+}

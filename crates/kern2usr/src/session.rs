@@ -1,0 +1,482 @@
+//! A listener inside the calling process: its own two eventfds attached
+//! with `K2U_IOC_REGISTER` (no pid parameters), codes read in either event
+//! mode with their sequence checked. Used by the benchmark and the tests.
+
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::abi::{Code, Event, EventMode};
+use crate::ctrl::CtrlPage;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::eventfd::EventFd;
+use crate::params::Params;
+
+/// This process as the module's listener.
+#[derive(Debug)]
+pub struct Session {
+    efd: EventFd,
+    efd2: EventFd,
+    dev: Device,
+    mode: EventMode,
+    pending: VecDeque<Event>,
+    batch: Vec<Event>,
+    next_seq: u64,
+}
+
+impl Session {
+    /// Open `device`, create both eventfds and attach them with
+    /// `K2U_IOC_REGISTER`. The event sequence starts again at 1.
+    pub fn register(device: impl AsRef<Path>, params: &Params) -> Result<Self> {
+        let efd = EventFd::new()?;
+        let efd2 = EventFd::new()?;
+        let dev = Device::open(device)?;
+        let mode = params.event_mode()?;
+        dev.register(efd.as_fd(), efd2.as_fd())?;
+        Ok(Self {
+            efd,
+            efd2,
+            dev,
+            mode,
+            pending: VecDeque::new(),
+            batch: Vec::new(),
+            next_seq: 1,
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    /// The kernel->user eventfd.
+    pub fn efd(&self) -> &EventFd {
+        &self.efd
+    }
+
+    /// The user->kernel eventfd.
+    pub fn efd2(&self) -> &EventFd {
+        &self.efd2
+    }
+
+    /// How codes arrive.
+    pub fn mode(&self) -> EventMode {
+        self.mode
+    }
+
+    /// Map the control page.
+    pub fn map_ctrl(&self) -> Result<CtrlPage> {
+        self.dev.map_ctrl()
+    }
+
+    /// The next delivered code, waiting at most `timeout` (zero: only
+    /// what is there now); `None` if none came. A gap or a step back in the
+    /// event sequence (queue mode) is an [`Error::Protocol`].
+    pub fn next_code(&mut self, timeout: Duration) -> Result<Option<u64>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                if ev.seq != self.next_seq {
+                    return Err(Error::Protocol(format!(
+                        "event seq {} (code {}) where {} was expected",
+                        ev.seq, ev.code, self.next_seq
+                    )));
+                }
+                self.next_seq += 1;
+                return Ok(Some(u64::from(ev.code)));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.efd.wait_readable(left)? {
+                return Ok(None);
+            }
+            let counter = self.efd.read()?;
+            match self.mode {
+                EventMode::Counter => return Ok(Some(counter)),
+                EventMode::Queue => {
+                    self.batch.clear();
+                    self.dev.read_events_once(&mut self.batch)?;
+                    self.pending.extend(self.batch.drain(..));
+                }
+            }
+        }
+    }
+
+    /// The next code must be `code`, within `timeout`.
+    pub fn expect_code(&mut self, code: Code, timeout: Duration) -> Result<()> {
+        match self.next_code(timeout)? {
+            Some(c) if c == u64::from(code.value()) => Ok(()),
+            Some(c) => Err(Error::Protocol(format!(
+                "got code {c} where {} ({}) was expected",
+                code.value(),
+                code.name()
+            ))),
+            None => Err(Error::Protocol(format!(
+                "no code within {timeout:?} where {} ({}) was expected",
+                code.value(),
+                code.name()
+            ))),
+        }
+    }
+
+    /// Read codes until `code` arrives (within `timeout` in all); returns
+    /// how many MEMORY_READY (6) came before it. Any other code is an error.
+    pub fn skip_rounds_until(&mut self, code: Code, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        let mut rounds = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_code(left)? {
+                Some(c) if c == u64::from(code.value()) => return Ok(rounds),
+                Some(c) if c == u64::from(Code::MemoryReady.value()) => rounds += 1,
+                Some(c) => {
+                    return Err(Error::Protocol(format!(
+                        "got code {c} while waiting for {} ({})",
+                        code.value(),
+                        code.name()
+                    )))
+                }
+                None => {
+                    return Err(Error::Protocol(format!(
+                        "{} ({}) did not arrive within {timeout:?}",
+                        code.value(),
+                        code.name()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Acknowledge the round: MEMORY_COPIED (7) on efd2.
+    pub fn ack(&self) -> Result<()> {
+        self.efd2.write(u64::from(Code::MemoryCopied.value()))
+    }
+
+    /// Acknowledge the round with `K2U_IOC_ACK`.
+    pub fn ack_ioctl(&self) -> Result<()> {
+        self.dev.ack()
+    }
+}
+
+/// Whether `ready_seq` reading `seq` shows a round not handled yet, when
+/// `last` was the last one seen: any change to a non-zero value. (Zero is
+/// no round; it is what a module that restarts the count at START shows
+/// until the first round of the new test.)
+pub fn is_new_round(seq: u64, last: u64) -> bool {
+    seq != 0 && seq != last
+}
+
+/// The rounds of the adaptive mode, as `ready_seq` shows them.
+///
+/// `ready_seq` counts the rounds published "in this test" (the ABI); a
+/// module may also keep counting across tests. Both are handled: the
+/// tracker starts from the value read while no test runs (when the page is
+/// mapped, and again after each STOP), and the first round of a test may be
+/// `1` (count restarted) or the next number (count went on). Within a test
+/// each round must be the previous plus one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundTracker {
+    last: u64,
+    first_of_test: bool,
+}
+
+impl RoundTracker {
+    /// Start from `ready_seq` = `current`, read while no test runs.
+    pub fn new(current: u64) -> Self {
+        Self {
+            last: current,
+            first_of_test: true,
+        }
+    }
+
+    /// The last value seen (what [`wait_adaptive`] compares with).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Whether `seq` is a round not handled yet.
+    pub fn is_new(&self, seq: u64) -> bool {
+        is_new_round(seq, self.last)
+    }
+
+    /// Round `seq` is being handled. `Err` (with the message) when rounds
+    /// were skipped or the value went backwards; it is taken anyway.
+    pub fn take(&mut self, seq: u64) -> Result<(), String> {
+        let prev = self.last;
+        let first = std::mem::replace(&mut self.first_of_test, false);
+        self.last = seq;
+        let expected = prev.wrapping_add(1);
+        if seq == expected || (first && seq == 1) {
+            Ok(())
+        } else if seq > expected {
+            Err(format!(
+                "ready_seq went from {prev} to {seq}: {} round(s) never seen",
+                seq - expected
+            ))
+        } else {
+            Err(format!("ready_seq went from {prev} back to {seq}"))
+        }
+    }
+
+    /// The test ended (STOP handled); `current` is `ready_seq` now. A round
+    /// published but abandoned by STOP is not one to handle.
+    pub fn test_ended(&mut self, current: u64) {
+        self.last = current;
+        self.first_of_test = true;
+    }
+}
+
+/// How an adaptive wait for the next round ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdaptiveWake {
+    /// `ready_seq` moved away from the last round handled (to a non-zero
+    /// value, see [`RoundTracker`]): this is its value.
+    /// No doorbell is needed (it may still come: a MEMORY_READY whose round
+    /// was handled already is then a no-op).
+    Round {
+        /// The new `ready_seq`.
+        seq: u64,
+        /// Seen while spinning (true) or by the re-check before sleeping.
+        spinning: bool,
+    },
+    /// efd had something: the value `next_code` returned (a code; for a
+    /// [`crate::Listener`] the counter read from efd). MEMORY_READY means
+    /// "look at `ready_seq`".
+    Woken(u64),
+    /// Nothing within the timeout.
+    Timeout,
+}
+
+/// What [`wait_adaptive`] needs: the control page and efd.
+pub trait AdaptivePort {
+    /// `ready_seq`.
+    fn ready_seq(&mut self) -> u64;
+    /// Store SPINNING.
+    fn set_spinning(&mut self);
+    /// Store ASLEEP, full fence, re-read `ready_seq`
+    /// ([`CtrlPage::prepare_to_sleep`]).
+    fn prepare_to_sleep(&mut self) -> u64;
+    /// Wait at most `timeout` (zero: do not block) for efd.
+    fn next_code(&mut self, timeout: Duration) -> Result<Option<u64>>;
+}
+
+/// An [`AdaptivePort`] from a control page and a function that waits for
+/// efd (e.g. `|t| session.next_code(t)`).
+pub struct CtrlPort<'a, F> {
+    /// The mapped control page.
+    pub ctrl: &'a CtrlPage,
+    /// Waits at most the given time for a code.
+    pub next: F,
+}
+
+impl<F: FnMut(Duration) -> Result<Option<u64>>> AdaptivePort for CtrlPort<'_, F> {
+    fn ready_seq(&mut self) -> u64 {
+        self.ctrl.ready_seq()
+    }
+    fn set_spinning(&mut self) {
+        self.ctrl.set_spinning();
+    }
+    fn prepare_to_sleep(&mut self) -> u64 {
+        self.ctrl.prepare_to_sleep()
+    }
+    fn next_code(&mut self, timeout: Duration) -> Result<Option<u64>> {
+        (self.next)(timeout)
+    }
+}
+
+/// Polls of `ready_seq` between two looks at efd (and at the clock) while
+/// spinning.
+const POLLS_PER_CHECK: u32 = 64;
+
+/// The listener's half of the adaptive protocol: spin on `ready_seq` for
+/// at most `spin` (state SPINNING, looking at efd every 64 polls for
+/// commands), then store ASLEEP, fence, re-check `ready_seq`, and sleep on
+/// efd for at most `timeout`. With `spin` zero the state stays ASLEEP
+/// throughout, so the module rings for every round, and a doorbell already
+/// there is taken before `ready_seq` is looked at.
+pub fn wait_adaptive(
+    port: &mut impl AdaptivePort,
+    last: u64,
+    spin: Duration,
+    timeout: Duration,
+) -> Result<AdaptiveWake> {
+    if spin.is_zero() {
+        // Never spinning, every round is rung: take the doorbells as they
+        // come, so that rounds found by the re-check below cannot leave
+        // them piling up in the module's event queue.
+        if let Some(v) = port.next_code(Duration::ZERO)? {
+            return Ok(AdaptiveWake::Woken(v));
+        }
+    } else {
+        port.set_spinning();
+        let start = Instant::now();
+        let mut polls: u32 = 0;
+        loop {
+            let seq = port.ready_seq();
+            if is_new_round(seq, last) {
+                return Ok(AdaptiveWake::Round {
+                    seq,
+                    spinning: true,
+                });
+            }
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(POLLS_PER_CHECK) {
+                if let Some(v) = port.next_code(Duration::ZERO)? {
+                    return Ok(AdaptiveWake::Woken(v));
+                }
+                if start.elapsed() >= spin {
+                    break;
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+    let seq = port.prepare_to_sleep();
+    if is_new_round(seq, last) {
+        return Ok(AdaptiveWake::Round {
+            seq,
+            spinning: false,
+        });
+    }
+    Ok(match port.next_code(timeout)? {
+        Some(v) => AdaptiveWake::Woken(v),
+        None => AdaptiveWake::Timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::{LISTENER_ASLEEP, LISTENER_SPINNING};
+
+    #[test]
+    fn tracker_accepts_restarted_and_continued_counts() {
+        // Count restarted at START: 0 is no round, 1 is the first.
+        let mut t = RoundTracker::new(604);
+        assert!(!t.is_new(604) && !t.is_new(0) && t.is_new(1));
+        assert_eq!(t.take(1), Ok(()));
+        assert_eq!(t.take(2), Ok(()));
+        // Round 3 published and abandoned by STOP: not handled.
+        t.test_ended(3);
+        assert!(!t.is_new(3));
+        // Count went on.
+        assert!(t.is_new(4));
+        assert_eq!(t.take(4), Ok(()));
+        assert_eq!(
+            t.take(7),
+            Err("ready_seq went from 4 to 7: 2 round(s) never seen".to_owned())
+        );
+        assert_eq!(t.last(), 7);
+        assert_eq!(t.take(6), Err("ready_seq went from 7 back to 6".to_owned()));
+        // A 1 in the middle of a test is a step back, not a restart.
+        let mut t = RoundTracker::new(0);
+        assert_eq!(t.take(1), Ok(()));
+        assert_eq!(t.take(2), Ok(()));
+        assert!(t.take(1).is_err());
+    }
+    use crate::device::{Access, MappedBuffer};
+
+    fn page() -> anyhow::Result<(std::fs::File, CtrlPage, CtrlPage)> {
+        let f = tempfile::tempfile()?;
+        f.set_len(4096)?;
+        let a = CtrlPage::from_mapping(MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
+        let k = CtrlPage::from_mapping(MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
+        Ok((f, a, k))
+    }
+
+    #[test]
+    fn a_published_round_is_found_while_spinning() -> anyhow::Result<()> {
+        let (_f, page, kernel) = page()?;
+        assert!(!kernel.publish_as_kernel(1) || page.listener_state() == LISTENER_ASLEEP);
+        let mut port = CtrlPort {
+            ctrl: &page,
+            next: |_| Ok(None),
+        };
+        let wake = wait_adaptive(&mut port, 0, Duration::from_millis(50), Duration::ZERO)?;
+        assert_eq!(
+            wake,
+            AdaptiveWake::Round {
+                seq: 1,
+                spinning: true
+            }
+        );
+        assert_eq!(page.listener_state(), LISTENER_SPINNING);
+        // The module now skips the doorbell.
+        assert!(!kernel.publish_as_kernel(2));
+        assert_eq!(kernel.doorbells_skipped(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn without_a_round_it_sleeps_asleep_and_reports_codes() -> anyhow::Result<()> {
+        let (_f, page, _kernel) = page()?;
+        let mut asked = Vec::new();
+        let mut port = CtrlPort {
+            ctrl: &page,
+            next: |t: Duration| {
+                asked.push(t);
+                Ok(if t.is_zero() { None } else { Some(4) })
+            },
+        };
+        let wake = wait_adaptive(
+            &mut port,
+            0,
+            Duration::from_micros(200),
+            Duration::from_secs(3),
+        )?;
+        assert_eq!(wake, AdaptiveWake::Woken(4));
+        assert_eq!(page.listener_state(), LISTENER_ASLEEP);
+        assert_eq!(asked.last(), Some(&Duration::from_secs(3)));
+        assert!(asked[..asked.len() - 1].iter().all(|t| t.is_zero()));
+        let mut port = CtrlPort {
+            ctrl: &page,
+            next: |_| Ok(None),
+        };
+        let wake = wait_adaptive(&mut port, 0, Duration::ZERO, Duration::ZERO)?;
+        assert_eq!(wake, AdaptiveWake::Timeout);
+        Ok(())
+    }
+
+    #[test]
+    fn zero_spin_never_says_spinning() -> anyhow::Result<()> {
+        let (_f, page, kernel) = page()?;
+        kernel.publish_as_kernel(1);
+        let mut port = CtrlPort {
+            ctrl: &page,
+            next: |t: Duration| {
+                if t.is_zero() {
+                    Ok(None)
+                } else {
+                    Err(Error::Protocol(
+                        "must not sleep: the re-check sees round 1".to_owned(),
+                    ))
+                }
+            },
+        };
+        let wake = wait_adaptive(&mut port, 0, Duration::ZERO, Duration::ZERO)?;
+        assert_eq!(
+            wake,
+            AdaptiveWake::Round {
+                seq: 1,
+                spinning: false
+            }
+        );
+        assert_eq!(page.listener_state(), LISTENER_ASLEEP);
+        assert!(kernel.publish_as_kernel(2), "asleep: the module rings");
+        assert_eq!(kernel.doorbells_skipped(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_command_during_the_spin_ends_it() -> anyhow::Result<()> {
+        let (_f, page, _kernel) = page()?;
+        let mut port = CtrlPort {
+            ctrl: &page,
+            next: |_| Ok(Some(5)),
+        };
+        let wake = wait_adaptive(&mut port, 0, Duration::from_secs(10), Duration::ZERO)?;
+        assert_eq!(wake, AdaptiveWake::Woken(5));
+        Ok(())
+    }
+}
