@@ -90,7 +90,7 @@ static long k2u_ioctl_register(struct k2u *k, void __user *arg)
 	/* Lock order as in a sysfs write: param lock, then k->lock. */
 	kernel_param_lock(THIS_MODULE);
 	mutex_lock(&k->lock);
-	if (k->dead)
+	if (!k->live)
 		ret = -ENODEV;
 	else if (k->testing)
 		ret = -EBUSY;

@@ -31,6 +31,17 @@ static inline void k2u_eventfd_ring(struct eventfd_ctx *ctx, unsigned int code)
 #endif
 }
 
+/*
+ * WQ_PERCPU came with 6.17 (and stable backports such as Debian's 6.12);
+ * where it exists, a workqueue without it or WQ_UNBOUND warns. Kbuild
+ * looks for it in the headers, as no version number tells.
+ */
+#ifdef K2U_HAVE_WQ_PERCPU
+#define K2U_WQ_PERCPU WQ_PERCPU
+#else
+#define K2U_WQ_PERCPU 0
+#endif
+
 /* 6.4 dropped class_create()'s owner argument. */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
 #define k2u_class_create(name) class_create(name)

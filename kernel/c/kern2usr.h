@@ -78,7 +78,7 @@ struct k2u {
 
 	/* Everything below is guarded by lock. */
 	struct mutex lock;
-	bool dead;			/* module is going away */
+	bool live;			/* commands accepted: set up, not unloading */
 	bool attached;
 	pid_t pid;
 	struct k2u_hook efd;

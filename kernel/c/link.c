@@ -222,10 +222,10 @@ ssize_t k2u_read_events(struct k2u *k, char __user *buf, size_t count,
 			return -EAGAIN;
 		ret = wait_event_interruptible(k->readq,
 					       READ_ONCE(k->ring_count) ||
-					       READ_ONCE(k->dead));
+					       !READ_ONCE(k->live));
 		if (ret)
 			return ret;
-		if (READ_ONCE(k->dead))
+		if (!READ_ONCE(k->live))
 			return -ENODEV;
 		ret = mutex_lock_interruptible(&k->lock);
 		if (ret)

@@ -19,7 +19,8 @@
 
 #include "kern2usr.h"
 
-struct k2u k2u_dev;
+/* The lock is ready before init: parameters given to insmod take it. */
+struct k2u k2u_dev = { .lock = __MUTEX_INITIALIZER(k2u_dev.lock) };
 
 static int usr_pid;
 static int usr_efd = -1;
@@ -238,8 +239,8 @@ static int cur_cmd_set(const char *val, const struct kernel_param *kp)
 	int ret;
 
 	mutex_lock(&k->lock);
-	if (k->dead) {
-		ret = -ENODEV;
+	if (!k->live) {
+		ret = -ENODEV;	/* at load time (insmod cur_cmd=) or unloading */
 	} else if (kstrtouint(val, 0, &cmd)) {
 		ret = k2u_refuse_text(k, val, "not a command number (valid: 1-5)");
 	} else {
@@ -434,7 +435,6 @@ static int __init k2u_init(void)
 		       buffer_size, PAGE_SIZE, K2U_MAX_BUFFER_SIZE);
 		return -EINVAL;
 	}
-	mutex_init(&k->lock);
 	k2u_stats_reset(&k->stats);
 	k2u_link_init(k);
 	k2u_round_init(k);
@@ -454,22 +454,28 @@ static int __init k2u_init(void)
 		ret = -ENOMEM;
 		goto err_ctrl;
 	}
-	k->wq = alloc_workqueue(KBUILD_MODNAME, WQ_HIGHPRI, 0);
+	k->wq = alloc_workqueue(KBUILD_MODNAME, WQ_HIGHPRI | K2U_WQ_PERCPU, 0);
 	if (!k->wq) {
 		ret = -ENOMEM;
 		goto err_ring;
 	}
+	mutex_lock(&k->lock);
+	k->live = true;
+	mutex_unlock(&k->lock);
 	/* Last: once the device exists it can be opened and mapped. */
 	ret = k2u_chrdev_create(k);
 	if (ret)
-		goto err_wq;
-
+		goto err_live;
 	pr_info("Char dev with Major = %d was created\n", MAJOR(k->devt));
 	pr_info("Buffer allocated\n");
 	pr_info("Work queue created.\n");
 	return 0;
 
-err_wq:
+err_live:
+	mutex_lock(&k->lock);
+	k->live = false;
+	k2u_detach(k);
+	mutex_unlock(&k->lock);
 	destroy_workqueue(k->wq);
 err_ring:
 	kvfree(k->ring);
@@ -485,13 +491,13 @@ static void __exit k2u_exit(void)
 	struct k2u *k = &k2u_dev;
 
 	mutex_lock(&k->lock);
-	k->dead = true;
+	k->live = false;
 	k2u_detach(k);		/* stops the timer, unhooks the eventfds */
 	mutex_unlock(&k->lock);
 	wake_up_interruptible(&k->readq);
 
 	k2u_chrdev_destroy(k);
-	destroy_workqueue(k->wq);	/* runs what is queued; all see dead */
+	destroy_workqueue(k->wq);	/* runs what is queued; all see !live */
 	kvfree(k->ring);
 	vfree(k->ctrl);
 	vfree(k->buffer);

@@ -88,7 +88,9 @@ pub fn build_module(kernel: &Unpacked, module: &str) -> Result<PathBuf> {
     make.arg("-C")
         .arg(&kernel.kdir)
         .arg(format!("M={}", out.display()))
-        .arg("modules");
+        .args(&kernel.make_vars)
+        .arg("modules")
+        .envs(kernel.make_env.iter().map(|(k, v)| (k, v)));
     say(format!("module {module}: {}", describe(&make)));
     let output = make
         .stdin(std::process::Stdio::null())

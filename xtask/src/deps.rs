@@ -25,6 +25,11 @@ pub const PACKAGES: &[&str] = &[
     "dwarves",
 ];
 
+/// What only `--kernel 7.3-debug` needs: the kernel is built with
+/// `make LLVM=-19` (KASAN with Rust needs a clang-built kernel) and bindgen
+/// loads libclang. Installed when that kernel is first asked for.
+pub const DEBUG_PACKAGES: &[&str] = &["clang-19", "lld-19", "llvm-19", "libclang-19-dev"];
+
 /// Whether dpkg knows `pkg` as installed.
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -36,16 +41,26 @@ fn installed(pkg: &str) -> bool {
 
 /// Installs whatever of [`PACKAGES`] is missing; cheap when all are there.
 pub fn ensure() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    ensure_packages("host packages", PACKAGES)
+}
+
+/// Installs whatever of [`DEBUG_PACKAGES`] is missing.
+pub fn ensure_debug() -> Result<()> {
+    ensure_packages("7.3-debug toolchain packages", DEBUG_PACKAGES)
+}
+
+/// Installs whatever of `packages` is missing with the host's apt.
+fn ensure_packages(what: &str, packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        say(format!("host packages: all {} present", PACKAGES.len()));
+        say(format!("{what}: all {} present", packages.len()));
         return Ok(());
     }
     let list = missing.join(" ");
     if !crate::util::is_root() {
-        bail!("missing host packages: {list}; run `sudo apt-get update && sudo apt-get install -y {list}` (or run `cargo xtask deps` as root)");
+        bail!("missing {what}: {list}; run `sudo apt-get update && sudo apt-get install -y {list}` (or run `cargo xtask deps` as root)");
     }
-    say(format!("host packages: installing {list}"));
+    say(format!("{what}: installing {list}"));
     run(Command::new("apt-get").arg("update"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "--no-install-recommends"])

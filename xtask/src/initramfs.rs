@@ -23,9 +23,16 @@ pub const EXIT_MARKER: &str = "K2U-EXIT";
 pub const DMESG_BEGIN: &str = "K2U-DMESG-BEGIN";
 /// Printed by /init after the `dmesg` dump.
 pub const DMESG_END: &str = "K2U-DMESG-END";
+/// Printed by /init before the kmemleak report (kernels with kmemleak).
+pub const KMEMLEAK_BEGIN: &str = "K2U-KMEMLEAK-BEGIN";
+/// Printed by /init after the kmemleak report.
+pub const KMEMLEAK_END: &str = "K2U-KMEMLEAK-END";
 
 /// The guest's /init. Everything goes to the console; the command in
-/// /etc/k2u-run runs from /root/kern2usr.
+/// /etc/k2u-run runs from /root/kern2usr. On a kernel with kmemleak it then
+/// scans twice (objects younger than 5 s are not reported, hence the pause)
+/// and prints the report between the K2U-KMEMLEAK markers: anything there
+/// fails the run.
 pub const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t proc proc /proc
@@ -41,6 +48,14 @@ cd /root/kern2usr
 echo "K2U-RUN $(cat /etc/k2u-run)"
 sh /etc/k2u-run
 echo "K2U-EXIT $?"
+if [ -e /sys/kernel/debug/kmemleak ]; then
+    echo scan > /sys/kernel/debug/kmemleak
+    sleep 5
+    echo scan > /sys/kernel/debug/kmemleak
+    echo K2U-KMEMLEAK-BEGIN
+    cat /sys/kernel/debug/kmemleak
+    echo K2U-KMEMLEAK-END
+fi
 echo K2U-DMESG-BEGIN
 dmesg
 echo K2U-DMESG-END

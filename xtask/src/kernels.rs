@@ -6,9 +6,11 @@
 //!
 //! ```text
 //! apt/                      private apt config, lists and package cache
+//! apt-sid/                  the same for sid and trixie-backports (7.3-debug)
 //! kernels/<ABI>/root/       dpkg-deb -x of the packages
 //! kernels/<ABI>/complete    stamp: the tree is fully unpacked and fixed up
 //! kernels/<series>.resolved the ABI used when the pinned one was gone
+//! build/                    kernels built from source (see `debugkernel`)
 //! ```
 
 use std::fmt;
@@ -30,6 +32,10 @@ pub enum Series {
     /// bookworm's 6.12 (queue mode: `eventfd_signal()` only adds 1).
     #[value(name = "6.12")]
     V6_12,
+    /// Linux 7.3 built from Debian's `linux-source-7.3` with
+    /// `kernel/config/debug.config` (KASAN, lockdep, kmemleak, Rust).
+    #[value(name = "7.3-debug")]
+    V7_3Debug,
 }
 
 impl fmt::Display for Series {
@@ -40,29 +46,51 @@ impl fmt::Display for Series {
 
 impl Series {
     /// Every series, in the order the tests run them.
-    pub const ALL: [Series; 2] = [Series::V6_1, Series::V6_12];
+    pub const ALL: [Series; 3] = [Series::V6_1, Series::V6_12, Series::V7_3Debug];
 
-    /// `6.1` or `6.12`.
+    /// `6.1`, `6.12` or `7.3-debug`.
     pub fn name(self) -> &'static str {
         match self {
             Series::V6_1 => "6.1",
             Series::V6_12 => "6.12",
+            Series::V7_3Debug => "7.3-debug",
         }
     }
 
-    /// The pinned Debian ABI name (the part before `-amd64`).
+    /// Whether the kernel is built here from source (with clang, and the
+    /// debug options that make the harness scan for leaks) rather than
+    /// Debian's binary packages.
+    pub fn built_from_source(self) -> bool {
+        matches!(self, Series::V7_3Debug)
+    }
+
+    /// Extra kernel command line for this series.
+    pub fn extra_cmdline(self) -> &'static str {
+        match self {
+            // The tiny config has no ACPI or HPET: without this the TSC is
+            // not trusted as a clocksource and hrtimers tick at 4 ms.
+            Series::V7_3Debug => "tsc=reliable",
+            Series::V6_1 | Series::V6_12 => "",
+        }
+    }
+
+    /// The pinned Debian ABI name (the part before `-amd64`). For
+    /// 7.3-debug there is no pin: the newest `linux-source-7.3` is used.
     pub fn pinned_abi(self) -> &'static str {
         match self {
             Series::V6_1 => "6.1.0-56",
             Series::V6_12 => "6.12.117+deb12",
+            Series::V7_3Debug => "",
         }
     }
 
-    /// Environment variable that overrides the pinned ABI.
+    /// Environment variable that overrides the pinned ABI (for 7.3-debug:
+    /// the `linux-source-7.3` package version).
     pub fn env_var(self) -> &'static str {
         match self {
             Series::V6_1 => "KERN2USR_KERNEL_6_1",
             Series::V6_12 => "KERN2USR_KERNEL_6_12",
+            Series::V7_3Debug => "KERN2USR_KERNEL_7_3_DEBUG",
         }
     }
 
@@ -72,6 +100,7 @@ impl Series {
         match self {
             Series::V6_1 => r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
             Series::V6_12 => r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$",
+            Series::V7_3Debug => r"^linux-source-7\.3$",
         }
     }
 }
@@ -86,12 +115,16 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// `uname -r` of the kernel, e.g. `6.1.0-56-amd64`.
+    /// `uname -r` of the kernel, e.g. `6.1.0-56-amd64`; for a kernel built
+    /// from source, a description with the source package version.
     pub fn release(&self) -> String {
-        format!("{}-amd64", self.abi)
+        match self.series {
+            Series::V7_3Debug => format!("7.3-debug (linux-source-7.3 {})", self.abi),
+            Series::V6_1 | Series::V6_12 => format!("{}-amd64", self.abi),
+        }
     }
 
-    /// The four packages to download.
+    /// The packages to download.
     pub fn packages(&self) -> Vec<String> {
         let abi = &self.abi;
         let kbuild = match self.series {
@@ -99,6 +132,7 @@ impl Kernel {
             // bookworm's security/backports line) per ABI.
             Series::V6_1 => "linux-kbuild-6.1".to_string(),
             Series::V6_12 => format!("linux-kbuild-{abi}"),
+            Series::V7_3Debug => return vec![format!("linux-source-7.3={abi}")],
         };
         vec![
             format!("linux-image-{abi}-amd64-unsigned"),
@@ -118,6 +152,10 @@ pub struct Unpacked {
     pub vmlinuz: PathBuf,
     /// Build directory for `make -C`.
     pub kdir: PathBuf,
+    /// Extra `make` variables for module builds (`LLVM=-19`).
+    pub make_vars: Vec<String>,
+    /// Extra environment for module builds (the Rust toolchain's PATH).
+    pub make_env: Vec<(String, std::ffi::OsString)>,
 }
 
 /// Which ABI to use: `--kernel-version`, else the env override, else pinned.
@@ -154,6 +192,7 @@ pub fn newest_abi(series: Series, names: &str) -> Option<String> {
         .filter(|abi| match series {
             Series::V6_1 => abi.starts_with("6.1.0-"),
             Series::V6_12 => abi.starts_with("6.12.") && abi.ends_with("+deb12"),
+            Series::V7_3Debug => false,
         })
         .max_by_key(|abi| abi_key(abi))
         .map(str::to_string)
@@ -185,12 +224,16 @@ pub fn rewrite_headers_makefile(text: &str, common_dir: &Path) -> Result<String>
     Ok(out)
 }
 
-/// The private apt setup in `<cache>/apt`.
-struct Apt {
+/// A private apt setup in the cache (`<cache>/apt` for bookworm,
+/// `<cache>/apt-sid` for the 7.3 source).
+pub struct Apt {
     dir: PathBuf,
+    /// The suites, for messages.
+    label: &'static str,
 }
 
-const SOURCES: &str = "\
+/// bookworm's suites, for the binary kernels.
+pub const SOURCES: &str = "\
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
@@ -200,8 +243,27 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 impl Apt {
-    fn new(cache: &Path) -> Result<Apt> {
-        let dir = cache.join("apt");
+    /// The bookworm configuration in `<cache>/apt`.
+    fn bookworm(cache: &Path) -> Result<Apt> {
+        Apt::new(
+            cache,
+            "apt",
+            SOURCES,
+            "bookworm, bookworm-updates, bookworm-security",
+            "",
+        )
+    }
+
+    /// Writes (or rewrites) the configuration in `<cache>/<name>`;
+    /// `extra` is appended to its apt.conf.
+    pub fn new(
+        cache: &Path,
+        name: &str,
+        sources: &str,
+        label: &'static str,
+        extra: &str,
+    ) -> Result<Apt> {
+        let dir = cache.join(name);
         for sub in [
             "lists/partial",
             "cache/archives/partial",
@@ -215,7 +277,7 @@ impl Apt {
             std::fs::write(&path, text)
                 .with_context(|| format!("could not write {}", path.display()))
         };
-        write("sources.list", SOURCES)?;
+        write("sources.list", sources)?;
         write("status", "")?;
         let d = dir.display();
         let conf = format!(
@@ -236,14 +298,15 @@ impl Apt {
              APT::Sandbox::User \"root\";\n\
              Acquire::Languages \"none\";\n\
              Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled \"false\";\n\
-             Acquire::Retries \"3\";\n"
+             Acquire::Retries \"3\";\n\
+             {extra}"
         );
         write("apt.conf", &conf)?;
-        Ok(Apt { dir })
+        Ok(Apt { dir, label })
     }
 
     /// An apt command using only the private configuration.
-    fn command(&self, program: &str) -> Command {
+    pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.env("APT_CONFIG", self.dir.join("apt.conf"));
         c
@@ -261,15 +324,17 @@ impl Apt {
             .is_some_and(|age| age < LISTS_MAX_AGE)
     }
 
-    fn update(&self) -> Result<()> {
-        say("private apt: apt-get update (bookworm, bookworm-updates, bookworm-security)");
+    /// `apt-get update` with the private configuration.
+    pub fn update(&self) -> Result<()> {
+        say(format!("private apt: apt-get update ({})", self.label));
         run_captured(self.command("apt-get").args(["-q", "update"]))
             .context("apt-get update with the private apt configuration failed; is deb.debian.org reachable?")?;
         std::fs::write(self.stamp(), "")
             .with_context(|| format!("could not write {}", self.stamp().display()))
     }
 
-    fn update_if_stale(&self) -> Result<()> {
+    /// `update` unless the lists are less than a day old.
+    pub fn update_if_stale(&self) -> Result<()> {
         if self.lists_fresh() {
             say("private apt: package lists are less than a day old");
             Ok(())
@@ -278,7 +343,8 @@ impl Apt {
         }
     }
 
-    fn download(&self, pkgs: &[String], into: &Path) -> Result<()> {
+    /// `apt-get download` of `pkgs` into `into`.
+    pub fn download(&self, pkgs: &[String], into: &Path) -> Result<()> {
         let mut c = self.command("apt-get");
         c.args(["-q", "download"]).args(pkgs).current_dir(into);
         say(format!(
@@ -345,6 +411,8 @@ fn unpacked(cache: &Path, kernel: Kernel) -> Unpacked {
             .join("usr/src")
             .join(format!("linux-headers-{release}")),
         kernel,
+        make_vars: Vec::new(),
+        make_env: Vec::new(),
     }
 }
 
@@ -354,7 +422,12 @@ fn resolved_note(cache: &Path, series: Series) -> PathBuf {
 
 /// Makes sure the kernel of `series` is unpacked in the cache and returns
 /// its paths. `version` is `--kernel-version` (an ABI like `6.1.0-56`).
+///
+/// 7.3-debug is built from source instead (see [`crate::debugkernel`]).
 pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
+    if series.built_from_source() {
+        return crate::debugkernel::fetch(version);
+    }
     let cache = crate::cache::cache_dir()?;
     let env = std::env::var(series.env_var()).ok();
     let (abi, pinned) = choose_abi(series, version, env.as_deref());
@@ -385,7 +458,7 @@ pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
         }
     }
     create_dir(&cache).with_context(|| "set KERN2USR_CACHE to a writable directory".to_string())?;
-    let apt = Apt::new(&cache)?;
+    let apt = Apt::bookworm(&cache)?;
     apt.update_if_stale()?;
     let first = download_and_unpack(&cache, &apt, &kernel);
     let Err(first_err) = first else {

@@ -4,8 +4,10 @@
 //! are there (`deps`). Kernels come from Debian's archive into a cache
 //! outside the repository; builds and logs go to `target/`.
 
+mod bench;
 mod build;
 mod cache;
+mod debugkernel;
 mod deps;
 mod initramfs;
 mod kernels;
@@ -37,9 +39,11 @@ struct Cli {
 enum Cmd {
     /// Write kernel/c/kern2usr_abi.h from abi/src/defs.rs.
     GenHeader,
-    /// Install the host packages the harness needs (apt-get; only missing ones).
+    /// Install the host packages the harness needs (apt-get; only missing
+    /// ones), and the 7.3-debug toolchain (clang-19, rust-src, bindgen).
     Deps,
-    /// Download and unpack a Debian kernel and its headers into the cache.
+    /// Download and unpack a Debian kernel and its headers into the cache
+    /// (7.3-debug: download the source and build it).
     Fetch(KernelArg),
     /// Build the kernel module against a fetched kernel.
     BuildModule {
@@ -72,6 +76,9 @@ enum Cmd {
     },
     /// Run the host tests and the VM suites, and print a summary.
     Test(suites::TestArgs),
+    /// Boot a kernel running `kern2usr bench` and extract its JSON and
+    /// SVG (default target/bench/bench.json and bench.svg).
+    Bench(bench::BenchArgs),
     /// Boot a kernel running `kern2usr-vmtest demo`.
     Demo {
         #[command(flatten)]
@@ -89,7 +96,8 @@ struct KernelArg {
     #[arg(long, value_enum, default_value = "6.12")]
     kernel: Series,
     /// Debian ABI to use instead of the pinned one (e.g. 6.1.0-57); also
-    /// KERN2USR_KERNEL_6_1 / KERN2USR_KERNEL_6_12.
+    /// KERN2USR_KERNEL_6_1 / KERN2USR_KERNEL_6_12. For 7.3-debug: the
+    /// linux-source-7.3 version (also KERN2USR_KERNEL_7_3_DEBUG).
     #[arg(long)]
     kernel_version: Option<String>,
 }
@@ -173,6 +181,8 @@ fn vm(guest: &GuestArgs, timeout: u64, run: &str) -> Result<()> {
         vmlinuz: &kernel.vmlinuz,
         initrd: &image,
         timeout: Duration::from_secs(timeout),
+        extra_cmdline: series.extra_cmdline(),
+        expect_kmemleak: series.built_from_source(),
     };
     let outcome = util::step(format!("boot {} in QEMU", kernel.kernel.release()), || {
         qemu::boot(&boot)
@@ -194,7 +204,12 @@ fn main() -> Result<()> {
     }
     match cli.command {
         Cmd::GenHeader => gen_header(),
-        Cmd::Deps => deps::ensure(),
+        Cmd::Deps => {
+            deps::ensure()?;
+            let cache = cache::cache_dir()?;
+            util::create_dir(&cache)?;
+            debugkernel::ensure_toolchain(&cache).map(|_| ())
+        }
         Cmd::Fetch(k) => {
             let u = util::step(format!("fetch kernel {}", k.kernel), || {
                 kernels::fetch(k.kernel, k.kernel_version.as_deref())
@@ -237,6 +252,7 @@ fn main() -> Result<()> {
             command,
         } => vm(&guest, timeout, &command.join(" ")),
         Cmd::Test(args) => suites::test(&args),
+        Cmd::Bench(args) => bench::bench(&args),
         Cmd::Demo { guest, timeout } => vm(&guest, timeout, suites::DEMO_RUN),
     }
 }

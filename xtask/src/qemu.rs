@@ -22,6 +22,10 @@ pub struct Boot<'a> {
     pub initrd: &'a Path,
     /// Kill QEMU after this long.
     pub timeout: Duration,
+    /// Appended to the kernel command line (may be empty).
+    pub extra_cmdline: &'a str,
+    /// The kernel has kmemleak: the guest's report must be there (and empty).
+    pub expect_kmemleak: bool,
 }
 
 /// What came out of a boot.
@@ -60,13 +64,24 @@ pub fn command(boot: &Boot<'_>) -> Command {
         .arg(boot.vmlinuz)
         .arg("-initrd")
         .arg(boot.initrd)
-        .args(["-append", "console=ttyS0 panic=-1 loglevel=5"]);
+        .arg("-append")
+        .arg(cmdline(boot.extra_cmdline));
     c
+}
+
+/// The kernel command line: the console on the serial port, no reboot on
+/// panic (QEMU exits instead), and `extra`.
+pub fn cmdline(extra: &str) -> String {
+    let base = "console=ttyS0 panic=-1 loglevel=5";
+    match extra.trim() {
+        "" => base.to_string(),
+        extra => format!("{base} {extra}"),
+    }
 }
 
 /// Splits a byte stream into lines (lossy UTF-8, `\r` dropped) and sends
 /// each through `send`; the last partial line is sent at EOF.
-fn pump(reader: impl Read, send: impl Fn(String) -> bool) {
+pub fn pump(reader: impl Read, send: impl Fn(String) -> bool) {
     let mut reader = BufReader::new(reader);
     let mut buf = Vec::new();
     loop {
@@ -195,6 +210,25 @@ pub fn boot(boot: &Boot<'_>) -> Result<Outcome> {
     }
     if !timed_out && report::exit_status(&console).is_some() && !report::has_dmesg_dump(&console) {
         problems.push("the dmesg dump is incomplete".to_string());
+    }
+    match report::kmemleak_report(&console) {
+        Some(leaks) if !leaks.is_empty() => {
+            println!("vm {}: kmemleak reports:", boot.name);
+            for l in &leaks {
+                println!("    {l}");
+            }
+            problems.push(format!(
+                "kmemleak reported {} line(s), first: {}",
+                leaks.len(),
+                leaks[0].trim()
+            ));
+        }
+        Some(_) => say(format!("vm {}: kmemleak: no leaks", boot.name)),
+        None if boot.expect_kmemleak && report::exit_status(&console).is_some() => problems.push(
+            "no complete K2U-KMEMLEAK-BEGIN/END report although the kernel has kmemleak"
+                .to_string(),
+        ),
+        None => {}
     }
     let reports = report::kernel_reports(&console);
     if !reports.is_empty() {

@@ -1,7 +1,7 @@
 //! Reading what the guest and `cargo test` print: suite result lines,
 //! exit markers, kernel problem reports, and the final summary.
 
-use crate::initramfs::{DMESG_BEGIN, DMESG_END, EXIT_MARKER};
+use crate::initramfs::{DMESG_BEGIN, DMESG_END, EXIT_MARKER, KMEMLEAK_BEGIN, KMEMLEAK_END};
 
 /// Passed and failed counts of one suite.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,6 +96,23 @@ pub fn has_dmesg_dump(console: &[String]) -> bool {
     matches!((begin, end), (Some(b), Some(e)) if b < e)
 }
 
+/// The non-blank lines between the last `K2U-KMEMLEAK-BEGIN` and the
+/// `K2U-KMEMLEAK-END` after it (what `cat /sys/kernel/debug/kmemleak`
+/// printed: empty when nothing leaked), or `None` without a complete pair.
+pub fn kmemleak_report(console: &[String]) -> Option<Vec<&str>> {
+    let begin = console.iter().rposition(|l| l.trim() == KMEMLEAK_BEGIN)?;
+    let len = console[begin + 1..]
+        .iter()
+        .position(|l| l.trim() == KMEMLEAK_END)?;
+    Some(
+        console[begin + 1..begin + 1 + len]
+            .iter()
+            .map(|l| l.trim_end())
+            .filter(|l| !l.trim().is_empty())
+            .collect(),
+    )
+}
+
 /// The message part of a kernel log line: drops leading blanks and the
 /// `[    1.234567]` time (and `[    T1]` caller) prefixes.
 fn message(line: &str) -> &str {
@@ -124,6 +141,12 @@ const REPORT_STARTS: &[&str] = &[
     "UBSAN:",
     "kernel BUG at",
     "Unable to handle kernel",
+    // kmemleak's report (cat /sys/kernel/debug/kmemleak).
+    "unreferenced object",
+    // debugobjects (a WARNING comes with it too).
+    "ODEBUG:",
+    // lockdep on a lock that was never initialised.
+    "INFO: trying to register non-static key",
 ];
 
 /// Phrases that report a problem wherever they appear in a message.
@@ -295,6 +318,11 @@ mod tests {
             "[    9.000000] BUG: KASAN: slab-use-after-free in k2u_work+0x1/0x2",
             "[    9.000000] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
             "[    9.000000] WARNING: possible circular locking dependency detected",
+            "WARNING: possible circular locking dependency detected",
+            "BUG: KASAN: vmalloc-out-of-bounds in k2u_fill+0x4d/0x90 [kern2usr]",
+            "unreferenced object 0xffff888004a3c000 (size 64):",
+            "[    9.000000] INFO: trying to register non-static key.",
+            "[    9.000000] ODEBUG: free active (active state 0) object: 00000000 object type: hrtimer hint: k2u_timer+0x0/0x40",
             "[  250.000000] INFO: task kworker/0:1:12 blocked for more than 120 seconds.",
             "[    9.000000] UBSAN: array-index-out-of-bounds in kernel/c/kern2usr.c:10:2",
             "[    9.000000] [    T1] BUG: scheduling while atomic: swapper/0/1/0x00000002",
@@ -317,6 +345,20 @@ mod tests {
         ] {
             assert!(!is_kernel_report(good), "should not match: {good}");
         }
+    }
+
+    #[test]
+    fn kmemleak_section() {
+        let clean = lines("K2U-EXIT 0\nK2U-KMEMLEAK-BEGIN\nK2U-KMEMLEAK-END\nK2U-DMESG-BEGIN\n");
+        assert_eq!(kmemleak_report(&clean), Some(vec![]));
+        let leak = lines(
+            "K2U-KMEMLEAK-BEGIN\nunreferenced object 0xffff888004a3c000 (size 64):\n  comm \"insmod\", pid 61, jiffies 4294893210\n\nK2U-KMEMLEAK-END\n",
+        );
+        let report = kmemleak_report(&leak).expect("complete");
+        assert_eq!(report.len(), 2);
+        assert!(is_kernel_report(report[0]));
+        assert_eq!(kmemleak_report(&lines("K2U-KMEMLEAK-BEGIN\nx\n")), None);
+        assert_eq!(kmemleak_report(&lines("K2U-EXIT 0\n")), None);
     }
 
     #[test]

@@ -12,16 +12,17 @@ use crate::report::{self, Counts, SummaryLine};
 use crate::util::{describe, fmt_duration, repo_root, say, step};
 
 /// The VM suites run by default, in order.
-pub const DEFAULT_SUITES: &[&str] = &["walkthrough", "badinput", "burst"];
+pub const DEFAULT_SUITES: &[&str] = &["walkthrough", "badinput", "burst", "perf"];
 /// Default guest command of `initramfs`.
-pub const DEFAULT_RUN: &str = "kern2usr-vmtest suite walkthrough badinput burst";
+pub const DEFAULT_RUN: &str = "kern2usr-vmtest suite walkthrough badinput burst perf";
 /// Guest command of `demo`.
 pub const DEMO_RUN: &str = "kern2usr-vmtest demo";
 
 /// Options of `cargo xtask test`.
 #[derive(Args)]
 pub struct TestArgs {
-    /// Kernel series to boot (repeatable; default: 6.1 and 6.12).
+    /// Kernel series to boot (repeatable; default: 6.1, 6.12 and 7.3-debug;
+    /// for `--module rust` only 7.3-debug).
     #[arg(long, value_enum)]
     kernel: Vec<Series>,
     /// Only `cargo test --workspace`.
@@ -30,7 +31,7 @@ pub struct TestArgs {
     /// Only the VM suites.
     #[arg(long)]
     vm_only: bool,
-    /// VM suite to run (repeatable; default: walkthrough badinput burst).
+    /// VM suite to run (repeatable; default: walkthrough badinput burst perf).
     #[arg(long = "suite", value_name = "NAME")]
     suites: Vec<String>,
     /// Module implementation: the directory under kernel/.
@@ -83,6 +84,8 @@ fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> V
             vmlinuz: &kernel.vmlinuz,
             initrd: &image,
             timeout: Duration::from_secs(timeout),
+            extra_cmdline: series.extra_cmdline(),
+            expect_kmemleak: series.built_from_source(),
         };
         step(format!("boot {} in QEMU", kernel.kernel.release()), || {
             crate::qemu::boot(&boot)
@@ -124,6 +127,15 @@ fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> V
         .collect()
 }
 
+/// The kernels a module is tested on by default: the Rust module needs a
+/// kernel built with Rust support, so only 7.3-debug.
+pub fn default_kernels(module: &str) -> Vec<Series> {
+    match module {
+        "rust" => vec![Series::V7_3Debug],
+        _ => Series::ALL.to_vec(),
+    }
+}
+
 /// `cargo xtask test`.
 pub fn test(args: &TestArgs) -> Result<()> {
     let start = Instant::now();
@@ -147,7 +159,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
     }
     if !args.host_only {
         let kernels = if args.kernel.is_empty() {
-            Series::ALL.to_vec()
+            default_kernels(&args.module)
         } else {
             args.kernel.clone()
         };
@@ -188,4 +200,18 @@ pub fn test(args: &TestArgs) -> Result<()> {
         bail!("failed or missing: {}", failed.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_kernels_per_module() {
+        assert_eq!(
+            default_kernels("c"),
+            [Series::V6_1, Series::V6_12, Series::V7_3Debug]
+        );
+        assert_eq!(default_kernels("rust"), [Series::V7_3Debug]);
+    }
 }

@@ -1,0 +1,951 @@
+//! `--kernel 7.3-debug`: Linux 7.3 built from Debian's `linux-source-7.3`
+//! with clang 19, Rust and the debug options in `kernel/config/debug.config`
+//! (KASAN, lockdep, kmemleak, debug objects, ...).
+//!
+//! Layout under the cache directory:
+//!
+//! ```text
+//! apt-sid/                          private apt config for sid + trixie-backports
+//! sources/linux-source-7.3_*.deb    the downloaded source package (kept)
+//! tools/bin/bindgen                 bindgen-cli, `cargo install --root tools`
+//! build/linux-<ver>-<key>/          the built tree (`make -C` it for modules)
+//! build/linux-<ver>-<key>/.k2u-complete  stamp: built, with the key's inputs
+//! build/current-7.3-debug           symlink to the last tree built or used
+//! build/logs/                       make's output, one file per build
+//! ```
+//!
+//! The key hashes the source package version, the fragment's text and the
+//! versions of rustc, bindgen and clang: changing any of them builds a new
+//! tree. Module builds use the same `make LLVM=-19` and the same PATH.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::kernels::{Apt, Kernel, Series, Unpacked};
+use crate::util::{
+    create_dir, describe, fmt_duration, remove_dir_if_exists, repo_root, run, run_captured,
+    run_stdout, say, step, timestamp,
+};
+
+/// The config fragment, relative to the repository root.
+pub const FRAGMENT: &str = "kernel/config/debug.config";
+/// Debian's source package.
+const SOURCE_PACKAGE: &str = "linux-source-7.3";
+/// The tarball inside it.
+const SOURCE_TARBALL: &str = "usr/src/linux-source-7.3.tar.xz";
+/// `make LLVM=-19`: clang-19, ld.lld-19, llvm-ar-19, ...
+pub const LLVM_VAR: &str = "LLVM=-19";
+/// clang of that toolchain, for the cache key.
+const CLANG: &str = "clang-19";
+/// Where bindgen finds libclang.
+const LIBCLANG_PATH: &str = "/usr/lib/llvm-19/lib";
+/// bindgen-cli from crates.io.
+pub const BINDGEN_VERSION: &str = "0.71.1";
+/// Measured wall time of a cold build (unpack, configure, `make -j2`) on
+/// this project's 2-core machines: 6m45s, of which make took 6m08s.
+pub const COLD_BUILD_MINUTES: u32 = 7;
+/// Name of the symlink to the tree in use.
+pub const CURRENT_LINK: &str = "current-7.3-debug";
+/// Stamps inside a tree.
+const STAMP_UNPACKED: &str = ".k2u-unpacked";
+const STAMP_CONFIGURED: &str = ".k2u-configured";
+const STAMP_COMPLETE: &str = ".k2u-complete";
+/// How often the build prints a progress line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(20);
+
+/// sid and trixie-backports: where `linux-source-7.3` is.
+const SID_SOURCES: &str = "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
+";
+
+// ---------------------------------------------------------------- pure parts
+
+/// What a fragment line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// `CONFIG_X=value` (`y`, `m`, a number or a quoted string).
+    Value(String),
+    /// `# CONFIG_X is not set` or `CONFIG_X=n`.
+    Unset,
+}
+
+/// Parses a Kconfig fragment: `CONFIG_X=v` and `# CONFIG_X is not set`
+/// lines; other `#` lines and blank lines are comments.
+pub fn parse_fragment(text: &str) -> Result<Vec<(String, Want)>> {
+    let mut out: Vec<(String, Want)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let entry = if line.is_empty() {
+            None
+        } else if let Some(comment) = line.strip_prefix('#') {
+            comment
+                .trim()
+                .strip_suffix(" is not set")
+                .filter(|name| is_symbol(name))
+                .map(|name| (name.to_string(), Want::Unset))
+        } else {
+            let (name, value) = line
+                .split_once('=')
+                .filter(|(name, value)| is_symbol(name) && !value.is_empty())
+                .ok_or_else(|| anyhow!("line {}: expected CONFIG_X=value, got `{raw}`", i + 1))?;
+            let want = if value == "n" {
+                Want::Unset
+            } else {
+                Want::Value(value.to_string())
+            };
+            Some((name.to_string(), want))
+        };
+        if let Some((name, want)) = entry {
+            if out.iter().any(|(n, _)| *n == name) {
+                bail!("line {}: {name} appears twice", i + 1);
+            }
+            out.push((name, want));
+        }
+    }
+    if out.is_empty() {
+        bail!("no CONFIG_ lines");
+    }
+    Ok(out)
+}
+
+fn is_symbol(name: &str) -> bool {
+    name.strip_prefix("CONFIG_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
+/// The `CONFIG_X=value` assignments of a `.config`.
+pub fn parse_config(text: &str) -> HashMap<&str, &str> {
+    text.lines()
+        .filter(|l| l.starts_with("CONFIG_"))
+        .filter_map(|l| l.split_once('='))
+        .collect()
+}
+
+/// The fragment options that the final `.config` does not have, as
+/// `CONFIG_X=y (got: not set)` lines.
+pub fn not_stuck(fragment: &[(String, Want)], config: &str) -> Vec<String> {
+    let config = parse_config(config);
+    let mut out = Vec::new();
+    for (name, want) in fragment {
+        let got = config.get(name.as_str()).copied().filter(|v| *v != "n");
+        match (want, got) {
+            (Want::Value(v), Some(g)) if g == v => {}
+            (Want::Unset, None) => {}
+            (Want::Value(v), g) => out.push(format!(
+                "{name}={v} (got: {})",
+                g.map_or_else(|| "not set".to_string(), |g| format!("{name}={g}"))
+            )),
+            (Want::Unset, Some(g)) => out.push(format!("{name} not set (got: {name}={g})")),
+        }
+    }
+    out
+}
+
+/// What the build depends on; any change builds a new tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInputs {
+    /// Version of `linux-source-7.3`, e.g. `7.3.1-1`.
+    pub source_version: String,
+    /// Text of `kernel/config/debug.config`.
+    pub fragment: String,
+    /// `rustc --version`.
+    pub rustc: String,
+    /// `bindgen --version`.
+    pub bindgen: String,
+    /// First line of `clang-19 --version`.
+    pub clang: String,
+}
+
+/// FNV-1a, 64 bits: a stable hash (std's are not stable across releases).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl KeyInputs {
+    /// The text that is hashed, also stored in the stamp.
+    pub fn describe(&self) -> String {
+        format!(
+            "version={}\nrustc={}\nbindgen={}\nclang={}\nfragment-fnv={:016x}\n",
+            self.source_version,
+            self.rustc.trim(),
+            self.bindgen.trim(),
+            self.clang.trim(),
+            fnv1a64(self.fragment.as_bytes())
+        )
+    }
+
+    /// 12 hex digits.
+    pub fn key(&self) -> String {
+        let mut text = self.describe();
+        // The whole fragment, not only its hash, goes in.
+        text.push_str(&self.fragment);
+        format!("{:016x}", fnv1a64(text.as_bytes()))[..12].to_string()
+    }
+
+    /// Directory name of the tree: `linux-<version>-<key>`, with anything
+    /// but `[A-Za-z0-9._-]` in the version replaced by `_`.
+    pub fn tree_name(&self) -> String {
+        let version: String = self
+            .source_version
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("linux-{version}-{}", self.key())
+    }
+}
+
+/// The `version=` line of a stamp.
+pub fn stamp_version(stamp: &str) -> Option<&str> {
+    stamp
+        .lines()
+        .find_map(|l| l.strip_prefix("version="))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+// ---------------------------------------------------------------- toolchain
+
+/// The toolchain that builds the tree and every module for it.
+#[derive(Clone, Debug)]
+pub struct Toolchain {
+    /// PATH with `<cache>/tools/bin` first.
+    path: OsString,
+    /// `rustc --version`.
+    rustc: String,
+    /// `bindgen --version`.
+    bindgen: String,
+    /// First line of `clang-19 --version`.
+    clang: String,
+}
+
+impl Toolchain {
+    /// Environment for `make` and the tools.
+    pub fn env(&self) -> Vec<(String, OsString)> {
+        vec![
+            ("PATH".to_string(), self.path.clone()),
+            ("LIBCLANG_PATH".to_string(), OsString::from(LIBCLANG_PATH)),
+        ]
+    }
+
+    /// `make -C <tree> LLVM=-19` with the toolchain's environment.
+    fn make(&self, tree: &Path) -> Command {
+        let mut c = Command::new("make");
+        c.arg("-C").arg(tree).arg(LLVM_VAR).stdin(Stdio::null());
+        for (k, v) in self.env() {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn key_inputs(&self, source_version: &str, fragment: &str) -> KeyInputs {
+        KeyInputs {
+            source_version: source_version.to_string(),
+            fragment: fragment.to_string(),
+            rustc: self.rustc.clone(),
+            bindgen: self.bindgen.clone(),
+            clang: self.clang.clone(),
+        }
+    }
+}
+
+fn tools_dir(cache: &Path) -> PathBuf {
+    cache.join("tools")
+}
+
+/// First line of `<program> --version` run with `path`.
+fn version_of(program: &str, path: &OsString) -> Result<String> {
+    let out = run_stdout(Command::new(program).arg("--version").env("PATH", path))?;
+    out.lines()
+        .next()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| anyhow!("`{program} --version` printed nothing"))
+}
+
+/// Installs (when missing) and describes the 7.3-debug toolchain: clang-19
+/// and friends from bookworm, rustup's `rust-src`, and bindgen-cli in
+/// `<cache>/tools`.
+pub fn ensure_toolchain(cache: &Path) -> Result<Toolchain> {
+    step(
+        "7.3-debug toolchain: clang-19, lld-19, llvm-19, libclang-19-dev",
+        crate::deps::ensure_debug,
+    )?;
+    let tools_bin = tools_dir(cache).join("bin");
+    let mut dirs = vec![tools_bin.clone()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(dirs).context("PATH has an entry with a `:` in it")?;
+
+    step("7.3-debug toolchain: rustup's rust-src", || {
+        let sysroot = run_stdout(
+            Command::new("rustc")
+                .args(["--print", "sysroot"])
+                .env("PATH", &path),
+        )
+        .context("rustc (from rustup) is needed for the 7.3-debug kernel")?;
+        let lib = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core/src/lib.rs");
+        if lib.exists() {
+            say(format!("rust-src: present in {}", sysroot.trim()));
+            return Ok(());
+        }
+        run(Command::new("rustup")
+            .args(["component", "add", "rust-src"])
+            .env("PATH", &path))
+        .context("could not add rustup's rust-src component (the kernel builds `core` from it)")?;
+        if !lib.exists() {
+            bail!(
+                "rustup added rust-src but {} is still missing",
+                lib.display()
+            );
+        }
+        Ok(())
+    })?;
+
+    step(
+        format!("7.3-debug toolchain: bindgen-cli {BINDGEN_VERSION}"),
+        || {
+            let bindgen = tools_bin.join("bindgen");
+            let have = Command::new(&bindgen)
+                .arg("--version")
+                .env("LIBCLANG_PATH", LIBCLANG_PATH)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+            if have.as_deref() == Some(format!("bindgen {BINDGEN_VERSION}").as_str()) {
+                say(format!(
+                    "bindgen: {BINDGEN_VERSION} present in {}",
+                    bindgen.display()
+                ));
+                return Ok(());
+            }
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let mut c = Command::new(cargo);
+            c.args([
+                "install",
+                "--locked",
+                "--force",
+                "bindgen-cli",
+                "--version",
+                BINDGEN_VERSION,
+            ])
+            .arg("--root")
+            .arg(tools_dir(cache))
+            .env("PATH", &path);
+            say(describe(&c));
+            run(&mut c).context("could not install bindgen-cli from crates.io")
+        },
+    )?;
+
+    let env_lib = [("LIBCLANG_PATH", LIBCLANG_PATH)];
+    let rustc = version_of("rustc", &path)?;
+    let bindgen = run_stdout(
+        Command::new(tools_bin.join("bindgen"))
+            .arg("--version")
+            .envs(env_lib),
+    )
+    .context("bindgen does not run")?
+    .trim()
+    .to_string();
+    let clang = version_of(CLANG, &path)?;
+    say(format!("toolchain: {rustc}; {bindgen}; {clang}"));
+    Ok(Toolchain {
+        path,
+        rustc,
+        bindgen,
+        clang,
+    })
+}
+
+// ---------------------------------------------------------------- fetching
+
+fn build_dir(cache: &Path) -> PathBuf {
+    cache.join("build")
+}
+
+fn sources_dir(cache: &Path) -> PathBuf {
+    cache.join("sources")
+}
+
+fn sid_apt(cache: &Path) -> Result<Apt> {
+    // sid's InRelease carries a Valid-Until a week ahead; the archive this
+    // project reaches can serve it past that date ("Release file ... is
+    // expired"). The signature is still checked.
+    Apt::new(
+        cache,
+        "apt-sid",
+        SID_SOURCES,
+        "sid, trixie-backports",
+        "Acquire::Check-Valid-Until \"false\";\n",
+    )
+}
+
+/// The candidate version of `linux-source-7.3` in sid / trixie-backports.
+fn newest_source_version(apt: &Apt) -> Result<String> {
+    let show =
+        run_stdout(
+            apt.command("apt-cache")
+                .args(["show", "--no-all-versions", SOURCE_PACKAGE]),
+        )
+        .with_context(|| format!("{SOURCE_PACKAGE} is not in sid's or trixie-backports' lists"))?;
+    show.lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| anyhow!("no Version in `apt-cache show {SOURCE_PACKAGE}`"))
+}
+
+/// The downloaded `.deb` of `version`, if it is in `<cache>/sources`.
+fn source_deb(cache: &Path, version: &str) -> Option<PathBuf> {
+    // apt-get download names it <pkg>_<version with ':' as %3a>_all.deb.
+    let name = format!("{SOURCE_PACKAGE}_{}_all.deb", version.replace(':', "%3a"));
+    let path = sources_dir(cache).join(name);
+    path.exists().then_some(path)
+}
+
+fn download_source(cache: &Path, apt: &Apt, version: &str) -> Result<PathBuf> {
+    if let Some(deb) = source_deb(cache, version) {
+        say(format!(
+            "{SOURCE_PACKAGE} {version}: {} is here",
+            deb.display()
+        ));
+        return Ok(deb);
+    }
+    let dir = sources_dir(cache);
+    create_dir(&dir)?;
+    apt.download(&[format!("{SOURCE_PACKAGE}={version}")], &dir)
+        .with_context(|| format!("could not download {SOURCE_PACKAGE} {version}"))?;
+    source_deb(cache, version).ok_or_else(|| {
+        anyhow!(
+            "apt-get download finished but no {SOURCE_PACKAGE}_{version}_all.deb is in {}",
+            dir.display()
+        )
+    })
+}
+
+fn unpack_source(cache: &Path, deb: &Path, tree: &Path) -> Result<()> {
+    remove_dir_if_exists(tree)?;
+    create_dir(tree)?;
+    let tmp = build_dir(cache).join(".unpack");
+    remove_dir_if_exists(&tmp)?;
+    create_dir(&tmp)?;
+    run_captured(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))
+        .with_context(|| format!("could not unpack {}", deb.display()))?;
+    let tarball = tmp.join(SOURCE_TARBALL);
+    if !tarball.exists() {
+        bail!("{} has no {SOURCE_TARBALL}", deb.display());
+    }
+    say(format!(
+        "tar xJf {} -C {}",
+        tarball.display(),
+        tree.display()
+    ));
+    run_captured(
+        Command::new("tar")
+            .arg("-xJf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(tree)
+            .arg("--strip-components=1"),
+    )
+    .with_context(|| format!("could not extract {}", tarball.display()))?;
+    remove_dir_if_exists(&tmp)?;
+    if !tree.join("Makefile").exists() || !tree.join("rust").is_dir() {
+        bail!(
+            "{} does not look like a kernel tree with Rust support after unpacking",
+            tree.display()
+        );
+    }
+    write_file(&tree.join(STAMP_UNPACKED), &format!("{}\n", deb.display()))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("could not write {}", path.display()))
+}
+
+/// `make rustavailable`: fails with its explanation when rustc, rust-src,
+/// bindgen or libclang do not suit the tree.
+fn check_rust_available(tc: &Toolchain, tree: &Path) -> Result<()> {
+    let out = run_captured(tc.make(tree).arg("rustavailable")).context(
+        "`make LLVM=-19 rustavailable` failed: the kernel cannot use this Rust toolchain (see above)",
+    )?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        println!("    rustavailable: {line}");
+    }
+    Ok(())
+}
+
+/// tinyconfig + fragment, olddefconfig, and the check that it all stuck.
+fn configure(tc: &Toolchain, tree: &Path, fragment_path: &Path, fragment: &str) -> Result<()> {
+    let wanted = parse_fragment(fragment)
+        .with_context(|| format!("{} is not a Kconfig fragment", fragment_path.display()))?;
+    run_captured(tc.make(tree).arg("tinyconfig")).context("make tinyconfig failed")?;
+    let mut merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"));
+    merge
+        .arg("-m")
+        .arg(".config")
+        .arg(fragment_path)
+        .current_dir(tree)
+        .envs(tc.env());
+    run_captured(&mut merge).context("merge_config.sh -m .config debug.config failed")?;
+    run_captured(tc.make(tree).arg("olddefconfig")).context("make olddefconfig failed")?;
+    let config_path = tree.join(".config");
+    let config = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("could not read {}", config_path.display()))?;
+    let missing = not_stuck(&wanted, &config);
+    if !missing.is_empty() {
+        bail!(
+            "{} option(s) of {} did not stick after olddefconfig (a dependency is missing or \
+             they conflict); fix the fragment:\n  {}",
+            missing.len(),
+            fragment_path.display(),
+            missing.join("\n  ")
+        );
+    }
+    say(format!(
+        "config: all {} options of {} are set as asked",
+        wanted.len(),
+        FRAGMENT
+    ));
+    write_file(&tree.join(STAMP_CONFIGURED), "")
+}
+
+/// Runs `cmd` with its output going to `log`: prints warnings and errors
+/// as they come, a progress line every [`PROGRESS_EVERY`], and the last
+/// lines when it fails.
+fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<()> {
+    let desc = describe(cmd);
+    let mut log = std::fs::File::create(log_path)
+        .with_context(|| format!("could not create {}", log_path.display()))?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{desc}`"))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            crate::qemu::pump(out, |l| tx.send(l).is_ok())
+        }));
+    }
+    if let Some(err) = child.stderr.take() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            crate::qemu::pump(err, |l| tx.send(l).is_ok())
+        }));
+    }
+    drop(tx);
+    let start = Instant::now();
+    let mut next_report = start + PROGRESS_EVERY;
+    let mut count = 0u64;
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    loop {
+        let wait = next_report.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(line) => {
+                count += 1;
+                // A full disk shows up as a failed build anyway.
+                let _ = writeln!(log, "{line}");
+                if is_notable(&line) {
+                    println!("    make| {line}");
+                }
+                tail.push_back(line);
+                if tail.len() > 40 {
+                    tail.pop_front();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if Instant::now() >= next_report {
+            println!(
+                "    [{}] {count} lines, last: {}",
+                fmt_duration(start.elapsed()),
+                tail.back().map_or("", |s| s.trim())
+            );
+            next_report += PROGRESS_EVERY;
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("could not wait for `{desc}`"))?;
+    for r in readers {
+        // Only a bug makes a reader panic; the output is in already.
+        let _ = r.join();
+    }
+    if !status.success() {
+        println!("    last lines of {}:", log_path.display());
+        for l in &tail {
+            println!("    make| {l}");
+        }
+        bail!(
+            "`{desc}` failed with {status} after {}; full output in {}",
+            fmt_duration(start.elapsed()),
+            log_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether a build output line is a diagnostic worth showing live (not a
+/// `CC lib/zstd/common/error_private.o` progress line).
+pub fn is_notable(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    lower.contains("warning:")
+        || lower.contains("error:")
+        || lower.contains("error[")
+        || (lower.starts_with("make") && lower.contains("error "))
+}
+
+/// Points `<cache>/build/current-7.3-debug` at `tree` (atomically).
+fn update_current(cache: &Path, tree: &Path) -> Result<()> {
+    let link = build_dir(cache).join(CURRENT_LINK);
+    let tmp = build_dir(cache).join(format!(".{CURRENT_LINK}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let target = tree
+        .file_name()
+        .ok_or_else(|| anyhow!("{} has no file name", tree.display()))?;
+    std::os::unix::fs::symlink(target, &tmp)
+        .with_context(|| format!("could not create the symlink {}", tmp.display()))?;
+    std::fs::rename(&tmp, &link).with_context(|| format!("could not replace {}", link.display()))
+}
+
+/// Removes the trees of other keys (about 2.3 GB each): a tree is only
+/// rebuilt when an input changed, so the old ones are stale. The tree that
+/// `current-7.3-debug` still points at is kept (someone may be building a
+/// module against it or booting it right now); it goes with the next build.
+fn prune_other_trees(cache: &Path, keep: &Path) -> Result<()> {
+    let dir = build_dir(cache);
+    let previous = std::fs::read_link(dir.join(CURRENT_LINK))
+        .ok()
+        .map(|target| dir.join(target));
+    let entries =
+        std::fs::read_dir(&dir).with_context(|| format!("could not list {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("could not list {}", dir.display()))?;
+        let path = entry.path();
+        let is_tree = entry.file_name().to_string_lossy().starts_with("linux-")
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_tree && path != keep && previous.as_deref() != Some(path.as_path()) {
+            say(format!(
+                "7.3-debug: removing the stale tree {}",
+                path.display()
+            ));
+            remove_dir_if_exists(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The version of the tree `current-7.3-debug` points at, if it is built.
+fn current_version(cache: &Path) -> Option<String> {
+    let link = build_dir(cache).join(CURRENT_LINK);
+    let stamp = std::fs::read_to_string(link.join(STAMP_COMPLETE)).ok()?;
+    stamp_version(&stamp).map(str::to_string)
+}
+
+/// Builds the tree of `inputs` unless it is built; returns its path.
+fn build(cache: &Path, tc: &Toolchain, apt: Option<&Apt>, inputs: &KeyInputs) -> Result<PathBuf> {
+    let tree = build_dir(cache).join(inputs.tree_name());
+    let version = &inputs.source_version;
+    if tree.join(STAMP_COMPLETE).exists() {
+        say(format!("7.3-debug: built tree in {}", tree.display()));
+        return Ok(tree);
+    }
+    let start = Instant::now();
+    say(format!(
+        "7.3-debug: building {SOURCE_PACKAGE} {version} in {} (a cold build takes ~{COLD_BUILD_MINUTES} min on 2 cores)",
+        tree.display()
+    ));
+    create_dir(&build_dir(cache))?;
+    if !tree.join(STAMP_UNPACKED).exists() {
+        let apt = match apt {
+            Some(a) => a,
+            None => bail!("internal: no apt configuration to download {SOURCE_PACKAGE}"),
+        };
+        let deb = step(format!("download {SOURCE_PACKAGE} {version}"), || {
+            download_source(cache, apt, version)
+        })?;
+        step(format!("unpack {SOURCE_PACKAGE} {version}"), || {
+            unpack_source(cache, &deb, &tree)
+        })?;
+    }
+    step("make LLVM=-19 rustavailable", || {
+        check_rust_available(tc, &tree)
+    })?;
+    let fragment_path = repo_root().join(FRAGMENT);
+    if !tree.join(STAMP_CONFIGURED).exists() {
+        step(format!("configure: tinyconfig + {FRAGMENT}"), || {
+            configure(tc, &tree, &fragment_path, &inputs.fragment)
+        })?;
+    }
+    let logs = build_dir(cache).join("logs");
+    create_dir(&logs)?;
+    let log = logs.join(format!("{}-{}.log", inputs.tree_name(), timestamp()));
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut make = tc.make(&tree);
+    make.arg(format!("-j{jobs}"))
+        .args(["bzImage", "modules_prepare", "modules"]);
+    say(format!(
+        "7.3-debug: {} (output in {}; progress every {}s)",
+        describe(&make),
+        log.display(),
+        PROGRESS_EVERY.as_secs()
+    ));
+    step("make bzImage modules_prepare modules", || {
+        run_logged(&mut make, &log)
+    })?;
+    for needed in [
+        "arch/x86/boot/bzImage",
+        "Module.symvers",
+        "rust/libkernel.rmeta",
+        "rust/libmacros.so",
+    ] {
+        if !tree.join(needed).exists() {
+            bail!(
+                "make succeeded but {} is missing: the tree is not usable for (Rust) modules",
+                tree.join(needed).display()
+            );
+        }
+    }
+    write_file(
+        &tree.join(STAMP_COMPLETE),
+        &format!("{}key={}\n", inputs.describe(), inputs.key()),
+    )?;
+    prune_other_trees(cache, &tree)?;
+    say(format!(
+        "7.3-debug: built in {} (a cold build takes ~{COLD_BUILD_MINUTES} min on 2 cores); tree {}",
+        fmt_duration(start.elapsed()),
+        tree.display()
+    ));
+    Ok(tree)
+}
+
+/// Makes sure the 7.3-debug kernel is built and returns its paths.
+/// `version` (or `KERN2USR_KERNEL_7_3_DEBUG`) picks a `linux-source-7.3`
+/// version; without it the tree in use is kept while its inputs are
+/// unchanged, else the newest version in sid / trixie-backports is built.
+pub fn fetch(version: Option<&str>) -> Result<Unpacked> {
+    let series = Series::V7_3Debug;
+    let cache = crate::cache::cache_dir()?;
+    create_dir(&cache).context("set KERN2USR_CACHE to a writable directory")?;
+    let fragment_path = repo_root().join(FRAGMENT);
+    let fragment = std::fs::read_to_string(&fragment_path)
+        .with_context(|| format!("could not read {}", fragment_path.display()))?;
+    parse_fragment(&fragment)
+        .with_context(|| format!("{} is not a Kconfig fragment", fragment_path.display()))?;
+    let tc = ensure_toolchain(&cache)?;
+
+    let env = std::env::var(series.env_var()).ok();
+    let wanted = [version, env.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|v| !v.is_empty())
+        .map(str::to_string);
+    let reusable = current_version(&cache)
+        .map(|v| tc.key_inputs(&v, &fragment))
+        .filter(|i| {
+            build_dir(&cache)
+                .join(i.tree_name())
+                .join(STAMP_COMPLETE)
+                .exists()
+        });
+    let (inputs, apt) = match (wanted, reusable) {
+        (None, Some(inputs)) => (inputs, None),
+        (Some(v), Some(inputs)) if v == inputs.source_version => (inputs, None),
+        (wanted, _) => {
+            let apt = sid_apt(&cache)?;
+            let version = match wanted {
+                Some(v) => v,
+                None => {
+                    apt.update_if_stale()?;
+                    newest_source_version(&apt)?
+                }
+            };
+            let inputs = tc.key_inputs(&version, &fragment);
+            if !build_dir(&cache)
+                .join(inputs.tree_name())
+                .join(STAMP_COMPLETE)
+                .exists()
+                && source_deb(&cache, &version).is_none()
+            {
+                apt.update_if_stale()?;
+            }
+            (inputs, Some(apt))
+        }
+    };
+    let tree = build(&cache, &tc, apt.as_ref(), &inputs)?;
+    update_current(&cache, &tree)?;
+    say(format!(
+        "7.3-debug: {} -> {}",
+        build_dir(&cache).join(CURRENT_LINK).display(),
+        inputs.tree_name()
+    ));
+    Ok(Unpacked {
+        kernel: Kernel {
+            series,
+            abi: inputs.source_version.clone(),
+        },
+        vmlinuz: tree.join("arch/x86/boot/bzImage"),
+        kdir: tree,
+        make_vars: vec![LLVM_VAR.to_string()],
+        make_env: tc.env(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> KeyInputs {
+        KeyInputs {
+            source_version: "7.3.1-1".into(),
+            fragment: "CONFIG_RUST=y\n".into(),
+            rustc: "rustc 1.95.0 (59807616e 2026-04-14)".into(),
+            bindgen: "bindgen 0.71.1".into(),
+            clang: "Debian clang version 19.1.7 (3~deb12u1)".into(),
+        }
+    }
+
+    #[test]
+    fn key_is_stable_and_covers_every_input() {
+        let base = inputs();
+        assert_eq!(base.key(), inputs().key());
+        assert_eq!(base.key().len(), 12);
+        let changes: [fn(&mut KeyInputs); 5] = [
+            |i| i.source_version = "7.3.2-1".into(),
+            |i| i.fragment.push_str("CONFIG_KASAN=y\n"),
+            |i| i.rustc = "rustc 1.96.0".into(),
+            |i| i.bindgen = "bindgen 0.72.0".into(),
+            |i| i.clang = "Debian clang version 19.1.8".into(),
+        ];
+        for change in changes {
+            let mut other = inputs();
+            change(&mut other);
+            assert_ne!(base.key(), other.key(), "{other:?}");
+        }
+        // Known value: the key must not change between xtask builds.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn tree_names_are_path_safe() {
+        let mut i = inputs();
+        i.source_version = "7.3.1-1~bpo13+1".into();
+        let name = i.tree_name();
+        assert!(name.starts_with("linux-7.3.1-1_bpo13_1-"), "{name}");
+        assert_eq!(name.len(), "linux-7.3.1-1_bpo13_1-".len() + 12);
+    }
+
+    #[test]
+    fn notable_lines() {
+        for yes in [
+            "kernel/fork.c:10:5: warning: unused variable 'a' [-Wunused-variable]",
+            "drivers/x.c:1:1: error: expected ';'",
+            "error[E0425]: cannot find value `x` in this scope",
+            "make[2]: *** [scripts/Makefile.build:203: kernel/fork.o] Error 1",
+        ] {
+            assert!(is_notable(yes), "{yes}");
+        }
+        for no in [
+            "  CC      lib/zstd/common/error_private.o",
+            "  RUSTC L rust/build_error.o",
+            "  CC      fs/fserror.o",
+        ] {
+            assert!(!is_notable(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn stamp_round_trip() {
+        let i = inputs();
+        let stamp = format!("{}key={}\n", i.describe(), i.key());
+        assert_eq!(stamp_version(&stamp), Some("7.3.1-1"));
+        assert_eq!(stamp_version("key=abc\n"), None);
+    }
+
+    #[test]
+    fn fragment_parsing() {
+        let text = "# comment\n\nCONFIG_KASAN=y\n# CONFIG_SLUB_TINY is not set\n\
+                    CONFIG_MODVERSIONS=n\nCONFIG_LOG_BUF_SHIFT=17\nCONFIG_CMDLINE=\"a b\"\n";
+        let f = parse_fragment(text).expect("parses");
+        assert_eq!(
+            f,
+            vec![
+                ("CONFIG_KASAN".to_string(), Want::Value("y".into())),
+                ("CONFIG_SLUB_TINY".to_string(), Want::Unset),
+                ("CONFIG_MODVERSIONS".to_string(), Want::Unset),
+                ("CONFIG_LOG_BUF_SHIFT".to_string(), Want::Value("17".into())),
+                ("CONFIG_CMDLINE".to_string(), Want::Value("\"a b\"".into())),
+            ]
+        );
+        assert!(parse_fragment("KASAN=y\n").is_err());
+        assert!(parse_fragment("CONFIG_KASAN\n").is_err());
+        assert!(parse_fragment("CONFIG_KASAN=\n").is_err());
+        assert!(parse_fragment("CONFIG_A=y\nCONFIG_A=n\n").is_err());
+        assert!(parse_fragment("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn the_repository_fragment_parses() {
+        let path = repo_root().join(FRAGMENT);
+        let text = std::fs::read_to_string(&path).expect("the fragment is in the repository");
+        let f = parse_fragment(&text).expect("parses");
+        for needed in ["CONFIG_RUST", "CONFIG_KASAN", "CONFIG_DEBUG_KMEMLEAK"] {
+            assert!(f.iter().any(|(n, _)| n == needed), "{needed}");
+        }
+    }
+
+    #[test]
+    fn verification_lists_what_did_not_stick() {
+        let fragment = parse_fragment(
+            "CONFIG_KASAN=y\n# CONFIG_SLUB_TINY is not set\nCONFIG_UBSAN=y\n\
+             CONFIG_LOG_BUF_SHIFT=17\n# CONFIG_MODVERSIONS is not set\nCONFIG_RUST=y\n",
+        )
+        .expect("parses");
+        let config = "CONFIG_KASAN=y\nCONFIG_SLUB_TINY=y\n# CONFIG_UBSAN is not set\n\
+                      CONFIG_LOG_BUF_SHIFT=18\n# CONFIG_MODVERSIONS is not set\nCONFIG_RUST=y\n";
+        assert_eq!(
+            not_stuck(&fragment, config),
+            vec![
+                "CONFIG_SLUB_TINY not set (got: CONFIG_SLUB_TINY=y)",
+                "CONFIG_UBSAN=y (got: not set)",
+                "CONFIG_LOG_BUF_SHIFT=17 (got: CONFIG_LOG_BUF_SHIFT=18)",
+            ]
+        );
+        let good = "CONFIG_KASAN=y\nCONFIG_UBSAN=y\nCONFIG_LOG_BUF_SHIFT=17\nCONFIG_RUST=y\n";
+        assert!(not_stuck(&fragment, good).is_empty());
+    }
+}
