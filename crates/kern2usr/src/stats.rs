@@ -188,6 +188,9 @@ pub fn bucket_high(index: usize) -> u64 {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Histogram {
     counts: Vec<u64>,
+    /// Bucket index ranges `[first, end)` of the module's lines, when it
+    /// merged neighbours (empty for a histogram recorded here).
+    spans: Vec<(usize, usize)>,
     count: u64,
     sum: u128,
     min: u64,
@@ -205,6 +208,7 @@ impl Histogram {
     pub fn new() -> Self {
         Self {
             counts: vec![0; HIST_BUCKETS],
+            spans: Vec::new(),
             count: 0,
             sum: 0,
             min: u64::MAX,
@@ -227,8 +231,10 @@ impl Histogram {
     pub fn from_kernel(buckets: &[Bucket], stats: &Stats) -> Result<Self> {
         let mut h = Self::new();
         for b in buckets {
-            h.counts[hist_bucket(b.low)] += b.count;
+            let first = hist_bucket(b.low);
+            h.counts[first] += b.count;
             h.count += b.count;
+            h.spans.push((first, hist_bucket(b.high - 1) + 1));
         }
         if h.count != stats.count {
             return Err(Error::ParamValue {
@@ -303,10 +309,18 @@ impl Histogram {
     /// Values in buckets strictly below and up to (including) the bucket
     /// of `ns`: a percentile of `ns` is consistent with this histogram when
     /// its rank lies in `below + 1 ..= through`.
+    /// For the module's histogram the "bucket" is the line holding `ns`
+    /// (lines may merge neighbouring buckets).
     pub fn ranks_of_bucket(&self, ns: u64) -> (u64, u64) {
         let i = hist_bucket(ns);
-        let below: u64 = self.counts[..i].iter().sum();
-        (below, below + self.counts[i])
+        let (first, end) = self
+            .spans
+            .iter()
+            .copied()
+            .find(|&(first, end)| first <= i && i < end)
+            .unwrap_or((i, i + 1));
+        let below: u64 = self.counts[..first].iter().sum();
+        (below, below + self.counts[first..end].iter().sum::<u64>())
     }
 
     /// Count, min, mean, p50/90/99/99.9 and max, as the module reports them.
@@ -781,5 +795,38 @@ mod tests {
         let text = render_summary(&s);
         assert!(text.starts_with("count  5\nmin    1.00 µs\n"), "{text}");
         assert!(text.contains("p99.9  5.00 µs\n"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod merged_line_tests {
+    use super::*;
+
+    #[test]
+    fn a_value_inside_a_merged_line_has_that_lines_ranks() {
+        // Line 1: one bucket [1000, 1024) x 3; line 2 merges buckets from
+        // 2048 up to 4096 x 5: a percentile of 3000 lies in line 2.
+        let buckets = [
+            Bucket {
+                low: 992,
+                high: 1024,
+                count: 3,
+            },
+            Bucket {
+                low: 2048,
+                high: 4096,
+                count: 5,
+            },
+        ];
+        let stats = Stats {
+            count: 8,
+            min: 1000,
+            mean: 2500,
+            max: 4000,
+            ..Stats::default()
+        };
+        let h = Histogram::from_kernel(&buckets, &stats).expect("consistent");
+        assert_eq!(h.ranks_of_bucket(3000), (3, 8));
+        assert_eq!(h.ranks_of_bucket(1000), (0, 3));
     }
 }
