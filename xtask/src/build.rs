@@ -50,16 +50,24 @@ pub fn build_module(kernel: &Unpacked, module: &str) -> Result<PathBuf> {
             src.display()
         );
     }
-    let out = target_dir()
+    // The copy keeps the repo's shape (kernel/<m>/ beside abi/src/defs.rs),
+    // so the Rust module's `#[path = "../../abi/src/defs.rs"]` resolves.
+    let root = target_dir()
         .join("kmod")
         .join(format!("{module}-{}", kernel.kernel.series));
+    let out = root.join("kernel").join(module);
     say(format!(
         "module {module}: copying sources from {} to {}",
         src.display(),
         out.display()
     ));
-    remove_dir_if_exists(&out)?;
+    remove_dir_if_exists(&root)?;
     create_dir(&out)?;
+    let abi_dir = root.join("abi").join("src");
+    create_dir(&abi_dir)?;
+    let defs = repo_root().join("abi/src/defs.rs");
+    std::fs::copy(&defs, abi_dir.join("defs.rs"))
+        .with_context(|| format!("could not copy {}", defs.display()))?;
     let mut copied = 0;
     for entry in
         std::fs::read_dir(&src).with_context(|| format!("could not list {}", src.display()))?

@@ -34,9 +34,10 @@ pub struct TestArgs {
     /// VM suite to run (repeatable; default: walkthrough badinput burst perf).
     #[arg(long = "suite", value_name = "NAME")]
     suites: Vec<String>,
-    /// Module implementation: the directory under kernel/.
-    #[arg(long, default_value = "c")]
-    module: String,
+    /// Module implementation, the directory under kernel/ (repeatable;
+    /// default: c and rust, each on its default kernels).
+    #[arg(long = "module", value_name = "MODULE")]
+    modules: Vec<String>,
     /// Kill each QEMU run after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -136,6 +137,38 @@ pub fn default_kernels(module: &str) -> Vec<Series> {
     }
 }
 
+/// The (module, kernel) pairs to test. Without `--module`, every module
+/// on the kernels it can run on; without `--kernel`, each module's default
+/// kernels.
+fn test_pairs(modules: &[String], kernels: &[Series]) -> Vec<(String, Series)> {
+    let defaulted = modules.is_empty();
+    let modules: Vec<String> = if defaulted {
+        DEFAULT_MODULES.iter().map(|m| m.to_string()).collect()
+    } else {
+        modules.to_vec()
+    };
+    let mut pairs = Vec::new();
+    for module in modules {
+        let runs_on = default_kernels(&module);
+        let chosen = if kernels.is_empty() {
+            runs_on.clone()
+        } else {
+            kernels.to_vec()
+        };
+        for series in chosen {
+            // An explicit --module on a kernel it cannot run on is the
+            // user's call; a defaulted one is skipped there.
+            if !defaulted || runs_on.contains(&series) {
+                pairs.push((module.clone(), series));
+            }
+        }
+    }
+    pairs
+}
+
+/// Module implementations `cargo xtask test` runs by default.
+pub const DEFAULT_MODULES: [&str; 2] = ["c", "rust"];
+
 /// `cargo xtask test`.
 pub fn test(args: &TestArgs) -> Result<()> {
     let start = Instant::now();
@@ -158,27 +191,20 @@ pub fn test(args: &TestArgs) -> Result<()> {
         });
     }
     if !args.host_only {
-        let kernels = if args.kernel.is_empty() {
-            default_kernels(&args.module)
-        } else {
-            args.kernel.clone()
-        };
         let suites: Vec<String> = if args.suites.is_empty() {
             DEFAULT_SUITES.iter().map(|s| s.to_string()).collect()
         } else {
             args.suites.clone()
         };
-        for series in kernels {
+        for (module, series) in test_pairs(&args.modules, &args.kernel) {
             let t = Instant::now();
             say(format!(
-                "VM suites on {}@{series}: {}",
-                args.module,
+                "VM suites on {module}@{series}: {}",
                 suites.join(" ")
             ));
-            lines.extend(vm_suites(series, &args.module, &suites, args.timeout));
+            lines.extend(vm_suites(series, &module, &suites, args.timeout));
             println!(
-                "    VM suites on {}@{series} took {}",
-                args.module,
+                "    VM suites on {module}@{series} took {}",
                 fmt_duration(t.elapsed())
             );
         }
@@ -213,5 +239,21 @@ mod tests {
             [Series::V6_1, Series::V6_12, Series::V7_3Debug]
         );
         assert_eq!(default_kernels("rust"), [Series::V7_3Debug]);
+    }
+}
+
+#[cfg(test)]
+mod pair_tests {
+    use super::*;
+
+    #[test]
+    fn default_pairs_run_rust_only_where_it_can() {
+        let pairs = test_pairs(&[], &[]);
+        let names: Vec<String> = pairs.iter().map(|(m, s)| format!("{m}@{s}")).collect();
+        assert_eq!(names, ["c@6.1", "c@6.12", "c@7.3-debug", "rust@7.3-debug"]);
+        let on_612 = test_pairs(&[], &[Series::V6_12]);
+        assert_eq!(on_612, [("c".to_string(), Series::V6_12)]);
+        let forced = test_pairs(&["rust".to_string()], &[Series::V6_12]);
+        assert_eq!(forced, [("rust".to_string(), Series::V6_12)]);
     }
 }

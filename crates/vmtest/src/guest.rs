@@ -47,9 +47,20 @@ pub fn sys_class() -> PathBuf {
     Path::new("/sys/class").join(DEVICE_NAME)
 }
 
-/// `/sys/class/kern2usr/kern2usr/dev`: `major:minor`.
+/// `/sys/class/misc/kern2usr`: the Rust module registers a misc device.
+pub fn sys_misc() -> PathBuf {
+    Path::new("/sys/class/misc").join(DEVICE_NAME)
+}
+
+/// `major:minor` of the device: `/sys/class/kern2usr/kern2usr/dev` (C
+/// module, own class) or `/sys/class/misc/kern2usr/dev` (Rust module).
 pub fn sys_dev_file() -> PathBuf {
-    sys_class().join(DEVICE_NAME).join("dev")
+    let own_class = sys_class().join(DEVICE_NAME).join("dev");
+    if own_class.exists() {
+        own_class
+    } else {
+        sys_misc().join("dev")
+    }
 }
 
 /// Whether the module is loaded.

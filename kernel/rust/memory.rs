@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! The memory shared with the listener: the data buffer (mapped at offset 0)
+//! and the control page (mapped at `CTRL_MMAP_OFFSET`).
+//!
+//! Both are zeroed pages mapped with `vm_insert_page()`, which is what C's
+//! `vmalloc_user()` + `remap_vmalloc_range()` do underneath, through the
+//! kernel's safe `Page` and `VmaNew` abstractions.
+
+use kernel::{
+    mm::virt::{flags, VmaNew},
+    page::{Page, PAGE_SHIFT, PAGE_SIZE},
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed, Release},
+        barrier::{smp_mb, Full},
+        SpinLock,
+    },
+    uaccess::UserPtr,
+};
+
+use crate::abi::{self, pattern_byte, Ctrl};
+use crate::state::{Locked, RateLimit};
+use crate::sys;
+
+/// `vm_pgoff` of the control page.
+const CTRL_PGOFF: usize = (abi::CTRL_MMAP_OFFSET >> PAGE_SHIFT) as usize;
+
+/// The data buffer and the control page.
+pub(crate) struct Memory {
+    pages: KVec<Page>,
+    /// `pattern[i] = i % 255` for a page plus a period, so that page `n`'s
+    /// fill is the slice starting at `(n * PAGE_SIZE) % 255`.
+    pattern: KVec<u8>,
+    pub(crate) ctrl: CtrlPage,
+}
+
+impl Memory {
+    /// `size` bytes (a multiple of the page size) of zeroed pages, and the
+    /// control page.
+    pub(crate) fn new(size: usize) -> Result<Self> {
+        let count = size / PAGE_SIZE;
+        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            pages.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, GFP_KERNEL)?;
+        }
+        let mut pattern = KVec::with_capacity(PAGE_SIZE + 255, GFP_KERNEL)?;
+        for i in 0..PAGE_SIZE + 255 {
+            pattern.push(pattern_byte(i), GFP_KERNEL)?;
+        }
+        Ok(Self {
+            pages,
+            pattern,
+            ctrl: CtrlPage(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?),
+        })
+    }
+
+    /// Size of the data buffer.
+    pub(crate) fn size(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
+    }
+
+    /// Writes the pattern (byte `i` = `i % 255`) into the whole buffer.
+    ///
+    /// Taking the lock guard serialises the fills, the only kernel writes.
+    pub(crate) fn fill(&self, _locked: &mut Locked<'_>) {
+        for (n, page) in self.pages.iter().enumerate() {
+            let Some(src) = self.pattern.get((n * PAGE_SIZE) % 255..) else {
+                continue;
+            };
+            // SAFETY: `src` is at least `PAGE_SIZE` bytes long (`pattern`
+            // holds a page and 255 more). The only kernel writer is this
+            // function, serialised by the lock guard. User space may access
+            // the page through its mapping concurrently: as with C's fill of
+            // a vmalloc_user() buffer, that is the byte-wise race inherent
+            // to shared memory, and no Rust reference to the page exists.
+            let _ = unsafe { page.write_raw(src.as_ptr(), 0, PAGE_SIZE) };
+        }
+    }
+
+    /// The `mmap` hook: the data buffer at offset 0, the control page at
+    /// `CTRL_MMAP_OFFSET`, each at most its size long.
+    pub(crate) fn mmap(&self, vma: &VmaNew, log: &SpinLock<RateLimit>) -> Result {
+        let len = vma.end() - vma.start();
+        let pgoff = sys::vma_pgoff(vma);
+        let pages: &[Page] = if pgoff == CTRL_PGOFF {
+            core::slice::from_ref(&self.ctrl.0)
+        } else if pgoff != 0 {
+            if log.lock().check() {
+                pr_info!(
+                    "mmap refused: offset {}, must be 0 (or the control page's)\n",
+                    pgoff << PAGE_SHIFT
+                );
+            }
+            return Err(EINVAL);
+        } else {
+            &self.pages
+        };
+        let size = pages.len() * PAGE_SIZE;
+        if len > size {
+            if log.lock().check() {
+                pr_info!("mmap refused: length {} exceeds {}\n", len, size);
+            }
+            return Err(EINVAL);
+        }
+        // A private copy-on-write view could hide the kernel's fills.
+        if vma.flags() & flags::SHARED == 0 && vma.try_clear_maywrite().is_err() {
+            if log.lock().check() {
+                pr_info!("mmap refused: MAP_PRIVATE must be read-only\n");
+            }
+            return Err(EINVAL);
+        }
+        let map = vma.set_mixedmap();
+        for (n, page) in pages.iter().take(len / PAGE_SIZE).enumerate() {
+            map.vm_insert_page(vma.start() + n * PAGE_SIZE, page)?;
+        }
+        // As remap_vmalloc_range() does.
+        vma.set_dontexpand();
+        vma.set_dontdump();
+        Ok(())
+    }
+
+    /// `K2U_IOC_READ_BUFFER`: copies `len` bytes (at most the buffer) to
+    /// user address `to`; returns the bytes copied.
+    pub(crate) fn copy_to_user(&self, to: u64, len: u64) -> Result<usize> {
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(self.size());
+        let to = UserPtr::from_addr(to as usize);
+        let mut done = 0;
+        for page in self.pages.iter() {
+            if done == len {
+                break;
+            }
+            let chunk = (len - done).min(PAGE_SIZE);
+            sys::copy_page_to_user(page, to.wrapping_byte_add(done), chunk)?;
+            done += chunk;
+        }
+        Ok(len)
+    }
+}
+
+/// The control page (`struct k2u_ctrl`), shared with the listener.
+pub(crate) struct CtrlPage(Page);
+
+/// The control page's fields, for the length of one [`CtrlPage::with`] call.
+struct CtrlFields<'a> {
+    ready_seq: &'a Atomic<u64>,
+    listener_state: &'a Atomic<u32>,
+    doorbells_skipped: &'a Atomic<u64>,
+}
+
+impl CtrlPage {
+    /// Calls `f` with the fields, as atomics (the listener accesses them
+    /// atomically too, from its mapping).
+    fn with<R>(&self, f: impl FnOnce(&CtrlFields<'_>) -> R) -> R {
+        sys::with_page_mapped(&self.0, |addr| {
+            let ctrl = addr.cast::<Ctrl>();
+            // SAFETY: `addr` maps the whole page for this call, and a
+            // `Ctrl` (24 bytes, 8-aligned) fits at its start, so the field
+            // pointers are valid and aligned. The kernel accesses them only
+            // here, atomically; the listener uses atomic accesses as well.
+            let fields = unsafe {
+                CtrlFields {
+                    ready_seq: Atomic::from_ptr(&raw mut (*ctrl).ready_seq),
+                    listener_state: Atomic::from_ptr(&raw mut (*ctrl).listener_state),
+                    doorbells_skipped: Atomic::from_ptr(&raw mut (*ctrl).doorbells_skipped),
+                }
+            };
+            f(&fields)
+        })
+    }
+
+    /// Publishes a round: stores `ready_seq + 1` (release: the filled buffer
+    /// is visible first), a full barrier (pairs with the listener's between
+    /// storing ASLEEP and re-reading `ready_seq`), then returns whether the
+    /// listener says it spins.
+    pub(crate) fn publish_round(&self) -> bool {
+        self.with(|c| {
+            let seq = c.ready_seq.load(Relaxed);
+            c.ready_seq.store(seq.wrapping_add(1), Release);
+            smp_mb(Full);
+            c.listener_state.load(Relaxed) == abi::LISTENER_SPINNING
+        })
+    }
+
+    /// One more round whose doorbell was skipped.
+    pub(crate) fn count_skipped_doorbell(&self) {
+        self.with(|c| {
+            let n = c.doorbells_skipped.load(Relaxed);
+            c.doorbells_skipped.store(n.wrapping_add(1), Relaxed);
+        });
+    }
+}

@@ -1,0 +1,436 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! The module parameters, as C's `module_param_cb()` makes them.
+//!
+//! `module!`'s parameters are load-time only (not in sysfs), so each
+//! parameter here is a `struct kernel_param` of our own in the `__param`
+//! section, with its permissions and its `set`/`get` callbacks: writing
+//! `cur_cmd` runs a command and its errno reaches the writer. The kernel
+//! calls both callbacks with the module's parameter lock held. The values
+//! live in atomics (they are set at load time, before the device exists).
+
+use kernel::{
+    bindings,
+    fmt::{self, Write},
+    module_param::KernelParam,
+    page::PAGE_SIZE,
+    prelude::*,
+    str::{kstrtobool_bytes, Formatter},
+    sync::atomic::{Atomic, Relaxed},
+    time::Delta,
+};
+
+use crate::abi::{self, param, EventMode};
+use crate::cmd;
+use crate::state::{self, Locked};
+use crate::stats::Stats;
+use crate::sys;
+
+static USR_PID: Atomic<i32> = Atomic::new(0);
+static USR_EFD: Atomic<i32> = Atomic::new(-1);
+static USR_EFD2: Atomic<i32> = Atomic::new(-1);
+static CUR_CMD: Atomic<u32> = Atomic::new(0);
+static PERIOD_MS: Atomic<u32> = Atomic::new(abi::DEFAULT_PERIOD_MS);
+static BUFFER_SIZE: Atomic<usize> = Atomic::new(abi::DEFAULT_BUFFER_SIZE as usize);
+/// Changed only while no test runs (under the device mutex once it exists).
+static BACK_TO_BACK: Atomic<bool> = Atomic::new(false);
+static ADAPTIVE: Atomic<bool> = Atomic::new(false);
+
+/// `usr_pid`, `usr_efd`, `usr_efd2`.
+pub(crate) fn usr() -> (i32, i32, i32) {
+    (
+        USR_PID.load(Relaxed),
+        USR_EFD.load(Relaxed),
+        USR_EFD2.load(Relaxed),
+    )
+}
+
+/// `K2U_IOC_REGISTER` attached the caller: show it in the parameters too.
+/// The caller holds the parameter lock, like a sysfs write.
+pub(crate) fn note_registered(pid: i32, efd: i32, efd2: i32) {
+    USR_PID.store(pid, Relaxed);
+    USR_EFD.store(efd, Relaxed);
+    USR_EFD2.store(efd2, Relaxed);
+}
+
+pub(crate) fn set_cur_cmd(cmd: u32) {
+    CUR_CMD.store(cmd, Relaxed);
+}
+
+pub(crate) fn period_ms() -> u32 {
+    PERIOD_MS.load(Relaxed)
+}
+
+/// The round period.
+pub(crate) fn period() -> Delta {
+    Delta::from_millis(i64::from(period_ms()))
+}
+
+pub(crate) fn buffer_size() -> usize {
+    BUFFER_SIZE.load(Relaxed)
+}
+
+pub(crate) fn back_to_back() -> bool {
+    BACK_TO_BACK.load(Relaxed)
+}
+
+pub(crate) fn adaptive() -> bool {
+    ADAPTIVE.load(Relaxed)
+}
+
+/// The callbacks of one parameter.
+trait Param {
+    /// A write, or the value given at load time.
+    fn set(val: &[u8]) -> Result;
+    /// The sysfs contents, newline included.
+    fn show(f: &mut Formatter<'_>) -> fmt::Result;
+}
+
+/// `kernel_param_ops.set` for `P`.
+///
+/// # Safety
+///
+/// `val` is NULL or a NUL-terminated string valid for the call (the kernel's
+/// contract for `set`).
+unsafe extern "C" fn set_cb<P: Param>(
+    val: *const c_char,
+    _kp: *const bindings::kernel_param,
+) -> c_int {
+    if val.is_null() {
+        return EINVAL.to_errno();
+    }
+    // SAFETY: `parse_args()` at load time and `param_attr_store()` for a
+    // sysfs write pass a NUL-terminated string that outlives the call.
+    let val = unsafe { CStr::from_char_ptr(val) };
+    match P::set(val.to_bytes()) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// `kernel_param_ops.get` for `P`.
+///
+/// # Safety
+///
+/// `buf` is a writable buffer of `PAGE_SIZE` bytes (the kernel's contract
+/// for `get`).
+unsafe extern "C" fn get_cb<P: Param>(
+    buf: *mut c_char,
+    _kp: *const bindings::kernel_param,
+) -> c_int {
+    // SAFETY: `param_attr_show()` passes sysfs's page buffer, `PAGE_SIZE`
+    // writable bytes that are ours for the call.
+    let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), PAGE_SIZE) };
+    let mut f = Formatter::new(page);
+    // Output beyond a page is cut, as `sysfs_emit()` does.
+    let _ = P::show(&mut f);
+    f.bytes_written().min(PAGE_SIZE) as c_int
+}
+
+/// Defines parameters: `name: Handler, permissions, "description";`. Each
+/// gets its `kernel_param_ops`, its `kernel_param` in `__param`, and its
+/// `parm=` line in `.modinfo` (what `MODULE_PARM_DESC()` emits).
+macro_rules! module_params {
+    ($($name:ident: $handler:ty, $perm:literal, $desc:literal;)*) => {$(
+        const _: () = {
+            static OPS: bindings::kernel_param_ops = bindings::kernel_param_ops {
+                flags: 0,
+                set: Some(set_cb::<$handler>),
+                get: Some(get_cb::<$handler>),
+                free: None,
+            };
+
+            // `used(compiler)`, as `module!` uses for its statics, keeps one
+            // `__param` section for all of them.
+            #[link_section = "__param"]
+            #[used(compiler)]
+            static PARAM: KernelParam = KernelParam::new(bindings::kernel_param {
+                name: kernel::str::as_char_ptr_in_const_context(
+                    kernel::c_str!(stringify!($name)),
+                ),
+                mod_: sys::this_module(),
+                ops: &raw const OPS,
+                perm: $perm,
+                level: -1,
+                flags: 0,
+                __bindgen_anon_1: bindings::kernel_param__bindgen_ty_1 {
+                    arg: core::ptr::null_mut(),
+                },
+            });
+
+            const DESC: &str = concat!("parm=", stringify!($name), ":", $desc, "\0");
+            #[link_section = ".modinfo"]
+            #[used(compiler)]
+            static MODINFO: [u8; DESC.len()] = sys::byte_array(DESC);
+        };
+    )*};
+}
+
+module_params! {
+    usr_pid: UsrPid, 0o644, "pid of the listener";
+    usr_efd: UsrEfd, 0o644, "listener's kernel->user eventfd";
+    usr_efd2: UsrEfd2, 0o644, "listener's user->kernel eventfd";
+    cur_cmd: CurCmd, 0o644, "Write 1-5 to run FIND, MMAP, START_TEST, STOP_TEST, EXIT_TEST";
+    period_ms: PeriodMs, 0o644, "Timer period of a test round in ms (1-60000, default 500)";
+    buffer_size: BufferSize, 0o444,
+        "Size of the shared buffer in bytes (multiple of 4096, default 4096)";
+    back_to_back: BackToBack, 0o644, "1: next round right after the ack, no timer wait";
+    adaptive: Adaptive, 0o644, "1: no MEMORY_READY doorbell while the listener spins";
+    event_mode: EventModeParam, 0o444, "How codes reach the listener: counter or queue";
+    last_error: LastError, 0o444, "Why the last refused command was refused";
+    stats: StatsParam, 0o444,
+        "Round trips of the current test: count, min, mean, p50, p90, p99, p99.9, max (ns)";
+    histogram: Histogram, 0o444, "Round-trip histogram: low high count per non-empty bucket (ns)";
+}
+
+// `module_param(buffer_size, ulong, 0444)` also emits its type.
+#[link_section = ".modinfo"]
+#[used(compiler)]
+static BUFFER_SIZE_TYPE: [u8; BUFFER_SIZE_TYPE_STR.len()] = sys::byte_array(BUFFER_SIZE_TYPE_STR);
+const BUFFER_SIZE_TYPE_STR: &str = "parmtype=buffer_size:ulong\0";
+
+// The parameter names are the ABI's.
+const _: () = {
+    assert!(sys::str_eq(param::USR_PID, "usr_pid"));
+    assert!(sys::str_eq(param::USR_EFD, "usr_efd"));
+    assert!(sys::str_eq(param::USR_EFD2, "usr_efd2"));
+    assert!(sys::str_eq(param::CUR_CMD, "cur_cmd"));
+    assert!(sys::str_eq(param::PERIOD_MS, "period_ms"));
+    assert!(sys::str_eq(param::BUFFER_SIZE, "buffer_size"));
+    assert!(sys::str_eq(param::BACK_TO_BACK, "back_to_back"));
+    assert!(sys::str_eq(param::ADAPTIVE, "adaptive"));
+    assert!(sys::str_eq(param::EVENT_MODE, "event_mode"));
+    assert!(sys::str_eq(param::LAST_ERROR, "last_error"));
+    assert!(sys::str_eq(param::STATS, "stats"));
+    assert!(sys::str_eq(param::HISTOGRAM, "histogram"));
+};
+
+/// `kstrtoint()` setter with a lower bound (C's `int_at_least_set()`).
+fn set_int_at_least(val: &[u8], min: i32, store: &Atomic<i32>) -> Result {
+    match kstrtoint(val) {
+        Ok(v) if v >= min => {
+            store.store(v, Relaxed);
+            Ok(())
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+struct UsrPid;
+impl Param for UsrPid {
+    fn set(val: &[u8]) -> Result {
+        set_int_at_least(val, 1, &USR_PID)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", USR_PID.load(Relaxed)))
+    }
+}
+
+struct UsrEfd;
+impl Param for UsrEfd {
+    fn set(val: &[u8]) -> Result {
+        set_int_at_least(val, 0, &USR_EFD)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", USR_EFD.load(Relaxed)))
+    }
+}
+
+struct UsrEfd2;
+impl Param for UsrEfd2 {
+    fn set(val: &[u8]) -> Result {
+        set_int_at_least(val, 0, &USR_EFD2)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", USR_EFD2.load(Relaxed)))
+    }
+}
+
+struct CurCmd;
+impl Param for CurCmd {
+    fn set(val: &[u8]) -> Result {
+        cmd::write(val)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", CUR_CMD.load(Relaxed)))
+    }
+}
+
+struct PeriodMs;
+impl Param for PeriodMs {
+    fn set(val: &[u8]) -> Result {
+        match kstrtouint(val) {
+            Ok(v) if (1..=abi::MAX_PERIOD_MS).contains(&v) => {
+                PERIOD_MS.store(v, Relaxed);
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", period_ms()))
+    }
+}
+
+struct BufferSize;
+impl Param for BufferSize {
+    /// `param_set_ulong()`: the device copies the value at load.
+    fn set(val: &[u8]) -> Result {
+        let v = kstrtoull(val)?;
+        BUFFER_SIZE.store(usize::try_from(v).map_err(|_| ERANGE)?, Relaxed);
+        Ok(())
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", buffer_size()))
+    }
+}
+
+/// A mode switch, writable only while no test runs (C's `mode_flag_set()`).
+fn set_mode_flag(val: &[u8], flag: &Atomic<bool>) -> Result {
+    let v = kstrtobool_bytes(val)?;
+    // At load time there is no device yet, and so no test.
+    let Some(dev) = state::device() else {
+        flag.store(v, Relaxed);
+        return Ok(());
+    };
+    let k = Locked::new(&dev);
+    if k.testing {
+        return Err(EBUSY);
+    }
+    flag.store(v, Relaxed);
+    Ok(())
+}
+
+struct BackToBack;
+impl Param for BackToBack {
+    fn set(val: &[u8]) -> Result {
+        set_mode_flag(val, &BACK_TO_BACK)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", u8::from(back_to_back())))
+    }
+}
+
+struct Adaptive;
+impl Param for Adaptive {
+    fn set(val: &[u8]) -> Result {
+        set_mode_flag(val, &ADAPTIVE)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", u8::from(adaptive())))
+    }
+}
+
+struct EventModeParam;
+impl Param for EventModeParam {
+    fn set(_val: &[u8]) -> Result {
+        Err(EPERM)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", EventMode::Queue.name()))
+    }
+}
+
+struct LastError;
+impl Param for LastError {
+    fn set(_val: &[u8]) -> Result {
+        Err(EPERM)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        match state::device() {
+            Some(dev) => f.write_fmt(fmt!("{}\n", Locked::new(&dev).last_error.as_bstr())),
+            None => f.write_str("\n"),
+        }
+    }
+}
+
+struct StatsParam;
+impl Param for StatsParam {
+    fn set(_val: &[u8]) -> Result {
+        Err(EPERM)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        match state::device() {
+            Some(dev) => Locked::new(&dev).round.stats.show(f),
+            None => Stats::show_empty(f),
+        }
+    }
+}
+
+struct Histogram;
+impl Param for Histogram {
+    fn set(_val: &[u8]) -> Result {
+        Err(EPERM)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        match state::device() {
+            Some(dev) => Locked::new(&dev).round.stats.show_histogram(f),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `kstrtoull(s, 0, &v)`: an optional `+`, a `0x` (hex) or `0` (octal)
+/// prefix, digits, and at most one trailing newline.
+pub(crate) fn kstrtoull(s: &[u8]) -> Result<u64> {
+    parse_unsigned(s.strip_prefix(b"+").unwrap_or(s))
+}
+
+/// `_kstrtoull(s, 0, &v)`: [`kstrtoull`] without the `+`.
+fn parse_unsigned(s: &[u8]) -> Result<u64> {
+    let (radix, digits) = match s {
+        [b'0', x, d, ..] if (*x | 0x20) == b'x' && d.is_ascii_hexdigit() => (16, &s[2..]),
+        [b'0', ..] => (8, s),
+        _ => (10, s),
+    };
+    let mut value = 0u64;
+    let mut overflow = false;
+    let mut used = 0;
+    for &c in digits {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => break,
+        };
+        if u64::from(digit) >= radix {
+            break;
+        }
+        match value
+            .checked_mul(radix)
+            .and_then(|v| v.checked_add(u64::from(digit)))
+        {
+            Some(v) => value = v,
+            None => overflow = true,
+        }
+        used += 1;
+    }
+    if overflow {
+        return Err(ERANGE);
+    }
+    if used == 0 {
+        return Err(EINVAL);
+    }
+    let rest = &digits[used..];
+    if !rest.strip_prefix(b"\n").unwrap_or(rest).is_empty() {
+        return Err(EINVAL);
+    }
+    Ok(value)
+}
+
+/// `kstrtouint(s, 0, &v)`.
+pub(crate) fn kstrtouint(s: &[u8]) -> Result<u32> {
+    u32::try_from(kstrtoull(s)?).map_err(|_| ERANGE)
+}
+
+/// `kstrtoint(s, 0, &v)`.
+pub(crate) fn kstrtoint(s: &[u8]) -> Result<i32> {
+    match s.strip_prefix(b"-") {
+        Some(rest) => {
+            let v = parse_unsigned(rest)?;
+            0i32.checked_sub_unsigned(u32::try_from(v).map_err(|_| ERANGE)?)
+                .ok_or(ERANGE)
+        }
+        None => i32::try_from(kstrtoull(s)?).map_err(|_| ERANGE),
+    }
+}

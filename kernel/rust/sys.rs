@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! Small safe wrappers of C APIs that have no Rust abstraction in Linux 7.3,
+//! each with the reason it is sound. The driver logic above them is safe
+//! Rust.
+
+use core::ptr::NonNull;
+
+use kernel::{
+    bindings,
+    fmt::{self, Write},
+    fs::{file, Kiocb, LocalFile},
+    mm::virt::VmaNew,
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    str::Formatter,
+    sync::aref::ARef,
+    task::Task,
+    types::ForeignOwnable,
+    uaccess::UserPtr,
+    workqueue::Queue,
+};
+
+/// A workqueue of our own (`alloc_workqueue()` / `destroy_workqueue()`).
+///
+/// 7.3 deprecates the system workqueues, and draining our own at unload is
+/// what guarantees no work item runs module code afterwards.
+///
+/// # Invariants
+///
+/// `self.0` is a workqueue allocated by `alloc_workqueue()`, destroyed only
+/// in `drop()`.
+pub(crate) struct OwnedQueue(NonNull<bindings::workqueue_struct>);
+
+// SAFETY: Workqueues may be used and destroyed from any thread.
+unsafe impl Send for OwnedQueue {}
+// SAFETY: All workqueue operations used through `&OwnedQueue` are thread-safe.
+unsafe impl Sync for OwnedQueue {}
+
+impl OwnedQueue {
+    /// A per-CPU, high-priority workqueue (the C module's `WQ_HIGHPRI`; 7.3
+    /// wants `WQ_PERCPU` or `WQ_UNBOUND` spelled out).
+    pub(crate) fn new(name: &'static CStr) -> Result<Self> {
+        let flags = bindings::wq_flags_WQ_HIGHPRI | bindings::wq_flags_WQ_PERCPU;
+        // SAFETY: The format is a NUL-terminated "%s" and its one argument a
+        // NUL-terminated string, as `alloc_workqueue()` expects.
+        let wq = unsafe {
+            bindings::alloc_workqueue_noprof(c"%s".as_char_ptr(), flags, 0, name.as_char_ptr())
+        };
+        // INVARIANT: A non-NULL result is a freshly allocated workqueue.
+        NonNull::new(wq).map(Self).ok_or(ENOMEM)
+    }
+
+    /// Waits until the queue is empty and no work item runs
+    /// (`drain_workqueue()`); items queued meanwhile by the running ones are
+    /// run too.
+    pub(crate) fn drain(&self) {
+        // SAFETY: By the type invariant the workqueue is alive.
+        unsafe { bindings::drain_workqueue(self.0.as_ptr()) };
+    }
+}
+
+impl core::ops::Deref for OwnedQueue {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        // SAFETY: By the type invariant the workqueue stays alive until
+        // `drop()`, which needs `&mut self`, so for as long as this borrow.
+        unsafe { Queue::from_raw(self.0.as_ptr()) }
+    }
+}
+
+impl Drop for OwnedQueue {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the workqueue is alive, and this is
+        // its only destruction. It runs what is still queued first.
+        unsafe { bindings::destroy_workqueue(self.0.as_ptr()) };
+    }
+}
+
+/// The task of process `nr` in the caller's pid namespace (C:
+/// `get_pid_task(find_get_pid(nr), PIDTYPE_PID)`), referenced.
+pub(crate) fn task_by_vpid(nr: i32) -> Option<ARef<Task>> {
+    // SAFETY: `find_get_pid()` looks `nr` up in the current task's pid
+    // namespace under RCU and returns a counted `struct pid` or NULL.
+    let pid = NonNull::new(unsafe { bindings::find_get_pid(nr) })?;
+    // SAFETY: `pid` is a valid, counted `struct pid`. The result is a
+    // counted task or NULL.
+    let task = unsafe { bindings::get_pid_task(pid.as_ptr(), bindings::pid_type_PIDTYPE_PID) };
+    // SAFETY: We own the reference `find_get_pid()` took; drop it.
+    unsafe { bindings::put_pid(pid.as_ptr()) };
+    let task = NonNull::new(task)?;
+    // SAFETY: `get_pid_task()` took a reference that we hand to the `ARef`;
+    // `Task` is a transparent wrapper of `struct task_struct`.
+    Some(unsafe { ARef::from_raw(task.cast::<Task>()) })
+}
+
+/// A reference on open file `fd` of `task` (any file, as C's `iterate_fd()`
+/// lookup), or `None`.
+///
+/// `fget_task_next()` (exported since 6.11) does the locking: `task_lock()`
+/// keeps `task->files` from being released, RCU protects the fd table, and
+/// the file is returned with its reference count raised.
+pub(crate) fn task_file(task: &Task, fd: u32) -> Option<ARef<LocalFile>> {
+    let mut found = fd;
+    // SAFETY: `task` is a valid task (the caller holds a reference);
+    // `found` is a valid `unsigned int` the call may update.
+    let file = NonNull::new(unsafe { bindings::fget_task_next(task.as_ptr(), &mut found) })?;
+    // SAFETY: `fget_task_next()` returned a file reference that we hand to
+    // the `ARef`; `LocalFile` is a transparent wrapper of `struct file`.
+    let file: ARef<LocalFile> = unsafe { ARef::from_raw(file.cast::<LocalFile>()) };
+    // It returns the first open fd at or above `fd`: only an exact hit counts.
+    (found == fd).then_some(file)
+}
+
+/// Holds this module's parameter lock (`kernel_param_lock(THIS_MODULE)`),
+/// the lock every sysfs parameter callback runs under.
+pub(crate) struct ParamLock(());
+
+impl ParamLock {
+    /// Takes the lock; it is released when the value is dropped.
+    pub(crate) fn new() -> Self {
+        // SAFETY: `THIS_MODULE` is this module, alive while its code runs.
+        unsafe { bindings::kernel_param_lock(this_module()) };
+        Self(())
+    }
+}
+
+impl Drop for ParamLock {
+    fn drop(&mut self) {
+        // SAFETY: `new()` took the lock and this value stands for it.
+        unsafe { bindings::kernel_param_unlock(this_module()) };
+    }
+}
+
+/// `THIS_MODULE`.
+pub(crate) const fn this_module() -> *mut bindings::module {
+    kernel::module::this_module::<crate::LocalModule>().as_ptr()
+}
+
+/// Whether a read was opened or `fcntl()`ed with `O_NONBLOCK`.
+pub(crate) fn nonblocking<T: ForeignOwnable>(kiocb: &Kiocb<'_, T>) -> bool {
+    let iocb = kiocb.as_raw();
+    // SAFETY: `kiocb` is the live request of the current `read_iter` call,
+    // so `ki_filp` is the file being read, valid for the call. `f_flags`
+    // may change under `fcntl()`; like C, any recent value will do.
+    let flags = unsafe { (*(*iocb).ki_filp).f_flags };
+    flags & file::flags::O_NONBLOCK != 0
+}
+
+/// The mmap offset in pages (`vma->vm_pgoff`).
+pub(crate) fn vma_pgoff(vma: &VmaNew) -> usize {
+    // SAFETY: `vma` is being set up by our `mmap` hook (type invariant of
+    // `VmaNew`), so the pointer is valid and `vm_pgoff` is not changing.
+    unsafe { (*vma.as_ptr()).vm_pgoff }
+}
+
+/// Calls `f` with the page's kernel address (`kmap_local_page()`), valid
+/// only during the call.
+pub(crate) fn with_page_mapped<R>(page: &Page, f: impl FnOnce(*mut u8) -> R) -> R {
+    // SAFETY: `page` is a valid, owned page; the mapping is dropped below,
+    // in reverse order of any nested mapping, on this CPU.
+    let addr = unsafe { bindings::kmap_local_page(page.as_ptr()) };
+    let ret = f(addr.cast::<u8>());
+    // SAFETY: `addr` is the mapping made above and not used after this.
+    unsafe { bindings::kunmap_local(addr) };
+    ret
+}
+
+/// Copies the first `len` bytes (at most a page) of `page` to user address
+/// `to` (`copy_to_user()`); `EFAULT` if any byte could not be copied.
+pub(crate) fn copy_page_to_user(page: &Page, to: UserPtr, len: usize) -> Result {
+    let len = len.min(PAGE_SIZE);
+    with_page_mapped(page, |from| {
+        // SAFETY: `from` maps the whole page, so it is readable for
+        // `len <= PAGE_SIZE` bytes; `copy_to_user()` checks `to` itself. User
+        // space may be writing the page through its mapping meanwhile: as in
+        // C, the copy is a byte-wise snapshot and no Rust reference to the
+        // bytes is made.
+        let left = unsafe { bindings::copy_to_user(to.as_mut_ptr(), from.cast::<c_void>(), len) };
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(EFAULT)
+        }
+    })
+}
+
+/// A pointer as C's `%p` prints it: hashed, 16 hex digits, no `0x` (the
+/// kernel's `fmt!` routes `{:p}` through `%p` but adds the `0x`).
+pub(crate) struct PtrText {
+    buf: [u8; 32],
+    len: usize,
+}
+
+/// The hashed form of `ptr`, for the `Resolved pointer ...` log lines.
+pub(crate) fn hashed<T>(ptr: *const T) -> PtrText {
+    let mut buf = [0u8; 32];
+    let mut f = Formatter::new(&mut buf);
+    let _ = f.write_fmt(fmt!("{:p}", ptr));
+    let len = f.bytes_written().min(buf.len());
+    let skip = if buf.starts_with(b"0x") { 2 } else { 0 };
+    let mut out = PtrText {
+        buf: [0; 32],
+        len: len - skip,
+    };
+    out.buf[..len - skip].copy_from_slice(&buf[skip..len]);
+    out
+}
+
+impl fmt::Display for PtrText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?"))
+    }
+}
+
+/// `N` bytes of `s` as an array, for `.modinfo` entries.
+pub(crate) const fn byte_array<const N: usize>(s: &str) -> [u8; N] {
+    let bytes = s.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
+/// String equality usable in `const` assertions.
+pub(crate) const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
