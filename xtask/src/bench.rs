@@ -86,14 +86,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         &run,
     )?;
     let name = format!("{}@{series}", args.module);
-    let boot = crate::qemu::Boot {
-        name: &name,
-        vmlinuz: &kernel.vmlinuz,
-        initrd: &image,
-        timeout: Duration::from_secs(args.timeout),
-        extra_cmdline: series.extra_cmdline(),
-        expect_kmemleak: series.built_from_source(),
-    };
+    let boot = crate::qemu::Boot::of(
+        &name,
+        series,
+        &kernel,
+        &image,
+        Duration::from_secs(args.timeout),
+    );
     let outcome = step(format!("boot {} in QEMU", kernel.kernel.release()), || {
         crate::qemu::boot(&boot)
     })?;

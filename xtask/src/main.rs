@@ -176,14 +176,7 @@ fn vm(guest: &GuestArgs, timeout: u64, run: &str) -> Result<()> {
         Some(m) => format!("{m}@{series}"),
         None => series.to_string(),
     };
-    let boot = qemu::Boot {
-        name: &name,
-        vmlinuz: &kernel.vmlinuz,
-        initrd: &image,
-        timeout: Duration::from_secs(timeout),
-        extra_cmdline: series.extra_cmdline(),
-        expect_kmemleak: series.built_from_source(),
-    };
+    let boot = qemu::Boot::of(&name, series, &kernel, &image, Duration::from_secs(timeout));
     let outcome = util::step(format!("boot {} in QEMU", kernel.kernel.release()), || {
         qemu::boot(&boot)
     })?;

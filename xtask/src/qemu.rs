@@ -28,6 +28,27 @@ pub struct Boot<'a> {
     pub expect_kmemleak: bool,
 }
 
+impl<'a> Boot<'a> {
+    /// A boot of `kernel` for `series` with that series' command line and
+    /// kmemleak expectation.
+    pub fn of(
+        name: &'a str,
+        series: crate::kernels::Series,
+        kernel: &'a crate::kernels::Unpacked,
+        initrd: &'a Path,
+        timeout: Duration,
+    ) -> Self {
+        Boot {
+            name,
+            vmlinuz: &kernel.vmlinuz,
+            initrd,
+            timeout,
+            extra_cmdline: series.extra_cmdline(),
+            expect_kmemleak: series.built_from_source(),
+        }
+    }
+}
+
 /// What came out of a boot.
 pub struct Outcome {
     /// Every console line.

@@ -80,14 +80,8 @@ fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> V
     let name = format!("{module}@{series}");
     let outcome = (|| {
         let (kernel, image) = crate::prepare(series, None, Some(module), true, &run)?;
-        let boot = crate::qemu::Boot {
-            name: &name,
-            vmlinuz: &kernel.vmlinuz,
-            initrd: &image,
-            timeout: Duration::from_secs(timeout),
-            extra_cmdline: series.extra_cmdline(),
-            expect_kmemleak: series.built_from_source(),
-        };
+        let boot =
+            crate::qemu::Boot::of(&name, series, &kernel, &image, Duration::from_secs(timeout));
         step(format!("boot {} in QEMU", kernel.kernel.release()), || {
             crate::qemu::boot(&boot)
         })

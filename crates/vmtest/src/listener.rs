@@ -173,27 +173,24 @@ impl ListenerProc {
     /// The next lines (`timeout in polling` skipped) must match `patterns`
     /// one by one; returns all captures in order.
     pub fn expect_next(&mut self, patterns: &[&str], timeout: Duration) -> Result<Vec<String>> {
-        let deadline = Instant::now() + timeout;
-        let mut caps = Vec::new();
-        for p in patterns {
-            let line = self.next_line(deadline.saturating_duration_since(Instant::now()))?;
-            match pattern::capture(p, &line) {
-                Some(c) => caps.extend(c),
-                None => bail!(
-                    "listener printed {line:?} where `{p}` was expected; last lines: {}",
-                    self.context()
-                ),
-            }
-        }
-        Ok(caps)
+        self.expect_lines(patterns, timeout, Self::next_line)
     }
 
     /// As [`ListenerProc::expect_next`], without skipping `timeout in polling`.
     pub fn expect_next_raw(&mut self, patterns: &[&str], timeout: Duration) -> Result<Vec<String>> {
+        self.expect_lines(patterns, timeout, Self::next_raw)
+    }
+
+    fn expect_lines(
+        &mut self,
+        patterns: &[&str],
+        timeout: Duration,
+        next: fn(&mut Self, Duration) -> Result<String>,
+    ) -> Result<Vec<String>> {
         let deadline = Instant::now() + timeout;
         let mut caps = Vec::new();
         for p in patterns {
-            let line = self.next_raw(deadline.saturating_duration_since(Instant::now()))?;
+            let line = next(self, deadline.saturating_duration_since(Instant::now()))?;
             match pattern::capture(p, &line) {
                 Some(c) => caps.extend(c),
                 None => bail!(
