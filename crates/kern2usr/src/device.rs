@@ -409,22 +409,11 @@ impl Device {
     /// Append every pending event record to `out` (queue mode), reading
     /// until EAGAIN. Returns how many were appended.
     pub fn read_events(&self, out: &mut Vec<Event>) -> Result<usize> {
-        let mut buf = [0u8; EVENT_RECORD_SIZE * 64];
-        let before = out.len();
+        let mut total = 0;
         loop {
-            match rustix::io::read(&self.fd, &mut buf) {
-                Ok(0) | Err(Errno::AGAIN) => return Ok(out.len() - before),
-                Ok(n) => {
-                    if n % EVENT_RECORD_SIZE != 0 {
-                        return Err(Error::EventSize {
-                            got: n,
-                            record: EVENT_RECORD_SIZE,
-                        });
-                    }
-                    out.extend(buf[..n].chunks_exact(EVENT_RECORD_SIZE).map(decode_event));
-                }
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(Error::EventRead { source: e.into() }),
+            match self.read_events_once(out)? {
+                0 => return Ok(total),
+                n => total += n,
             }
         }
     }

@@ -39,17 +39,21 @@ pub fn attach_new_listener(ctx: &mut Ctx, extra: &[&str]) -> Result<ListenerProc
 /// MMAP (2) and the listener's mapping lines.
 pub fn map(ctx: &mut Ctx, l: &mut ListenerProc) -> Result<()> {
     ctx.params.command(Code::Mmap)?;
-    l.expect_code_block(
-        2,
-        &[
-            "Got mmap command in polling eventfd",
-            &format!("Char dev {SEED_DEVICE_PATH} opened"),
-            "Memory from char dev = <n> mmaped to 0x<hex>",
-            "handling_polling done!",
-        ],
-        timeout(),
-    )?;
+    let lines = mmap_lines();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    l.expect_code_block(2, &lines, timeout())?;
     Ok(())
+}
+
+/// The listener's lines after `In handling_polling value in eventfd = 2`
+/// (the seed's step 7); the mmap line captures the device fd.
+pub fn mmap_lines() -> [String; 4] {
+    [
+        "Got mmap command in polling eventfd".to_string(),
+        format!("Char dev {SEED_DEVICE_PATH} opened"),
+        "Memory from char dev = <n> mmaped to 0x<hex>".to_string(),
+        "handling_polling done!".to_string(),
+    ]
 }
 
 /// [`attached`] and [`map`].
