@@ -5,7 +5,7 @@
 //! kernel module includes it with `#[path]`): keep it `core`-only.
 
 /// Bumped whenever a layout or a code below changes meaning.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Module name, as in `/sys/module/<name>` and `insmod <name>.ko`.
 pub const MODULE_NAME: &str = "kern2usr";
@@ -164,6 +164,10 @@ pub const MAX_PERIOD_MS: u32 = 60_000;
 pub const DEFAULT_POLL_TIMEOUT_MS: u32 = 10_000;
 /// Events the kernel holds for the listener before it refuses commands (EAGAIN).
 pub const EVENT_QUEUE_LEN: u32 = 4096;
+/// Slots of the event queue kept for STOP_TEST and EXIT_TEST: MMAP,
+/// START_TEST and MEMORY_READY need more than this many free slots, so a
+/// listener that never drains its events can still be stopped and told to exit.
+pub const EVENT_QUEUE_RESERVE: u32 = 2;
 
 /// Keys of the `stats` parameter, one `key value` line each, in this order.
 /// Values are nanoseconds except `count`; all are 0 before the first round.
@@ -217,8 +221,10 @@ pub struct Event {
     pub seq: u64,
     /// The [`Code`] value.
     pub code: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// For [`Code::MemoryReady`]: the low 32 bits of the round's id (the
+    /// [`Ctrl::ready_seq`] value the round published), the value to pass
+    /// to [`IOC_ACK_ROUND`]. Zero for the other codes.
+    pub round: u32,
 }
 
 /// Argument of [`IOC_REGISTER`]: the caller's own eventfds.
@@ -319,8 +325,13 @@ pub const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
 /// Attach the calling process' two eventfds (the clean alternative to
 /// `usr_pid`/`usr_efd`/`usr_efd2` + FIND).
 pub const IOC_REGISTER: u32 = ioc(IOC_WRITE, IOC_MAGIC, 1, core::mem::size_of::<Register>());
-/// Acknowledge the outstanding round (same as writing 7 to efd2).
+/// Acknowledge the outstanding round (same as writing 7 to efd2): closes it
+/// only if its MEMORY_READY reached the listener (see PROTOCOL.md).
 pub const IOC_ACK: u32 = ioc(IOC_NONE, IOC_MAGIC, 2, 0);
+/// Acknowledge round `id` (a `u32`: [`Event::round`], or the low 32 bits of
+/// [`Ctrl::ready_seq`]). ESTALE if that round is not the outstanding one,
+/// EPROTO if no round is outstanding.
+pub const IOC_ACK_ROUND: u32 = ioc(IOC_WRITE, IOC_MAGIC, 5, core::mem::size_of::<u32>());
 /// Read [`Info`].
 pub const IOC_INFO: u32 = ioc(IOC_READ, IOC_MAGIC, 3, core::mem::size_of::<Info>());
 /// Copy the data buffer to userspace (`copy_to_user`), the classic path the

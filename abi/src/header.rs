@@ -10,7 +10,7 @@ use std::vec::Vec;
 
 use crate::{
     param, Code, EventMode, ABI_VERSION, CTRL_MMAP_OFFSET, DEFAULT_BUFFER_SIZE, DEFAULT_PERIOD_MS,
-    DEFAULT_POLL_TIMEOUT_MS, DEVICE_NAME, EVENT_QUEUE_LEN, HIST_BUCKETS, HIST_MAX_BITS,
+    DEFAULT_POLL_TIMEOUT_MS, DEVICE_NAME, EVENT_QUEUE_LEN, EVENT_QUEUE_RESERVE, HIST_BUCKETS, HIST_MAX_BITS,
     HIST_SUB_BITS, IOC_MAGIC, LISTENER_ASLEEP, LISTENER_SPINNING, MAX_BUFFER_SIZE, MAX_PERIOD_MS,
     MODULE_NAME, STATS_KEYS,
 };
@@ -83,6 +83,7 @@ pub fn render() -> String {
         &format!("{DEFAULT_POLL_TIMEOUT_MS}U"),
     );
     def("K2U_EVENT_QUEUE_LEN", &format!("{EVENT_QUEUE_LEN}U"));
+    def("K2U_EVENT_QUEUE_RESERVE", &format!("{EVENT_QUEUE_RESERVE}U"));
     def("", "");
     def("K2U_HIST_SUB_BITS", &format!("{HIST_SUB_BITS}U"));
     def("K2U_HIST_MAX_BITS", &format!("{HIST_MAX_BITS}U"));
@@ -103,7 +104,7 @@ pub fn render() -> String {
          struct k2u_event {\n\
          \t__u64 seq;\n\
          \t__u32 code;\n\
-         \t__u32 reserved;\n\
+         \t__u32 round;\n\
          };\n\
          \n\
          /* K2U_IOC_REGISTER: the caller's own eventfds. */\n\
@@ -142,6 +143,7 @@ pub fn render() -> String {
          #define K2U_IOC_ACK                 _IO(K2U_IOC_MAGIC, 2)\n\
          #define K2U_IOC_INFO                _IOR(K2U_IOC_MAGIC, 3, struct k2u_info)\n\
          #define K2U_IOC_READ_BUFFER         _IOW(K2U_IOC_MAGIC, 4, struct k2u_read_buffer)\n\
+         #define K2U_IOC_ACK_ROUND           _IOW(K2U_IOC_MAGIC, 5, __u32)\n\
          \n\
          #endif /* _KERN2USR_ABI_H */\n",
     );

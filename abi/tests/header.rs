@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kern2usr_abi::{
-    header, Code, Ctrl, Event, Info, ReadBuffer, Register, HIST_BUCKETS, IOC_ACK, IOC_INFO,
-    IOC_READ_BUFFER, IOC_REGISTER,
+    header, Code, Ctrl, Event, Info, ReadBuffer, Register, EVENT_QUEUE_RESERVE, HIST_BUCKETS,
+    IOC_ACK, IOC_ACK_ROUND, IOC_INFO, IOC_READ_BUFFER, IOC_REGISTER,
 };
 
 fn workspace_root() -> PathBuf {
@@ -53,6 +53,8 @@ int main(void)
 	printf("%lu %zu %zu %zu %u\n", (unsigned long)K2U_IOC_READ_BUFFER,
 	       sizeof(struct k2u_read_buffer), sizeof(struct k2u_ctrl),
 	       offsetof(struct k2u_ctrl, doorbells_skipped), K2U_HIST_BUCKETS);
+	printf("%lu %zu %u\n", (unsigned long)K2U_IOC_ACK_ROUND, offsetof(struct k2u_event, round),
+	       K2U_EVENT_QUEUE_RESERVE);
 	return 0;
 }
 "#,
@@ -75,7 +77,7 @@ int main(void)
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let codes: Vec<String> = Code::ALL.iter().map(|c| c.value().to_string()).collect();
     let expected = format!(
-        "{}\n{} {} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {}\n",
+        "{}\n{} {} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {}\n{} {} {}\n",
         codes.join(" "),
         IOC_REGISTER,
         IOC_ACK,
@@ -92,6 +94,9 @@ int main(void)
         size_of::<Ctrl>(),
         offset_of!(Ctrl, doorbells_skipped),
         HIST_BUCKETS,
+        IOC_ACK_ROUND,
+        offset_of!(Event, round),
+        EVENT_QUEUE_RESERVE,
     );
     assert_eq!(text, expected);
     let _ = std::fs::remove_dir_all(&dir);

@@ -31,6 +31,8 @@ fn ioctl_numbers_follow_asm_generic_encoding() {
     assert_eq!(IOC_ACK, 0x0000_E702);
     // _IOR(0xE7, 3, 24 bytes) = (2 << 30) | (24 << 16) | (0xE7 << 8) | 3
     assert_eq!(IOC_INFO, 0x8018_E703);
+    // _IOW(0xE7, 5, u32) = (1 << 30) | (4 << 16) | (0xE7 << 8) | 5
+    assert_eq!(IOC_ACK_ROUND, 0x4004_E705);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define K2U_ABI_VERSION             1
+#define K2U_ABI_VERSION             2
 #define K2U_MODULE_NAME             "kern2usr"
 #define K2U_DEVICE_NAME             "kern2usr"
 #define K2U_PARAM_USR_PID           "usr_pid"
@@ -42,6 +42,7 @@
 #define K2U_MAX_PERIOD_MS           60000U
 #define K2U_DEFAULT_POLL_TIMEOUT_MS 10000U
 #define K2U_EVENT_QUEUE_LEN         4096U
+#define K2U_EVENT_QUEUE_RESERVE     2U
 
 #define K2U_HIST_SUB_BITS           5U
 #define K2U_HIST_MAX_BITS           40U
@@ -58,7 +59,7 @@
 struct k2u_event {
 	__u64 seq;
 	__u32 code;
-	__u32 reserved;
+	__u32 round;
 };
 
 /* K2U_IOC_REGISTER: the caller's own eventfds. */
@@ -95,5 +96,6 @@ struct k2u_info {
 #define K2U_IOC_ACK                 _IO(K2U_IOC_MAGIC, 2)
 #define K2U_IOC_INFO                _IOR(K2U_IOC_MAGIC, 3, struct k2u_info)
 #define K2U_IOC_READ_BUFFER         _IOW(K2U_IOC_MAGIC, 4, struct k2u_read_buffer)
+#define K2U_IOC_ACK_ROUND           _IOW(K2U_IOC_MAGIC, 5, __u32)
 
 #endif /* _KERN2USR_ABI_H */

@@ -178,7 +178,7 @@ impl Locked<'_> {
         *slot = Event {
             seq,
             code: code.value(),
-            reserved: 0,
+            round: 0,
         };
         self.next_seq = seq.wrapping_add(1);
         self.ring_count += 1;

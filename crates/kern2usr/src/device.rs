@@ -492,14 +492,14 @@ unsafe impl rustix::ioctl::Ioctl for ReadBufferIoctl {
 fn decode_event(rec: &[u8]) -> Event {
     let mut seq = [0u8; 8];
     let mut code = [0u8; 4];
-    let mut reserved = [0u8; 4];
+    let mut round = [0u8; 4];
     seq.copy_from_slice(&rec[0..8]);
     code.copy_from_slice(&rec[8..12]);
-    reserved.copy_from_slice(&rec[12..16]);
+    round.copy_from_slice(&rec[12..16]);
     Event {
         seq: u64::from_ne_bytes(seq),
         code: u32::from_ne_bytes(code),
-        reserved: u32::from_ne_bytes(reserved),
+        round: u32::from_ne_bytes(round),
     }
 }
 
@@ -649,7 +649,7 @@ mod tests {
             Event {
                 seq: 42,
                 code: 6,
-                reserved: 0
+                round: 0
             }
         );
     }

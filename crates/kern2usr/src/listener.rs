@@ -852,7 +852,7 @@ mod tests {
         Event {
             seq,
             code: code.value(),
-            reserved: 0,
+            round: 0,
         }
     }
 
@@ -945,7 +945,7 @@ mod tests {
                     Event {
                         seq: 6,
                         code: 9,
-                        reserved: 0,
+                        round: 0,
                     },
                     ev(7, ExitTest),
                 ],
