@@ -9,7 +9,6 @@
 #include <linux/device.h>
 #include <linux/eventfd.h>
 #include <linux/hrtimer.h>
-#include <linux/mm.h>
 #include <linux/version.h>
 
 /* Since 6.8 eventfd_signal() only adds 1: the codes travel as records. */
@@ -55,16 +54,6 @@ static inline void k2u_eventfd_ring(struct eventfd_ctx *ctx, unsigned int code)
 #else
 #define K2U_DEVNODE_DEV struct device
 #endif
-
-/* 6.3 made vm_flags writable only through helpers. */
-static inline void k2u_vma_clear_maywrite(struct vm_area_struct *vma)
-{
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
-	vm_flags_clear(vma, VM_MAYWRITE);
-#else
-	vma->vm_flags &= ~VM_MAYWRITE;
-#endif
-}
 
 /* 6.13 replaced hrtimer_init() + ->function by hrtimer_setup(). */
 static inline void k2u_hrtimer_setup(struct hrtimer *timer,
