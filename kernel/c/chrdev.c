@@ -48,7 +48,7 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 	 * (the 2017 client maps it so). A private control page would hide
 	 * listener_state from the module.
 	 */
-	if (!(vma->vm_flags & VM_SHARED) && area == k->ctrl) {
+	if (!(vma->vm_flags & VM_MAYSHARE) && area == k->ctrl) {
 		pr_info_ratelimited("mmap refused: the control page must be MAP_SHARED\n");
 		return -EINVAL;
 	}

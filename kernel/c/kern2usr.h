@@ -89,6 +89,7 @@ struct k2u {
 	/* Guarded by ack_lock (taken inside an eventfd's wait-queue lock). */
 	spinlock_t ack_lock;
 	struct k2u_round round;
+	u64 rounds_published;		/* round ids; the control page shows it */
 	u64 acks_late;			/* acks that closed nothing, not yet logged */
 	u64 ack_bad_value;		/* last efd2 value that is no multiple of 7 */
 	bool in_flight;			/* counter mode: a code sits in efd */
@@ -149,6 +150,7 @@ int k2u_attach(struct k2u *k, struct task_struct *task, struct file *efd_file,
 	       struct file *efd2_file, char *why, size_t why_len);
 void k2u_detach(struct k2u *k);
 bool k2u_check_listener(struct k2u *k);
+bool k2u_listener_alive(struct k2u *k);
 struct task_struct *k2u_get_task(pid_t nr);
 bool k2u_may_reach_files(struct task_struct *task);
 struct file *k2u_fget_task(struct task_struct *task, unsigned int fd);

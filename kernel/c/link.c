@@ -14,7 +14,6 @@
 #include <linux/fdtable.h>
 #include <linux/file.h>
 #include <linux/pid.h>
-#include <linux/sched/coredump.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task.h>
 #include <linux/uaccess.h>
@@ -26,7 +25,7 @@
  * Counter mode, efd's wait-queue lock held: the listener's read() consumed
  * the posted code. A plain eventfd reads as 0 afterwards; anything left
  * means one code reaches the listener as several reads (EFD_SEMAPHORE) or
- * another writer adds to efd: drain it and have the listener detached.
+ * another writer adds to efd: have the listener detached.
  */
 static void k2u_efd_consumed(struct k2u *k)
 {
@@ -36,8 +35,7 @@ static void k2u_efd_consumed(struct k2u *k)
 
 	eventfd_ctx_do_read(k->efd.ctx, &rest);
 	if (rest) {
-		while (rest)
-			eventfd_ctx_do_read(k->efd.ctx, &rest);
+		/* Left as it is: a semaphore count may be huge. */
 		set_bit(K2U_EV_EFD_UNDRAINED, &k->events);
 		queue_work(k->wq, &k->hup_work);
 		return;
@@ -76,6 +74,9 @@ static int k2u_efd_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 	return 0;
 }
 
+/* Reads of efd2 per wake-up: 7 covers a semaphore eventfd's one ack. */
+#define K2U_EFD2_READS 64
+
 /* efd2: consume the listener's acknowledgements right here. */
 static int k2u_efd2_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 			 void *key)
@@ -83,11 +84,22 @@ static int k2u_efd2_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 	struct k2u *k = container_of(wait, struct k2u, efd2.wait);
 	__poll_t flags = key_to_poll(key);
 	unsigned long irqflags;
-	u64 value;
+	u64 value, part;
+	int i;
 
 	if (flags & EPOLLIN) {
-		/* The caller holds efd2's wait-queue lock, as do_read requires. */
-		eventfd_ctx_do_read(k->efd2.ctx, &value);
+		/*
+		 * The caller holds efd2's wait-queue lock, as do_read requires.
+		 * A plain eventfd gives its whole count at once; an EFD_SEMAPHORE
+		 * one 1 per read, so read a bounded number of times.
+		 */
+		value = 0;
+		for (i = 0; i < K2U_EFD2_READS; i++) {
+			eventfd_ctx_do_read(k->efd2.ctx, &part);
+			if (!part)
+				break;
+			value += part;
+		}
 		if (value) {
 			spin_lock_irqsave(&k->ack_lock, irqflags);
 			k2u_round_efd2_locked(k, value);
@@ -395,23 +407,23 @@ bool k2u_is_eventfd(struct file *file)
 }
 
 /*
- * Whether the caller may reach into @task's files: the checks of
- * ptrace_may_access(task, PTRACE_MODE_ATTACH_REALCREDS), which is what
- * pidfd_getfd() asks. That function is not exported to modules, so its
- * steps are spelled out here (same thread group; the caller's real ids
- * match all of the target's, or CAP_SYS_PTRACE in its user namespace; a
- * non-dumpable target needs CAP_SYS_PTRACE over its mm), without the LSM
- * hook, which is not exported either.
+ * Whether the caller may reach into @task's files: the steps of
+ * __ptrace_may_access(task, PTRACE_MODE_ATTACH_REALCREDS), which
+ * pidfd_getfd() asks and modules cannot call (not exported): same thread
+ * group; the caller's real ids match all of the target's, or it has
+ * CAP_SYS_PTRACE in the target's user namespace; a target that is not
+ * dumpable needs CAP_SYS_PTRACE over it. The LSM hook (Yama, SELinux) is
+ * not exported either and is not asked. Call with the target's
+ * exec_update_lock held, as pidfd_getfd() does, so that an execve cannot
+ * change what the answer is about before its files are taken.
  */
 bool k2u_may_reach_files(struct task_struct *task)
 {
 	const struct cred *cred = current_cred(), *tcred;
-	struct mm_struct *mm;
 	bool ok;
 
 	if (same_thread_group(task, current))
 		return true;
-	task_lock(task);
 	rcu_read_lock();
 	tcred = __task_cred(task);
 	ok = (uid_eq(cred->uid, tcred->euid) && uid_eq(cred->uid, tcred->suid) &&
@@ -419,9 +431,14 @@ bool k2u_may_reach_files(struct task_struct *task)
 	      gid_eq(cred->gid, tcred->sgid) && gid_eq(cred->gid, tcred->gid)) ||
 	     ns_capable(tcred->user_ns, CAP_SYS_PTRACE);
 	rcu_read_unlock();
-	mm = task->mm;
-	if (ok && mm && get_dumpable(mm) != SUID_DUMP_USER)
-		ok = ns_capable(mm->user_ns, CAP_SYS_PTRACE);
+	if (!ok)
+		return false;
+	/* Dumpability after the credentials; pairs with commit_creds(). */
+	smp_rmb();
+	task_lock(task);
+	rcu_read_lock();
+	ok = k2u_dumpable_or_capable(task);
+	rcu_read_unlock();
 	task_unlock(task);
 	return ok;
 }
@@ -430,14 +447,16 @@ bool k2u_may_reach_files(struct task_struct *task)
  * Whether the attached listener process still exists. Its eventfds may
  * outlive it in a child it forked; the child got the files, not the role.
  */
-static bool k2u_listener_alive(struct k2u *k)
+bool k2u_listener_alive(struct k2u *k)
 {
 	struct task_struct *task;
 	bool alive;
 
+	lockdep_assert_held(&k->lock);
 	rcu_read_lock();
 	task = pid_task(k->listener, PIDTYPE_TGID);
-	alive = task && !(READ_ONCE(task->flags) & PF_EXITING);
+	/* Threads still running, even if the main thread has exited. */
+	alive = task && atomic_read(&task->signal->live) > 0;
 	rcu_read_unlock();
 	return alive;
 }
@@ -488,7 +507,8 @@ int k2u_attach(struct k2u *k, struct task_struct *task, struct file *efd_file,
 		snprintf(why, why_len, "efd and efd2 are the same eventfd");
 		goto out_efd2;
 	}
-	if (k->attached && efd == k->efd.ctx && efd2 == k->efd2.ctx) {
+	if (k->attached && !k->exit_sent && efd == k->efd.ctx &&
+	    efd2 == k->efd2.ctx) {
 		/* The same listener again: keep its events and its round. */
 		put_pid(k->listener);
 		k->listener = get_task_pid(task, PIDTYPE_TGID);

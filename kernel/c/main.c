@@ -13,6 +13,7 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/sched/signal.h>
 #include <linux/sched/task.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
@@ -134,20 +135,28 @@ static int k2u_cmd_find(struct k2u *k)
 	if (!task)
 		return k2u_refuse(k, cmd, -ESRCH, "usr_pid=%d: no such process",
 				  usr_pid);
+	/* As pidfd_getfd(): no execve between the check and the files. */
+	ret = down_read_killable(&task->signal->exec_update_lock);
+	if (ret)
+		goto out_task;
 	if (!k2u_may_reach_files(task)) {
+		up_read(&task->signal->exec_update_lock);
 		ret = k2u_refuse(k, cmd, -EPERM,
 				 "may not reach into the files of pid %d (ptrace access)",
 				 usr_pid);
 		goto out_task;
 	}
-	ret = -EBADF;
 	f1 = k2u_fget_task(task, usr_efd);
+	f2 = k2u_fget_task(task, usr_efd2);
+	up_read(&task->signal->exec_update_lock);
+	ret = -EBADF;
 	if (!f1) {
+		if (f2)
+			fput(f2);
 		k2u_refuse(k, cmd, ret, "usr_efd=%d is not an open fd of pid %d",
 			   usr_efd, usr_pid);
 		goto out_task;
 	}
-	f2 = k2u_fget_task(task, usr_efd2);
 	if (!f2) {
 		k2u_refuse(k, cmd, ret, "usr_efd2=%d is not an open fd of pid %d",
 			   usr_efd2, usr_pid);

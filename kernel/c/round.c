@@ -78,13 +78,14 @@ static int k2u_round_close_locked(struct k2u *k, bool by_id, u32 id)
 void k2u_round_efd2_locked(struct k2u *k, u64 value)
 {
 	u64 acks;
+	u32 rest;
 
 	lockdep_assert_held(&k->ack_lock);
-	if (value % K2U_CMD_MEMORY_COPIED) {
+	acks = div_u64_rem(value, K2U_CMD_MEMORY_COPIED, &rest);
+	if (rest) {
 		k->ack_bad_value = value;
 		return;
 	}
-	acks = div_u64(value, K2U_CMD_MEMORY_COPIED);
 	if (!k2u_round_close_locked(k, false, 0))
 		acks--;
 	k->acks_late += acks;
@@ -116,8 +117,19 @@ static void k2u_round_begin(struct k2u *k, bool log)
 {
 	struct k2u_ctrl *ctrl = k->ctrl;
 	unsigned long irqflags;
-	u64 id;
+	bool busy;
 
+	/*
+	 * Never over an outstanding round, nor over one an ack closed that
+	 * is not counted yet (ack_work counts it and, back to back, comes
+	 * here again). Only this function opens rounds, under k2u.lock, so
+	 * the answer holds until the round below is opened.
+	 */
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	busy = k->round.open || k->round.closed;
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	if (busy)
+		return;
 	if (!k2u_post_has_room(k, K2U_CMD_MEMORY_READY)) {
 		pr_notice_ratelimited("event queue full: round skipped\n");
 		/* Back to back has no timer to try again: arm it. */
@@ -132,21 +144,20 @@ static void k2u_round_begin(struct k2u *k, bool log)
 	k->buffer_filled = true;
 	k->calculation_done = false;
 	k->log_round = log;
-	id = READ_ONCE(ctrl->ready_seq) + 1;
 	/*
-	 * Open the round before it can be seen: a spinning listener may ack
-	 * as soon as the new sequence is visible. In adaptive mode the control
-	 * page shows every round, so it counts as shown from here.
+	 * Open the round and publish its id in one ack_lock section: an ack
+	 * either comes before (and cannot close it) or after the round is
+	 * visible. In adaptive mode the control page shows every round, so
+	 * it counts as shown from its publish. Release: the filled buffer is
+	 * visible before the new sequence.
 	 */
 	spin_lock_irqsave(&k->ack_lock, irqflags);
-	k->round.id = id;
+	k->round.id = ++k->rounds_published;
 	k->round.open = true;
-	k->round.closed = false;
 	k->round.shown = k->adaptive;
 	k->round.start_ns = ktime_get_ns();
+	smp_store_release(&ctrl->ready_seq, k->round.id);
 	spin_unlock_irqrestore(&k->ack_lock, irqflags);
-	/* Release: the filled buffer is visible before the new sequence. */
-	smp_store_release(&ctrl->ready_seq, id);
 	/* Pairs with the listener's barrier between ASLEEP and its re-read. */
 	smp_mb();
 	if (k->adaptive &&
@@ -233,10 +244,11 @@ void k2u_round_stop(struct k2u *k)
 		return;
 	hrtimer_cancel(&k->timer);
 	k->testing = false;
-	k2u_round_collect(k);
+	/* Abandon first: an ack from here on finds no round to close. */
 	spin_lock_irqsave(&k->ack_lock, irqflags);
 	k->round.open = false;
 	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	k2u_round_collect(k);
 	k->buffer_filled = false;
 	k->calculation_done = false;
 }
@@ -283,6 +295,7 @@ void k2u_round_collect(struct k2u *k)
 		pr_info("Time to copy = %llu\n", took);
 		pr_info("Exit from __monitor_efd2\n");
 	}
-	if (k->back_to_back && k->testing)
+	/* A dead listener is detached by the next command or timer round. */
+	if (k->back_to_back && k->testing && k2u_listener_alive(k))
 		k2u_round_begin(k, __ratelimit(&k2u_round_log));
 }
