@@ -621,7 +621,7 @@ fn install_requests(what: &str, requests: &[Request], dry_run: bool) -> Result<(
             return verify(&requests);
         }
         Ok(plan) => plan.describe_harm(),
-        Err(e) => format!("{e:#}"),
+        Err(e) => apt_errors(&format!("{e:#}")),
     };
     show(format!(
         "==> apt: installing {} from {} would not be safe: {first_problem}",
@@ -665,13 +665,14 @@ fn install_requests(what: &str, requests: &[Request], dry_run: bool) -> Result<(
         .collect();
     let fam_list: Vec<String> = family.iter().map(Request::arg).collect();
     show(format!(
-        "==> apt: resolving {} from {BACKPORTS} instead (-t {BACKPORTS}, the version of the installed siblings)",
+        "==> apt: resolving {} from {BACKPORTS} instead (-t {BACKPORTS}; a version without `=` \
+         is the one of the installed package built from the same source)",
         fam_list.join(" ")
     ));
     let bp_plan = bp.simulate(&family).map_err(|e| {
         stop(format!(
             "{first_problem}; and from {BACKPORTS}: {}",
-            first_line(&format!("{e:#}"))
+            apt_errors(&format!("{e:#}"))
         ))
     })?;
     if !bp_plan.is_clean() {
@@ -683,7 +684,9 @@ fn install_requests(what: &str, requests: &[Request], dry_run: bool) -> Result<(
     let rest_plan = if rest.is_empty() {
         None
     } else {
-        let p = host.simulate(&rest).map_err(|e| stop(format!("{e:#}")))?;
+        let p = host
+            .simulate(&rest)
+            .map_err(|e| stop(apt_errors(&format!("{e:#}"))))?;
         if !p.is_clean() {
             return Err(stop(p.describe_harm()));
         }
@@ -707,11 +710,25 @@ fn install_requests(what: &str, requests: &[Request], dry_run: bool) -> Result<(
     verify(&requests)
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines()
-        .find(|l| l.starts_with("E:") || l.contains("Depends:"))
-        .or_else(|| s.lines().next())
-        .unwrap_or("")
+/// apt's own complaint in its output: the `E:` lines and unmet
+/// `Depends:`/`Breaks:` lines, joined; else the first line.
+pub fn apt_errors(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("E:")
+                || l.contains(": Depends:")
+                || l.starts_with("Depends:")
+                || l.contains("Breaks:")
+                || l.contains("Conflicts:")
+        })
+        .collect();
+    if lines.is_empty() {
+        text.lines().next().unwrap_or("").to_string()
+    } else {
+        lines.join(" / ").trim_end_matches('.').to_string()
+    }
 }
 
 fn show_plan(plan: &Plan) {
@@ -917,6 +934,25 @@ Conf qemu-utils (1:7.2+dfsg-7+deb12u18+b3 Debian:12.15/oldstable [amd64])
             "qemu"
         );
         assert_eq!(source_of("Package: cpio\n", "cpio"), "cpio");
+    }
+
+    #[test]
+    fn apt_complaints_are_condensed() {
+        // `apt-get -s install qemu-system-x86=1:10.0.2+ds-2+deb13u1~bpo12+1
+        // qemu-utils=...` without -t (real output, shortened).
+        let text = "`apt-get ...` failed with exit status: 100; its last lines:\n\
+            Some packages could not be installed. This may mean that you have\n\
+            The following packages have unmet dependencies:\n \
+            qemu-system-x86 : Depends: qemu-system-common (= 1:10.0.2+ds-2+deb13u1~bpo12+1) but it is not installable\n                   \
+            Depends: seabios (> 1.16.3-1~) but 1.16.2-1 is to be installed\n\
+            E: Unable to correct problems, you have held broken packages.\n";
+        assert_eq!(
+            apt_errors(text),
+            "qemu-system-x86 : Depends: qemu-system-common (= 1:10.0.2+ds-2+deb13u1~bpo12+1) but it is not installable / \
+             Depends: seabios (> 1.16.3-1~) but 1.16.2-1 is to be installed / \
+             E: Unable to correct problems, you have held broken packages"
+        );
+        assert_eq!(apt_errors("just this\nand that"), "just this");
     }
 
     #[test]

@@ -154,10 +154,11 @@ impl Kernel {
             Series::V6_1 => "linux-kbuild-6.1".to_string(),
             Series::V6_12 => format!("linux-kbuild-{abi}"),
             Series::V7_3Debug => return vec![format!("linux-source-7.3={abi}")],
-            // Only the image: the headers, their kbuild and gcc-14 go into
-            // the trixie build root (see `ensure_buildroot`). Backports
-            // only carry the signed image; QEMU boots it the same.
-            Series::V7_3 => return vec![format!("linux-image-{abi}-amd64")],
+            // Only the image, which 7.x packages as linux-binary (the
+            // linux-image package is an empty metapackage): the headers,
+            // their kbuild and gcc-14 go into the trixie build root (see
+            // `ensure_buildroot`).
+            Series::V7_3 => return vec![format!("linux-binary-{abi}-amd64")],
         };
         vec![
             format!("linux-image-{abi}-amd64-unsigned"),
@@ -545,8 +546,12 @@ fn unpacked(cache: &Path, kernel: Kernel) -> Unpacked {
         ),
         _ => (root.join(&headers), None),
     };
+    let vmlinuz = match kernel.series {
+        Series::V7_3 => root.join("usr/lib/modules").join(&release).join("vmlinuz"),
+        _ => root.join("boot").join(format!("vmlinuz-{release}")),
+    };
     Unpacked {
-        vmlinuz: root.join("boot").join(format!("vmlinuz-{release}")),
+        vmlinuz,
         kdir,
         kernel,
         make_vars: Vec::new(),
@@ -885,12 +890,12 @@ mod tests {
             series: Series::V7_3,
             abi: "7.3.4+deb13".into(),
         };
-        assert_eq!(k.packages(), ["linux-image-7.3.4+deb13-amd64"]);
+        assert_eq!(k.packages(), ["linux-binary-7.3.4+deb13-amd64"]);
         assert_eq!(k.release(), "7.3.4+deb13-amd64");
         let u = unpacked(Path::new("/c"), k);
         assert_eq!(
             u.vmlinuz,
-            Path::new("/c/kernels/7.3.4+deb13/root/boot/vmlinuz-7.3.4+deb13-amd64")
+            Path::new("/c/kernels/7.3.4+deb13/root/usr/lib/modules/7.3.4+deb13-amd64/vmlinuz")
         );
         assert_eq!(
             u.kdir,

@@ -318,7 +318,9 @@ fn deps_cmd(with: &[String], dry_run: bool) -> Result<()> {
     }
     if let Some(owner) = sudo {
         for dir in [cache::cache_dir()?, util::target_dir()] {
-            if dir.exists() {
+            // Only the user's own directories: with sudo's HOME=/root the
+            // cache is root's, and stays so.
+            if dir.exists() && util::owned_by(dir.parent().unwrap_or(&dir), owner.0) {
                 let n = util::chown_root_files(&dir, owner)?;
                 if n > 0 {
                     util::say(format!(
@@ -370,7 +372,14 @@ fn main() -> Result<()> {
                 kernels::fetch(k.kernel, k.kernel_version.as_deref())
             })?;
             println!("vmlinuz: {}", u.vmlinuz.display());
-            println!("KDIR:    {}", u.kdir.display());
+            match &u.chroot {
+                None => println!("KDIR:    {}", u.kdir.display()),
+                Some(root) => println!(
+                    "KDIR:    {} (inside the build root {})",
+                    u.kdir.display(),
+                    root.display()
+                ),
+            }
             Ok(())
         }
         Cmd::BuildModule { kernel, module } => {

@@ -491,6 +491,12 @@ pub fn chown_root_files(dir: &Path, owner: (u32, u32)) -> Result<usize> {
     Ok(changed)
 }
 
+/// Whether `path` belongs to `uid`.
+pub fn owned_by(path: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).is_ok_and(|m| m.uid() == uid)
+}
+
 /// Refuses to run as root in a checkout that belongs to someone else
 /// (typically `sudo cargo xtask test`): everything it wrote to target/ and
 /// the cache would be root's. Only `deps` needs root, and it gives what it
