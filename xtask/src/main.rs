@@ -364,6 +364,17 @@ fn main() -> Result<()> {
     if need.packages != deps::Need::Nothing {
         util::stage("deps", || deps::ensure(need.packages))?;
     }
+    if need.packages == deps::Need::Boot {
+        util::show(format!(
+            "==> accel: {}",
+            match std::env::var("K2U_ACCEL").ok().as_deref() {
+                Some(a @ ("kvm" | "tcg")) => format!("{a} (K2U_ACCEL)"),
+                _ => "KVM if a short probe boot of each kernel works under it, else TCG \
+                      (K2U_ACCEL=tcg|kvm skips the probe)"
+                    .to_string(),
+            }
+        ));
+    }
     match cli.command {
         Cmd::GenHeader => gen_header(),
         Cmd::Deps { with, dry_run } => deps_cmd(&with, dry_run),

@@ -209,6 +209,61 @@ pub fn run_timeout_quiet(cmd: &mut Command, limit: Duration) -> Result<String> {
 
 fn run_timeout_with(cmd: &mut Command, limit: Duration, echo: bool) -> Result<String> {
     let desc = describe(cmd);
+    let ran = collect(cmd, limit, echo)?;
+    let last = ran.tail.iter().cloned().collect::<Vec<_>>().join("\n");
+    if ran.timed_out {
+        bail!(
+            "`{desc}` did not finish within {}s and was killed (K2U_TIMEOUT_SCALE={} multiplies \
+             every timeout); its last lines:\n{last}",
+            limit.as_secs(),
+            timeout_scale()
+        );
+    }
+    if !ran.status.success() {
+        bail!(
+            "`{desc}` failed with {}; its last lines:\n{last}",
+            ran.status
+        );
+    }
+    Ok(ran.text)
+}
+
+/// Runs `cmd` with stdin closed and returns its status and its stdout and
+/// stderr interleaved (in `stdout`) like `Command::output`; kills it and
+/// everything it started after `limit` times `K2U_TIMEOUT_SCALE`, which is
+/// an error.
+pub fn output_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let limit = scaled(limit);
+    let desc = describe(cmd);
+    let ran = collect(cmd, limit, false)?;
+    if ran.timed_out {
+        bail!(
+            "`{desc}` did not finish within {}s and was killed (K2U_TIMEOUT_SCALE={} multiplies \
+             every timeout); its output:\n{}",
+            limit.as_secs(),
+            timeout_scale(),
+            ran.text
+        );
+    }
+    Ok(Output {
+        status: ran.status,
+        stdout: ran.text.into_bytes(),
+        stderr: Vec::new(),
+    })
+}
+
+/// What [`collect`] saw.
+struct Ran {
+    status: std::process::ExitStatus,
+    text: String,
+    tail: VecDeque<String>,
+    timed_out: bool,
+}
+
+/// Runs `cmd`, collecting its stdout and stderr lines in arrival order
+/// (echoed as chatter if `echo`), and kills its process tree at `limit`.
+fn collect(cmd: &mut Command, limit: Duration, echo: bool) -> Result<Ran> {
+    let desc = describe(cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -264,85 +319,11 @@ fn run_timeout_with(cmd: &mut Command, limit: Duration, echo: bool) -> Result<St
         // A reader only panics on a bug; the output is in already.
         let _ = r.join();
     }
-    let last = tail.iter().cloned().collect::<Vec<_>>().join("\n");
-    if timed_out {
-        bail!(
-            "`{desc}` did not finish within {}s and was killed (K2U_TIMEOUT_SCALE={} multiplies \
-             every timeout); its last lines:\n{last}",
-            limit.as_secs(),
-            timeout_scale()
-        );
-    }
-    if !status.success() {
-        bail!("`{desc}` failed with {status}; its last lines:\n{last}");
-    }
-    Ok(text)
-}
-
-/// Runs `cmd` with stdin closed and returns its status and its stdout and
-/// stderr interleaved (in `stdout`) like `Command::output`; kills it and
-/// everything it started after `limit` times `K2U_TIMEOUT_SCALE`, which is
-/// an error.
-pub fn output_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
-    let limit = scaled(limit);
-    let desc = describe(cmd);
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("could not start `{desc}`"))?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            crate::qemu::pump(out, |l| tx.send(l).is_ok())
-        }));
-    }
-    if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            crate::qemu::pump(err, |l| tx.send(l).is_ok())
-        }));
-    }
-    drop(tx);
-    let deadline = Instant::now() + limit;
-    let mut text = String::new();
-    let mut timed_out = false;
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                text.push_str(&line);
-                text.push('\n');
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                timed_out = true;
-                kill_tree(child.id());
-                break;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    let status = child
-        .wait()
-        .with_context(|| format!("could not wait for `{desc}`"))?;
-    for r in readers {
-        // A reader only panics on a bug; the output is in already.
-        let _ = r.join();
-    }
-    if timed_out {
-        bail!(
-            "`{desc}` did not finish within {}s and was killed (K2U_TIMEOUT_SCALE={} multiplies \
-             every timeout); its output:\n{text}",
-            limit.as_secs(),
-            timeout_scale()
-        );
-    }
-    Ok(Output {
+    Ok(Ran {
         status,
-        stdout: text.into_bytes(),
-        stderr: Vec::new(),
+        text,
+        tail,
+        timed_out,
     })
 }
 
