@@ -394,15 +394,26 @@ impl Apt {
         };
         write("sources.list", sources)?;
         let d = dir.display();
-        let (parts, status, states) = if host {
+        // For the host: its dpkg status, auto-installed marks, apt.conf.d
+        // and history log (/var/log/apt), so an install shows up there.
+        let (parts, status, states, log, arch) = if host {
             (
                 "/etc/apt/apt.conf.d".to_string(),
                 "/var/lib/dpkg/status".to_string(),
                 "Dir::State::extended_states \"/var/lib/apt/extended_states\";\n".to_string(),
+                "/var/log/apt".to_string(),
+                // The host's own architectures (multiarch included).
+                String::new(),
             )
         } else {
             write("status", "")?;
-            (format!("{d}/empty.d"), format!("{d}/status"), String::new())
+            (
+                format!("{d}/empty.d"),
+                format!("{d}/status"),
+                String::new(),
+                format!("{d}/state"),
+                "APT::Architecture \"amd64\";\nAPT::Architectures { \"amd64\"; };\n".to_string(),
+            )
         };
         let conf = format!(
             "Dir::Etc::main \"/dev/null\";\n\
@@ -417,9 +428,8 @@ impl Apt {
              {states}\
              Dir::Cache \"{d}/cache\";\n\
              Dir::Cache::archives \"{d}/cache/archives\";\n\
-             Dir::Log \"{d}/state\";\n\
-             APT::Architecture \"amd64\";\n\
-             APT::Architectures {{ \"amd64\"; }};\n\
+             Dir::Log \"{log}\";\n\
+             {arch}\
              APT::Sandbox::User \"root\";\n\
              Acquire::Languages \"none\";\n\
              Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled \"false\";\n\
