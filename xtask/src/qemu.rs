@@ -50,6 +50,10 @@ static PROBED: Mutex<Vec<(PathBuf, Accel, String)>> = Mutex::new(Vec::new());
 
 /// Time limit of the KVM probe boot (times `K2U_TIMEOUT_SCALE`).
 const PROBE_LIMIT: Duration = Duration::from_secs(60);
+/// The probe also gives up when the console is silent this long (times
+/// `K2U_TIMEOUT_SCALE`): under KVM a kernel prints its first lines and
+/// reaches /init within seconds, so silence means it hangs.
+const PROBE_SILENCE: Duration = Duration::from_secs(15);
 /// Printed by /init once userspace runs: the probe's success marker.
 const PROBE_MARKER: &str = "K2U-RUN";
 
@@ -156,9 +160,13 @@ fn probe_kvm(kernel: &crate::kernels::Unpacked) -> Result<Duration> {
     }
     drop(tx);
     let deadline = start + boot.timeout;
+    let silence = scaled(PROBE_SILENCE);
     let mut last = Vec::new();
     let result = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(silence);
+        match rx.recv_timeout(wait) {
             Ok(line) if line.trim_start().starts_with(PROBE_MARKER) => break Ok(start.elapsed()),
             Ok(line) => {
                 last.push(line);
@@ -167,11 +175,21 @@ fn probe_kvm(kernel: &crate::kernels::Unpacked) -> Result<Duration> {
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                break Err(anyhow::anyhow!(
-                    "no {PROBE_MARKER} line within {}s (last console: {})",
-                    boot.timeout.as_secs(),
+                let why = if Instant::now() >= deadline {
+                    format!("no {PROBE_MARKER} line within {}s", boot.timeout.as_secs())
+                } else {
+                    format!(
+                        "the console was silent for {}s after {}",
+                        silence.as_secs(),
+                        fmt_duration(start.elapsed())
+                    )
+                };
+                let seen = if last.is_empty() {
+                    "nothing".to_string()
+                } else {
                     last.join(" / ")
-                ))
+                };
+                break Err(anyhow::anyhow!("{why} (last console lines: {seen})"));
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 break Err(anyhow::anyhow!(
