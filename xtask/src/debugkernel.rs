@@ -737,7 +737,9 @@ fn build(cache: &Path, tc: &Toolchain, apt: Option<&Apt>, inputs: &KeyInputs) ->
         log.display(),
         PROGRESS_EVERY.as_secs()
     ));
-    crate::util::stage("debug kernel build (make bzImage modules)", || {
+    // Nested in "fetch kernel 7.3-debug": the leading blanks keep it out
+    // of the table's sum.
+    crate::util::stage("  of which: debug kernel build (make)", || {
         run_logged(&mut make, &log)
     })?;
     for needed in [

@@ -215,7 +215,9 @@ impl SummaryLine {
 }
 
 /// The per-stage table at the end of `cargo xtask test`: one row per
-/// stage in the order they ran, then their sum and the wall time.
+/// stage in the order they ran, then their sum and the wall time. Rows
+/// whose name starts with a blank are part of the row above (the debug
+/// kernel build inside its fetch) and are not summed.
 pub fn stage_table(stages: &[crate::util::Stage], wall: std::time::Duration) -> String {
     let width = stages
         .iter()
@@ -227,7 +229,9 @@ pub fn stage_table(stages: &[crate::util::Stage], wall: std::time::Duration) -> 
     let mut sum = 0.0;
     for s in stages {
         let secs = s.took.as_secs_f64();
-        sum += secs;
+        if !s.name.starts_with(' ') {
+            sum += secs;
+        }
         let mark = if s.ok { "" } else { "  FAILED" };
         out.push_str(&format!("{:<width$}  {secs:>8.1}{mark}\n", s.name));
     }
@@ -410,6 +414,11 @@ mod tests {
                 ok: true,
             },
             Stage {
+                name: "  of which: make".into(),
+                took: Duration::from_millis(100),
+                ok: true,
+            },
+            Stage {
                 name: "VM run c@6.1 (tcg)".into(),
                 took: Duration::from_millis(47_250),
                 ok: false,
@@ -420,6 +429,7 @@ mod tests {
             t,
             "stage                seconds\n\
              deps                     0.2\n\
+             \x20 of which: make         0.1\n\
              VM run c@6.1 (tcg)      47.2  FAILED\n\
              sum of stages           47.5\n\
              wall time               50.0\n"
