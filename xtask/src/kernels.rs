@@ -588,19 +588,23 @@ fn ensure_buildroot(cache: &Path, kernel: &Kernel) -> Result<()> {
     let stamp = kernels_dir(cache)
         .join(&kernel.abi)
         .join("buildroot.complete");
-    if stamp.exists() {
+    let headers = format!("linux-headers-{}-amd64", kernel.abi);
+    // binutils: gcc needs `as`, and kbuild's cc-option probes fail
+    // silently without it (leaving out flags the kernel was built with).
+    let include = format!("make,binutils,{headers}");
+    // The stamp holds the package list: another list makes a new root.
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == include) {
         return Ok(());
     }
     crate::deps::ensure_stock_73()?;
     remove_dir_if_exists(&dir)?;
-    let headers = format!("linux-headers-{}-amd64", kernel.abi);
     let mut c = Command::new("mmdebstrap");
     c.args([
         "--variant=apt",
         "--aptopt=Acquire::Check-Valid-Until \"false\"",
         "--aptopt=APT::Install-Recommends \"false\"",
     ])
-    .arg(format!("--include=make,{headers}"))
+    .arg(format!("--include={include}"))
     .arg("--customize-hook=mkdir -p \"$1/k2u/module\"")
     .arg("trixie")
     .arg(&dir)
@@ -623,7 +627,7 @@ fn ensure_buildroot(cache: &Path, kernel: &Kernel) -> Result<()> {
     if !kdir.join("Makefile").exists() {
         bail!("{} is missing after mmdebstrap", kdir.display());
     }
-    std::fs::write(&stamp, format!("{headers}\n"))
+    std::fs::write(&stamp, format!("{include}\n"))
         .with_context(|| format!("could not write {}", stamp.display()))
 }
 

@@ -168,6 +168,14 @@ fn probe_kvm(kernel: &crate::kernels::Unpacked) -> Result<Duration> {
             .min(silence);
         match rx.recv_timeout(wait) {
             Ok(line) if line.trim_start().starts_with(PROBE_MARKER) => break Ok(start.elapsed()),
+            // QEMU stops the guest and dumps its registers: no use waiting.
+            Ok(line) if line.contains("KVM internal error") || line.contains("kvm run failed") => {
+                break Err(anyhow::anyhow!(
+                    "qemu: {} after {}",
+                    line.trim(),
+                    fmt_duration(start.elapsed())
+                ))
+            }
             Ok(line) => {
                 last.push(line);
                 if last.len() > 3 {
