@@ -170,7 +170,7 @@ pub fn prepare(
             .map(|b| (b.kern2usr.as_path(), b.vmtest.as_path())),
         run,
     };
-    let image = util::step(format!("pack the initramfs for {series}"), || {
+    let image = util::stage(format!("pack the initramfs for {series}"), || {
         initramfs::build(&name, &contents)
     })?;
     Ok((kernel, image))

@@ -53,7 +53,7 @@ const PROBE_LIMIT: Duration = Duration::from_secs(60);
 /// The probe also gives up when the console is silent this long (times
 /// `K2U_TIMEOUT_SCALE`): under KVM a kernel prints its first lines and
 /// reaches /init within seconds, so silence means it hangs.
-const PROBE_SILENCE: Duration = Duration::from_secs(15);
+const PROBE_SILENCE: Duration = Duration::from_secs(10);
 /// Printed by /init once userspace runs: the probe's success marker.
 const PROBE_MARKER: &str = "K2U-RUN";
 
@@ -67,7 +67,13 @@ pub fn accel_for(kernel: &crate::kernels::Unpacked) -> Accel {
             return a.clone();
         }
     }
+    let start = Instant::now();
     let (accel, why) = choose_accel(kernel);
+    crate::util::record_stage(
+        &format!("kvm probe for {}", kernel.kernel.series),
+        start.elapsed(),
+        true,
+    );
     show(format!(
         "==> accel for {}: {} ({why})",
         kernel.kernel.release(),
