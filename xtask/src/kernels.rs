@@ -190,12 +190,15 @@ pub struct Unpacked {
 /// How the module directory appears inside a build root.
 pub const CHROOT_MODULE_DIR: &str = "/k2u/module";
 
-/// Bind-mounts /dev/null and the module directory into the build root and
-/// runs the command there, with a clean environment.
+/// Bind-mounts /dev/null, /proc (objtool reads /proc/self/maps) and the
+/// module directory into the build root and runs the command there, with
+/// a clean environment. The mounts live in the command's own mount
+/// namespace and vanish with it.
 const CHROOT_SCRIPT: &str = r#"set -e
 root=$1; out=$2; shift 2
 [ -e "$root/dev/null" ] || { echo "$root has no /dev/null: remove it to rebuild it" >&2; exit 1; }
 mount --bind /dev/null "$root/dev/null"
+mount --rbind /proc "$root/proc"
 mount --bind "$out" "$root/k2u/module"
 mkdir -p "$out/.tmp"
 exec chroot "$root" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/tmp LC_ALL=C.UTF-8 TMPDIR=/k2u/module/.tmp "$@"
