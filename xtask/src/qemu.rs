@@ -255,7 +255,8 @@ impl<'a> Boot<'a> {
             name,
             vmlinuz: &kernel.vmlinuz,
             initrd,
-            timeout,
+            // Like every timeout of the harness, times K2U_TIMEOUT_SCALE.
+            timeout: scaled(timeout),
             extra_cmdline: series.extra_cmdline(),
             expect_kmemleak: series.built_from_source(),
             accel: accel_for(kernel),
