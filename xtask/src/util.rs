@@ -170,7 +170,15 @@ pub fn fmt_duration(d: Duration) -> String {
 /// The command line as a shell-like string, for messages.
 pub fn describe(cmd: &Command) -> String {
     let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    // An inline script (`sh -c '...'`) is shown as `<script>`.
+    parts.extend(cmd.get_args().map(|a| {
+        let a = a.to_string_lossy();
+        if a.contains('\n') {
+            "<script>".to_string()
+        } else {
+            a.into_owned()
+        }
+    }));
     parts.join(" ")
 }
 
