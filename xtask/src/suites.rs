@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::kernels::Series;
 use crate::report::{self, Counts, SummaryLine};
-use crate::util::{describe, fmt_duration, repo_root, say, step};
+use crate::util::{describe, fmt_duration, repo_root, say, stage};
 
 /// The VM suites run by default, in order.
 pub const DEFAULT_SUITES: &[&str] = &[
@@ -52,6 +52,13 @@ pub struct TestArgs {
     timeout: u64,
 }
 
+impl TestArgs {
+    /// Whether only the host tests run (no packages, no locks needed).
+    pub fn host_only(&self) -> bool {
+        self.host_only
+    }
+}
+
 /// Runs `cargo test --workspace`, streaming its output, and sums the
 /// `test result:` lines.
 fn host_tests() -> Result<(Option<Counts>, Option<String>)> {
@@ -87,11 +94,14 @@ fn host_tests() -> Result<(Option<Counts>, Option<String>)> {
 fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> Vec<SummaryLine> {
     let run = format!("kern2usr-vmtest suite {}", suites.join(" "));
     let name = format!("{module}@{series}");
+    // The summary names the exact kernel version once it is known.
+    let mut label = name.clone();
     let outcome = (|| {
         let (kernel, image) = crate::prepare(series, None, Some(module), true, &run)?;
+        label = format!("{name} ({})", kernel.kernel.version());
         let boot =
             crate::qemu::Boot::of(&name, series, &kernel, &image, Duration::from_secs(timeout));
-        step(format!("boot {} in QEMU", kernel.kernel.release()), || {
+        stage(format!("VM run {name} ({})", boot.accel.name()), || {
             crate::qemu::boot(&boot)
         })
     })();
@@ -123,7 +133,7 @@ fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> V
                 (None, Some(_)) => None,
             };
             SummaryLine {
-                name: format!("{name}/{suite}"),
+                name: format!("{label}/{suite}"),
                 counts,
                 note,
             }
@@ -220,6 +230,11 @@ pub fn test(args: &TestArgs) -> Result<()> {
     }
     let total = report::total(&lines);
     println!("total: {} passed, {} failed", total.passed, total.failed);
+    println!();
+    print!(
+        "{}",
+        report::stage_table(&crate::util::stages(), start.elapsed())
+    );
     let failed: Vec<&str> = lines
         .iter()
         .filter(|l| l.failed())
@@ -239,7 +254,7 @@ mod tests {
     fn default_kernels_per_module() {
         assert_eq!(
             default_kernels("c"),
-            [Series::V6_1, Series::V6_12, Series::V7_3Debug]
+            [Series::V6_1, Series::V6_12, Series::V7_3, Series::V7_3Debug]
         );
         assert_eq!(default_kernels("rust"), [Series::V7_3Debug]);
     }
@@ -253,7 +268,10 @@ mod pair_tests {
     fn default_pairs_run_rust_only_where_it_can() {
         let pairs = test_pairs(&[], &[]);
         let names: Vec<String> = pairs.iter().map(|(m, s)| format!("{m}@{s}")).collect();
-        assert_eq!(names, ["c@6.1", "c@6.12", "c@7.3-debug", "rust@7.3-debug"]);
+        assert_eq!(
+            names,
+            ["c@6.1", "c@6.12", "c@7.3", "c@7.3-debug", "rust@7.3-debug"]
+        );
         let on_612 = test_pairs(&[], &[Series::V6_12]);
         assert_eq!(on_612, [("c".to_string(), Series::V6_12)]);
         let forced = test_pairs(&["rust".to_string()], &[Series::V6_12]);
