@@ -24,6 +24,7 @@ use crate::common::{errno_text, expect_refused, SelfListener};
 use crate::guest::{self, scaled, timeout};
 use crate::harness::{Ctx, Test};
 use crate::holder::READY_LINE;
+use crate::kmsg::KernelLog;
 use crate::listener::ListenerProc;
 
 /// The suite's tests.
@@ -494,10 +495,15 @@ fn forked_listener_killed(ctx: &mut Ctx) -> Result<()> {
     holder.signal(Signal::KILL)?;
     holder.wait_exit(timeout())?;
     let result = (|| -> Result<()> {
+        // The detach line comes before the refusal it causes.
+        let mut before = KernelLog::open_at_end()?;
         let why = expect_refused(ctx, "2", Errno::PROTO)?;
         ensure!(why.contains("no listener"), "reason {why:?}");
-        ctx.klog.wait_for(
-            &format!("listener pid {} exited: detached", pid.as_raw_nonzero()),
+        before.wait_in_order(
+            &[
+                &format!("listener pid {} exited: detached", pid.as_raw_nonzero()),
+                "command 2 (MMAP) refused: <any>",
+            ],
             timeout(),
         )?;
         Ok(())
