@@ -192,16 +192,21 @@ pub struct SummaryLine {
 }
 
 impl SummaryLine {
-    /// Whether this line counts as a failure.
+    /// Whether this line counts as a failure: a note, a failed test, no
+    /// counts, or counts of nothing (a suite that ran no test proves
+    /// nothing, e.g. a filter that selects none).
     pub fn failed(&self) -> bool {
-        self.note.is_some() || !matches!(self.counts, Some(c) if c.failed == 0)
+        self.note.is_some() || !matches!(self.counts, Some(c) if c.failed == 0 && c.passed > 0)
     }
 
-    /// `name: N passed, N failed[ (note)]`, or `name: MISSING (note)`.
+    /// `name: N passed, N failed[ (note)]`, or `name: MISSING (note)`; a
+    /// line that ran no test says so when it has no other note.
     pub fn render(&self) -> String {
+        let ran_nothing = matches!(self.counts, Some(c) if c.passed + c.failed == 0);
         let note = self
             .note
             .as_deref()
+            .or(ran_nothing.then_some("no test ran"))
             .map(|n| format!(" ({n})"))
             .unwrap_or_default();
         match self.counts {
@@ -392,6 +397,16 @@ mod tests {
         };
         assert_eq!(missing.render(), "c@6.1/burst: MISSING (VM run failed)");
         assert!(missing.failed());
+        let empty = SummaryLine {
+            name: "c@6.12/perf".into(),
+            counts: Some(Counts::default()),
+            note: None,
+        };
+        assert!(empty.failed(), "a suite that ran no test fails");
+        assert_eq!(
+            empty.render(),
+            "c@6.12/perf: 0 passed, 0 failed (no test ran)"
+        );
         assert_eq!(
             total(&[ok, missing]),
             Counts {
