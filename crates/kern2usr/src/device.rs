@@ -500,11 +500,8 @@ pub enum AckedBy {
     /// `K2U_IOC_ACK_ROUND` with the round's id.
     Round,
     /// `K2U_IOC_ACK`: the module has no `K2U_IOC_ACK_ROUND` (ENOTTY, a
-    /// module before ABI v2). `first` on the call that found out.
-    Fallback {
-        /// This call found out (say so once).
-        first: bool,
-    },
+    /// module before ABI v2).
+    Fallback,
 }
 
 /// Acknowledges rounds by id with `K2U_IOC_ACK_ROUND`; against a module
@@ -513,10 +510,12 @@ pub enum AckedBy {
 pub struct RoundAcker {
     /// The module answered ENOTTY to `K2U_IOC_ACK_ROUND`.
     no_round_ioctl: bool,
+    /// [`RoundAcker::take_fallback_news`] said so.
+    announced: bool,
 }
 
 impl RoundAcker {
-    /// The debug line for [`AckedBy::Fallback`] `{ first: true }`.
+    /// The debug line for the switch to [`AckedBy::Fallback`].
     pub const FALLBACK_NOTE: &'static str = "debug: the module has no K2U_IOC_ACK_ROUND \
          (ENOTTY: older than ABI v2): acknowledging rounds with K2U_IOC_ACK from now on";
 
@@ -525,16 +524,24 @@ impl RoundAcker {
     /// is not the outstanding one, e.g. abandoned by STOP).
     pub fn ack(&mut self, dev: &impl AckIoctls, round: u32) -> Result<AckedBy> {
         if self.no_round_ioctl {
-            return dev.ack().map(|()| AckedBy::Fallback { first: false });
+            return dev.ack().map(|()| AckedBy::Fallback);
         }
         match dev.ack_round(round) {
             Ok(()) => Ok(AckedBy::Round),
             Err(e) if e.errno() == Some(Errno::NOTTY) => {
                 self.no_round_ioctl = true;
-                dev.ack().map(|()| AckedBy::Fallback { first: true })
+                dev.ack().map(|()| AckedBy::Fallback)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// True once, after the first ENOTTY switched to `K2U_IOC_ACK` (whether
+    /// or not that ack succeeded): the moment to say so.
+    pub fn take_fallback_news(&mut self) -> bool {
+        let news = self.no_round_ioctl && !self.announced;
+        self.announced |= news;
+        news
     }
 
     /// Whether the module turned out to have no `K2U_IOC_ACK_ROUND`.
@@ -799,9 +806,13 @@ mod tests {
     fn enotty_falls_back_to_ioc_ack_once_and_for_good() -> Result<()> {
         let dev = FakeIoctls::new(Some(Errno::NOTTY), None);
         let mut acker = RoundAcker::default();
-        assert_eq!(acker.ack(&dev, 1)?, AckedBy::Fallback { first: true });
-        assert_eq!(acker.ack(&dev, 2)?, AckedBy::Fallback { first: false });
-        assert_eq!(acker.ack(&dev, 3)?, AckedBy::Fallback { first: false });
+        assert!(!acker.take_fallback_news());
+        assert_eq!(acker.ack(&dev, 1)?, AckedBy::Fallback);
+        assert!(acker.take_fallback_news(), "said once");
+        assert!(!acker.take_fallback_news());
+        assert_eq!(acker.ack(&dev, 2)?, AckedBy::Fallback);
+        assert_eq!(acker.ack(&dev, 3)?, AckedBy::Fallback);
+        assert!(!acker.take_fallback_news());
         assert_eq!(
             (dev.round.get(), dev.acks.get()),
             (1, 3),
@@ -819,10 +830,13 @@ mod tests {
         assert!(e.as_ref().is_some_and(is_late_ack), "{e:?}");
         assert!(!acker.falls_back());
         assert_eq!(dev.acks.get(), 0);
+        assert!(!acker.take_fallback_news());
+        // The fallback's own ack is late: the switch is still news.
         let dev = FakeIoctls::new(Some(Errno::NOTTY), Some(Errno::PROTO));
         let e = acker.ack(&dev, 5).err();
         assert!(e.as_ref().is_some_and(is_late_ack), "{e:?}");
         assert!(acker.falls_back());
+        assert!(acker.take_fallback_news());
         let other = Error::Ioctl {
             name: "K2U_IOC_ACK_ROUND",
             source: Errno::BADF.into(),

@@ -190,11 +190,11 @@ impl Session {
     /// ABI v2: `K2U_IOC_ACK`, see [`RoundAcker`]; the switch is reported
     /// on stderr when `KERN2USR_DEBUG` is set).
     pub fn ack_round(&mut self, round: u32) -> Result<AckedBy> {
-        let by = self.acker.ack(&self.dev, round)?;
-        if by == (AckedBy::Fallback { first: true }) && debug_enabled() {
+        let by = self.acker.ack(&self.dev, round);
+        if self.acker.take_fallback_news() && debug_enabled() {
             eprintln!("kern2usr: {}", RoundAcker::FALLBACK_NOTE);
         }
-        Ok(by)
+        by
     }
 
     /// Acknowledge the round of the last MEMORY_READY read: by its id in
