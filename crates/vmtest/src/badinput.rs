@@ -128,6 +128,10 @@ pub const TESTS: &[Test] = &[
         "listener with --ack ioctl completes rounds",
         ack_ioctl_listener,
     ),
+    (
+        "listener with --ack eventfd (7 on efd2, the seed's) completes rounds",
+        ack_eventfd_listener,
+    ),
 ];
 
 fn not_a_command(ctx: &mut Ctx) -> Result<()> {
@@ -596,6 +600,12 @@ fn listener_exits_while_running(ctx: &mut Ctx) -> Result<()> {
 
 fn ack_ioctl_listener(ctx: &mut Ctx) -> Result<()> {
     let mut l = mapped(ctx, &["--ack", "ioctl"])?;
+    start_and_wait_rounds(ctx, &mut l, 3)?;
+    stop_and_exit(ctx, &mut l)
+}
+
+fn ack_eventfd_listener(ctx: &mut Ctx) -> Result<()> {
+    let mut l = mapped(ctx, &["--ack", "eventfd"])?;
     start_and_wait_rounds(ctx, &mut l, 3)?;
     stop_and_exit(ctx, &mut l)
 }
