@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         attach: bool,
         /// How to acknowledge a round.
-        #[arg(long, value_enum, default_value_t = AckArg::Eventfd)]
+        #[arg(long, value_enum, default_value_t = AckArg::Round)]
         ack: AckArg,
         /// Adaptive mode: map the control page and, during a test, spin on
         /// its ready_seq before sleeping on efd (the module skips the
@@ -56,6 +56,10 @@ enum Command {
         /// Adaptive mode: spin budget in microseconds (0: never spin).
         #[arg(long, value_name = "US", default_value_t = 50, requires = "adaptive")]
         spin_us: u64,
+        /// Print debug messages on stderr (how rounds are acknowledged,
+        /// late acks); also on with KERN2USR_DEBUG=1.
+        #[arg(long)]
+        debug: bool,
     },
     /// Print the round-trip statistics of the current or last test
     /// (`stats`) and draw its histogram (`histogram`).
@@ -145,15 +149,21 @@ enum FloorCpu {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum AckArg {
-    /// Write 7 to efd2 (as the seed).
+    /// By round id (K2U_IOC_ACK_ROUND) where known: queue-mode records and
+    /// adaptive rounds; 7 on efd2 otherwise (counter mode, as the seed).
+    /// K2U_IOC_ACK on a module without round ids.
+    Round,
+    /// Always write 7 to efd2 (as the seed).
+    #[value(alias = "efd2")]
     Eventfd,
-    /// K2U_IOC_ACK on the device.
+    /// Always K2U_IOC_ACK on the device.
     Ioctl,
 }
 
 impl From<AckArg> for AckMode {
     fn from(a: AckArg) -> Self {
         match a {
+            AckArg::Round => AckMode::Round,
             AckArg::Eventfd => AckMode::EventFd,
             AckArg::Ioctl => AckMode::Ioctl,
         }
@@ -215,9 +225,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ack,
             adaptive,
             spin_us,
+            debug,
         } => {
             let adaptive = adaptive.then(|| Duration::from_micros(spin_us));
-            listen(params, device, poll_timeout, attach, ack.into(), adaptive)
+            let options = ListenOptions {
+                attach,
+                ack: ack.into(),
+                adaptive,
+                debug: debug || kern2usr::session::debug_enabled(),
+            };
+            listen(params, device, poll_timeout, &options)
         }
         Command::Stats { rows, width } => stats(&params, rows, width),
         Command::Bench {
@@ -268,14 +285,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `listen`'s switches.
+struct ListenOptions {
+    attach: bool,
+    ack: AckMode,
+    adaptive: Option<Duration>,
+    debug: bool,
+}
+
 fn listen(
     params: Params,
     device: PathBuf,
     poll_timeout: u32,
-    attach: bool,
-    ack: AckMode,
-    adaptive: Option<Duration>,
+    options: &ListenOptions,
 ) -> anyhow::Result<ExitCode> {
+    let &ListenOptions {
+        attach,
+        ack,
+        adaptive,
+        debug,
+    } = options;
     // First thing: in a fresh process these become fds 3 and 4, the
     // numbers the seed's walkthrough writes to usr_efd/usr_efd2.
     let efd = EventFd::new()?;
@@ -290,6 +319,7 @@ fn listen(
         device_path: device,
         poll_timeout: Duration::from_millis(u64::from(poll_timeout)),
         adaptive,
+        debug,
     };
     let mut listener = Listener::new(side, config, io::stdout().lock(), io::stderr());
     listener.announce()?;

@@ -111,6 +111,21 @@ fn rounds(s: &mut Session, buf: &MappedBuffer, n: u64) -> Result<()> {
     Ok(())
 }
 
+/// `data` must be a whole filled buffer of `size` bytes: every byte the
+/// round's pattern (byte i = i % 255).
+fn check_fill(data: &[u8], size: usize) -> Result<()> {
+    ensure!(
+        data.len() == size,
+        "{} bytes where the buffer has {size}",
+        data.len()
+    );
+    let mut bad = kern2usr::device::pattern_mismatches(data);
+    if let Some(first) = bad.next() {
+        bail!("{first} ({} byte(s) differ in all)", bad.count() + 1);
+    }
+    Ok(())
+}
+
 /// Wait until `stats` counts at least `n` rounds.
 fn wait_count(ctx: &Ctx, n: u64, within: Duration) -> Result<Stats> {
     let deadline = Instant::now() + within;
@@ -332,6 +347,8 @@ fn ready_seq_per_test(ctx: &mut Ctx) -> Result<()> {
             );
             let mut copy = Vec::new();
             buf.copy_to_vec(&mut copy);
+            check_fill(&copy, buf.len())
+                .with_context(|| format!("test {test}, round {round}: the mapped copy"))?;
             s.ack()?;
         }
         stop(ctx, &mut s)?;
@@ -559,6 +576,30 @@ fn rate_limited_log(ctx: &mut Ctx) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_must_match_the_fill_in_every_byte() {
+        let good: Vec<u8> = (0..8192).map(kern2usr::abi::pattern_byte).collect();
+        assert!(check_fill(&good, 8192).is_ok());
+        assert!(check_fill(&good[..4096], 8192).is_err(), "short copy");
+        for at in [0, 4095, 8191] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            let msg = check_fill(&bad, 8192).err().map(|e| e.to_string());
+            let want = format!("data mismatch at offset {at}: ");
+            assert!(
+                msg.as_deref().is_some_and(|m| m.starts_with(&want)),
+                "{msg:?}"
+            );
+        }
+        let zeros = vec![0u8; 8192];
+        let msg = check_fill(&zeros, 8192).err().map(|e| e.to_string());
+        assert!(
+            msg.as_deref()
+                .is_some_and(|m| m.ends_with("(8159 byte(s) differ in all)")),
+            "{msg:?}"
+        );
+    }
 
     #[test]
     fn accounting_allows_only_the_round_abandoned_by_stop() {
