@@ -7,9 +7,10 @@ use kernel::{fmt, prelude::*, str::BStr};
 
 use crate::abi::Code;
 use crate::eventfd::EventFdFile;
+use crate::link::AttachError;
 use crate::params;
 use crate::state::{self, Locked};
-use crate::sys;
+use crate::sys::{self, PidRef};
 
 /// Name of a command value, as in C's `k2u_cmd_name()`.
 fn cmd_name(cmd: u32) -> &'static str {
@@ -17,14 +18,14 @@ fn cmd_name(cmd: u32) -> &'static str {
 }
 
 /// A write to `cur_cmd` (under the parameter lock).
-pub(crate) fn write(val: &[u8]) -> Result {
+pub(crate) fn write(val: &CStr) -> Result {
     let dev = state::device().ok_or(ENODEV)?;
     let mut k = Locked::new(&dev);
     if k.dead {
         return Err(ENODEV);
     }
     let Ok(cmd) = params::kstrtouint(val) else {
-        return Err(k.refuse_text(val, fmt!("not a command number (valid: 1-5)")));
+        return Err(k.refuse_text(val.to_bytes(), fmt!("not a command number (valid: 1-5)")));
     };
     k.run(cmd)?;
     params::set_cur_cmd(cmd);
@@ -61,6 +62,8 @@ impl Locked<'_> {
 
     /// Runs command `cmd`.
     fn run(&mut self, cmd: u32) -> Result {
+        // Every command first notices a listener whose process has exited.
+        self.listener_gone();
         let code = match Code::from_value(u64::from(cmd)) {
             Some(Code::Find) => return self.find(),
             Some(code @ (Code::Mmap | Code::StartTest | Code::StopTest | Code::ExitTest)) => code,
@@ -68,7 +71,7 @@ impl Locked<'_> {
                 return Err(self.refuse(cmd, EINVAL, fmt!("unknown command {} (valid: 1-5)", cmd)))
             }
         };
-        self.need_listener(cmd)?;
+        self.need_listener(cmd, code)?;
         match code {
             Code::Mmap => {
                 if self.testing {
@@ -78,7 +81,7 @@ impl Locked<'_> {
                         fmt!("test is running: stop it (4) first"),
                     ));
                 }
-                self.post(code);
+                self.post(code, 0);
                 self.mmap_sent = true;
             }
             Code::StartTest => {
@@ -92,7 +95,7 @@ impl Locked<'_> {
                 if self.testing {
                     return Err(self.refuse(cmd, EBUSY, fmt!("test already running")));
                 }
-                self.post(code);
+                self.post(code, 0);
                 self.round_start();
                 pr_info!("Timer is started.\n");
             }
@@ -103,7 +106,7 @@ impl Locked<'_> {
                 self.round_stop();
                 pr_info!("Timer is deleted.\n");
                 pr_info!("Avg copy time = {}\n", self.round_average());
-                self.post(code);
+                self.post(code, 0);
             }
             _ => {
                 // EXIT_TEST
@@ -111,15 +114,16 @@ impl Locked<'_> {
                     self.round_stop();
                     pr_info!("Timer is deleted.\n");
                 }
-                self.post(code);
+                self.post(code, 0);
                 self.exit_sent = true;
             }
         }
         Ok(())
     }
 
-    /// Commands 2-5 need a listener that has not been told to exit.
-    fn need_listener(&mut self, cmd: u32) -> Result {
+    /// Commands 2-5 need a listener that has not been told to exit, and
+    /// room for their event.
+    fn need_listener(&mut self, cmd: u32, code: Code) -> Result {
         if self.link.is_none() {
             return Err(self.refuse(cmd, EPROTO, fmt!("no listener: run FIND (1) first")));
         }
@@ -130,7 +134,7 @@ impl Locked<'_> {
                 fmt!("listener was told to exit (5): run FIND (1) for a new one"),
             ));
         }
-        if !self.has_room() {
+        if !self.has_room(code) {
             return Err(self.refuse(
                 cmd,
                 EAGAIN,
@@ -166,6 +170,14 @@ impl Locked<'_> {
         let Some(task) = sys::task_by_vpid(pid) else {
             return Err(self.refuse(cmd, ESRCH, fmt!("usr_pid={}: no such process", pid)));
         };
+        // What pidfd_getfd() checks before it takes another process' file.
+        if !sys::may_take_files(&task) {
+            return Err(self.refuse(
+                cmd,
+                EPERM,
+                fmt!("not allowed to take the files of pid {} (ptrace access)", pid),
+            ));
+        }
         // Both are >= 0 here.
         let Some(file) = sys::task_file(&task, efd as u32) else {
             return Err(self.refuse(
@@ -204,11 +216,21 @@ impl Locked<'_> {
             sys::hashed(file.as_ptr()),
             sys::hashed(file2.as_ptr())
         );
-        match self.attach(ctx, ctx2) {
-            Err(e) if e == EINVAL => {
-                Err(self.refuse(cmd, e, fmt!("usr_efd and usr_efd2 are the same eventfd")))
-            }
-            Err(e) => Err(self.refuse(
+        let Some(tgid) = PidRef::tgid_of(&task) else {
+            return Err(self.refuse(cmd, ESRCH, fmt!("usr_pid={}: no such process", pid)));
+        };
+        match self.attach(pid, tgid, ctx, ctx2) {
+            Err(AttachError::Same) => Err(self.refuse(
+                cmd,
+                EINVAL,
+                fmt!("usr_efd and usr_efd2 are the same eventfd"),
+            )),
+            Err(AttachError::Busy(old, pending)) => Err(self.refuse(
+                cmd,
+                EBUSY,
+                fmt!("listener pid {} still has {} undelivered events", old, pending),
+            )),
+            Err(AttachError::Hook(e)) => Err(self.refuse(
                 cmd,
                 e,
                 fmt!("cannot watch the eventfds (error {})", e.to_errno()),

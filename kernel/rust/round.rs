@@ -2,7 +2,8 @@
 
 //! Test rounds: a timer (or, with `back_to_back`, the last ack) starts a
 //! round, which fills the buffer and signals MEMORY_READY; the listener's
-//! acknowledgement closes it with its round-trip time.
+//! acknowledgement closes it with its round-trip time. Rounds have ids
+//! (the `ready_seq` they publish); an ack closes only its own round.
 
 use kernel::{
     impl_has_hr_timer,
@@ -13,7 +14,7 @@ use kernel::{
             ArcHrTimerHandle, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
             HrTimerRestart, RelativeMode,
         },
-        Instant, Monotonic,
+        Monotonic,
     },
     workqueue::WorkItem,
 };
@@ -23,21 +24,19 @@ use crate::params;
 use crate::state::{Locked, RateLimit, Shared, ROUND_WORK};
 use crate::stats::Stats;
 
-/// The current test (part of the state under the mutex).
+/// The current test (part of the state under the mutex). Which round is
+/// outstanding, and its timing, live in [`crate::state::AckState`].
 pub(crate) struct Round {
     pub(crate) buffer_filled: bool,
     pub(crate) calculation_done: bool,
     /// This round's lines are not rate-limited away.
     log_round: bool,
-    /// When the round was published.
-    start: Option<Instant<Monotonic>>,
     pub(crate) stats: Stats,
     /// The running timer; dropping the handle cancels it.
     timer: Option<ArcHrTimerHandle<Shared>>,
     /// Per-round lines: every round at the seed's pace, at most 20 a second.
     log: RateLimit,
     skip_log: RateLimit,
-    value_log: RateLimit,
 }
 
 impl Round {
@@ -46,12 +45,10 @@ impl Round {
             buffer_filled: false,
             calculation_done: false,
             log_round: false,
-            start: None,
             stats: Stats::new()?,
             timer: None,
             log: RateLimit::new("k2u_round_work", 1000, 20),
             skip_log: RateLimit::new("k2u_round_begin", 5000, 10),
-            value_log: RateLimit::new("k2u_round_ack", 5000, 10),
         })
     }
 }
@@ -86,9 +83,12 @@ impl WorkItem<ROUND_WORK> for Shared {
 impl Locked<'_> {
     /// The round work (C's `k2u_round_work()`).
     fn round_tick(&mut self) {
-        if !self.testing {
+        if !self.testing || self.listener_gone() {
             return;
         }
+        // A round closed by an ack whose work has not run yet counts first.
+        let closed = self.dev.ack.lock().closed.take();
+        self.round_count(closed);
         let log = self.round.log.check();
         if log && !params::back_to_back() {
             pr_info!("Timer handler called\n");
@@ -98,18 +98,18 @@ impl Locked<'_> {
                 u8::from(self.round.calculation_done)
             );
         }
-        if self.round.buffer_filled && !self.round.calculation_done {
+        if self.dev.ack.lock().open.is_some() {
             return; // The last round is still outstanding.
         }
         self.round_begin(log);
     }
 
     /// Fills the buffer and tells the listener. The control page gets the
-    /// round's sequence number first; in adaptive mode a spinning listener
+    /// round's id (`ready_seq`) first; in adaptive mode a spinning listener
     /// sees it there and the doorbell is skipped.
     fn round_begin(&mut self, log: bool) {
         let dev = self.dev;
-        if !self.has_room() {
+        if !self.has_room(Code::MemoryReady) {
             if self.round.skip_log.check() {
                 pr_notice!("event queue full: round skipped\n");
             }
@@ -126,22 +126,23 @@ impl Locked<'_> {
         self.round.buffer_filled = true;
         self.round.calculation_done = false;
         self.round.log_round = log;
-        // A spinning listener may ack as soon as it sees the sequence.
-        self.round_signalled();
-        let spinning = dev.mem.ctrl.publish_round();
-        if params::adaptive() && spinning {
+        self.rounds = self.rounds.wrapping_add(1);
+        let id = self.rounds;
+        // The round is open (and its time starts) before the listener can
+        // see it. In adaptive mode the listener finds rounds on the control
+        // page, spinning or in its re-check before it sleeps, and may ack
+        // one before its record is read: there it is shown at once.
+        let adaptive = params::adaptive();
+        dev.ack.lock().publish(id, adaptive);
+        let spinning = dev.mem.ctrl.publish_round(id);
+        if adaptive && spinning {
             dev.mem.ctrl.count_skipped_doorbell();
         } else {
-            self.post(Code::MemoryReady);
+            self.post(Code::MemoryReady, id as u32);
         }
         if log {
             pr_info!("Buffer filled\n");
         }
-    }
-
-    /// The round is published now: the round trip starts here.
-    fn round_signalled(&mut self) {
-        self.round.start = Some(Instant::now());
     }
 
     /// START_TEST: reset the statistics and start the rounds.
@@ -158,7 +159,8 @@ impl Locked<'_> {
         }
     }
 
-    /// Stops the timer; a round still outstanding is abandoned.
+    /// Stops the timer; a round closed but not counted yet is counted, a
+    /// round still outstanding is abandoned (no later ack closes it).
     pub(crate) fn round_stop(&mut self) {
         if !self.testing {
             return;
@@ -166,6 +168,12 @@ impl Locked<'_> {
         // Dropping the handle cancels the timer and waits for its callback.
         self.round.timer = None;
         self.testing = false;
+        let closed = {
+            let mut ack = self.dev.ack.lock();
+            ack.open = None;
+            ack.closed.take()
+        };
+        self.round_count(closed);
         self.round.buffer_filled = false;
         self.round.calculation_done = false;
     }
@@ -174,32 +182,37 @@ impl Locked<'_> {
         self.round.stats.mean()
     }
 
-    /// The listener acknowledged `value` at `at`. `EPROTO`: nothing to ack.
-    pub(crate) fn round_ack(&mut self, value: u64, at: Instant<Monotonic>) -> Result {
-        if value != u64::from(Code::MemoryCopied.value()) {
-            if self.round.value_log.check() {
-                pr_notice!("unexpected value {} on efd2 ignored\n", value);
-            }
-            return Err(EINVAL);
-        }
-        if !self.testing || !self.round.buffer_filled || self.round.calculation_done {
-            return Err(EPROTO);
-        }
-        // C: `now_ns - round_start_ns` in u64 (a negative time wraps the same).
-        let took = self
-            .round
-            .start
-            .map_or(0, |start| (at - start).as_nanos() as u64);
+    /// Counts a closed round's round trip `took` (ns), if any.
+    fn round_count(&mut self, took: Option<u64>) -> bool {
+        let Some(took) = took else {
+            return false;
+        };
         self.round.stats.add(took);
         self.round.calculation_done = true;
         if self.round.log_round {
             pr_info!("Time to copy = {}\n", took);
             pr_info!("Exit from __monitor_efd2\n");
         }
-        if params::back_to_back() {
+        true
+    }
+
+    /// An ack closed the round (efd2 callback or ack ioctl): count it and,
+    /// back to back, start the next.
+    pub(crate) fn round_acked(&mut self) {
+        let closed = self.dev.ack.lock().closed.take();
+        if self.round_count(closed) && self.testing && params::back_to_back() {
             let log = self.round.log.check();
             self.round_begin(log);
         }
+    }
+
+    /// `K2U_IOC_ACK` (`round` `None`) or `K2U_IOC_ACK_ROUND`.
+    pub(crate) fn round_ack_ioctl(&mut self, round: Option<u32>) -> Result {
+        if self.link.is_none() || self.listener_gone() {
+            return Err(EPROTO);
+        }
+        self.dev.ack.lock().ack_ioctl(round)?;
+        self.round_acked();
         Ok(())
     }
 }

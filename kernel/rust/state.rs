@@ -20,7 +20,7 @@ use kernel::{
     workqueue::{impl_has_work, Work},
 };
 
-use crate::abi::{self, Event};
+use crate::abi::{self, Code, Event};
 use crate::link::Link;
 use crate::memory::Memory;
 use crate::params;
@@ -38,12 +38,126 @@ pub(crate) const QUEUE_LEN: usize = abi::EVENT_QUEUE_LEN as usize;
 /// Bytes of `last_error`, with C's terminating NUL.
 const LAST_ERROR_LEN: usize = 160;
 
-/// The efd2 callback's notes for the ack work: what the listener wrote, and
-/// when the first value arrived.
-#[derive(Default)]
-pub(crate) struct Ack {
-    pub(crate) value: u64,
-    pub(crate) at: Option<Instant<Monotonic>>,
+/// The outstanding round, as the acks see it.
+pub(crate) struct OpenRound {
+    /// The round's id: the `ready_seq` it published.
+    pub(crate) id: u64,
+    /// When it was published: the round trip starts here.
+    pub(crate) start: Instant<Monotonic>,
+    /// Its MEMORY_READY reached the listener (the record was read, or the
+    /// round is on the control page in adaptive mode): 7 and `K2U_IOC_ACK`
+    /// may close it.
+    pub(crate) shown: bool,
+}
+
+/// Which round an ack closes, decided where the ack is taken (C's
+/// `ack_lock` part): the efd2 callback, under the eventfd's wait-queue
+/// lock, or an ack ioctl. The work items count the result under the mutex.
+pub(crate) struct AckState {
+    /// The round published and neither closed nor abandoned.
+    pub(crate) open: Option<OpenRound>,
+    /// Round trip (ns) of a round closed by an ack and not counted yet.
+    pub(crate) closed: Option<u64>,
+    /// Acks that closed nothing (late: their round was abandoned or
+    /// already closed), since load.
+    pub(crate) late: u64,
+    late_log: RateLimit,
+    value_log: RateLimit,
+}
+
+impl AckState {
+    const fn new() -> Self {
+        Self {
+            open: None,
+            closed: None,
+            late: 0,
+            late_log: RateLimit::new("k2u_late_ack", 5000, 10),
+            value_log: RateLimit::new("k2u_efd2_wake", 5000, 10),
+        }
+    }
+
+    /// Round `id` is published now, `shown` already or not.
+    pub(crate) fn publish(&mut self, id: u64, shown: bool) {
+        self.open = Some(OpenRound {
+            id,
+            start: Instant::now(),
+            shown,
+        });
+    }
+
+    /// The MEMORY_READY record of round `round` (low 32 bits) was read.
+    pub(crate) fn shown(&mut self, round: u32) {
+        if let Some(open) = &mut self.open {
+            if open.id as u32 == round {
+                open.shown = true;
+            }
+        }
+    }
+
+    /// Closes the outstanding round now.
+    fn close(&mut self) {
+        if let Some(open) = self.open.take() {
+            let took = (Instant::<Monotonic>::now() - open.start).as_nanos();
+            self.closed = Some(u64::try_from(took).unwrap_or(0));
+        }
+    }
+
+    /// An ack that closes nothing.
+    fn late_ack(&mut self, count: u64) {
+        self.late = self.late.wrapping_add(count);
+        if let Some(open) = &self.open {
+            if !open.shown && self.late_log.check() {
+                pr_notice!("late ack ignored: round {} not shown yet\n", open.id);
+            }
+        }
+    }
+
+    /// `value` was read from efd2: a multiple of 7 is that many acks, the
+    /// first closes the outstanding round if it was shown. Returns whether
+    /// a round was closed.
+    pub(crate) fn efd2_value(&mut self, value: u64) -> bool {
+        let ack = u64::from(Code::MemoryCopied.value());
+        if value % ack != 0 {
+            if self.value_log.check() {
+                pr_notice!("unexpected value {} on efd2 ignored\n", value);
+            }
+            return false;
+        }
+        let mut acks = value / ack;
+        let closes = self.open.as_ref().is_some_and(|open| open.shown);
+        if closes {
+            self.close();
+            acks -= 1;
+        }
+        if acks != 0 {
+            self.late_ack(acks);
+        }
+        closes
+    }
+
+    /// `K2U_IOC_ACK` (`round` `None`, same rule as 7 on efd2) or
+    /// `K2U_IOC_ACK_ROUND(round)`: EPROTO if no round is outstanding,
+    /// ESTALE if the ack is not for it.
+    pub(crate) fn ack_ioctl(&mut self, round: Option<u32>) -> Result {
+        let Some(open) = &self.open else {
+            self.late = self.late.wrapping_add(1);
+            return Err(EPROTO);
+        };
+        let mine = match round {
+            Some(round) => open.id as u32 == round,
+            None => open.shown,
+        };
+        if !mine {
+            if round.is_none() {
+                self.late_ack(1);
+            } else {
+                self.late = self.late.wrapping_add(1);
+            }
+            return Err(ESTALE);
+        }
+        self.close();
+        Ok(())
+    }
 }
 
 /// Everything the module shares: created at load, freed when the last
@@ -56,9 +170,10 @@ pub(crate) struct Shared {
     /// Readers of event records wait here (C's `readq`).
     #[pin]
     pub(crate) readq: CondVar,
-    /// Written by the efd2 callback, consumed by the ack work (C's `ack_lock`).
+    /// The outstanding round and the acks (C's `ack_lock`): taken by the
+    /// efd2 callback and the ack ioctls, counted by the work items.
     #[pin]
-    pub(crate) ack: SpinLockIrq<Ack>,
+    pub(crate) ack: SpinLockIrq<AckState>,
     /// The listener closed efd or efd2 (C's `K2U_EV_HUP`).
     pub(crate) hup: Atomic<bool>,
     /// The data buffer and the control page; fixed at load.
@@ -96,6 +211,9 @@ pub(crate) struct Inner {
     pub(crate) testing: bool,
     /// Sequence number of the next event (1 after FIND).
     pub(crate) next_seq: u64,
+    /// Rounds published since load: the last round's id, the control
+    /// page's `ready_seq` (kept here: the page is writable by userspace).
+    pub(crate) rounds: u64,
     /// Events not yet read by the listener: `ring_count` from `ring_head`.
     pub(crate) ring: KVVec<Event>,
     pub(crate) ring_head: usize,
@@ -133,6 +251,7 @@ impl Shared {
                     exit_sent: false,
                     testing: false,
                     next_seq: 1,
+                    rounds: 0,
                     ring,
                     ring_head: 0,
                     ring_count: 0,
@@ -140,7 +259,7 @@ impl Shared {
                     last_error: ErrorText::new(),
                 }),
                 readq <- new_condvar!(),
-                ack <- new_spinlock_irq!(Ack::default()),
+                ack <- new_spinlock_irq!(AckState::new()),
                 hup: Atomic::new(false),
                 mem,
                 mmap_log <- new_spinlock!(RateLimit::new("k2u_mmap", 5000, 10)),

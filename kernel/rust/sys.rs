@@ -140,12 +140,103 @@ pub(crate) const fn this_module() -> *mut bindings::module {
 
 /// Whether a read was opened or `fcntl()`ed with `O_NONBLOCK`.
 pub(crate) fn nonblocking<T: ForeignOwnable>(kiocb: &Kiocb<'_, T>) -> bool {
-    let iocb = kiocb.as_raw();
     // SAFETY: `kiocb` is the live request of the current `read_iter` call,
-    // so `ki_filp` is the file being read, valid for the call. `f_flags`
-    // may change under `fcntl()`; like C, any recent value will do.
-    let flags = unsafe { (*(*iocb).ki_filp).f_flags };
-    flags & file::flags::O_NONBLOCK != 0
+    // so `ki_filp` is the file being read, referenced for the whole call;
+    // `vfs_read()` runs on this thread, so any `fdget_pos()` of the read is
+    // this thread's (`LocalFile::from_raw_file()`'s conditions).
+    let file = unsafe { LocalFile::from_raw_file((*kiocb.as_raw()).ki_filp) };
+    // `flags()` reads `f_flags` once (READ_ONCE): `fcntl()` may change it.
+    file.flags() & file::flags::O_NONBLOCK != 0
+}
+
+/// A counted reference on a `struct pid`: the listener's thread group.
+///
+/// # Invariants
+///
+/// `self.0` is a `struct pid` on which this value owns one reference.
+pub(crate) struct PidRef(NonNull<bindings::pid>);
+
+// SAFETY: `struct pid` is reference counted with atomics and freed through
+// RCU; the reference may be used and dropped on any thread.
+unsafe impl Send for PidRef {}
+// SAFETY: Only thread-safe, RCU-protected lookups go through `&PidRef`.
+unsafe impl Sync for PidRef {}
+
+impl PidRef {
+    /// The thread group (process) `task` belongs to (`get_task_pid(task,
+    /// PIDTYPE_TGID)`); `None` if it has already been released.
+    pub(crate) fn tgid_of(task: &Task) -> Option<Self> {
+        // SAFETY: `task` is a valid task (the caller holds a reference);
+        // the call returns a counted `struct pid` or NULL.
+        let pid = unsafe { bindings::get_task_pid(task.as_ptr(), bindings::pid_type_PIDTYPE_TGID) };
+        // INVARIANT: a non-NULL result carries a reference for us.
+        NonNull::new(pid).map(Self)
+    }
+
+    /// Whether the process has exited: no task left in the thread group's
+    /// pid, or its leader is exiting (`PF_EXITING`) or a zombie.
+    pub(crate) fn exited(&self) -> bool {
+        // SAFETY: By the type invariant `self.0` is a valid `struct pid`;
+        // `get_pid_task()` returns a counted task or NULL.
+        let task = unsafe { bindings::get_pid_task(self.0.as_ptr(), bindings::pid_type_PIDTYPE_TGID) };
+        let Some(task) = NonNull::new(task) else {
+            return true;
+        };
+        // SAFETY: `get_pid_task()` took a reference that we hand to the
+        // `ARef`; `Task` is a transparent wrapper of `struct task_struct`.
+        let task: ARef<Task> = unsafe { ARef::from_raw(task.cast::<Task>()) };
+        let raw = task.as_ptr();
+        // SAFETY: `raw` is alive (we hold a reference). The task sets
+        // `flags` and `exit_state` itself while it exits: both are read
+        // once, volatile (READ_ONCE), and any recent value will do.
+        let (flags, exit_state) = unsafe {
+            (
+                (&raw const (*raw).flags).read_volatile(),
+                (&raw const (*raw).exit_state).read_volatile(),
+            )
+        };
+        flags & bindings::PF_EXITING != 0 || exit_state != 0
+    }
+}
+
+impl Drop for PidRef {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we own one reference; it is given
+        // back exactly once, here.
+        unsafe { bindings::put_pid(self.0.as_ptr()) };
+    }
+}
+
+/// Whether the current task may take file descriptors of `task`: the check
+/// `pidfd_getfd()` makes, `ptrace_may_access(task,
+/// PTRACE_MODE_ATTACH_REALCREDS)`, which modules cannot call (it is not
+/// exported). Allowed: the caller's own thread group, or a caller with
+/// `CAP_SYS_PTRACE` in the user namespace of `task`'s credentials (the
+/// capability that lets `ptrace_may_access()` and Yama pass whatever the
+/// uids and the dumpable flag say). Refused: everything else, including a
+/// caller with the same uids but no `CAP_SYS_PTRACE`, which
+/// `ptrace_may_access()` would let through for a dumpable task (a module
+/// cannot read the dumpable flag on 7.3).
+pub(crate) fn may_take_files(task: &Task) -> bool {
+    if task.tgid() == current!().tgid() {
+        return true;
+    }
+    // SAFETY: `task` is a valid task (the caller holds a reference);
+    // `get_task_cred()` returns its objective credentials, counted.
+    let cred = unsafe { bindings::get_task_cred(task.as_ptr()) };
+    if cred.is_null() {
+        return false;
+    }
+    // SAFETY: `cred` is valid and counted; `user_ns` never changes on a
+    // committed `struct cred`, and the credentials keep it alive.
+    let user_ns = unsafe { (*cred).user_ns };
+    let cap = bindings::CAP_SYS_PTRACE as c_int;
+    // SAFETY: `user_ns` is a valid user namespace (see above);
+    // `ns_capable()` checks the current task's subjective credentials.
+    let allowed = unsafe { bindings::ns_capable(user_ns, cap) };
+    // SAFETY: `get_task_cred()` took this reference; give it back.
+    unsafe { bindings::put_cred(cred) };
+    allowed
 }
 
 /// The mmap offset in pages (`vma->vm_pgoff`).

@@ -36,6 +36,10 @@ pub enum Series {
     /// `kernel/config/debug.config` (KASAN, lockdep, kmemleak, Rust).
     #[value(name = "7.3-debug")]
     V7_3Debug,
+    /// The same source with `kernel/config/kcsan.config` over the debug
+    /// fragment: KCSAN (data races) instead of KASAN.
+    #[value(name = "7.3-kcsan")]
+    V7_3Kcsan,
 }
 
 impl fmt::Display for Series {
@@ -54,6 +58,7 @@ impl Series {
             Series::V6_1 => "6.1",
             Series::V6_12 => "6.12",
             Series::V7_3Debug => "7.3-debug",
+            Series::V7_3Kcsan => "7.3-kcsan",
         }
     }
 
@@ -61,7 +66,7 @@ impl Series {
     /// debug options that make the harness scan for leaks) rather than
     /// Debian's binary packages.
     pub fn built_from_source(self) -> bool {
-        matches!(self, Series::V7_3Debug)
+        matches!(self, Series::V7_3Debug | Series::V7_3Kcsan)
     }
 
     /// Extra kernel command line for this series.
@@ -69,7 +74,7 @@ impl Series {
         match self {
             // The tiny config has no ACPI or HPET: without this the TSC is
             // not trusted as a clocksource and hrtimers tick at 4 ms.
-            Series::V7_3Debug => "tsc=reliable",
+            Series::V7_3Debug | Series::V7_3Kcsan => "tsc=reliable",
             Series::V6_1 | Series::V6_12 => "",
         }
     }
@@ -80,7 +85,7 @@ impl Series {
         match self {
             Series::V6_1 => "6.1.0-56",
             Series::V6_12 => "6.12.117+deb12",
-            Series::V7_3Debug => "",
+            Series::V7_3Debug | Series::V7_3Kcsan => "",
         }
     }
 
@@ -91,6 +96,7 @@ impl Series {
             Series::V6_1 => "KERN2USR_KERNEL_6_1",
             Series::V6_12 => "KERN2USR_KERNEL_6_12",
             Series::V7_3Debug => "KERN2USR_KERNEL_7_3_DEBUG",
+            Series::V7_3Kcsan => "KERN2USR_KERNEL_7_3_KCSAN",
         }
     }
 
@@ -100,7 +106,7 @@ impl Series {
         match self {
             Series::V6_1 => r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
             Series::V6_12 => r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$",
-            Series::V7_3Debug => r"^linux-source-7\.3$",
+            Series::V7_3Debug | Series::V7_3Kcsan => r"^linux-source-7\.3$",
         }
     }
 }
@@ -119,7 +125,9 @@ impl Kernel {
     /// from source, a description with the source package version.
     pub fn release(&self) -> String {
         match self.series {
-            Series::V7_3Debug => format!("7.3-debug (linux-source-7.3 {})", self.abi),
+            Series::V7_3Debug | Series::V7_3Kcsan => {
+                format!("{} (linux-source-7.3 {})", self.series, self.abi)
+            }
             Series::V6_1 | Series::V6_12 => format!("{}-amd64", self.abi),
         }
     }
@@ -132,7 +140,9 @@ impl Kernel {
             // bookworm's security/backports line) per ABI.
             Series::V6_1 => "linux-kbuild-6.1".to_string(),
             Series::V6_12 => format!("linux-kbuild-{abi}"),
-            Series::V7_3Debug => return vec![format!("linux-source-7.3={abi}")],
+            Series::V7_3Debug | Series::V7_3Kcsan => {
+                return vec![format!("linux-source-7.3={abi}")]
+            }
         };
         vec![
             format!("linux-image-{abi}-amd64-unsigned"),
@@ -192,7 +202,7 @@ pub fn newest_abi(series: Series, names: &str) -> Option<String> {
         .filter(|abi| match series {
             Series::V6_1 => abi.starts_with("6.1.0-"),
             Series::V6_12 => abi.starts_with("6.12.") && abi.ends_with("+deb12"),
-            Series::V7_3Debug => false,
+            Series::V7_3Debug | Series::V7_3Kcsan => false,
         })
         .max_by_key(|abi| abi_key(abi))
         .map(str::to_string)
@@ -423,10 +433,11 @@ fn resolved_note(cache: &Path, series: Series) -> PathBuf {
 /// Makes sure the kernel of `series` is unpacked in the cache and returns
 /// its paths. `version` is `--kernel-version` (an ABI like `6.1.0-56`).
 ///
-/// 7.3-debug is built from source instead (see [`crate::debugkernel`]).
+/// 7.3-debug and 7.3-kcsan are built from source instead (see
+/// [`crate::debugkernel`]).
 pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
     if series.built_from_source() {
-        return crate::debugkernel::fetch(version);
+        return crate::debugkernel::fetch(series, version);
     }
     let cache = crate::cache::cache_dir()?;
     let env = std::env::var(series.env_var()).ok();
