@@ -207,36 +207,26 @@ impl Drop for PidRef {
     }
 }
 
-/// Whether the current task may take file descriptors of `task`: the check
-/// `pidfd_getfd()` makes, `ptrace_may_access(task,
-/// PTRACE_MODE_ATTACH_REALCREDS)`, which modules cannot call (it is not
-/// exported). Allowed: the caller's own thread group, or a caller with
-/// `CAP_SYS_PTRACE` in the user namespace of `task`'s credentials (the
-/// capability that lets `ptrace_may_access()` and Yama pass whatever the
-/// uids and the dumpable flag say). Refused: everything else, including a
-/// caller with the same uids but no `CAP_SYS_PTRACE`, which
-/// `ptrace_may_access()` would let through for a dumpable task (a module
-/// cannot read the dumpable flag on 7.3).
+/// Whether the current task may take file descriptors of `task`.
+///
+/// `pidfd_getfd()` checks `ptrace_may_access(task,
+/// PTRACE_MODE_ATTACH_REALCREDS)`, which a module cannot call: it is not
+/// exported (nor is the LSM hook it ends with). This allows the same two
+/// things without it: the caller's own thread group (as
+/// `ptrace_may_access()` does first), or a caller with `CAP_SYS_PTRACE` in
+/// the initial user namespace, which passes `ptrace_may_access()`'s
+/// capability tests in every namespace and Yama's (scopes 1 and 2). It is
+/// stricter: a caller with the target's uids but no `CAP_SYS_PTRACE` is
+/// refused (`ptrace_may_access()` would also look at the dumpable flag,
+/// which modules cannot read on 7.3), and so is every caller without it
+/// in a child user namespace. Only an LSM that would deny even a
+/// `CAP_SYS_PTRACE` holder (Yama scope 3, SELinux policy) is not consulted.
 pub(crate) fn may_take_files(task: &Task) -> bool {
     if task.tgid() == current!().tgid() {
         return true;
     }
-    // SAFETY: `task` is a valid task (the caller holds a reference);
-    // `get_task_cred()` returns its objective credentials, counted.
-    let cred = unsafe { bindings::get_task_cred(task.as_ptr()) };
-    if cred.is_null() {
-        return false;
-    }
-    // SAFETY: `cred` is valid and counted; `user_ns` never changes on a
-    // committed `struct cred`, and the credentials keep it alive.
-    let user_ns = unsafe { (*cred).user_ns };
-    let cap = bindings::CAP_SYS_PTRACE as c_int;
-    // SAFETY: `user_ns` is a valid user namespace (see above);
-    // `ns_capable()` checks the current task's subjective credentials.
-    let allowed = unsafe { bindings::ns_capable(user_ns, cap) };
-    // SAFETY: `get_task_cred()` took this reference; give it back.
-    unsafe { bindings::put_cred(cred) };
-    allowed
+    // SAFETY: `capable()` only checks the current task's credentials.
+    unsafe { bindings::capable(bindings::CAP_SYS_PTRACE as c_int) }
 }
 
 /// The mmap offset in pages (`vma->vm_pgoff`).
