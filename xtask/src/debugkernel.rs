@@ -863,6 +863,16 @@ fn build(
     Ok(tree)
 }
 
+/// For a variant other than 7.3-debug with no version asked for: the
+/// version of the 7.3-debug tree in use, so both are the same source.
+fn same_source_as_debug(cache: &Path, v: &Variant) -> Option<String> {
+    let debug = Variant::of(Series::V7_3Debug).ok()?;
+    if v.link == debug.link {
+        return None;
+    }
+    current_version(cache, &debug)
+}
+
 /// Makes sure the kernel of `series` (7.3-debug or 7.3-kcsan) is built
 /// and returns its paths.
 /// `version` (or `KERN2USR_KERNEL_7_3_DEBUG`) picks a `linux-source-7.3`
@@ -881,7 +891,8 @@ pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
         .flatten()
         .map(str::trim)
         .find(|v| !v.is_empty())
-        .map(str::to_string);
+        .map(str::to_string)
+        .or_else(|| same_source_as_debug(&cache, &v));
     let reusable = current_version(&cache, &v)
         .map(|v| tc.key_inputs(&v, &fragment))
         .filter(|i| {
