@@ -90,7 +90,7 @@ impl K2uFile {
         let efd2 = LocalFile::fget(reg.efd2 as u32)?;
         let task = current!();
         let pid = task.tgid_nr_ns(None);
-        let tgid = PidRef::tgid_of(&task).ok_or(ESRCH)?;
+        let tgid = PidRef::tgid_of(task).ok_or(ESRCH)?;
         {
             // Lock order as in a sysfs write: parameter lock, then the mutex.
             let _params = ParamLock::new();
