@@ -175,7 +175,10 @@ impl Locked<'_> {
             return Err(self.refuse(
                 cmd,
                 EPERM,
-                fmt!("not allowed to take the files of pid {} (ptrace access)", pid),
+                fmt!(
+                    "not allowed to take the files of pid {} (ptrace access)",
+                    pid
+                ),
             ));
         }
         // Both are >= 0 here.
@@ -228,7 +231,11 @@ impl Locked<'_> {
             Err(AttachError::Busy(old, pending)) => Err(self.refuse(
                 cmd,
                 EBUSY,
-                fmt!("listener pid {} still has {} undelivered events", old, pending),
+                fmt!(
+                    "listener pid {} still has {} undelivered events",
+                    old,
+                    pending
+                ),
             )),
             Err(AttachError::Hook(e)) => Err(self.refuse(
                 cmd,

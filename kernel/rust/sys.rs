@@ -178,7 +178,8 @@ impl PidRef {
     pub(crate) fn exited(&self) -> bool {
         // SAFETY: By the type invariant `self.0` is a valid `struct pid`;
         // `get_pid_task()` returns a counted task or NULL.
-        let task = unsafe { bindings::get_pid_task(self.0.as_ptr(), bindings::pid_type_PIDTYPE_TGID) };
+        let task =
+            unsafe { bindings::get_pid_task(self.0.as_ptr(), bindings::pid_type_PIDTYPE_TGID) };
         let Some(task) = NonNull::new(task) else {
             return true;
         };
