@@ -87,7 +87,14 @@ impl Locked<'_> {
             return;
         }
         // A round closed by an ack whose work has not run yet counts first.
-        let closed = self.dev.ack.lock().closed.take();
+        // Taken together with the check below: a round that closes after
+        // it still counts as outstanding here, so no round is published
+        // while a closed one is not counted (the next close would
+        // overwrite it).
+        let (closed, outstanding) = {
+            let mut ack = self.dev.ack.lock();
+            (ack.closed.take(), ack.open.is_some())
+        };
         self.round_count(closed);
         let log = self.round.log.check();
         if log && !params::back_to_back() {
@@ -98,7 +105,7 @@ impl Locked<'_> {
                 u8::from(self.round.calculation_done)
             );
         }
-        if self.dev.ack.lock().open.is_some() {
+        if outstanding {
             return; // The last round is still outstanding.
         }
         self.round_begin(log);

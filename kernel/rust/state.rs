@@ -57,6 +57,9 @@ pub(crate) struct AckState {
     /// The round published and neither closed nor abandoned.
     pub(crate) open: Option<OpenRound>,
     /// Round trip (ns) of a round closed by an ack and not counted yet.
+    /// No round is published while this is set (the round work takes it
+    /// in the same locked section that sees no round open), so one close
+    /// never overwrites another.
     pub(crate) closed: Option<u64>,
     /// Acks that closed nothing (late: their round was abandoned or
     /// already closed), since load.
