@@ -50,9 +50,14 @@ impl fmt::Display for Series {
 
 impl Series {
     /// Every series, in the order the tests run them.
-    pub const ALL: [Series; 3] = [Series::V6_1, Series::V6_12, Series::V7_3Debug];
+    pub const ALL: [Series; 4] = [
+        Series::V6_1,
+        Series::V6_12,
+        Series::V7_3Debug,
+        Series::V7_3Kcsan,
+    ];
 
-    /// `6.1`, `6.12` or `7.3-debug`.
+    /// `6.1`, `6.12`, `7.3-debug` or `7.3-kcsan`.
     pub fn name(self) -> &'static str {
         match self {
             Series::V6_1 => "6.1",

@@ -21,8 +21,8 @@ pub const DEMO_RUN: &str = "kern2usr-vmtest demo";
 /// Options of `cargo xtask test`.
 #[derive(Args)]
 pub struct TestArgs {
-    /// Kernel series to boot (repeatable; default: 6.1, 6.12 and 7.3-debug;
-    /// for `--module rust` only 7.3-debug).
+    /// Kernel series to boot (repeatable; default: 6.1, 6.12, 7.3-debug and
+    /// 7.3-kcsan; for `--module rust` only 7.3-debug and 7.3-kcsan).
     #[arg(long, value_enum)]
     kernel: Vec<Series>,
     /// Only `cargo test --workspace`.
@@ -123,17 +123,16 @@ fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> V
 }
 
 /// The kernels a module is tested on by default: the Rust module needs a
-/// kernel built with Rust support, so only 7.3-debug.
+/// kernel built with Rust support, so only 7.3-debug and 7.3-kcsan.
 pub fn default_kernels(module: &str) -> Vec<Series> {
     match module {
-        "rust" => vec![Series::V7_3Debug],
+        "rust" => vec![Series::V7_3Debug, Series::V7_3Kcsan],
         _ => Series::ALL.to_vec(),
     }
 }
 
 /// Whether `module` can run on `series` at all (the Rust module needs a
-/// kernel built here with Rust). 7.3-kcsan is in no default set: it is
-/// chosen with `--kernel 7.3-kcsan`.
+/// kernel built here with Rust).
 fn can_run_on(module: &str, series: Series) -> bool {
     module != "rust" || series.built_from_source()
 }
@@ -236,9 +235,17 @@ mod tests {
     fn default_kernels_per_module() {
         assert_eq!(
             default_kernels("c"),
-            [Series::V6_1, Series::V6_12, Series::V7_3Debug]
+            [
+                Series::V6_1,
+                Series::V6_12,
+                Series::V7_3Debug,
+                Series::V7_3Kcsan
+            ]
         );
-        assert_eq!(default_kernels("rust"), [Series::V7_3Debug]);
+        assert_eq!(
+            default_kernels("rust"),
+            [Series::V7_3Debug, Series::V7_3Kcsan]
+        );
     }
 }
 
@@ -250,7 +257,17 @@ mod pair_tests {
     fn default_pairs_run_rust_only_where_it_can() {
         let pairs = test_pairs(&[], &[]);
         let names: Vec<String> = pairs.iter().map(|(m, s)| format!("{m}@{s}")).collect();
-        assert_eq!(names, ["c@6.1", "c@6.12", "c@7.3-debug", "rust@7.3-debug"]);
+        assert_eq!(
+            names,
+            [
+                "c@6.1",
+                "c@6.12",
+                "c@7.3-debug",
+                "c@7.3-kcsan",
+                "rust@7.3-debug",
+                "rust@7.3-kcsan"
+            ]
+        );
         let on_612 = test_pairs(&[], &[Series::V6_12]);
         assert_eq!(on_612, [("c".to_string(), Series::V6_12)]);
         let forced = test_pairs(&["rust".to_string()], &[Series::V6_12]);
