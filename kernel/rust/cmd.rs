@@ -7,7 +7,6 @@ use kernel::{fmt, prelude::*, str::BStr};
 
 use crate::abi::Code;
 use crate::eventfd::EventFdFile;
-use crate::link::AttachError;
 use crate::params;
 use crate::state::{self, Locked};
 use crate::sys::{self, PidRef};
@@ -46,6 +45,14 @@ impl Locked<'_> {
         err
     }
 
+    /// Refuses operation `op` (`REGISTER`) with `err` because of `why`:
+    /// `<op> refused: <why>`, `why` kept in `last_error`.
+    pub(crate) fn refuse_op(&mut self, op: &str, err: Error, why: fmt::Arguments<'_>) -> Error {
+        self.last_error.set(why);
+        pr_notice!("{} refused: {}\n", op, self.last_error.as_bstr());
+        err
+    }
+
     /// Refuses a write that is no number, quoting it (up to 16 bytes of its
     /// first line).
     fn refuse_text(&mut self, text: &[u8], why: fmt::Arguments<'_>) -> Error {
@@ -62,8 +69,6 @@ impl Locked<'_> {
 
     /// Runs command `cmd`.
     fn run(&mut self, cmd: u32) -> Result {
-        // Every command first notices a listener whose process has exited.
-        self.listener_gone();
         let code = match Code::from_value(u64::from(cmd)) {
             Some(Code::Find) => return self.find(),
             Some(code @ (Code::Mmap | Code::StartTest | Code::StopTest | Code::ExitTest)) => code,
@@ -124,6 +129,7 @@ impl Locked<'_> {
     /// Commands 2-5 need a listener that has not been told to exit, and
     /// room for their event.
     fn need_listener(&mut self, cmd: u32, code: Code) -> Result {
+        self.listener_gone();
         if self.link.is_none() {
             return Err(self.refuse(cmd, EPROTO, fmt!("no listener: run FIND (1) first")));
         }
@@ -158,6 +164,7 @@ impl Locked<'_> {
                 fmt!("usr_efd and usr_efd2 must be two different eventfds"),
             ));
         }
+        self.listener_gone();
         if self.testing {
             return Err(self.refuse(cmd, EBUSY, fmt!("test is running: stop it (4) before FIND")));
         }
@@ -170,26 +177,34 @@ impl Locked<'_> {
         let Some(task) = sys::task_by_vpid(pid) else {
             return Err(self.refuse(cmd, ESRCH, fmt!("usr_pid={}: no such process", pid)));
         };
-        // What pidfd_getfd() checks before it takes another process' file.
+        // As pidfd_getfd(): the access check and the file lookups under
+        // the target's exec_update_lock, so no execve comes between.
+        let Ok(exec_lock) = sys::ExecUpdateLock::new(&task) else {
+            return Err(EINTR);
+        };
         if !sys::may_take_files(&task) {
+            drop(exec_lock);
             return Err(self.refuse(
                 cmd,
                 EPERM,
                 fmt!(
-                    "not allowed to take the files of pid {} (ptrace access)",
+                    "may not reach into the files of pid {} (ptrace access)",
                     pid
                 ),
             ));
         }
         // Both are >= 0 here.
-        let Some(file) = sys::task_file(&task, efd as u32) else {
+        let file = sys::task_file(&task, efd as u32);
+        let file2 = sys::task_file(&task, efd2 as u32);
+        drop(exec_lock);
+        let Some(file) = file else {
             return Err(self.refuse(
                 cmd,
                 EBADF,
                 fmt!("usr_efd={} is not an open fd of pid {}", efd, pid),
             ));
         };
-        let Some(file2) = sys::task_file(&task, efd2 as u32) else {
+        let Some(file2) = file2 else {
             return Err(self.refuse(
                 cmd,
                 EBADF,
@@ -223,25 +238,7 @@ impl Locked<'_> {
             return Err(self.refuse(cmd, ESRCH, fmt!("usr_pid={}: no such process", pid)));
         };
         match self.attach(pid, tgid, ctx, ctx2) {
-            Err(AttachError::Same) => Err(self.refuse(
-                cmd,
-                EINVAL,
-                fmt!("usr_efd and usr_efd2 are the same eventfd"),
-            )),
-            Err(AttachError::Busy(old, pending)) => Err(self.refuse(
-                cmd,
-                EBUSY,
-                fmt!(
-                    "listener pid {} still has {} undelivered events",
-                    old,
-                    pending
-                ),
-            )),
-            Err(AttachError::Hook(e)) => Err(self.refuse(
-                cmd,
-                e,
-                fmt!("cannot watch the eventfds (error {})", e.to_errno()),
-            )),
+            Err(e) => Err(e.refuse(|err, why| self.refuse(cmd, err, why))),
             Ok(()) => {
                 if let Some(link) = &self.link {
                     pr_info!(

@@ -16,7 +16,7 @@ use kernel::{
 };
 
 use crate::abi::{self, EventMode, Info, ReadBuffer, Register};
-use crate::link::{self, AttachError};
+use crate::link;
 use crate::params;
 use crate::state::{self, Locked, Shared};
 use crate::sys::{self, ParamLock, PidRef};
@@ -82,12 +82,14 @@ impl MiscDevice for K2uFile {
 
 impl K2uFile {
     /// `K2U_IOC_REGISTER`: attach the caller's own eventfds. (They are the
-    /// caller's own files: no access check is needed, unlike FIND.)
+    /// caller's own files: no access check is needed, unlike FIND.) A
+    /// refusal is logged `REGISTER refused: <reason>` and kept in
+    /// `last_error`.
     fn register(&self, mut reader: UserSliceReader) -> Result<isize> {
         let reg: Register = reader.read()?;
         // Negative fds become huge unsigned ones: EBADF, as C's fget().
-        let efd = LocalFile::fget(reg.efd as u32)?;
-        let efd2 = LocalFile::fget(reg.efd2 as u32)?;
+        let efd = LocalFile::fget(reg.efd as u32).ok();
+        let efd2 = LocalFile::fget(reg.efd2 as u32).ok();
         let task = current!();
         let pid = task.tgid_nr_ns(None);
         let tgid = PidRef::tgid_of(task).ok_or(ESRCH)?;
@@ -98,24 +100,34 @@ impl K2uFile {
             if k.dead {
                 return Err(ENODEV);
             }
+            let missing = match (&efd, &efd2) {
+                (None, _) => Some(("efd", reg.efd)),
+                (_, None) => Some(("efd2", reg.efd2)),
+                _ => None,
+            };
+            if let Some((name, fd)) = missing {
+                return Err(k.refuse_op(
+                    "REGISTER",
+                    EBADF,
+                    kernel::fmt!("{}={} is not an open fd of pid {}", name, fd, pid),
+                ));
+            }
+            let (Some(efd), Some(efd2)) = (efd, efd2) else {
+                return Err(EBADF);
+            };
             k.listener_gone();
             if k.testing {
-                return Err(EBUSY);
+                return Err(k.refuse_op(
+                    "REGISTER",
+                    EBUSY,
+                    kernel::fmt!("test is running: stop it (4) first"),
+                ));
             }
-            match k.attach_files(pid, tgid, &efd, &efd2) {
-                Ok(()) => {}
-                Err(AttachError::Same) => return Err(EINVAL),
-                Err(AttachError::Busy(old, pending)) => {
-                    pr_notice!(
-                        "listener pid {} still has {} undelivered events\n",
-                        old,
-                        pending
-                    );
-                    return Err(EBUSY);
-                }
-                Err(AttachError::Hook(e)) => return Err(e),
+            if let Err(e) = k.attach_files(pid, tgid, &efd, &efd2) {
+                return Err(e.refuse(|err, why| k.refuse_op("REGISTER", err, why)));
             }
             params::note_registered(pid, reg.efd, reg.efd2);
+            k.last_error.clear();
         }
         pr_info!("eventfds of pid {} registered by ioctl\n", pid);
         Ok(0)

@@ -26,6 +26,8 @@ use crate::sys::PidRef;
 
 /// Bytes of one event record.
 const EVENT_SIZE: usize = size_of::<Event>();
+/// Reads of efd2 per wake-up (C's `K2U_EFD2_READS`).
+const EFD2_READS: usize = 64;
 
 /// The attached listener: its process and its two eventfds, hooked.
 /// Dropping it unhooks both and drops the references.
@@ -47,6 +49,11 @@ impl Link {
 
     pub(crate) fn efd2(&self) -> &EventFd {
         self.efd2.eventfd()
+    }
+
+    /// Whether the listener process has exited.
+    pub(crate) fn exited(&self) -> bool {
+        self.pid.exited()
     }
 }
 
@@ -76,7 +83,17 @@ impl WakeHandler for Waker {
             // be closed by them, and the time is taken now.
             let value = {
                 let mut ack = dev.ack.lock();
-                let value = efd.take_count();
+                // A plain eventfd gives its whole count at once, an
+                // EFD_SEMAPHORE one 1 per read: read a bounded number of
+                // times.
+                let mut value = 0u64;
+                for _ in 0..EFD2_READS {
+                    let part = efd.take_count();
+                    if part == 0 {
+                        break;
+                    }
+                    value = value.saturating_add(part);
+                }
                 if value != 0 {
                     ack.efd2_value(value);
                 }
@@ -98,8 +115,8 @@ impl WorkItem<ACK_WORK> for Shared {
 
     fn run(this: Arc<Self>) {
         let mut k = Locked::new(&this);
-        if k.link.is_some() && !k.listener_gone() {
-            k.round_acked();
+        if k.link.is_some() {
+            k.round_collect();
         }
     }
 }
@@ -118,12 +135,37 @@ impl WorkItem<HUP_WORK> for Shared {
 
 /// Why [`Locked::attach`] refused.
 pub(crate) enum AttachError {
+    /// efd (`false`) or efd2 (`true`) is no eventfd.
+    NotEventFd(bool),
     /// efd and efd2 are one eventfd.
     Same,
     /// Another listener (pid, events) still has undelivered events.
     Busy(i32, usize),
     /// Hooking an eventfd failed.
     Hook(Error),
+}
+
+impl AttachError {
+    /// Refuses with this error: `refuse(errno, reason)`, the reason as C
+    /// words it.
+    pub(crate) fn refuse(
+        &self,
+        refuse: impl FnOnce(Error, kernel::fmt::Arguments<'_>) -> Error,
+    ) -> Error {
+        match self {
+            Self::NotEventFd(false) => refuse(EINVAL, kernel::fmt!("efd is not an eventfd")),
+            Self::NotEventFd(true) => refuse(EINVAL, kernel::fmt!("efd2 is not an eventfd")),
+            Self::Same => refuse(EINVAL, kernel::fmt!("efd and efd2 are the same eventfd")),
+            Self::Busy(pid, n) => refuse(
+                EBUSY,
+                kernel::fmt!("listener pid {} still has {} undelivered events", pid, n),
+            ),
+            Self::Hook(e) => refuse(
+                *e,
+                kernel::fmt!("cannot watch the eventfds (error {})", e.to_errno()),
+            ),
+        }
+    }
 }
 
 impl Locked<'_> {
@@ -143,8 +185,10 @@ impl Locked<'_> {
             return Err(AttachError::Same);
         }
         let pending = self.ring_count;
+        let exit_sent = self.exit_sent;
         if let Some(link) = &mut self.link {
-            if efd.is(link.efd()) && efd2.is(link.efd2()) {
+            // After EXIT_TEST the same eventfds attach afresh.
+            if !exit_sent && efd.is(link.efd()) && efd2.is(link.efd2()) {
                 link.pid = pid;
                 link.pid_nr = pid_nr;
                 pr_info!(
@@ -192,8 +236,9 @@ impl Locked<'_> {
         efd: &LocalFile,
         efd2: &LocalFile,
     ) -> Result<(), AttachError> {
-        let efd = EventFdFile::new(efd).map_err(AttachError::Hook)?;
-        let efd2 = EventFdFile::new(efd2).map_err(AttachError::Hook)?;
+        self.listener_gone();
+        let efd = EventFdFile::new(efd).map_err(|_| AttachError::NotEventFd(false))?;
+        let efd2 = EventFdFile::new(efd2).map_err(|_| AttachError::NotEventFd(true))?;
         self.attach(pid_nr, pid, efd, efd2)
     }
 
@@ -203,6 +248,7 @@ impl Locked<'_> {
             return;
         }
         self.round_stop();
+        self.dev.ack.lock().reset();
         self.link = None;
         self.mmap_sent = false;
         self.exit_sent = false;
@@ -218,7 +264,7 @@ impl Locked<'_> {
         let Some(link) = &self.link else {
             return false;
         };
-        if !link.pid.exited() {
+        if !link.exited() {
             return false;
         }
         let pid_nr = link.pid_nr;

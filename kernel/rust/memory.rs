@@ -108,7 +108,9 @@ impl Memory {
         // with any protection (the 2017 client maps it so): the pages are
         // mapped read-only and copy-on-write, so the listener sees every
         // fill until it writes a page, which then becomes its own copy.
-        if pgoff == CTRL_PGOFF && vma.flags() & flags::SHARED == 0 {
+        // By the mapping's type (`MAP_SHARED` of a read-only fd has no
+        // VM_SHARED but VM_MAYSHARE), not by its protection.
+        if pgoff == CTRL_PGOFF && vma.flags() & flags::MAYSHARE == 0 {
             if log.lock().check() {
                 pr_info!("mmap refused: the control page must be MAP_SHARED\n");
             }
@@ -177,15 +179,17 @@ impl CtrlPage {
     }
 
     /// Publishes round `id`: stores it in `ready_seq` (release: the filled
-    /// buffer is visible first), a full barrier (pairs with the listener's
-    /// between storing ASLEEP and re-reading `ready_seq`), then returns
+    /// buffer is visible first).
+    pub(crate) fn store_ready_seq(&self, id: u64) {
+        self.with(|c| c.ready_seq.store(id, Release));
+    }
+
+    /// After [`Self::store_ready_seq`]: a full barrier (pairs with the
+    /// listener's between storing ASLEEP and re-reading `ready_seq`), then
     /// whether the listener says it spins.
-    pub(crate) fn publish_round(&self, id: u64) -> bool {
-        self.with(|c| {
-            c.ready_seq.store(id, Release);
-            smp_mb(Full);
-            c.listener_state.load(Relaxed) == abi::LISTENER_SPINNING
-        })
+    pub(crate) fn listener_spinning(&self) -> bool {
+        smp_mb(Full);
+        self.with(|c| c.listener_state.load(Relaxed) == abi::LISTENER_SPINNING)
     }
 
     /// One more round whose doorbell was skipped.

@@ -37,6 +37,8 @@ pub(crate) struct Round {
     /// Per-round lines: every round at the seed's pace, at most 20 a second.
     log: RateLimit,
     skip_log: RateLimit,
+    value_log: RateLimit,
+    late_log: RateLimit,
 }
 
 impl Round {
@@ -49,6 +51,8 @@ impl Round {
             timer: None,
             log: RateLimit::new("k2u_round_work", 1000, 20),
             skip_log: RateLimit::new("k2u_round_begin", 5000, 10),
+            value_log: RateLimit::new("k2u_round_collect", 5000, 10),
+            late_log: RateLimit::new("k2u_round_collect", 5000, 10),
         })
     }
 }
@@ -86,16 +90,11 @@ impl Locked<'_> {
         if !self.testing || self.listener_gone() {
             return;
         }
-        // A round closed by an ack whose work has not run yet counts first.
-        // Taken together with the check below: a round that closes after
-        // it still counts as outstanding here, so no round is published
-        // while a closed one is not counted (the next close would
-        // overwrite it).
-        let (closed, outstanding) = {
-            let mut ack = self.dev.ack.lock();
-            (ack.closed.take(), ack.open.is_some())
-        };
-        self.round_count(closed);
+        // A round an ack closed and the ack work has not counted yet.
+        self.round_collect();
+        if !self.testing {
+            return;
+        }
         let log = self.round.log.check();
         if log && !params::back_to_back() {
             pr_info!("Timer handler called\n");
@@ -105,7 +104,7 @@ impl Locked<'_> {
                 u8::from(self.round.calculation_done)
             );
         }
-        if outstanding {
+        if self.dev.ack.lock().open {
             return; // The last round is still outstanding.
         }
         self.round_begin(log);
@@ -116,6 +115,15 @@ impl Locked<'_> {
     /// sees it there and the doorbell is skipped.
     fn round_begin(&mut self, log: bool) {
         let dev = self.dev;
+        // Never over an outstanding round, nor over one an ack closed that
+        // is not counted yet. Only this function opens rounds, under the
+        // mutex, so the answer holds until the round below is opened.
+        {
+            let ack = dev.ack.lock();
+            if ack.open || ack.closed {
+                return;
+            }
+        }
         if !self.has_room(Code::MemoryReady) {
             if self.round.skip_log.check() {
                 pr_notice!("event queue full: round skipped\n");
@@ -135,14 +143,17 @@ impl Locked<'_> {
         self.round.log_round = log;
         self.rounds = self.rounds.wrapping_add(1);
         let id = self.rounds;
-        // The round is open (and its time starts) before the listener can
-        // see it. In adaptive mode the listener finds rounds on the control
-        // page, spinning or in its re-check before it sleeps, and may ack
-        // one before its record is read: there it is shown at once.
+        // Open the round and publish its id in one ack-lock section: an
+        // ack comes either before (and cannot close it) or after the round
+        // is visible. In adaptive mode the control page shows every round,
+        // so it counts as shown from its publish.
         let adaptive = params::adaptive();
-        dev.ack.lock().publish(id, adaptive);
-        let spinning = dev.mem.ctrl.publish_round(id);
-        if adaptive && spinning {
+        {
+            let mut ack = dev.ack.lock();
+            ack.open(id, adaptive);
+            dev.mem.ctrl.store_ready_seq(id);
+        }
+        if adaptive && dev.mem.ctrl.listener_spinning() {
             dev.mem.ctrl.count_skipped_doorbell();
         } else {
             self.post(Code::MemoryReady, id as u32);
@@ -157,6 +168,7 @@ impl Locked<'_> {
         self.testing = true;
         self.round.buffer_filled = false;
         self.round.calculation_done = false;
+        self.dev.ack.lock().reset();
         self.round.stats.reset();
         let dev = self.dev;
         if params::back_to_back() {
@@ -166,8 +178,8 @@ impl Locked<'_> {
         }
     }
 
-    /// Stops the timer; a round closed but not counted yet is counted, a
-    /// round still outstanding is abandoned (no later ack closes it).
+    /// Stops the timer. A round acked before this point still counts; one
+    /// still outstanding is abandoned: no later ack closes it.
     pub(crate) fn round_stop(&mut self) {
         if !self.testing {
             return;
@@ -175,12 +187,9 @@ impl Locked<'_> {
         // Dropping the handle cancels the timer and waits for its callback.
         self.round.timer = None;
         self.testing = false;
-        let closed = {
-            let mut ack = self.dev.ack.lock();
-            ack.open = None;
-            ack.closed.take()
-        };
-        self.round_count(closed);
+        // Abandon first: an ack from here on finds no round to close.
+        self.dev.ack.lock().open = false;
+        self.round_collect();
         self.round.buffer_filled = false;
         self.round.calculation_done = false;
     }
@@ -189,10 +198,27 @@ impl Locked<'_> {
         self.round.stats.mean()
     }
 
-    /// Counts a closed round's round trip `took` (ns), if any.
-    fn round_count(&mut self, took: Option<u64>) -> bool {
+    /// Counts a round an ack closed (its time into the statistics, its
+    /// lines into the log), reports ignored acks, and back to back starts
+    /// the next round (C's `k2u_round_collect()`).
+    pub(crate) fn round_collect(&mut self) {
+        let (took, late, bad) = {
+            let mut ack = self.dev.ack.lock();
+            let took = ack.take_closed();
+            (
+                took,
+                core::mem::take(&mut ack.late),
+                core::mem::take(&mut ack.bad),
+            )
+        };
+        if bad != 0 && self.round.value_log.check() {
+            pr_notice!("unexpected value {} on efd2 ignored\n", bad);
+        }
+        if late != 0 && self.round.late_log.check() {
+            pr_notice!("{} late ack(s) ignored: no shown round outstanding\n", late);
+        }
         let Some(took) = took else {
-            return false;
+            return;
         };
         self.round.stats.add(took);
         self.round.calculation_done = true;
@@ -200,14 +226,9 @@ impl Locked<'_> {
             pr_info!("Time to copy = {}\n", took);
             pr_info!("Exit from __monitor_efd2\n");
         }
-        true
-    }
-
-    /// An ack closed the round (efd2 callback or ack ioctl): count it and,
-    /// back to back, start the next.
-    pub(crate) fn round_acked(&mut self) {
-        let closed = self.dev.ack.lock().closed.take();
-        if self.round_count(closed) && self.testing && params::back_to_back() {
+        // A dead listener is detached by the next command or timer round.
+        let alive = self.link.as_ref().is_some_and(|l| !l.exited());
+        if params::back_to_back() && self.testing && alive {
             let log = self.round.log.check();
             self.round_begin(log);
         }
@@ -218,8 +239,15 @@ impl Locked<'_> {
         if self.link.is_none() || self.listener_gone() {
             return Err(EPROTO);
         }
-        self.dev.ack.lock().ack_ioctl(round)?;
-        self.round_acked();
-        Ok(())
+        let ret = {
+            let mut ack = self.dev.ack.lock();
+            let ret = ack.close(round);
+            if ret.is_err() {
+                ack.late = ack.late.wrapping_add(1);
+            }
+            ret
+        };
+        self.round_collect();
+        ret
     }
 }

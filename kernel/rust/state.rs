@@ -38,128 +38,106 @@ pub(crate) const QUEUE_LEN: usize = abi::EVENT_QUEUE_LEN as usize;
 /// Bytes of `last_error`, with C's terminating NUL.
 const LAST_ERROR_LEN: usize = 160;
 
-/// The outstanding round, as the acks see it.
-pub(crate) struct OpenRound {
-    /// The round's id: the `ready_seq` it published.
-    pub(crate) id: u64,
-    /// When it was published: the round trip starts here.
-    pub(crate) start: Instant<Monotonic>,
-    /// Its MEMORY_READY reached the listener (the record was read, or the
-    /// round is on the control page in adaptive mode): 7 and `K2U_IOC_ACK`
-    /// may close it.
-    pub(crate) shown: bool,
-}
-
-/// Which round an ack closes, decided where the ack is taken (C's
-/// `ack_lock` part): the efd2 callback, under the eventfd's wait-queue
-/// lock, or an ack ioctl. The work items count the result under the mutex.
+/// The rounds as the acks see them (C's `ack_lock` part): taken by the
+/// efd2 callback, under the eventfd's wait-queue lock, and by the ack
+/// ioctls; the work items count what they left under the mutex.
 pub(crate) struct AckState {
-    /// The round published and neither closed nor abandoned.
-    pub(crate) open: Option<OpenRound>,
-    /// Round trip (ns) of a round closed by an ack and not counted yet.
-    /// No round is published while this is set (the round work takes it
-    /// in the same locked section that sees no round open), so one close
-    /// never overwrites another.
-    pub(crate) closed: Option<u64>,
-    /// Acks that closed nothing (late: their round was abandoned or
-    /// already closed), since load.
+    /// A round is published and neither closed nor abandoned.
+    pub(crate) open: bool,
+    /// Its MEMORY_READY reached the listener (record read, or adaptive
+    /// mode): 7 and `K2U_IOC_ACK` may close it.
+    shown: bool,
+    /// An ack closed it and the work has not counted it yet. No round is
+    /// opened while this is set, so one close never overwrites another.
+    pub(crate) closed: bool,
+    /// The round's id: the `ready_seq` it published.
+    id: u64,
+    /// When it was opened and published: the round trip starts here.
+    start: Option<Instant<Monotonic>>,
+    /// Round trip (ns) of the closed round.
+    took: u64,
+    /// Acks that closed nothing since the work last looked.
     pub(crate) late: u64,
-    late_log: RateLimit,
-    value_log: RateLimit,
+    /// The last efd2 value that was not a multiple of 7, if any.
+    pub(crate) bad: u64,
 }
 
 impl AckState {
     const fn new() -> Self {
         Self {
-            open: None,
-            closed: None,
+            open: false,
+            shown: false,
+            closed: false,
+            id: 0,
+            start: None,
+            took: 0,
             late: 0,
-            late_log: RateLimit::new("k2u_late_ack", 5000, 10),
-            value_log: RateLimit::new("k2u_efd2_wake", 5000, 10),
+            bad: 0,
         }
     }
 
-    /// Round `id` is published now, `shown` already or not.
-    pub(crate) fn publish(&mut self, id: u64, shown: bool) {
-        self.open = Some(OpenRound {
-            id,
-            start: Instant::now(),
-            shown,
-        });
+    /// Forgets the round (a new test, or the listener left).
+    pub(crate) fn reset(&mut self) {
+        *self = Self::new();
+    }
+
+    /// Opens round `id`, shown already or not; the time starts now.
+    pub(crate) fn open(&mut self, id: u64, shown: bool) {
+        self.open = true;
+        self.shown = shown;
+        self.id = id;
+        self.start = Some(Instant::now());
     }
 
     /// The MEMORY_READY record of round `round` (low 32 bits) was read.
     pub(crate) fn shown(&mut self, round: u32) {
-        if let Some(open) = &mut self.open {
-            if open.id as u32 == round {
-                open.shown = true;
-            }
+        if self.open && self.id as u32 == round {
+            self.shown = true;
         }
     }
 
-    /// Closes the outstanding round now.
-    fn close(&mut self) {
-        if let Some(open) = self.open.take() {
-            let took = (Instant::<Monotonic>::now() - open.start).as_nanos();
-            self.closed = Some(u64::try_from(took).unwrap_or(0));
-        }
+    /// The closed round's time, once (`None` if none is closed).
+    pub(crate) fn take_closed(&mut self) -> Option<u64> {
+        core::mem::replace(&mut self.closed, false).then_some(self.took)
     }
 
-    /// An ack that closes nothing.
-    fn late_ack(&mut self, count: u64) {
-        self.late = self.late.wrapping_add(count);
-        if let Some(open) = &self.open {
-            if !open.shown && self.late_log.check() {
-                pr_notice!("late ack ignored: round {} not shown yet\n", open.id);
-            }
+    /// Closes the outstanding round now: a plain ack (`round` `None`, 7 on
+    /// efd2 or `K2U_IOC_ACK`) needs it shown, an ack by id the id. EPROTO:
+    /// no round outstanding; ESTALE: not this ack's round.
+    pub(crate) fn close(&mut self, round: Option<u32>) -> Result {
+        if !self.open {
+            return Err(EPROTO);
         }
+        let mine = match round {
+            Some(id) => self.id as u32 == id,
+            None => self.shown,
+        };
+        if !mine {
+            return Err(ESTALE);
+        }
+        let took = self
+            .start
+            .map_or(0, |start| (Instant::<Monotonic>::now() - start).as_nanos());
+        self.took = u64::try_from(took).unwrap_or(0);
+        self.open = false;
+        self.closed = true;
+        Ok(())
     }
 
     /// `value` was read from efd2: a multiple of 7 is that many acks, the
-    /// first closes the outstanding round if it was shown. Returns whether
-    /// a round was closed.
-    pub(crate) fn efd2_value(&mut self, value: u64) -> bool {
+    /// first closes the outstanding round if it was shown, the others are
+    /// late; any other value is noted whole.
+    pub(crate) fn efd2_value(&mut self, value: u64) {
         let ack = u64::from(Code::MemoryCopied.value());
         if value % ack != 0 {
-            if self.value_log.check() {
-                pr_notice!("unexpected value {} on efd2 ignored\n", value);
-            }
-            return false;
+            self.bad = value;
+            return;
         }
         let mut acks = value / ack;
-        let closes = self.open.as_ref().is_some_and(|open| open.shown);
-        if closes {
-            self.close();
+        if self.close(None).is_ok() {
             acks -= 1;
         }
-        if acks != 0 {
-            self.late_ack(acks);
-        }
-        closes
-    }
-
-    /// `K2U_IOC_ACK` (`round` `None`, same rule as 7 on efd2) or
-    /// `K2U_IOC_ACK_ROUND(round)`: EPROTO if no round is outstanding,
-    /// ESTALE if the ack is not for it.
-    pub(crate) fn ack_ioctl(&mut self, round: Option<u32>) -> Result {
-        let Some(open) = &self.open else {
-            self.late = self.late.wrapping_add(1);
-            return Err(EPROTO);
-        };
-        let mine = match round {
-            Some(round) => open.id as u32 == round,
-            None => open.shown,
-        };
-        if !mine {
-            if round.is_none() {
-                self.late_ack(1);
-            } else {
-                self.late = self.late.wrapping_add(1);
-            }
-            return Err(ESTALE);
-        }
-        self.close();
-        Ok(())
+        self.late = self.late.wrapping_add(acks);
     }
 }
 

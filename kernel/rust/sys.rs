@@ -174,7 +174,8 @@ impl PidRef {
     }
 
     /// Whether the process has exited: no task left in the thread group's
-    /// pid, or its leader is exiting (`PF_EXITING`) or a zombie.
+    /// pid, or none of its threads still running (`signal->live` is 0; the
+    /// main thread alone may have left).
     pub(crate) fn exited(&self) -> bool {
         // SAFETY: By the type invariant `self.0` is a valid `struct pid`;
         // `get_pid_task()` returns a counted task or NULL.
@@ -186,17 +187,11 @@ impl PidRef {
         // SAFETY: `get_pid_task()` took a reference that we hand to the
         // `ARef`; `Task` is a transparent wrapper of `struct task_struct`.
         let task: ARef<Task> = unsafe { ARef::from_raw(task.cast::<Task>()) };
-        let raw = task.as_ptr();
-        // SAFETY: `raw` is alive (we hold a reference). The task sets
-        // `flags` and `exit_state` itself while it exits: both are read
-        // once, volatile (READ_ONCE), and any recent value will do.
-        let (flags, exit_state) = unsafe {
-            (
-                (&raw const (*raw).flags).read_volatile(),
-                (&raw const (*raw).exit_state).read_volatile(),
-            )
-        };
-        flags & bindings::PF_EXITING != 0 || exit_state != 0
+        // SAFETY: The task is alive (we hold a reference), and so is its
+        // `signal` (freed with it). `live` is an `atomic_t` the exiting
+        // threads decrement: read once, volatile (atomic_read()).
+        let live = unsafe { (&raw const (*(*task.as_ptr()).signal).live.counter).read_volatile() };
+        live <= 0
     }
 }
 
@@ -208,20 +203,49 @@ impl Drop for PidRef {
     }
 }
 
-/// Whether the current task may take file descriptors of `task`.
+/// Holds `task`'s `exec_update_lock` for reading, as `pidfd_getfd()` does
+/// around its access check and the file lookup: no execve meanwhile.
+pub(crate) struct ExecUpdateLock<'a>(&'a Task);
+
+impl<'a> ExecUpdateLock<'a> {
+    /// Takes the lock; `EINTR` if a fatal signal came first.
+    pub(crate) fn new(task: &'a Task) -> Result<Self> {
+        // SAFETY: `task` is valid (the caller holds a reference) and so is
+        // its `signal` (freed with the task); `down_read_killable()` takes
+        // the rw-semaphore or fails without it.
+        let ret = unsafe {
+            bindings::down_read_killable(&raw mut (*(*task.as_ptr()).signal).exec_update_lock)
+        };
+        if ret != 0 {
+            return Err(Error::from_errno(ret));
+        }
+        Ok(Self(task))
+    }
+}
+
+impl Drop for ExecUpdateLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `new()` took the semaphore for reading; this releases it,
+        // once. The task (and its `signal`) outlive the borrow.
+        unsafe { bindings::up_read(&raw mut (*(*self.0.as_ptr()).signal).exec_update_lock) };
+    }
+}
+
+/// Whether the current task may take file descriptors of `task`: the steps
+/// of `__ptrace_may_access(task, PTRACE_MODE_ATTACH_REALCREDS)`, which
+/// `pidfd_getfd()` asks and modules cannot call (not exported). The caller
+/// holds `task`'s [`ExecUpdateLock`].
 ///
-/// `pidfd_getfd()` checks `ptrace_may_access(task,
-/// PTRACE_MODE_ATTACH_REALCREDS)`, which a module cannot call: it is not
-/// exported (nor is the LSM hook it ends with). This allows the same two
-/// things without it: the caller's own thread group (as
-/// `ptrace_may_access()` does first), or a caller with `CAP_SYS_PTRACE` in
-/// the initial user namespace, which passes `ptrace_may_access()`'s
-/// capability tests in every namespace and Yama's (scopes 1 and 2). It is
-/// stricter: a caller with the target's uids but no `CAP_SYS_PTRACE` is
-/// refused (`ptrace_may_access()` would also look at the dumpable flag,
-/// which modules cannot read on 7.3), and so is every caller without it
-/// in a child user namespace. Only an LSM that would deny even a
-/// `CAP_SYS_PTRACE` holder (Yama scope 3, SELinux policy) is not consulted.
+/// Same thread group: yes. Otherwise the C module asks two steps: the
+/// caller's real ids match all of the target's or it has `CAP_SYS_PTRACE`
+/// in the target's user namespace; then a target that is not dumpable
+/// needs `CAP_SYS_PTRACE` over its `exec_state`'s namespace. 7.3 keeps the
+/// dumpable flag in `exec_state`, which Rust cannot see (not in the
+/// bindings, no exported accessor), so here every target counts as not
+/// dumpable, in the initial namespace: `CAP_SYS_PTRACE` there, which also
+/// passes the first step. Stricter than C only for a caller with the
+/// target's ids but without `CAP_SYS_PTRACE` (refused here). The LSM hook
+/// is not exported either and is not asked.
 pub(crate) fn may_take_files(task: &Task) -> bool {
     if task.tgid() == current!().tgid() {
         return true;
