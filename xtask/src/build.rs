@@ -10,6 +10,8 @@ use crate::util::{create_dir, describe, remove_dir_if_exists, repo_root, run, sa
 
 /// Name of the module file kbuild produces.
 pub const MODULE_FILE: &str = "kern2usr.ko";
+/// Time limit of a module build (times `K2U_TIMEOUT_SCALE`).
+const MAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 /// Rust target of the guest binaries.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The guest binaries (`cargo` package, binary name).
@@ -92,18 +94,10 @@ pub fn build_module(kernel: &Unpacked, module: &str) -> Result<PathBuf> {
             src.display()
         );
     }
-    let mut make = Command::new("make");
-    make.arg("-C")
-        .arg(&kernel.kdir)
-        .arg(format!("M={}", out.display()))
-        .args(&kernel.make_vars)
-        .arg("modules")
-        .envs(kernel.make_env.iter().map(|(k, v)| (k, v)));
+    let mut make = kernel.make_command(&out);
     say(format!("module {module}: {}", describe(&make)));
-    let output = make
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| "could not start make; run `cargo xtask deps`".to_string())?;
+    let output = crate::util::output_timeout(&mut make, MAKE_LIMIT)
+        .with_context(|| "could not build the module; run `cargo xtask deps`".to_string())?;
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -148,6 +142,24 @@ pub struct UserBins {
     pub kern2usr: PathBuf,
     /// `kern2usr-vmtest`, the in-VM suites.
     pub vmtest: PathBuf,
+    /// `seed-client`, the 2017 client's calls in C (tests/seed-client/).
+    pub seed_client: PathBuf,
+}
+
+/// Source of the seed client, relative to the repository root.
+pub const SEED_CLIENT_SOURCE: &str = "tests/seed-client/seed_client.c";
+
+/// Builds the seed client, static, with the host's C compiler.
+fn build_seed_client() -> Result<PathBuf> {
+    let out = target_dir().join("guest").join("seed-client");
+    let mut c = Command::new("cc");
+    c.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&out)
+        .arg(repo_root().join(SEED_CLIENT_SOURCE));
+    say(format!("user: {}", describe(&c)));
+    run(&mut c).context("building the seed client failed (needs gcc and libc6-dev)")?;
+    ensure_static(&out)?;
+    Ok(out)
 }
 
 /// Where `build_user` puts its binaries.
@@ -190,7 +202,11 @@ pub fn build_user() -> Result<UserBins> {
     say(format!("user: static binaries in {}", dir.display()));
     let mut it = paths.into_iter();
     match (it.next(), it.next()) {
-        (Some(kern2usr), Some(vmtest)) => Ok(UserBins { kern2usr, vmtest }),
+        (Some(kern2usr), Some(vmtest)) => Ok(UserBins {
+            kern2usr,
+            vmtest,
+            seed_client: build_seed_client()?,
+        }),
         _ => bail!("internal: expected two guest binaries"),
     }
 }

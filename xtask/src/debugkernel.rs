@@ -62,6 +62,10 @@ pub const CURRENT_LINK: &str = "current-7.3-debug";
 const STAMP_UNPACKED: &str = ".k2u-unpacked";
 const STAMP_CONFIGURED: &str = ".k2u-configured";
 const STAMP_COMPLETE: &str = ".k2u-complete";
+/// Time limits (times `K2U_TIMEOUT_SCALE`): `cargo install bindgen-cli`
+/// and the kernel's `make` (a cold build took 6-7 minutes here).
+const CARGO_INSTALL_LIMIT: Duration = Duration::from_secs(30 * 60);
+const KERNEL_MAKE_LIMIT: Duration = Duration::from_secs(120 * 60);
 /// How often the build prints a progress line.
 const PROGRESS_EVERY: Duration = Duration::from_secs(20);
 
@@ -321,6 +325,7 @@ impl KeyInputs {
 }
 
 /// The `version=` line of a stamp.
+#[cfg(test)]
 pub fn stamp_version(stamp: &str) -> Option<&str> {
     stamp
         .lines()
@@ -460,7 +465,9 @@ pub fn ensure_toolchain(cache: &Path) -> Result<Toolchain> {
             .arg(tools_dir(cache))
             .env("PATH", &path);
             say(describe(&c));
-            run(&mut c).context("could not install bindgen-cli from crates.io")
+            crate::util::run_timeout(&mut c, crate::util::scaled(CARGO_INSTALL_LIMIT))
+                .map(|_| ())
+                .context("could not install bindgen-cli from crates.io")
         },
     )?;
 
@@ -494,7 +501,7 @@ fn sources_dir(cache: &Path) -> PathBuf {
     cache.join("sources")
 }
 
-fn sid_apt(cache: &Path) -> Result<Apt> {
+pub(crate) fn sid_apt(cache: &Path) -> Result<Apt> {
     // sid's InRelease carries a Valid-Until a week ahead; the archive this
     // project reaches can serve it past that date ("Release file ... is
     // expired"). The signature is still checked.
@@ -673,6 +680,8 @@ fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<()> {
     }
     drop(tx);
     let start = Instant::now();
+    let deadline = start + crate::util::scaled(KERNEL_MAKE_LIMIT);
+    let mut timed_out = false;
     let mut next_report = start + PROGRESS_EVERY;
     let mut count = 0u64;
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
@@ -694,6 +703,11 @@ fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<()> {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            crate::util::kill_tree(child.id());
+            break;
+        }
         if Instant::now() >= next_report {
             println!(
                 "    [{}] {count} lines, last: {}",
@@ -709,6 +723,14 @@ fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<()> {
     for r in readers {
         // Only a bug makes a reader panic; the output is in already.
         let _ = r.join();
+    }
+    if timed_out {
+        bail!(
+            "`{desc}` did not finish within {} and was killed (K2U_TIMEOUT_SCALE multiplies \
+             every timeout); output in {}",
+            fmt_duration(crate::util::scaled(KERNEL_MAKE_LIMIT)),
+            log_path.display()
+        );
     }
     if !status.success() {
         println!("    last lines of {}:", log_path.display());
@@ -777,13 +799,6 @@ fn prune_other_trees(cache: &Path, v: &Variant, keep: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The version of the tree `current-7.3-debug` points at, if it is built.
-fn current_version(cache: &Path, v: &Variant) -> Option<String> {
-    let link = build_dir(cache).join(v.link);
-    let stamp = std::fs::read_to_string(link.join(STAMP_COMPLETE)).ok()?;
-    stamp_version(&stamp).map(str::to_string)
-}
-
 /// Builds the tree of `inputs` unless it is built; returns its path.
 fn build(
     cache: &Path,
@@ -840,7 +855,9 @@ fn build(
         log.display(),
         PROGRESS_EVERY.as_secs()
     ));
-    step("make bzImage modules_prepare modules", || {
+    // Nested in "fetch kernel 7.3-debug": the leading blanks keep it out
+    // of the table's sum.
+    crate::util::stage("  of which: debug kernel build (make)", || {
         run_logged(&mut make, &log)
     })?;
     for needed in [
@@ -870,21 +887,58 @@ fn build(
     Ok(tree)
 }
 
-/// For a variant other than 7.3-debug with no version asked for: the
-/// version of the 7.3-debug tree in use, so both are the same source.
-fn same_source_as_debug(cache: &Path, v: &Variant) -> Option<String> {
-    let debug = Variant::of(Series::V7_3Debug).ok()?;
-    if v.link == debug.link {
-        return None;
+/// The `linux-source-7.3` version to build, like the binary kernels:
+/// `--kernel-version`, else `KERN2USR_KERNEL_7_3_DEBUG`, else the pinned
+/// [`Series::pinned_abi`]. A built tree or a downloaded package of it is
+/// used as is; a pinned version that left the archive falls back to the
+/// newest one, with a warning; an explicit one that is gone is an error.
+fn choose_source(
+    cache: &Path,
+    v: &Variant,
+    tc: &Toolchain,
+    fragment: &str,
+    flag: Option<&str>,
+    env: Option<&str>,
+) -> Result<(KeyInputs, Option<Apt>)> {
+    let series = v.series;
+    let (wanted, pinned) = crate::kernels::choose_abi(series, flag, env);
+    let inputs = tc.key_inputs(&wanted, fragment);
+    let built = |i: &KeyInputs| {
+        build_dir(cache)
+            .join(v.tree_name(i))
+            .join(STAMP_COMPLETE)
+            .exists()
+    };
+    if built(&inputs) {
+        return Ok((inputs, None));
     }
-    current_version(cache, &debug)
+    let apt = sid_apt(cache)?;
+    if source_deb(cache, &wanted).is_some() {
+        return Ok((inputs, Some(apt)));
+    }
+    apt.update_if_stale()?;
+    let spec = format!("{SOURCE_PACKAGE}={wanted}");
+    if apt.query(&["show", &spec]).is_ok() {
+        return Ok((inputs, Some(apt)));
+    }
+    if !pinned {
+        bail!(
+            "{SOURCE_PACKAGE} {wanted} (from --kernel-version or {}) is not in sid's or \
+             trixie-backports' lists; unset it to use the pinned {}",
+            series.env_var(),
+            series.pinned_abi()
+        );
+    }
+    let newest = newest_source_version(&apt)?;
+    crate::kernels::warn_replaced(series, &wanted, &newest);
+    let inputs = tc.key_inputs(&newest, fragment);
+    Ok((inputs, Some(apt)))
 }
 
 /// Makes sure the kernel of `series` (7.3-debug or 7.3-kcsan) is built
-/// and returns its paths.
-/// `version` (or `KERN2USR_KERNEL_7_3_DEBUG`) picks a `linux-source-7.3`
-/// version; without it the tree in use is kept while its inputs are
-/// unchanged, else the newest version in sid / trixie-backports is built.
+/// and returns its paths. `version` (or the series' variable) picks a
+/// `linux-source-7.3` version; without it, the pinned one (see
+/// [`choose_source`]; 7.3-kcsan pins the same source as 7.3-debug).
 pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
     let v = Variant::of(series)?;
     let cache = crate::cache::cache_dir()?;
@@ -893,45 +947,7 @@ pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
     let tc = ensure_toolchain(&cache)?;
 
     let env = std::env::var(series.env_var()).ok();
-    let wanted = [version, env.as_deref()]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .find(|v| !v.is_empty())
-        .map(str::to_string)
-        .or_else(|| same_source_as_debug(&cache, &v));
-    let reusable = current_version(&cache, &v)
-        .map(|v| tc.key_inputs(&v, &fragment))
-        .filter(|i| {
-            build_dir(&cache)
-                .join(v.tree_name(i))
-                .join(STAMP_COMPLETE)
-                .exists()
-        });
-    let (inputs, apt) = match (wanted, reusable) {
-        (None, Some(inputs)) => (inputs, None),
-        (Some(v), Some(inputs)) if v == inputs.source_version => (inputs, None),
-        (wanted, _) => {
-            let apt = sid_apt(&cache)?;
-            let version = match wanted {
-                Some(v) => v,
-                None => {
-                    apt.update_if_stale()?;
-                    newest_source_version(&apt)?
-                }
-            };
-            let inputs = tc.key_inputs(&version, &fragment);
-            if !build_dir(&cache)
-                .join(v.tree_name(&inputs))
-                .join(STAMP_COMPLETE)
-                .exists()
-                && source_deb(&cache, &version).is_none()
-            {
-                apt.update_if_stale()?;
-            }
-            (inputs, Some(apt))
-        }
-    };
+    let (inputs, apt) = choose_source(&cache, &v, &tc, &fragment, version, env.as_deref())?;
     let tree = build(&cache, &v, &tc, apt.as_ref(), &inputs)?;
     update_current(&cache, &v, &tree)?;
     say(format!(
@@ -948,6 +964,7 @@ pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
         kdir: tree,
         make_vars: vec![LLVM_VAR.to_string()],
         make_env: tc.env(),
+        chroot: None,
     })
 }
 

@@ -214,6 +214,36 @@ impl SummaryLine {
     }
 }
 
+/// The per-stage table at the end of `cargo xtask test`: one row per
+/// stage in the order they ran, then their sum and the wall time. Rows
+/// whose name starts with a blank are part of the row above (the debug
+/// kernel build inside its fetch) and are not summed.
+pub fn stage_table(stages: &[crate::util::Stage], wall: std::time::Duration) -> String {
+    let width = stages
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("stage".len());
+    let mut out = format!("{:<width$}  {:>8}\n", "stage", "seconds");
+    let mut sum = 0.0;
+    for s in stages {
+        let secs = s.took.as_secs_f64();
+        if !s.name.starts_with(' ') {
+            sum += secs;
+        }
+        let mark = if s.ok { "" } else { "  FAILED" };
+        out.push_str(&format!("{:<width$}  {secs:>8.1}{mark}\n", s.name));
+    }
+    out.push_str(&format!("{:<width$}  {sum:>8.1}\n", "sum of stages"));
+    out.push_str(&format!(
+        "{:<width$}  {:>8.1}\n",
+        "wall time",
+        wall.as_secs_f64()
+    ));
+    out
+}
+
 /// Sum of all counts, for the `total:` line.
 pub fn total(lines: &[SummaryLine]) -> Counts {
     let mut t = Counts::default();
@@ -370,6 +400,39 @@ mod tests {
                 "[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1 f",
                 "[ 1.1] Call Trace:"
             ]
+        );
+    }
+
+    #[test]
+    fn stage_rows() {
+        use crate::util::Stage;
+        use std::time::Duration;
+        let stages = [
+            Stage {
+                name: "deps".into(),
+                took: Duration::from_millis(200),
+                ok: true,
+            },
+            Stage {
+                name: "  of which: make".into(),
+                took: Duration::from_millis(100),
+                ok: true,
+            },
+            Stage {
+                name: "VM run c@6.1 (tcg)".into(),
+                took: Duration::from_millis(47_250),
+                ok: false,
+            },
+        ];
+        let t = stage_table(&stages, Duration::from_secs(50));
+        assert_eq!(
+            t,
+            "stage                seconds\n\
+             deps                     0.2\n\
+             \x20 of which: make         0.1\n\
+             VM run c@6.1 (tcg)      47.2  FAILED\n\
+             sum of stages           47.5\n\
+             wall time               50.0\n"
         );
     }
 

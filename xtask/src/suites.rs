@@ -9,12 +9,20 @@ use clap::Args;
 
 use crate::kernels::Series;
 use crate::report::{self, Counts, SummaryLine};
-use crate::util::{describe, fmt_duration, repo_root, say, step};
+use crate::util::{describe, fmt_duration, repo_root, say, stage};
 
 /// The VM suites run by default, in order.
-pub const DEFAULT_SUITES: &[&str] = &["walkthrough", "badinput", "burst", "perf"];
+pub const DEFAULT_SUITES: &[&str] = &[
+    "walkthrough",
+    "badinput",
+    "burst",
+    "perf",
+    "regress",
+    "seedclient",
+];
 /// Default guest command of `initramfs`.
-pub const DEFAULT_RUN: &str = "kern2usr-vmtest suite walkthrough badinput burst perf";
+pub const DEFAULT_RUN: &str =
+    "kern2usr-vmtest suite walkthrough badinput burst perf regress seedclient";
 /// Guest command of `demo`.
 pub const DEMO_RUN: &str = "kern2usr-vmtest demo";
 
@@ -31,7 +39,8 @@ pub struct TestArgs {
     /// Only the VM suites.
     #[arg(long)]
     vm_only: bool,
-    /// VM suite to run (repeatable; default: walkthrough badinput burst perf).
+    /// VM suite to run (repeatable; default: walkthrough badinput burst
+    /// perf regress seedclient).
     #[arg(long = "suite", value_name = "NAME")]
     suites: Vec<String>,
     /// Module implementation, the directory under kernel/ (repeatable;
@@ -41,6 +50,13 @@ pub struct TestArgs {
     /// Kill each QEMU run after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+}
+
+impl TestArgs {
+    /// Whether only the host tests run (no packages, no locks needed).
+    pub fn host_only(&self) -> bool {
+        self.host_only
+    }
 }
 
 /// Runs `cargo test --workspace`, streaming its output, and sums the
@@ -78,11 +94,14 @@ fn host_tests() -> Result<(Option<Counts>, Option<String>)> {
 fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> Vec<SummaryLine> {
     let run = format!("kern2usr-vmtest suite {}", suites.join(" "));
     let name = format!("{module}@{series}");
+    // The summary names the exact kernel version once it is known.
+    let mut label = name.clone();
     let outcome = (|| {
         let (kernel, image) = crate::prepare(series, None, Some(module), true, &run)?;
+        label = format!("{name} ({})", kernel.kernel.version());
         let boot =
             crate::qemu::Boot::of(&name, series, &kernel, &image, Duration::from_secs(timeout));
-        step(format!("boot {} in QEMU", kernel.kernel.release()), || {
+        stage(format!("VM run {name} ({})", boot.accel.name()), || {
             crate::qemu::boot(&boot)
         })
     })();
@@ -114,7 +133,7 @@ fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> V
                 (None, Some(_)) => None,
             };
             SummaryLine {
-                name: format!("{name}/{suite}"),
+                name: format!("{label}/{suite}"),
                 counts,
                 note,
             }
@@ -216,6 +235,11 @@ pub fn test(args: &TestArgs) -> Result<()> {
     }
     let total = report::total(&lines);
     println!("total: {} passed, {} failed", total.passed, total.failed);
+    println!();
+    print!(
+        "{}",
+        report::stage_table(&crate::util::stages(), start.elapsed())
+    );
     let failed: Vec<&str> = lines
         .iter()
         .filter(|l| l.failed())
@@ -238,6 +262,7 @@ mod tests {
             [
                 Series::V6_1,
                 Series::V6_12,
+                Series::V7_3,
                 Series::V7_3Debug,
                 Series::V7_3Kcsan
             ]
@@ -262,6 +287,7 @@ mod pair_tests {
             [
                 "c@6.1",
                 "c@6.12",
+                "c@7.3",
                 "c@7.3-debug",
                 "c@7.3-kcsan",
                 "rust@7.3-debug",

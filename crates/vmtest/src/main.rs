@@ -6,10 +6,13 @@ mod burst;
 mod common;
 mod guest;
 mod harness;
+mod holder;
 mod kmsg;
 mod listener;
 mod pattern;
 mod perf;
+mod regress;
+mod seedclient;
 mod walkthrough;
 
 use std::process::ExitCode;
@@ -40,6 +43,12 @@ enum Cmd {
     Demo,
     /// List the suites and their tests.
     List,
+    /// Hold two inheritable eventfds until killed (a listener for tests).
+    HoldEventfds {
+        /// Share them with a forked child (`sleep 3600`).
+        #[arg(long)]
+        fork: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -52,6 +61,10 @@ enum SuiteName {
     Burst,
     /// Statistics, back_to_back, adaptive mode, READ_BUFFER, log rate.
     Perf,
+    /// Regression tests of protocol defects (issue 7).
+    Regress,
+    /// The 2017 client's exact calls (tests/seed-client).
+    Seedclient,
     /// All of the above.
     All,
 }
@@ -78,6 +91,8 @@ fn run(cli: Cli) -> Result<bool> {
                         SuiteName::Badinput,
                         SuiteName::Burst,
                         SuiteName::Perf,
+                        SuiteName::Regress,
+                        SuiteName::Seedclient,
                     ]),
                     other => expanded.push(other),
                 }
@@ -92,6 +107,12 @@ fn run(cli: Cli) -> Result<bool> {
                     }
                     SuiteName::Burst => harness::run_independent("burst", burst::TESTS, filter),
                     SuiteName::Perf => harness::run_independent("perf", perf::TESTS, filter),
+                    SuiteName::Regress => {
+                        harness::run_independent("regress", regress::TESTS, filter)
+                    }
+                    SuiteName::Seedclient => {
+                        harness::run_independent("seedclient", seedclient::TESTS, filter)
+                    }
                     SuiteName::All => harness::Tally::default(),
                 };
                 failed += tally.failed;
@@ -99,6 +120,7 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(failed == 0)
         }
         Cmd::Demo => walkthrough::demo(),
+        Cmd::HoldEventfds { fork } => holder::run(fork).map(|()| true),
         Cmd::List => {
             println!("walkthrough:");
             for (n, what, _) in walkthrough::STEPS {
@@ -108,6 +130,8 @@ fn run(cli: Cli) -> Result<bool> {
                 ("badinput", badinput::TESTS),
                 ("burst", burst::TESTS),
                 ("perf", perf::TESTS),
+                ("regress", regress::TESTS),
+                ("seedclient", seedclient::TESTS),
             ] {
                 println!("{suite}:");
                 for (name, _) in tests {
