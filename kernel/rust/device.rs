@@ -109,7 +109,7 @@ impl K2uFile {
                 return Err(k.refuse_op(
                     "REGISTER",
                     EBADF,
-                    kernel::fmt!("{}={} is not an open fd of pid {}", name, fd, pid),
+                    fmt!("{}={} is not an open fd of pid {}", name, fd, pid),
                 ));
             }
             let (Some(efd), Some(efd2)) = (efd, efd2) else {
@@ -120,7 +120,7 @@ impl K2uFile {
                 return Err(k.refuse_op(
                     "REGISTER",
                     EBUSY,
-                    kernel::fmt!("test is running: stop it (4) first"),
+                    fmt!("test is running: stop it (4) first"),
                 ));
             }
             if let Err(e) = k.attach_files(pid, tgid, &efd, &efd2) {

@@ -153,16 +153,16 @@ impl AttachError {
         refuse: impl FnOnce(Error, kernel::fmt::Arguments<'_>) -> Error,
     ) -> Error {
         match self {
-            Self::NotEventFd(false) => refuse(EINVAL, kernel::fmt!("efd is not an eventfd")),
-            Self::NotEventFd(true) => refuse(EINVAL, kernel::fmt!("efd2 is not an eventfd")),
-            Self::Same => refuse(EINVAL, kernel::fmt!("efd and efd2 are the same eventfd")),
+            Self::NotEventFd(false) => refuse(EINVAL, fmt!("efd is not an eventfd")),
+            Self::NotEventFd(true) => refuse(EINVAL, fmt!("efd2 is not an eventfd")),
+            Self::Same => refuse(EINVAL, fmt!("efd and efd2 are the same eventfd")),
             Self::Busy(pid, n) => refuse(
                 EBUSY,
-                kernel::fmt!("listener pid {} still has {} undelivered events", pid, n),
+                fmt!("listener pid {} still has {} undelivered events", pid, n),
             ),
             Self::Hook(e) => refuse(
                 *e,
-                kernel::fmt!("cannot watch the eventfds (error {})", e.to_errno()),
+                fmt!("cannot watch the eventfds (error {})", e.to_errno()),
             ),
         }
     }
