@@ -46,6 +46,10 @@ pub enum Series {
     /// `kernel/config/debug.config` (KASAN, lockdep, kmemleak, Rust).
     #[value(name = "7.3-debug")]
     V7_3Debug,
+    /// The same source with `kernel/config/kcsan.config` over the debug
+    /// fragment: KCSAN (data races) instead of KASAN.
+    #[value(name = "7.3-kcsan")]
+    V7_3Kcsan,
 }
 
 impl fmt::Display for Series {
@@ -56,15 +60,22 @@ impl fmt::Display for Series {
 
 impl Series {
     /// Every series, in the order the tests run them.
-    pub const ALL: [Series; 4] = [Series::V6_1, Series::V6_12, Series::V7_3, Series::V7_3Debug];
+    pub const ALL: [Series; 5] = [
+        Series::V6_1,
+        Series::V6_12,
+        Series::V7_3,
+        Series::V7_3Debug,
+        Series::V7_3Kcsan,
+    ];
 
-    /// `6.1`, `6.12`, `7.3` or `7.3-debug`.
+    /// `6.1`, `6.12`, `7.3`, `7.3-debug` or `7.3-kcsan`.
     pub fn name(self) -> &'static str {
         match self {
             Series::V6_1 => "6.1",
             Series::V6_12 => "6.12",
             Series::V7_3 => "7.3",
             Series::V7_3Debug => "7.3-debug",
+            Series::V7_3Kcsan => "7.3-kcsan",
         }
     }
 
@@ -72,7 +83,7 @@ impl Series {
     /// debug options that make the harness scan for leaks) rather than
     /// Debian's binary packages.
     pub fn built_from_source(self) -> bool {
-        matches!(self, Series::V7_3Debug)
+        matches!(self, Series::V7_3Debug | Series::V7_3Kcsan)
     }
 
     /// Extra kernel command line for this series.
@@ -80,7 +91,7 @@ impl Series {
         match self {
             // The tiny config has no ACPI or HPET: without this the TSC is
             // not trusted as a clocksource and hrtimers tick at 4 ms.
-            Series::V7_3Debug => "tsc=reliable",
+            Series::V7_3Debug | Series::V7_3Kcsan => "tsc=reliable",
             Series::V6_1 | Series::V6_12 | Series::V7_3 => "",
         }
     }
@@ -93,7 +104,8 @@ impl Series {
             Series::V6_1 => "6.1.0-57",
             Series::V6_12 => "6.12.117+deb12",
             Series::V7_3 => "7.3.4+deb13",
-            Series::V7_3Debug => "7.3.4-1~bpo13+1",
+            // 7.3-kcsan is the same source as 7.3-debug.
+            Series::V7_3Debug | Series::V7_3Kcsan => "7.3.4-1~bpo13+1",
         }
     }
 
@@ -105,6 +117,7 @@ impl Series {
             Series::V6_12 => "KERN2USR_KERNEL_6_12",
             Series::V7_3 => "KERN2USR_KERNEL_7_3",
             Series::V7_3Debug => "KERN2USR_KERNEL_7_3_DEBUG",
+            Series::V7_3Kcsan => "KERN2USR_KERNEL_7_3_KCSAN",
         }
     }
 
@@ -115,7 +128,7 @@ impl Series {
             Series::V6_1 => r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
             Series::V6_12 => r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$",
             Series::V7_3 => r"^linux-image-7\.3\.[0-9]+\+deb13-amd64$",
-            Series::V7_3Debug => r"^linux-source-7\.3$",
+            Series::V7_3Debug | Series::V7_3Kcsan => r"^linux-source-7\.3$",
         }
     }
 }
@@ -134,7 +147,9 @@ impl Kernel {
     /// from source, a description with the source package version.
     pub fn release(&self) -> String {
         match self.series {
-            Series::V7_3Debug => format!("7.3-debug (linux-source-7.3 {})", self.abi),
+            Series::V7_3Debug | Series::V7_3Kcsan => {
+                format!("{} (linux-source-7.3 {})", self.series, self.abi)
+            }
             Series::V6_1 | Series::V6_12 | Series::V7_3 => format!("{}-amd64", self.abi),
         }
     }
@@ -153,7 +168,9 @@ impl Kernel {
             // bookworm's security/backports line) per ABI.
             Series::V6_1 => "linux-kbuild-6.1".to_string(),
             Series::V6_12 => format!("linux-kbuild-{abi}"),
-            Series::V7_3Debug => return vec![format!("linux-source-7.3={abi}")],
+            Series::V7_3Debug | Series::V7_3Kcsan => {
+                return vec![format!("linux-source-7.3={abi}")]
+            }
             // Only the image, which 7.x packages as linux-binary (the
             // linux-image package is an empty metapackage): the headers,
             // their kbuild and gcc-14 go into the trixie build root (see
@@ -287,7 +304,7 @@ pub fn newest_abi(series: Series, names: &str) -> Option<String> {
                     && !abi.contains("cloud")
                     && !abi.contains("rt")
             }
-            Series::V7_3Debug => false,
+            Series::V7_3Debug | Series::V7_3Kcsan => false,
         })
         .max_by_key(|abi| abi_key(abi))
         .map(str::to_string)
@@ -641,10 +658,11 @@ fn resolved_note(cache: &Path, series: Series) -> PathBuf {
 /// Makes sure the kernel of `series` is unpacked in the cache and returns
 /// its paths. `version` is `--kernel-version` (an ABI like `6.1.0-56`).
 ///
-/// 7.3-debug is built from source instead (see [`crate::debugkernel`]).
+/// 7.3-debug and 7.3-kcsan are built from source instead (see
+/// [`crate::debugkernel`]).
 pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
     if series.built_from_source() {
-        return crate::debugkernel::fetch(version);
+        return crate::debugkernel::fetch(series, version);
     }
     let cache = crate::cache::cache_dir()?;
     let env = std::env::var(series.env_var()).ok();

@@ -29,8 +29,8 @@ pub const DEMO_RUN: &str = "kern2usr-vmtest demo";
 /// Options of `cargo xtask test`.
 #[derive(Args)]
 pub struct TestArgs {
-    /// Kernel series to boot (repeatable; default: 6.1, 6.12 and 7.3-debug;
-    /// for `--module rust` only 7.3-debug).
+    /// Kernel series to boot (repeatable; default: 6.1, 6.12, 7.3-debug and
+    /// 7.3-kcsan; for `--module rust` only 7.3-debug and 7.3-kcsan).
     #[arg(long, value_enum)]
     kernel: Vec<Series>,
     /// Only `cargo test --workspace`.
@@ -142,12 +142,18 @@ fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> V
 }
 
 /// The kernels a module is tested on by default: the Rust module needs a
-/// kernel built with Rust support, so only 7.3-debug.
+/// kernel built with Rust support, so only 7.3-debug and 7.3-kcsan.
 pub fn default_kernels(module: &str) -> Vec<Series> {
     match module {
-        "rust" => vec![Series::V7_3Debug],
+        "rust" => vec![Series::V7_3Debug, Series::V7_3Kcsan],
         _ => Series::ALL.to_vec(),
     }
+}
+
+/// Whether `module` can run on `series` at all (the Rust module needs a
+/// kernel built here with Rust).
+fn can_run_on(module: &str, series: Series) -> bool {
+    module != "rust" || series.built_from_source()
 }
 
 /// The (module, kernel) pairs to test. Without `--module`, every module
@@ -162,16 +168,15 @@ fn test_pairs(modules: &[String], kernels: &[Series]) -> Vec<(String, Series)> {
     };
     let mut pairs = Vec::new();
     for module in modules {
-        let runs_on = default_kernels(&module);
         let chosen = if kernels.is_empty() {
-            runs_on.clone()
+            default_kernels(&module)
         } else {
             kernels.to_vec()
         };
         for series in chosen {
             // An explicit --module on a kernel it cannot run on is the
             // user's call; a defaulted one is skipped there.
-            if !defaulted || runs_on.contains(&series) {
+            if !defaulted || can_run_on(&module, series) {
                 pairs.push((module.clone(), series));
             }
         }
@@ -254,9 +259,18 @@ mod tests {
     fn default_kernels_per_module() {
         assert_eq!(
             default_kernels("c"),
-            [Series::V6_1, Series::V6_12, Series::V7_3, Series::V7_3Debug]
+            [
+                Series::V6_1,
+                Series::V6_12,
+                Series::V7_3,
+                Series::V7_3Debug,
+                Series::V7_3Kcsan
+            ]
         );
-        assert_eq!(default_kernels("rust"), [Series::V7_3Debug]);
+        assert_eq!(
+            default_kernels("rust"),
+            [Series::V7_3Debug, Series::V7_3Kcsan]
+        );
     }
 }
 
@@ -270,11 +284,22 @@ mod pair_tests {
         let names: Vec<String> = pairs.iter().map(|(m, s)| format!("{m}@{s}")).collect();
         assert_eq!(
             names,
-            ["c@6.1", "c@6.12", "c@7.3", "c@7.3-debug", "rust@7.3-debug"]
+            [
+                "c@6.1",
+                "c@6.12",
+                "c@7.3",
+                "c@7.3-debug",
+                "c@7.3-kcsan",
+                "rust@7.3-debug",
+                "rust@7.3-kcsan"
+            ]
         );
         let on_612 = test_pairs(&[], &[Series::V6_12]);
         assert_eq!(on_612, [("c".to_string(), Series::V6_12)]);
         let forced = test_pairs(&["rust".to_string()], &[Series::V6_12]);
         assert_eq!(forced, [("rust".to_string(), Series::V6_12)]);
+        let kcsan = test_pairs(&[], &[Series::V7_3Kcsan]);
+        let names: Vec<String> = kcsan.iter().map(|(m, s)| format!("{m}@{s}")).collect();
+        assert_eq!(names, ["c@7.3-kcsan", "rust@7.3-kcsan"]);
     }
 }
