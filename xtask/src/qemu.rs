@@ -26,6 +26,8 @@ pub struct Boot<'a> {
     pub extra_cmdline: &'a str,
     /// The kernel has kmemleak: the guest's report must be there (and empty).
     pub expect_kmemleak: bool,
+    /// More QEMU arguments (e.g. a `-drive`), appended last.
+    pub extra_args: Vec<String>,
 }
 
 impl<'a> Boot<'a> {
@@ -45,6 +47,7 @@ impl<'a> Boot<'a> {
             timeout,
             extra_cmdline: series.extra_cmdline(),
             expect_kmemleak: series.built_from_source(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -86,7 +89,8 @@ pub fn command(boot: &Boot<'_>) -> Command {
         .arg("-initrd")
         .arg(boot.initrd)
         .arg("-append")
-        .arg(cmdline(boot.extra_cmdline));
+        .arg(cmdline(boot.extra_cmdline))
+        .args(&boot.extra_args);
     c
 }
 
