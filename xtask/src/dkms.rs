@@ -327,7 +327,11 @@ pub fn build(kernels: &[Unpacked]) -> Result<Vec<Built>> {
         }
         let b = Built {
             series: kernel.kernel.series,
-            srcversion: modinfo(&ko, "srcversion")?,
+            // Empty unless the module has MODULE_VERSION or the kernel
+            // CONFIG_MODULE_SRCVERSION_ALL (Debian's have neither).
+            srcversion: Some(modinfo(&ko, "srcversion")?)
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "none".to_string()),
             sha256: sha256(&ko)?,
             vermagic,
             release,

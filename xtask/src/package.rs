@@ -862,23 +862,9 @@ fn root_image(kernel: &Unpacked) -> Result<PathBuf> {
 }
 
 /// Modules the loader needs to reach an ext4 root on virtio-blk (with
-/// their dependencies, from modules.dep); built-in ones are skipped.
+/// their dependencies); built-in ones are skipped. ext4 asks for crc32c
+/// through the crypto API (a soft dependency), hence crc32c_generic.
 const LOADER_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"];
-
-/// Parses modules.dep into (module name, path, dependency paths).
-pub fn parse_modules_dep(text: &str) -> Vec<(String, String, Vec<String>)> {
-    text.lines()
-        .filter_map(|l| {
-            let (path, deps) = l.split_once(':')?;
-            let name = module_name(path);
-            Some((
-                name,
-                path.trim().to_string(),
-                deps.split_whitespace().map(str::to_string).collect(),
-            ))
-        })
-        .collect()
-}
 
 /// `kernel/fs/ext4/ext4.ko.xz` -> `ext4` (dashes as underscores).
 pub fn module_name(path: &str) -> String {
@@ -887,46 +873,54 @@ pub fn module_name(path: &str) -> String {
     base.replace('-', "_")
 }
 
-/// The load order (module paths, dependencies first) for `wanted`;
-/// names in `builtin` are skipped.
+/// The load order for `wanted` (dependencies first), skipping names in
+/// `builtin`; `depends` gives a module's direct dependencies by name.
 pub fn load_order(
-    deps: &[(String, String, Vec<String>)],
-    builtin: &BTreeSet<String>,
     wanted: &[&str],
+    builtin: &BTreeSet<String>,
+    depends: &mut dyn FnMut(&str) -> Result<Vec<String>>,
 ) -> Result<Vec<String>> {
     fn visit(
-        path: &str,
-        deps: &[(String, String, Vec<String>)],
+        name: &str,
+        builtin: &BTreeSet<String>,
+        depends: &mut dyn FnMut(&str) -> Result<Vec<String>>,
         seen: &mut BTreeSet<String>,
         out: &mut Vec<String>,
     ) -> Result<()> {
-        if !seen.insert(path.to_string()) {
+        if builtin.contains(name) || !seen.insert(name.to_string()) {
             return Ok(());
         }
-        let entry = deps
-            .iter()
-            .find(|(_, p, _)| p == path)
-            .ok_or_else(|| anyhow!("{path} is not in modules.dep"))?;
-        // modules.dep lists what a module needs; load those first.
-        for d in entry.2.iter().rev() {
-            visit(d, deps, seen, out)?;
+        for d in depends(name)? {
+            visit(&d, builtin, depends, seen, out)?;
         }
-        out.push(path.to_string());
+        out.push(name.to_string());
         Ok(())
     }
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for name in wanted {
-        if builtin.contains(*name) {
-            continue;
-        }
-        let (_, path, _) = deps
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .ok_or_else(|| anyhow!("module {name} is neither built in nor in modules.dep"))?;
-        visit(path, deps, &mut seen, &mut out)?;
+        visit(name, builtin, depends, &mut seen, &mut out)?;
     }
     Ok(out)
+}
+
+/// Module name -> file under `moddir`, from modules.order (whose `.ko`
+/// names may be shipped compressed).
+fn module_files(moddir: &Path) -> Result<std::collections::BTreeMap<String, PathBuf>> {
+    let order = moddir.join("modules.order");
+    let text = std::fs::read_to_string(&order)
+        .with_context(|| format!("could not read {}", order.display()))?;
+    let mut map = std::collections::BTreeMap::new();
+    for rel in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        for candidate in [rel.to_string(), format!("{rel}.xz")] {
+            let path = moddir.join(&candidate);
+            if path.exists() {
+                map.insert(module_name(rel), path);
+                break;
+            }
+        }
+    }
+    Ok(map)
 }
 
 /// The loader's /init: load the modules, mount the Debian root, run the
@@ -1027,30 +1021,43 @@ fn loader_initramfs(kernel: &Unpacked, debs: &Debs, vmtest: &Path) -> Result<Pat
         .and_then(Path::parent)
         .context("odd vmlinuz path")?;
     let moddir = kroot.join("lib/modules").join(&release);
-    let dep_text = std::fs::read_to_string(moddir.join("modules.dep"))
-        .with_context(|| format!("could not read {}", moddir.join("modules.dep").display()))?;
     let builtin: BTreeSet<String> = std::fs::read_to_string(moddir.join("modules.builtin"))
         .unwrap_or_default()
         .lines()
         .map(module_name)
         .collect();
-    let deps = parse_modules_dep(&dep_text);
-    let order = load_order(&deps, &builtin, LOADER_MODULES)?;
+    let files = module_files(&moddir)?;
+    let mut depends = |name: &str| -> Result<Vec<String>> {
+        let path = files
+            .get(name)
+            .ok_or_else(|| anyhow!("module {name} is neither built in nor in modules.order"))?;
+        let deps = dkms::modinfo(path, "depends")?;
+        Ok(deps
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string)
+            .collect())
+    };
+    let order = load_order(LOADER_MODULES, &builtin, &mut depends)?;
     let base = target_dir().join("package/vm");
     let tree = base.join("tree");
     remove_dir_if_exists(&tree)?;
     create_dir(&tree.join("modules"))?;
     let mut names = Vec::new();
-    for rel in &order {
-        let src = moddir.join(rel);
-        let name = format!("{}.ko", module_name(rel));
+    for module in &order {
+        let src = files
+            .get(module)
+            .ok_or_else(|| anyhow!("module {module} has no file"))?;
+        let name = format!("{module}.ko");
         let dest = tree.join("modules").join(&name);
-        let data = if rel.ends_with(".ko.xz") {
-            run_captured(Command::new("xz").arg("-dc").arg(&src))?.stdout
-        } else if rel.ends_with(".ko") {
-            std::fs::read(&src).with_context(|| format!("could not read {}", src.display()))?
+        let file = src.to_string_lossy();
+        let data = if file.ends_with(".ko.xz") {
+            run_captured(Command::new("xz").arg("-dc").arg(src))?.stdout
+        } else if file.ends_with(".ko") {
+            std::fs::read(src).with_context(|| format!("could not read {}", src.display()))?
         } else {
-            bail!("{rel}: only .ko and .ko.xz modules are handled");
+            bail!("{file}: only .ko and .ko.xz modules are handled");
         };
         write(&dest, &data, 0o644)?;
         names.push(name);
@@ -1215,30 +1222,45 @@ mod tests {
     }
 
     #[test]
-    fn modules_dep_order() {
-        let text = "kernel/fs/ext4/ext4.ko.xz: kernel/fs/mbcache.ko.xz kernel/fs/jbd2/jbd2.ko.xz kernel/lib/crc16.ko.xz\n\
-                    kernel/fs/mbcache.ko.xz:\n\
-                    kernel/fs/jbd2/jbd2.ko.xz:\n\
-                    kernel/lib/crc16.ko.xz:\n\
-                    kernel/drivers/block/virtio_blk.ko.xz:\n\
-                    kernel/crypto/crc32c_generic.ko.xz:\n";
-        let deps = parse_modules_dep(text);
-        assert_eq!(deps[0].0, "ext4");
+    fn module_load_order() {
+        let table: &[(&str, &[&str])] = &[
+            ("ext4", &["mbcache", "jbd2", "crc16"]),
+            ("jbd2", &["crc16"]),
+            ("mbcache", &[]),
+            ("crc16", &[]),
+            ("virtio_blk", &["virtio", "virtio_ring"]),
+            ("virtio", &[]),
+            ("virtio_ring", &[]),
+            ("crc32c_generic", &[]),
+        ];
+        let mut depends = |n: &str| -> Result<Vec<String>> {
+            table
+                .iter()
+                .find(|(m, _)| *m == n)
+                .map(|(_, d)| d.iter().map(|s| s.to_string()).collect())
+                .ok_or_else(|| anyhow!("no {n}"))
+        };
         let builtin: BTreeSet<String> = ["virtio_pci".to_string()].into_iter().collect();
-        let order = load_order(&deps, &builtin, LOADER_MODULES).expect("resolves");
-        let names: Vec<String> = order.iter().map(|p| module_name(p)).collect();
+        let order = load_order(LOADER_MODULES, &builtin, &mut depends).expect("resolves");
         assert_eq!(
-            names,
+            order,
             [
+                "virtio",
+                "virtio_ring",
                 "virtio_blk",
                 "crc32c_generic",
+                "mbcache",
                 "crc16",
                 "jbd2",
-                "mbcache",
                 "ext4"
             ]
         );
-        assert!(load_order(&deps, &BTreeSet::new(), &["nope"]).is_err());
+        assert!(load_order(&["nope"], &BTreeSet::new(), &mut depends).is_err());
+        assert_eq!(module_name("kernel/fs/ext4/ext4.ko.xz"), "ext4");
+        assert_eq!(
+            module_name("kernel/drivers/virtio/virtio-mmio.ko"),
+            "virtio_mmio"
+        );
     }
 
     #[test]
