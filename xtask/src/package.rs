@@ -948,6 +948,11 @@ if mount -t ext4 /dev/vda /mnt; then
     mount -t sysfs sysfs /mnt/sys
     mount -o bind /dev /mnt/dev
     mkdir -p /mnt/dev/char /mnt/dev/pts
+    # What udev would add: dkms uses <(...), which needs /dev/fd.
+    ln -sfn /proc/self/fd /mnt/dev/fd
+    ln -sf /proc/self/fd/0 /mnt/dev/stdin
+    ln -sf /proc/self/fd/1 /mnt/dev/stdout
+    ln -sf /proc/self/fd/2 /mnt/dev/stderr
     mount -t devpts devpts /mnt/dev/pts
     mount -t tmpfs tmpfs /mnt/tmp
     mount -t tmpfs tmpfs /mnt/run
