@@ -12,8 +12,10 @@ mod build;
 mod cache;
 mod debugkernel;
 mod deps;
+mod dkms;
 mod initramfs;
 mod kernels;
+mod package;
 mod qemu;
 mod report;
 mod suites;
@@ -102,6 +104,16 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Build the C module with Debian's dkms (installed if missing) against
+    /// each fetched Debian kernel, in a private DKMS tree under target/dkms.
+    Dkms {
+        /// Kernel series (repeatable; default 6.1 and 6.12).
+        #[arg(long, value_enum)]
+        kernel: Vec<Series>,
+    },
+    /// Build kern2usr-dkms_<ver>_all.deb and kern2usr_<ver>_amd64.deb into
+    /// target/package and run lintian on them.
+    Package(package::PackageArgs),
 }
 
 /// `--kernel` and `--kernel-version`.
@@ -141,15 +153,35 @@ pub fn prepare(
     user: bool,
     run: &str,
 ) -> Result<(kernels::Unpacked, PathBuf)> {
+    prepare_from(series, version, module, None, user, run)
+}
+
+/// [`prepare`], with `prebuilt` (e.g. the DKMS build) as the module
+/// instead of building `module` the kbuild way.
+pub fn prepare_from(
+    series: Series,
+    version: Option<&str>,
+    module: Option<&str>,
+    prebuilt: Option<&std::path::Path>,
+    user: bool,
+    run: &str,
+) -> Result<(kernels::Unpacked, PathBuf)> {
     let kernel = util::stage(format!("fetch kernel {series}"), || {
         kernels::fetch(series, version)
     })?;
-    let ko = match module {
-        Some(m) => Some(util::stage(
+    let ko = match (module, prebuilt) {
+        (Some(m), Some(ko)) => {
+            util::say(format!(
+                "module {m} for {series}: the prebuilt {}",
+                ko.display()
+            ));
+            Some(ko.to_path_buf())
+        }
+        (Some(m), None) => Some(util::stage(
             format!("build module {m} for {series}"),
             || build::build_module(&kernel, m),
         )?),
-        None => None,
+        (None, _) => None,
     };
     let bins = if user {
         Some(util::stage(
@@ -296,6 +328,9 @@ fn needs(cmd: &Cmd) -> Needs {
         Cmd::Demo { .. } => n(Need::Nothing, true, true),
         Cmd::Test(args) if args.host_only() => n(Need::Nothing, false, false),
         Cmd::Test(_) => n(Need::Boot, true, true),
+        Cmd::Dkms { .. } => n(Need::ModuleBuild, true, true),
+        // `package --test` boots a Debian root.
+        Cmd::Package(_) => n(Need::Boot, true, true),
     }
 }
 
@@ -432,5 +467,7 @@ fn main() -> Result<()> {
         Cmd::Test(args) => suites::test(&args),
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Demo { guest, timeout } => demo(&guest, timeout),
+        Cmd::Dkms { kernel } => dkms::dkms(&kernel).map(|_| ()),
+        Cmd::Package(args) => package::package(&args),
     }
 }

@@ -134,6 +134,7 @@ fn probe_kvm(kernel: &crate::kernels::Unpacked) -> Result<Duration> {
         expect_kmemleak: false,
         accel: Accel::Kvm,
         echo: Echo::Guest,
+        extra_args: Vec::new(),
     };
     let mut cmd = command(&boot);
     say(format!("kvm probe: {}", describe(&cmd)));
@@ -239,6 +240,8 @@ pub struct Boot<'a> {
     pub accel: Accel,
     /// What the terminal shows of the console.
     pub echo: Echo,
+    /// More QEMU arguments (e.g. a `-drive`), appended last.
+    pub extra_args: Vec<String>,
 }
 
 impl<'a> Boot<'a> {
@@ -261,6 +264,7 @@ impl<'a> Boot<'a> {
             expect_kmemleak: series.built_from_source(),
             accel: accel_for(kernel),
             echo: Echo::All,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -315,7 +319,8 @@ pub fn command(boot: &Boot<'_>) -> Command {
     .arg("-initrd")
     .arg(boot.initrd)
     .arg("-append")
-    .arg(cmdline(boot.extra_cmdline, timeout_scale()));
+    .arg(cmdline(boot.extra_cmdline, timeout_scale()))
+    .args(&boot.extra_args);
     c
 }
 

@@ -50,6 +50,57 @@ pub struct TestArgs {
     /// Kill each QEMU run after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Skip the DKMS builds (by default `dkms build` runs for the C module
+    /// on 6.1 and 6.12 when they are tested, and c@6.12 loads its module).
+    #[arg(long)]
+    no_dkms: bool,
+}
+
+/// The kernel whose C-module VM run loads the module built by DKMS.
+pub const DKMS_LOADED_ON: Series = Series::V6_12;
+
+/// The guest prints this and the sha256 of the module it loads.
+const KO_MARKER: &str = "K2U-KO";
+
+/// The DKMS builds for the C module's Debian kernels among `pairs`, one
+/// summary line each (`dkms@6.12: 1 passed`).
+fn dkms_builds(pairs: &[(String, Series)]) -> (Vec<crate::dkms::Built>, Vec<SummaryLine>) {
+    let series: Vec<Series> = crate::dkms::DEFAULT_KERNELS
+        .into_iter()
+        .filter(|s| pairs.iter().any(|(m, p)| m == "c" && p == s))
+        .collect();
+    if series.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let line = |s: &Series, failure: Option<String>| SummaryLine {
+        name: format!("dkms@{s}"),
+        counts: Some(Counts {
+            passed: u64::from(failure.is_none()),
+            failed: u64::from(failure.is_some()),
+        }),
+        note: failure,
+    };
+    match crate::dkms::dkms(&series) {
+        Ok(built) => {
+            let lines = series
+                .iter()
+                .map(|s| {
+                    let missing =
+                        (!built.iter().any(|b| b.series == *s)).then(|| "no module".to_string());
+                    line(s, missing)
+                })
+                .collect();
+            (built, lines)
+        }
+        Err(e) => {
+            println!("DKMS builds FAILED: {e:#}");
+            let lines = series
+                .iter()
+                .map(|s| line(s, Some("dkms build failed".to_string())))
+                .collect();
+            (Vec::new(), lines)
+        }
+    }
 }
 
 impl TestArgs {
@@ -91,13 +142,24 @@ fn host_tests() -> Result<(Option<Counts>, Option<String>)> {
 }
 
 /// One VM run: the summary lines of its suites.
-fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> Vec<SummaryLine> {
-    let run = format!("kern2usr-vmtest suite {}", suites.join(" "));
+fn vm_suites(
+    series: Series,
+    module: &str,
+    suites: &[String],
+    timeout: u64,
+    dkms: Option<&crate::dkms::Built>,
+) -> Vec<SummaryLine> {
+    let mut run = format!("kern2usr-vmtest suite {}", suites.join(" "));
+    if dkms.is_some() {
+        run = format!("echo {KO_MARKER} $(sha256sum kern/kern2usr.ko); {run}");
+    }
     let name = format!("{module}@{series}");
     // The summary names the exact kernel version once it is known.
     let mut label = name.clone();
     let outcome = (|| {
-        let (kernel, image) = crate::prepare(series, None, Some(module), true, &run)?;
+        let prebuilt = dkms.map(|b| b.ko.as_path());
+        let (kernel, image) =
+            crate::prepare_from(series, None, Some(module), prebuilt, true, &run)?;
         label = format!("{name} ({})", kernel.kernel.version());
         let boot =
             crate::qemu::Boot::of(&name, series, &kernel, &image, Duration::from_secs(timeout));
@@ -118,6 +180,28 @@ fn vm_suites(series: Series, module: &str, suites: &[String], timeout: u64) -> V
             (Vec::new(), Some(format!("VM run failed: {e:#}")))
         }
     };
+    let failure = failure.or_else(|| {
+        let b = dkms?;
+        let loaded = console
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(KO_MARKER))
+            .and_then(|rest| rest.split_whitespace().next());
+        if loaded == Some(b.sha256.as_str()) {
+            say(format!(
+                "{name}: the guest loaded the DKMS build {} (sha256 {}, srcversion {}, vermagic {})",
+                b.ko.display(),
+                b.sha256,
+                b.srcversion,
+                b.vermagic
+            ));
+            None
+        } else {
+            Some(format!(
+                "the guest's module (sha256 {loaded:?}) is not the DKMS build (sha256 {})",
+                b.sha256
+            ))
+        }
+    });
     let results = report::suite_results(&console);
     suites
         .iter()
@@ -214,13 +298,32 @@ pub fn test(args: &TestArgs) -> Result<()> {
         } else {
             args.suites.clone()
         };
-        for (module, series) in test_pairs(&args.modules, &args.kernel) {
+        let pairs = test_pairs(&args.modules, &args.kernel);
+        let mut built = Vec::new();
+        if !args.no_dkms {
             let t = Instant::now();
+            let (b, dkms_lines) = dkms_builds(&pairs);
+            if !dkms_lines.is_empty() {
+                println!("    DKMS builds took {}", fmt_duration(t.elapsed()));
+            }
+            built = b;
+            lines.extend(dkms_lines);
+        }
+        for (module, series) in pairs {
+            let t = Instant::now();
+            let dkms = built
+                .iter()
+                .find(|b| module == "c" && series == DKMS_LOADED_ON && b.series == series);
             say(format!(
-                "VM suites on {module}@{series}: {}",
+                "VM suites on {module}@{series}{}: {}",
+                if dkms.is_some() {
+                    " (module built by DKMS)"
+                } else {
+                    ""
+                },
                 suites.join(" ")
             ));
-            lines.extend(vm_suites(series, &module, &suites, args.timeout));
+            lines.extend(vm_suites(series, &module, &suites, args.timeout, dkms));
             println!(
                 "    VM suites on {module}@{series} took {}",
                 fmt_duration(t.elapsed())
