@@ -323,9 +323,17 @@ fn stop_exit_with_full_queue(ctx: &mut Ctx) -> Result<()> {
     let ctrl = l.dev.map_ctrl()?;
     l.attach_by_params(ctx)?;
     ctx.params.command(Code::Mmap)?;
+    let before = ctrl.ready_seq();
     ctx.params.command(Code::StartTest)?;
+    // The first round comes from START's work item: wait until it is out.
+    let deadline = Instant::now() + timeout();
+    while ctrl.ready_seq() == before {
+        ensure!(Instant::now() < deadline, "START published no round");
+        thread::yield_now();
+    }
     // Ack every round by id without ever reading an event: each ack starts
-    // the next round, until its MEMORY_READY no longer fits.
+    // the next round (back to back, in the ioctl), until its MEMORY_READY
+    // no longer fits.
     let deadline = Instant::now() + scaled(Duration::from_secs(60));
     let mut rounds = 0u64;
     loop {
