@@ -1,5 +1,5 @@
-//! The control page of the adaptive mode ([`abi::Ctrl`], mapped at
-//! [`abi::CTRL_MMAP_OFFSET`]) and the listener's side of its protocol.
+//! The control page of the adaptive mode ([`crate::abi::Ctrl`], mapped at
+//! [`crate::abi::CTRL_MMAP_OFFSET`]) and the listener's side of its protocol.
 //!
 //! The module publishes each round by storing `ready_seq + 1`, then a full
 //! barrier, then reading `listener_state`; it rings efd (MEMORY_READY) only
@@ -15,7 +15,7 @@ use std::mem::offset_of;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use crate::abi::{self, Ctrl, CTRL_MMAP_OFFSET, LISTENER_ASLEEP, LISTENER_SPINNING};
+use crate::abi::{Ctrl, CTRL_MMAP_OFFSET, LISTENER_ASLEEP, LISTENER_SPINNING};
 use crate::device::{Access, MappedBuffer};
 use crate::error::Result;
 
@@ -161,11 +161,13 @@ impl CtrlPage {
 
     /// Play the module's part on a test mapping: publish round `seq`
     /// (store, full fence, read the state). Returns whether it would ring.
+    /// A test double: only with `cfg(test)` or the `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
     pub fn publish_as_kernel(&self, seq: u64) -> bool {
         self.u64_at(offset_of!(Ctrl, ready_seq))
             .store(seq, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let asleep = self.listener_state() == abi::LISTENER_ASLEEP;
+        let asleep = self.listener_state() == LISTENER_ASLEEP;
         if !asleep {
             self.u64_at(offset_of!(Ctrl, doorbells_skipped))
                 .fetch_add(1, Ordering::SeqCst);

@@ -6,7 +6,6 @@
 
 pub use kern2usr_abi as abi;
 
-pub mod bench;
 pub mod ctrl;
 pub mod device;
 pub mod error;

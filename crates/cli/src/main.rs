@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use kern2usr::abi::{self, param, Code, DEFAULT_POLL_TIMEOUT_MS, DEVICE_PATH, PARAMS_DIR};
-use kern2usr::bench::{self, Mechanism};
 use kern2usr::{AckMode, Device, EventFd, KernelSide, Listener, ListenerConfig, Params};
+use kern2usr_cli::bench::{self, Mechanism};
 use rustix::process::Pid;
 
 #[derive(Parser, Debug)]
