@@ -57,9 +57,9 @@ const _: () = assert!(offset_of!(Ctrl, doorbells_skipped) % 8 == 0);
 impl CtrlPage {
     /// Map the control page of the device `fd` (`mmap` of one page at
     /// [`CTRL_MMAP_OFFSET`], read-write).
-    pub fn map(fd: BorrowedFd<'_>) -> Result<Self> {
+    pub(crate) fn map(fd: BorrowedFd<'_>) -> Result<Self> {
         let len = rustix::param::page_size().max(std::mem::size_of::<Ctrl>());
-        Self::from_mapping(MappedBuffer::map(
+        Self::from_mapping(MappedBuffer::map_fd(
             fd,
             len,
             CTRL_MMAP_OFFSET,
@@ -192,7 +192,7 @@ mod tests {
     fn file_page() -> anyhow::Result<(std::fs::File, CtrlPage)> {
         let f = tempfile::tempfile()?;
         f.set_len(4096)?;
-        let map = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?;
+        let map = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?;
         Ok((f, CtrlPage::from_mapping(map)?))
     }
 
@@ -227,9 +227,9 @@ mod tests {
     fn read_only_or_short_mappings_are_refused() -> anyhow::Result<()> {
         let f = tempfile::tempfile()?;
         f.set_len(4096)?;
-        let ro = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadOnly)?;
+        let ro = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadOnly)?;
         assert!(CtrlPage::from_mapping(ro).is_err());
-        let short = MappedBuffer::map(f.as_fd(), 16, 0, Access::ReadWrite)?;
+        let short = MappedBuffer::map_fd(f.as_fd(), 16, 0, Access::ReadWrite)?;
         assert!(CtrlPage::from_mapping(short).is_err());
         Ok(())
     }
@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn dropping_the_page_leaves_the_listener_asleep() -> anyhow::Result<()> {
         let (f, page) = file_page()?;
-        let map = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?;
+        let map = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?;
         let other = CtrlPage::from_mapping(map)?;
         page.set_spinning();
         assert_eq!(other.listener_state(), LISTENER_SPINNING);
@@ -254,7 +254,7 @@ mod tests {
         use std::sync::Arc;
         let (f, page) = file_page()?;
         let kernel =
-            CtrlPage::from_mapping(MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
+            CtrlPage::from_mapping(MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
         let bell = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
         const ROUNDS: u64 = 5_000;

@@ -6,6 +6,7 @@
 
 pub use kern2usr_abi as abi;
 
+pub mod channel;
 pub mod ctrl;
 pub mod device;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod params;
 pub mod session;
 pub mod stats;
 
+pub use channel::{Channel, Event, Info, Round};
 pub use ctrl::CtrlPage;
 pub use device::{Access, Device, MappedBuffer, Mismatch};
 pub use error::{Error, Result};
