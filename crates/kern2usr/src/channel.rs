@@ -169,6 +169,12 @@ impl Channel {
     ///
     /// A module of another ABI version is [`Error::AbiMismatch`], naming
     /// both versions.
+    ///
+    /// ```no_run
+    /// let ch = kern2usr::Channel::open_path("/dev/kern2usr")?;
+    /// assert_eq!(ch.info().abi_version, kern2usr::abi::ABI_VERSION);
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
     pub fn open_path(device: impl AsRef<Path>) -> Result<Self> {
         let dev = Device::open(device)?;
         let info = Info::try_from(dev.info()?)?;
@@ -266,6 +272,15 @@ impl Channel {
 
     /// The next event if one is there now, without blocking: "nothing
     /// yet" (EAGAIN underneath) is `Ok(None)`, not an error.
+    ///
+    /// ```no_run
+    /// # let mut ch = kern2usr::Channel::open()?;
+    /// // After epoll/mio reported the channel's fd readable:
+    /// while let Some(event) = ch.try_next()? {
+    ///     println!("{event:?}");
+    /// }
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
     pub fn try_next(&mut self) -> Result<Option<Event>> {
         self.next(Duration::ZERO)
     }
@@ -320,6 +335,16 @@ impl AsFd for Channel {
 
 /// One round, lent out by [`Channel::round`]: a zero-copy view of the
 /// module's buffer (`Deref<Target = [u8]>`) until [`Round::ack`].
+///
+/// ```no_run
+/// # let mut ch = kern2usr::Channel::open()?;
+/// if let Some(round) = ch.round() {
+///     let first: &[u8] = &round[..16]; // borrows the guard
+///     println!("round {} starts {first:?}", round.id());
+///     round.ack()?; // `first` cannot be used past this point
+/// }
+/// # Ok::<(), kern2usr::Error>(())
+/// ```
 ///
 /// # Why the view is sound
 ///
