@@ -9,7 +9,7 @@
 //! one open round at a time, acknowledged by its id. It reuses `Session`
 //! underneath for reading codes in both event modes.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -330,6 +330,14 @@ impl AsFd for Channel {
     /// (then call [`Channel::try_next`] until it returns `None`).
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.session.efd().as_fd()
+    }
+}
+
+impl AsRawFd for Channel {
+    /// The kernel->user eventfd, as [`AsFd::as_fd`] (for reactors that
+    /// take raw fds, such as tokio's `AsyncFd`).
+    fn as_raw_fd(&self) -> RawFd {
+        self.session.efd().as_raw_fd()
     }
 }
 

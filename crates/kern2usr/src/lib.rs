@@ -39,7 +39,8 @@
 //! Lower layers stay public for tools and tests: [`Session`] (the raw
 //! protocol driver with codes), [`Device`], [`MappedBuffer`], [`CtrlPage`]
 //! (adaptive mode), [`Params`] (the module parameters) and [`Stats`].
-//! Features: `serde` (Serialize for [`Stats`]), `testing` (test doubles
+//! Feature `tokio`: `aio::AsyncChannel`, `next().await` over tokio's
+//! `AsyncFd`. Features: `serde` (Serialize for [`Stats`]), `testing` (test doubles
 //! such as `Channel::from_fakes`; not a stable API).
 //!
 //! The protocol is described in `docs/PROTOCOL.md`; every number and layout
@@ -49,6 +50,8 @@
 
 pub use kern2usr_abi as abi;
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 pub mod channel;
 pub mod ctrl;
 pub mod device;
