@@ -16,7 +16,7 @@ const MAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The guest binaries (`cargo` package, binary name).
 pub const GUEST_BINS: &[(&str, &str)] = &[
-    ("kern2usr", "kern2usr"),
+    ("kern2usr-cli", "kern2usr"),
     ("kern2usr-vmtest", "kern2usr-vmtest"),
 ];
 

@@ -80,9 +80,38 @@ pub struct MappedBuffer {
 // is not tied to the creating thread, so moving the owner is fine.
 unsafe impl Send for MappedBuffer {}
 
+// SAFETY: every `&self` method only reads the mapping through raw-pointer
+// copies or volatile loads (never through references, the one exception
+// being the `unsafe` [`MappedBuffer::stable_slice`], whose caller vouches
+// for it); the only writer, `write_at`, takes `&mut self`. Reads from
+// several threads at once are what the kernel's concurrent writes already
+// allow for, so sharing `&MappedBuffer` between threads adds no hazard.
+unsafe impl Sync for MappedBuffer {}
+
 impl MappedBuffer {
-    /// `mmap(NULL, len, prot, MAP_SHARED, fd, offset)`.
-    pub fn map(fd: BorrowedFd<'_>, len: usize, offset: u64, access: Access) -> Result<Self> {
+    /// `mmap(NULL, len, prot, MAP_SHARED, fd, offset)` of any file.
+    ///
+    /// The module's buffer is mapped with [`Device::map`] (safe: the
+    /// device's size never changes while it is mapped).
+    ///
+    /// # Safety
+    ///
+    /// `fd` must stay at least `offset + len` bytes long for as long as
+    /// the mapping lives (a file truncated under a mapping raises SIGBUS
+    /// on the next access, which this type cannot prevent), and must not
+    /// be a device whose mapping has side effects on access.
+    pub unsafe fn map(fd: BorrowedFd<'_>, len: usize, offset: u64, access: Access) -> Result<Self> {
+        Self::map_fd(fd, len, offset, access)
+    }
+
+    /// [`MappedBuffer::map`] for the crate: only called with the kern2usr
+    /// device (or, in tests, a temporary file nobody truncates).
+    pub(crate) fn map_fd(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        offset: u64,
+        access: Access,
+    ) -> Result<Self> {
         let map_err = |e: Errno| Error::Mmap {
             len,
             offset,
@@ -327,6 +356,13 @@ impl Device {
         })
     }
 
+    /// A device over an fd that stands in for the node (tests: a pipe
+    /// whose read end carries event records).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn from_fd(fd: OwnedFd, path: PathBuf) -> Self {
+        Self { fd, path }
+    }
+
     /// The path it was opened by.
     pub fn path(&self) -> &Path {
         &self.path
@@ -346,7 +382,7 @@ impl Device {
 
     /// Map `len` bytes at `offset` (the module refuses any offset but 0).
     pub fn map_at(&self, len: usize, offset: u64, access: Access) -> Result<MappedBuffer> {
-        MappedBuffer::map(self.fd.as_fd(), len, offset, access)
+        MappedBuffer::map_fd(self.fd.as_fd(), len, offset, access)
     }
 
     /// Map the control page of the adaptive mode (one page at
@@ -629,7 +665,7 @@ mod tests {
     #[test]
     fn copies_a_pattern_buffer_and_finds_no_mismatch() -> anyhow::Result<()> {
         let f = pattern_file(3 * 4096)?;
-        let buf = MappedBuffer::map(f.as_fd(), 3 * 4096, 0, Access::ReadOnly)?;
+        let buf = MappedBuffer::map_fd(f.as_fd(), 3 * 4096, 0, Access::ReadOnly)?;
         assert_eq!(buf.len(), 3 * 4096);
         assert_ne!(buf.addr(), 0);
         let copy = buf.to_vec();
@@ -650,7 +686,7 @@ mod tests {
     #[test]
     fn detects_a_corrupted_byte_at_its_offset() -> anyhow::Result<()> {
         let mut f = pattern_file(8192)?;
-        let buf = MappedBuffer::map(f.as_fd(), 8192, 0, Access::ReadOnly)?;
+        let buf = MappedBuffer::map_fd(f.as_fd(), 8192, 0, Access::ReadOnly)?;
         f.seek(SeekFrom::Start(5000))?;
         f.write_all(&[0xAA])?;
         let mut copy = Vec::new();
@@ -677,12 +713,12 @@ mod tests {
     #[test]
     fn writes_only_through_read_write_mappings() -> anyhow::Result<()> {
         let f = pattern_file(4096)?;
-        let mut ro = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadOnly)?;
+        let mut ro = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadOnly)?;
         assert!(matches!(
             ro.write_at(0, &[1]),
             Err(Error::BufferAccess { .. })
         ));
-        let mut rw = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?;
+        let mut rw = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?;
         rw.write_at(10, &[0xFF, 0xFE])?;
         assert!(rw.write_at(4095, &[1, 2]).is_err());
         assert_eq!(
@@ -699,9 +735,9 @@ mod tests {
     #[test]
     fn empty_and_unaligned_maps_are_refused() -> anyhow::Result<()> {
         let f = pattern_file(4096)?;
-        let e = MappedBuffer::map(f.as_fd(), 0, 0, Access::ReadOnly).err();
+        let e = MappedBuffer::map_fd(f.as_fd(), 0, 0, Access::ReadOnly).err();
         assert_eq!(e.and_then(|e| e.errno()), Some(Errno::INVAL));
-        let e = MappedBuffer::map(f.as_fd(), 4096, 100, Access::ReadOnly).err();
+        let e = MappedBuffer::map_fd(f.as_fd(), 4096, 100, Access::ReadOnly).err();
         assert_eq!(e.and_then(|e| e.errno()), Some(Errno::INVAL));
         Ok(())
     }
@@ -728,7 +764,7 @@ mod tests {
     #[test]
     fn stable_slice_sees_the_file_without_copying() -> anyhow::Result<()> {
         let f = pattern_file(8192)?;
-        let buf = MappedBuffer::map(f.as_fd(), 8192, 0, Access::ReadOnly)?;
+        let buf = MappedBuffer::map_fd(f.as_fd(), 8192, 0, Access::ReadOnly)?;
         // SAFETY: nothing writes the file while the slice lives.
         let s = unsafe { buf.stable_slice() };
         assert_eq!(s.len(), 8192);

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::abi::{Code, Event, EventMode, DEFAULT_POLL_TIMEOUT_MS, SEED_DEVICE_PATH};
+use crate::abi::{Code, Event, EventMode, DEFAULT_POLL_TIMEOUT_MS, DEVICE_PATH};
 use crate::ctrl::CtrlPage;
 use crate::device::{is_late_ack, pattern_mismatches, Access, Device, MappedBuffer, RoundAcker};
 use crate::error::{Error, Result};
@@ -313,7 +313,7 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 impl Default for ListenerConfig {
     fn default() -> Self {
         Self {
-            device_path: PathBuf::from(SEED_DEVICE_PATH),
+            device_path: PathBuf::from(DEVICE_PATH),
             poll_timeout: Duration::from_millis(u64::from(DEFAULT_POLL_TIMEOUT_MS)),
             adaptive: None,
             debug: false,

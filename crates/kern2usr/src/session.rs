@@ -48,7 +48,7 @@ impl Session {
     }
 
     /// A session over eventfds and a device that are attached already.
-    fn from_parts(efd: EventFd, efd2: EventFd, dev: Device, mode: EventMode) -> Self {
+    pub(crate) fn from_parts(efd: EventFd, efd2: EventFd, dev: Device, mode: EventMode) -> Self {
         Self {
             efd,
             efd2,
@@ -501,8 +501,10 @@ mod tests {
     fn page() -> anyhow::Result<(std::fs::File, CtrlPage, CtrlPage)> {
         let f = tempfile::tempfile()?;
         f.set_len(4096)?;
-        let a = CtrlPage::from_mapping(MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
-        let k = CtrlPage::from_mapping(MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
+        let a =
+            CtrlPage::from_mapping(MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
+        let k =
+            CtrlPage::from_mapping(MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
         Ok((f, a, k))
     }
 

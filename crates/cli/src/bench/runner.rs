@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{format_size, Mechanism, Report, Run};
-use crate::abi::{pattern_byte, Code, MODULE_NAME};
-use crate::ctrl::CtrlPage;
-use crate::device::{first_pattern_mismatch, Access, MappedBuffer, Mismatch};
-use crate::error::{Error, Result};
-use crate::eventfd::EventFd;
-use crate::params::Params;
-use crate::session::{wait_adaptive, AdaptiveWake, CtrlPort, RoundTracker, Session};
-use crate::stats::format_ns;
+use kern2usr::abi::{pattern_byte, Code, MODULE_NAME};
+use kern2usr::ctrl::CtrlPage;
+use kern2usr::device::{first_pattern_mismatch, Access, MappedBuffer, Mismatch};
+use kern2usr::error::{Error, Result};
+use kern2usr::eventfd::EventFd;
+use kern2usr::params::Params;
+use kern2usr::session::{wait_adaptive, AdaptiveWake, CtrlPort, RoundTracker, Session};
+use kern2usr::stats::format_ns;
 
 /// What to run.
 #[derive(Clone, Debug)]

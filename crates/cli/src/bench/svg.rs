@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use super::{format_ratio, format_size, Report, Run};
-use crate::stats::format_ns;
+use kern2usr::stats::format_ns;
 
 const WIDTH: f64 = 960.0;
 const PANEL_H: f64 = 300.0;
