@@ -115,7 +115,10 @@ impl TestArgs {
 fn host_tests() -> Result<(Option<Counts>, Option<String>)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut c = Command::new(cargo);
-    c.args(["test", "--workspace"]).current_dir(repo_root());
+    // --all-features: the library's tokio, serde and testing features
+    // too; cargo test also builds every example and runs the doctests.
+    c.args(["test", "--workspace", "--all-features"])
+        .current_dir(repo_root());
     say(format!("host: {}", describe(&c)));
     let mut child = c
         .stdin(Stdio::null())
@@ -133,12 +136,25 @@ fn host_tests() -> Result<(Option<Counts>, Option<String>)> {
     }
     let status = child.wait().context("could not wait for cargo test")?;
     let counts = report::cargo_test_counts(&out);
-    let note = if status.success() {
-        None
-    } else {
+    let note = if !status.success() {
         Some(format!("cargo test --workspace exited with {status}"))
+    } else {
+        library_docs_clean()?
     };
     Ok((counts, note))
+}
+
+/// `RUSTDOCFLAGS=-Dwarnings cargo doc -p kern2usr --no-deps`: the
+/// library's documentation builds without a warning. A note if not.
+fn library_docs_clean() -> Result<Option<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut c = Command::new(cargo);
+    c.args(["doc", "-p", "kern2usr", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-Dwarnings")
+        .current_dir(repo_root());
+    say(format!("host: RUSTDOCFLAGS=-Dwarnings {}", describe(&c)));
+    let status = c.status().context("could not start cargo doc")?;
+    Ok((!status.success()).then(|| format!("cargo doc -p kern2usr exited with {status}")))
 }
 
 /// One VM run: the summary lines of its suites.
