@@ -4,7 +4,8 @@
 //! pidfd_getfd) and reading its acks from efd2, in counter mode.
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -42,7 +43,23 @@ struct Running {
 
 impl Running {
     fn spawn(args: &[&str]) -> Result<Self> {
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        // The seed's numbers (efd=3, efd2=4) need a child with only 0-2
+        // open: fds this test process inherited (a lock a wrapper holds,
+        // a CI runner's pipes) must not reach it.
+        // SAFETY: the closure runs in the forked child before exec and
+        // makes only fcntl() system calls, which are async-signal-safe; the
+        // raw fds are borrowed for the one call and may be closed (EBADF).
+        unsafe {
+            cmd.pre_exec(|| {
+                for fd in 3..1024 {
+                    let fd = BorrowedFd::borrow_raw(fd);
+                    let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
