@@ -883,7 +883,7 @@ impl Model {
         if let Some(c) = self.efd_counters.get_mut(id.0 as usize) {
             *c = 0;
         }
-        if v % 7 != 0 {
+        if !v.is_multiple_of(7) {
             out.unexpected = true;
             return out;
         }
