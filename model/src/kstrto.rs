@@ -238,7 +238,9 @@ mod tests {
 
     #[test]
     fn booleans() {
-        for t in ["1", "y", "Y", "yes", "t", "true", "T", "on", "ON", "oN", "1x"] {
+        for t in [
+            "1", "y", "Y", "yes", "t", "true", "T", "on", "ON", "oN", "1x",
+        ] {
             assert_eq!(kstrtobool(t.as_bytes(), false), Ok(true), "{t}");
         }
         for f in ["0", "n", "N", "no", "f", "false", "F", "off", "OFF", "0x5"] {

@@ -384,6 +384,11 @@ impl Model {
         self.efd_counters.get(id.0 as usize).copied().unwrap_or(0)
     }
 
+    /// Eventfds created so far (the next one gets this id).
+    pub fn eventfd_count(&self) -> usize {
+        self.efd_counters.len()
+    }
+
     fn alive(&self, pid: Pid) -> bool {
         self.procs.get(&pid).is_some_and(|p| p.alive)
     }

@@ -65,7 +65,10 @@ fn the_seed_walkthrough_in_counter_mode() {
     // The round of the 6 read after STOP was abandoned: the ack is late.
     assert_eq!(m.efd_write(efd2, 7).late, 1);
     assert_eq!(m.counted(), 1);
-    assert_eq!(m.param_read(param::CUR_CMD), Ok(ParamText::Exact("5\n".into())));
+    assert_eq!(
+        m.param_read(param::CUR_CMD),
+        Ok(ParamText::Exact("5\n".into()))
+    );
 }
 
 #[test]
@@ -259,8 +262,14 @@ fn register_attaches_the_caller_and_updates_the_parameters() {
     assert_eq!(m.ioctl_register(L, 3, 9), Err(Errno::EBADF));
     assert_eq!(m.ioctl_register(L, 3, 5), Err(Errno::EINVAL));
     assert_eq!(m.ioctl_register(L, 3, 4), Ok(()));
-    assert_eq!(m.param_read(param::USR_PID), Ok(ParamText::Exact(format!("{L}\n"))));
-    assert_eq!(m.param_read(param::USR_EFD2), Ok(ParamText::Exact("4\n".into())));
+    assert_eq!(
+        m.param_read(param::USR_PID),
+        Ok(ParamText::Exact(format!("{L}\n")))
+    );
+    assert_eq!(
+        m.param_read(param::USR_EFD2),
+        Ok(ParamText::Exact("4\n".into()))
+    );
     assert!(!m.last_error_set(), "ioctls never touch last_error");
 }
 
@@ -285,7 +294,10 @@ fn parameter_writes() {
     assert_eq!(m.param_write(param::PERIOD_MS, b"0x10\n"), Ok(()));
     assert_eq!(m.period_ms(), 16);
     assert_eq!(m.param_write(param::PERIOD_MS, b" 5"), Err(Errno::EINVAL));
-    assert_eq!(m.param_write(param::PERIOD_MS, b"60001"), Err(Errno::EINVAL));
+    assert_eq!(
+        m.param_write(param::PERIOD_MS, b"60001"),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(m.param_write(param::PERIOD_MS, b"0"), Err(Errno::EINVAL));
     assert_eq!(m.param_write(param::PERIOD_MS, b"9\0junk"), Ok(()));
     assert_eq!(m.period_ms(), 9);
@@ -294,8 +306,14 @@ fn parameter_writes() {
     assert_eq!(m.param_write(param::USR_EFD, b"-1"), Err(Errno::EINVAL));
     assert_eq!(m.param_write(param::BACK_TO_BACK, b"yes"), Ok(()));
     assert!(m.back_to_back());
-    assert_eq!(m.param_write(param::BACK_TO_BACK, b"maybe"), Err(Errno::EINVAL));
-    assert_eq!(m.param_write(param::EVENT_MODE, b"queue"), Err(Errno::EACCES));
+    assert_eq!(
+        m.param_write(param::BACK_TO_BACK, b"maybe"),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        m.param_write(param::EVENT_MODE, b"queue"),
+        Err(Errno::EACCES)
+    );
     // Parameter writes never touch last_error; cur_cmd refusals do.
     assert!(!m.last_error_set());
     assert_eq!(m.param_write(param::CUR_CMD, b" 1"), Err(Errno::EINVAL));
@@ -316,12 +334,22 @@ fn mmap_variants() {
         exec: false,
     };
     assert_eq!(m.mmap(L, req(4096, 0, true, true)), Ok(()));
-    assert_eq!(m.mmap(L, req(100, 0, false, true)), Ok(()), "the seed's MAP_PRIVATE");
+    assert_eq!(
+        m.mmap(L, req(100, 0, false, true)),
+        Ok(()),
+        "the seed's MAP_PRIVATE"
+    );
     assert_eq!(m.mmap(L, req(4097, 0, true, false)), Err(Errno::EINVAL));
     assert_eq!(m.mmap(L, req(4096, 4096, true, false)), Err(Errno::EINVAL));
     assert_eq!(m.mmap(L, req(4096, CTRL_MMAP_OFFSET, true, true)), Ok(()));
-    assert_eq!(m.mmap(L, req(4096, CTRL_MMAP_OFFSET, false, false)), Err(Errno::EINVAL));
-    assert_eq!(m.mmap(L, req(8192, CTRL_MMAP_OFFSET, true, false)), Err(Errno::EINVAL));
+    assert_eq!(
+        m.mmap(L, req(4096, CTRL_MMAP_OFFSET, false, false)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        m.mmap(L, req(8192, CTRL_MMAP_OFFSET, true, false)),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(m.mmap(L, req(0, 0, true, false)), Err(Errno::EINVAL));
     assert_eq!(m.proc(L).map(|p| p.mappings), Some(3));
     assert_eq!(m.rmmod(), Err(Errno::EAGAIN));
@@ -341,6 +369,13 @@ fn rmmod_detaches_and_insmod_starts_over() {
     // The code stays in the old efd.
     assert_eq!(m.efd_counter(efd), 2);
     assert_eq!(m.insmod(), Ok(()));
-    assert_eq!(m.param_read(param::USR_EFD), Ok(ParamText::Exact("-1\n".into())));
-    assert_eq!(find(&mut m, L, 3, 4), Err(Errno::EINVAL), "efd still holds 2");
+    assert_eq!(
+        m.param_read(param::USR_EFD),
+        Ok(ParamText::Exact("-1\n".into()))
+    );
+    assert_eq!(
+        find(&mut m, L, 3, 4),
+        Err(Errno::EINVAL),
+        "efd still holds 2"
+    );
 }

@@ -20,8 +20,13 @@ fn doc() -> String {
 /// The rows of the table whose header is `| situation | errno |`.
 fn table_rows(doc: &str) -> Vec<(String, String)> {
     let mut rows = Vec::new();
-    let mut lines = doc.lines().skip_while(|l| l.trim() != "| situation | errno |");
-    assert!(lines.next().is_some(), "PROTOCOL.md has no `| situation | errno |` table");
+    let mut lines = doc
+        .lines()
+        .skip_while(|l| l.trim() != "| situation | errno |");
+    assert!(
+        lines.next().is_some(),
+        "PROTOCOL.md has no `| situation | errno |` table"
+    );
     for line in lines.skip(1) {
         let line = line.trim();
         if !line.starts_with('|') {
@@ -128,7 +133,10 @@ fn scenario(row: &str) -> Option<Option<Errno>> {
         let mut m = world(Queue);
         m.spawn(200);
         m.exit(200);
-        same(&[find(&mut world(Queue), 99_999, 3, 4), find(&mut m, 200, 3, 4)])
+        same(&[
+            find(&mut world(Queue), 99_999, 3, 4),
+            find(&mut m, 200, 3, 4),
+        ])
     } else if row.starts_with("FIND: an fd is not open") {
         same(&[
             find(&mut world(Queue), L, 9, 4),
