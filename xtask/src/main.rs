@@ -9,6 +9,7 @@ mod build;
 mod cache;
 mod debugkernel;
 mod deps;
+mod fuzz;
 mod initramfs;
 mod kernels;
 mod qemu;
@@ -79,6 +80,9 @@ enum Cmd {
     /// Boot a kernel running `kern2usr bench` and extract its JSON and
     /// SVG (default target/bench/bench.json and bench.svg).
     Bench(bench::BenchArgs),
+    /// Boot a kernel running random operations checked against the
+    /// protocol model (`kern2usr-vmtest fuzz`).
+    Fuzz(fuzz::FuzzArgs),
     /// Boot a kernel running `kern2usr-vmtest demo`.
     Demo {
         #[command(flatten)]
@@ -246,6 +250,7 @@ fn main() -> Result<()> {
         } => vm(&guest, timeout, &command.join(" ")),
         Cmd::Test(args) => suites::test(&args),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Demo { guest, timeout } => vm(&guest, timeout, suites::DEMO_RUN),
     }
 }
