@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use kern2usr::abi::{param, EventMode, CTRL_MMAP_OFFSET, DEVICE_PATH, PARAMS_DIR};
 use kern2usr::{CtrlPage, Device};
-use kern2usr_model::{Content, EfdId, Errno, MmapReq, Model, Pid};
+use kern2usr_model::{Content, EfdId, Errno, FdKind, MmapReq, Model, Pid};
 
 use super::op::{Names, Op, RoundPick, View, MMAPS, SLOTS};
 use crate::guest;
@@ -248,9 +248,12 @@ fn predict(
         }
         Op::ReadEfd(l) => {
             let Some(s) = s(l) else { return exact("skip") };
-            match m.efd_read(s.efd_id) {
-                Some(v) => exact(format!("val {v}")),
-                None => exact("eagain"),
+            match m.fd(s.pid, s.efd) {
+                Some(FdKind::Eventfd(id)) => match m.efd_read(id) {
+                    Some(v) => exact(format!("val {v}")),
+                    None => exact("eagain"),
+                },
+                _ => exact(res(Err(Errno::EBADF))),
             }
         }
         Op::ReadRecords(_, n) => match m.read_records(*n as usize) {
@@ -265,8 +268,13 @@ fn predict(
         },
         Op::WriteEfd2(l, v) => {
             let Some(s) = s(l) else { return exact("skip") };
-            m.efd_write(s.efd2_id, *v);
-            exact("ok")
+            match m.fd(s.pid, s.efd2) {
+                Some(FdKind::Eventfd(id)) => {
+                    m.efd_write(id, *v);
+                    exact("ok")
+                }
+                _ => exact(res(Err(Errno::EBADF))),
+            }
         }
         Op::Ack(_) => exact(res(m.ioctl_ack())),
         Op::AckRound(_, _) => exact(res(m.ioctl_ack_round(f.id))),
@@ -331,15 +339,20 @@ fn predict(
             exact("ok")
         }
         Op::Dup(l) => {
-            if let Some(s) = s(l) {
-                m.dup_fd(s.pid, s.efd, f.fds[0]);
+            let Some(s) = s(l) else { return exact("skip") };
+            if m.fd(s.pid, s.efd).is_none() {
+                return exact(res(Err(Errno::EBADF)));
             }
+            m.dup_fd(s.pid, s.efd, f.fds[0]);
             exact("ok")
         }
         Op::CloseEfd(l, second) => {
-            if let Some(s) = s(l) {
-                m.close_fd(s.pid, if *second { s.efd2 } else { s.efd });
+            let Some(s) = s(l) else { return exact("skip") };
+            let fd = if *second { s.efd2 } else { s.efd };
+            if m.fd(s.pid, fd).is_none() {
+                return exact(res(Err(Errno::EBADF)));
             }
+            m.close_fd(s.pid, fd);
             exact("ok")
         }
         Op::Spin(on) => {
@@ -530,7 +543,19 @@ impl Runner {
         let active = |l: &u8| slot(l).is_some_and(|s| !s.info.stopped);
         let dev = |l: &u8| active(l) && slot(l).is_some_and(|s| s.info.dev.is_some());
         let loaded = self.ctrl.is_some();
+        // An efd number now naming the device or a pipe is left alone.
+        let efd_ok = |l: &u8, second: bool| {
+            slot(l).is_some_and(|s| {
+                let fd = if second { s.info.efd2 } else { s.info.efd };
+                matches!(
+                    self.cands[0].fd(s.info.pid, fd),
+                    None | Some(FdKind::Eventfd(_))
+                )
+            })
+        };
         match op {
+            Op::ReadEfd(l) | Op::Dup(l) | Op::CloseEfd(l, false) if !efd_ok(l, false) => false,
+            Op::WriteEfd2(l, _) | Op::CloseEfd(l, true) if !efd_ok(l, true) => false,
             Op::Spawn(l) => slot(l).is_none(),
             Op::NewEfds(l)
             | Op::ReadEfd(l)
@@ -682,7 +707,11 @@ impl Runner {
             Op::ReadEfd(l) => {
                 let info = self.slot(*l)?.info;
                 let mut probe = self.cands[0].clone();
-                let wait = if probe.efd_read(info.efd_id).is_some() {
+                let pending = match probe.fd(info.pid, info.efd) {
+                    Some(FdKind::Eventfd(id)) => probe.efd_read(id).is_some(),
+                    _ => false,
+                };
+                let wait = if pending {
                     scale(5000).as_millis() as u64
                 } else {
                     0
@@ -808,19 +837,19 @@ impl Runner {
             Op::Dup(l) => {
                 let s = self.slot(*l)?;
                 let a = s.ask(&format!("dup {}", s.info.efd))?;
-                let fd = a
-                    .strip_prefix("ok ")
-                    .and_then(|p| p.parse::<i32>().ok())
-                    .with_context(|| format!("dup: {a}"))?;
-                s.info.dup = Some(fd);
-                facts.fds = vec![fd];
-                "ok".to_owned()
+                match a.strip_prefix("ok ").and_then(|p| p.parse::<i32>().ok()) {
+                    Some(fd) => {
+                        s.info.dup = Some(fd);
+                        facts.fds = vec![fd];
+                        "ok".to_owned()
+                    }
+                    None => a,
+                }
             }
             Op::CloseEfd(l, second) => {
                 let s = self.slot(*l)?;
                 let fd = if *second { s.info.efd2 } else { s.info.efd };
-                s.ask(&format!("close {fd}"))?;
-                "ok".to_owned()
+                s.ask(&format!("close {fd}"))?
             }
             Op::Spin(on) => {
                 if let Some((_, ctrl)) = &self.ctrl {
