@@ -42,13 +42,15 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 				    len, size);
 		return -EINVAL;
 	}
-	if (!(vma->vm_flags & VM_SHARED)) {
-		/* A private copy-on-write view could hide the kernel's fills. */
-		if (vma->vm_flags & VM_WRITE) {
-			pr_info_ratelimited("mmap refused: MAP_PRIVATE must be read-only\n");
-			return -EINVAL;
-		}
-		k2u_vma_clear_maywrite(vma);
+	/*
+	 * A private mapping of the buffer is copy-on-write: the listener sees
+	 * every fill until it writes a page, which then becomes its own copy
+	 * (the 2017 client maps it so). A private control page would hide
+	 * listener_state from the module.
+	 */
+	if (!(vma->vm_flags & VM_MAYSHARE) && area == k->ctrl) {
+		pr_info_ratelimited("mmap refused: the control page must be MAP_SHARED\n");
+		return -EINVAL;
 	}
 	/* vmalloc_user() zeroed both areas before they could be mapped. */
 	return remap_vmalloc_range(vma, area, 0);
@@ -73,38 +75,46 @@ static __poll_t k2u_poll(struct file *filp, poll_table *wait)
 
 static long k2u_ioctl_register(struct k2u *k, void __user *arg)
 {
+	char why[K2U_LAST_ERROR_LEN];
 	struct k2u_register reg;
 	struct file *efd, *efd2;
+	pid_t nr = task_tgid_vnr(current);
 	long ret;
 
 	if (copy_from_user(&reg, arg, sizeof(reg)))
 		return -EFAULT;
 	efd = fget(reg.efd);
-	if (!efd)
-		return -EBADF;
 	efd2 = fget(reg.efd2);
-	if (!efd2) {
-		fput(efd);
-		return -EBADF;
-	}
 	/* Lock order as in a sysfs write: param lock, then k->lock. */
 	kernel_param_lock(THIS_MODULE);
 	mutex_lock(&k->lock);
-	if (!k->live)
+	if (!k->live) {
 		ret = -ENODEV;
-	else if (k->testing)
-		ret = -EBUSY;
-	else
-		ret = k2u_attach(k, task_tgid_vnr(current), efd, efd2);
-	if (!ret)
-		k2u_note_registered(task_tgid_vnr(current), reg.efd, reg.efd2);
+	} else if (!efd || !efd2) {
+		ret = k2u_refuse_op(k, "REGISTER", -EBADF,
+				    "%s=%d is not an open fd of pid %d",
+				    efd ? "efd2" : "efd", efd ? reg.efd2 : reg.efd,
+				    nr);
+	} else if (k2u_check_listener(k) && k->testing) {
+		ret = k2u_refuse_op(k, "REGISTER", -EBUSY,
+				    "test is running: stop it (4) first");
+	} else {
+		ret = k2u_attach(k, current, efd, efd2, why, sizeof(why));
+		if (ret)
+			k2u_refuse_op(k, "REGISTER", ret, "%s", why);
+	}
+	if (!ret) {
+		k2u_note_registered(nr, reg.efd, reg.efd2);
+		k->last_error[0] = '\0';
+	}
 	mutex_unlock(&k->lock);
 	kernel_param_unlock(THIS_MODULE);
-	fput(efd2);
-	fput(efd);
+	if (efd2)
+		fput(efd2);
+	if (efd)
+		fput(efd);
 	if (!ret)
-		pr_info("eventfds of pid %d registered by ioctl\n",
-			task_tgid_vnr(current));
+		pr_info("eventfds of pid %d registered by ioctl\n", nr);
 	return ret;
 }
 
@@ -113,30 +123,52 @@ static long k2u_ioctl_read_buffer(struct k2u *k, void __user *arg)
 {
 	struct k2u_read_buffer rb;
 	size_t len;
+	long ret;
 
 	if (copy_from_user(&rb, arg, sizeof(rb)))
 		return -EFAULT;
 	len = min_t(u64, rb.len, k->buffer_size);
+	/* Under the lock a round's fill cannot write the buffer meanwhile. */
+	ret = mutex_lock_interruptible(&k->lock);
+	if (ret)
+		return ret;
 	if (copy_to_user(u64_to_user_ptr(rb.addr), k->buffer, len))
+		ret = -EFAULT;
+	else
+		ret = len;
+	mutex_unlock(&k->lock);
+	return ret;
+}
+
+/* K2U_IOC_ACK (@by_id false) and K2U_IOC_ACK_ROUND. */
+static long k2u_ioctl_ack(struct k2u *k, bool by_id, void __user *arg)
+{
+	u32 id = 0;
+	long ret;
+
+	if (by_id && get_user(id, (u32 __user *)arg))
 		return -EFAULT;
-	return len;
+	mutex_lock(&k->lock);
+	if (k2u_check_listener(k))
+		ret = k2u_round_ack_ioctl(k, by_id, id);
+	else
+		ret = -EPROTO;
+	mutex_unlock(&k->lock);
+	return ret;
 }
 
 static long k2u_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 {
 	struct k2u *k = filp->private_data;
 	struct k2u_info info = {};
-	long ret;
 
 	switch (cmd) {
 	case K2U_IOC_REGISTER:
 		return k2u_ioctl_register(k, (void __user *)arg);
 	case K2U_IOC_ACK:
-		mutex_lock(&k->lock);
-		ret = k->attached ? k2u_round_ack(k, K2U_CMD_MEMORY_COPIED,
-						  ktime_get_ns()) : -EPROTO;
-		mutex_unlock(&k->lock);
-		return ret;
+		return k2u_ioctl_ack(k, false, NULL);
+	case K2U_IOC_ACK_ROUND:
+		return k2u_ioctl_ack(k, true, (void __user *)arg);
 	case K2U_IOC_READ_BUFFER:
 		return k2u_ioctl_read_buffer(k, (void __user *)arg);
 	case K2U_IOC_INFO:

@@ -8,8 +8,9 @@
 
 #include <linux/device.h>
 #include <linux/eventfd.h>
+#include <linux/capability.h>
 #include <linux/hrtimer.h>
-#include <linux/mm.h>
+#include <linux/sched.h>
 #include <linux/version.h>
 
 /* Since 6.8 eventfd_signal() only adds 1: the codes travel as records. */
@@ -56,15 +57,33 @@ static inline void k2u_eventfd_ring(struct eventfd_ctx *ctx, unsigned int code)
 #define K2U_DEVNODE_DEV struct device
 #endif
 
-/* 6.3 made vm_flags writable only through helpers. */
-static inline void k2u_vma_clear_maywrite(struct vm_area_struct *vma)
+/*
+ * The dumpability step of __ptrace_may_access(): a target that is not
+ * dumpable needs CAP_SYS_PTRACE in the namespace it belongs to. Until 7.x
+ * that is the mm's flag (needs task_lock); since then the task's
+ * exec_state, under RCU. Call with both held. No exported helper does it.
+ */
+#ifdef K2U_HAVE_EXEC_STATE
+#include <linux/sched/exec_state.h>
+
+static inline bool k2u_dumpable_or_capable(struct task_struct *task)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
-	vm_flags_clear(vma, VM_MAYWRITE);
-#else
-	vma->vm_flags &= ~VM_MAYWRITE;
-#endif
+	const struct task_exec_state *es = rcu_dereference(task->exec_state);
+
+	return READ_ONCE(es->dumpable) == TASK_DUMPABLE_OWNER ||
+	       ns_capable(es->user_ns, CAP_SYS_PTRACE);
 }
+#else
+#include <linux/sched/coredump.h>
+
+static inline bool k2u_dumpable_or_capable(struct task_struct *task)
+{
+	struct mm_struct *mm = task->mm;
+
+	return !mm || get_dumpable(mm) == SUID_DUMP_USER ||
+	       ns_capable(mm->user_ns, CAP_SYS_PTRACE);
+}
+#endif
 
 /* 6.13 replaced hrtimer_init() + ->function by hrtimer_setup(). */
 static inline void k2u_hrtimer_setup(struct hrtimer *timer,

@@ -9,8 +9,9 @@
  *
  * Locking: k2u.lock (a mutex) guards everything below it in struct k2u.
  * The eventfd wake-up callbacks run under the eventfd's wait-queue spinlock,
- * so they never take k2u.lock: they record what happened (ack_lock, bits in
- * k2u.events) and queue a work item that does the rest under the mutex.
+ * so they never take k2u.lock: they record what happened (the round and the
+ * counter-mode delivery state under ack_lock, bits in k2u.events) and queue
+ * a work item that does the rest under the mutex.
  * Lock order: the module's param lock (held by sysfs parameter callbacks),
  * then k2u.lock, then an eventfd's wait-queue lock, then ack_lock.
  */
@@ -49,8 +50,22 @@ struct k2u_hook {
 
 /* Bits in k2u.events, set by the wake-up callbacks. */
 enum k2u_event_bits {
-	K2U_EV_EFD_READ,	/* listener read efd: the posted code was consumed */
 	K2U_EV_HUP,		/* listener closed efd or efd2 */
+	K2U_EV_EFD_UNDRAINED,	/* counter mode: a read left efd non-zero */
+};
+
+/*
+ * The round in progress. Guarded by ack_lock, because the efd2 wake-up
+ * callback decides which round an ack closes (and takes the end time)
+ * right where the ack is consumed; writers also hold k2u.lock.
+ */
+struct k2u_round {
+	u64 id;			/* the ready_seq value this round published */
+	u64 start_ns;		/* publish time */
+	u64 took_ns;		/* round trip, once closed */
+	bool open;		/* published, neither closed nor abandoned */
+	bool shown;		/* its MEMORY_READY reached the listener */
+	bool closed;		/* closed by an ack, not yet counted */
 };
 
 struct k2u {
@@ -71,22 +86,27 @@ struct k2u {
 	wait_queue_head_t readq;	/* readers of event records */
 	unsigned long events;		/* enum k2u_event_bits */
 
-	/* Written by the efd2 callback, consumed by ack_work. */
+	/* Guarded by ack_lock (taken inside an eventfd's wait-queue lock). */
 	spinlock_t ack_lock;
-	u64 ack_value;
-	u64 ack_time_ns;
+	struct k2u_round round;
+	u64 rounds_published;		/* round ids; the control page shows it */
+	u64 acks_late;			/* acks that closed nothing, not yet logged */
+	u64 ack_bad_value;		/* last efd2 value that is no multiple of 7 */
+	bool in_flight;			/* counter mode: a code sits in efd */
+	unsigned int in_flight_code;
+	u32 in_flight_round;
 
 	/* Everything below is guarded by lock. */
 	struct mutex lock;
 	bool live;			/* commands accepted: set up, not unloading */
 	bool attached;
-	pid_t pid;
+	struct pid *listener;		/* the listener process (thread group) */
+	pid_t pid;			/* its number, for the log */
 	struct k2u_hook efd;
 	struct k2u_hook efd2;
 	bool mmap_sent;
 	bool exit_sent;
 	bool testing;
-	bool in_flight;			/* counter mode: a code sits in efd */
 	u64 next_seq;
 
 	/* Pending events: counter mode, not yet posted; queue mode, not yet read. */
@@ -100,7 +120,6 @@ struct k2u {
 	bool log_round;			/* this round's lines are not rate-limited */
 	bool back_to_back;		/* next round right after the ack */
 	bool adaptive;			/* no doorbell while the listener spins */
-	u64 round_start_ns;
 	struct k2u_stats stats;
 
 	char last_error[K2U_LAST_ERROR_LEN];
@@ -118,6 +137,8 @@ int k2u_histogram_show(const struct k2u_stats *st, char *buf);
 const char *k2u_cmd_name(unsigned int cmd);
 u64 k2u_period_ns(void);
 void k2u_note_registered(pid_t pid, int efd, int efd2);
+__printf(4, 5) int k2u_refuse_op(struct k2u *k, const char *op, int err,
+				 const char *fmt, ...);
 
 /* chrdev.c */
 int k2u_chrdev_create(struct k2u *k);
@@ -125,13 +146,16 @@ void k2u_chrdev_destroy(struct k2u *k);
 
 /* link.c */
 void k2u_link_init(struct k2u *k);
-int k2u_attach(struct k2u *k, pid_t pid, struct file *efd_file,
-	       struct file *efd2_file);
+int k2u_attach(struct k2u *k, struct task_struct *task, struct file *efd_file,
+	       struct file *efd2_file, char *why, size_t why_len);
 void k2u_detach(struct k2u *k);
+bool k2u_check_listener(struct k2u *k);
+bool k2u_listener_alive(struct k2u *k);
 struct task_struct *k2u_get_task(pid_t nr);
+bool k2u_may_reach_files(struct task_struct *task);
 struct file *k2u_fget_task(struct task_struct *task, unsigned int fd);
 bool k2u_is_eventfd(struct file *file);
-bool k2u_post_has_room(struct k2u *k);
+bool k2u_post_has_room(struct k2u *k, unsigned int code);
 void k2u_post(struct k2u *k, unsigned int code);
 ssize_t k2u_read_events(struct k2u *k, char __user *buf, size_t count,
 			bool nonblock);
@@ -141,7 +165,10 @@ void k2u_round_init(struct k2u *k);
 void k2u_round_start(struct k2u *k);
 void k2u_round_stop(struct k2u *k);
 u64 k2u_round_average(struct k2u *k);
-int k2u_round_ack(struct k2u *k, u64 value, u64 now_ns);
-void k2u_round_signalled(struct k2u *k);
+void k2u_round_collect(struct k2u *k);
+void k2u_round_efd2_locked(struct k2u *k, u64 value);
+int k2u_round_ack_ioctl(struct k2u *k, bool by_id, u32 id);
+void k2u_round_shown_locked(struct k2u *k, u32 id);
+void k2u_round_reset_locked(struct k2u *k);
 
 #endif /* _KERN2USR_H */

@@ -10,12 +10,53 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/cred.h>
 #include <linux/fdtable.h>
 #include <linux/file.h>
+#include <linux/pid.h>
+#include <linux/sched/signal.h>
 #include <linux/sched/task.h>
 #include <linux/uaccess.h>
 
 #include "kern2usr.h"
+
+#if !K2U_QUEUE_MODE
+/*
+ * Counter mode, efd's wait-queue lock held: the listener's read() consumed
+ * the posted code. A plain eventfd reads as 0 afterwards; anything left
+ * means one code reaches the listener as several reads (EFD_SEMAPHORE) or
+ * another writer adds to efd: have the listener detached.
+ */
+static void k2u_efd_consumed(struct k2u *k)
+{
+	unsigned long irqflags;
+	bool was_in_flight;
+	u64 rest;
+
+	eventfd_ctx_do_read(k->efd.ctx, &rest);
+	if (rest) {
+		/* Left as it is: a semaphore count may be huge. */
+		set_bit(K2U_EV_EFD_UNDRAINED, &k->events);
+		queue_work(k->wq, &k->hup_work);
+		return;
+	}
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	was_in_flight = k->in_flight;
+	if (k->in_flight) {
+		k->in_flight = false;
+		if (k->in_flight_code == K2U_CMD_MEMORY_READY)
+			k2u_round_shown_locked(k, k->in_flight_round);
+	}
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	if (was_in_flight)
+		queue_work(k->wq, &k->post_work);
+}
+#else
+static void k2u_efd_consumed(struct k2u *k)
+{
+	/* Queue mode: the counter is a doorbell, its reads tell nothing. */
+}
+#endif
 
 /* efd: EPOLLOUT means the listener read the counter; EPOLLHUP, it closed it. */
 static int k2u_efd_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
@@ -27,33 +68,44 @@ static int k2u_efd_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 	if (flags & EPOLLHUP) {
 		set_bit(K2U_EV_HUP, &k->events);
 		queue_work(k->wq, &k->hup_work);
-	} else if (!K2U_QUEUE_MODE && (flags & EPOLLOUT)) {
-		set_bit(K2U_EV_EFD_READ, &k->events);
-		queue_work(k->wq, &k->post_work);
+	} else if (flags & EPOLLOUT) {
+		k2u_efd_consumed(k);
 	}
 	return 0;
 }
 
-/* efd2: consume the listener's acknowledgement right here, timestamp it. */
+/* Reads of efd2 per wake-up: 7 covers a semaphore eventfd's one ack. */
+#define K2U_EFD2_READS 64
+
+/* efd2: consume the listener's acknowledgements right here. */
 static int k2u_efd2_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 			 void *key)
 {
 	struct k2u *k = container_of(wait, struct k2u, efd2.wait);
 	__poll_t flags = key_to_poll(key);
 	unsigned long irqflags;
-	u64 value;
+	u64 value, part;
+	int i;
 
 	if (flags & EPOLLIN) {
-		u64 now = ktime_get_ns();
-
-		/* The caller holds efd2's wait-queue lock, as do_read requires. */
-		eventfd_ctx_do_read(k->efd2.ctx, &value);
-		spin_lock_irqsave(&k->ack_lock, irqflags);
-		if (!k->ack_value)
-			k->ack_time_ns = now;
-		k->ack_value += value;
-		spin_unlock_irqrestore(&k->ack_lock, irqflags);
-		queue_work(k->wq, &k->ack_work);
+		/*
+		 * The caller holds efd2's wait-queue lock, as do_read requires.
+		 * A plain eventfd gives its whole count at once; an EFD_SEMAPHORE
+		 * one 1 per read, so read a bounded number of times.
+		 */
+		value = 0;
+		for (i = 0; i < K2U_EFD2_READS; i++) {
+			eventfd_ctx_do_read(k->efd2.ctx, &part);
+			if (!part)
+				break;
+			value += part;
+		}
+		if (value) {
+			spin_lock_irqsave(&k->ack_lock, irqflags);
+			k2u_round_efd2_locked(k, value);
+			spin_unlock_irqrestore(&k->ack_lock, irqflags);
+			queue_work(k->wq, &k->ack_work);
+		}
 	}
 	if (flags & EPOLLHUP) {
 		set_bit(K2U_EV_HUP, &k->events);
@@ -82,62 +134,98 @@ static int k2u_hook_add(struct k2u_hook *hook, struct file *file,
 	return hook->wqh ? 0 : -EINVAL;
 }
 
-/* After this returns the callback is neither running nor called again. */
-static void k2u_hook_unhook(struct k2u_hook *hook)
+/*
+ * After this returns the callback is neither running nor called again
+ * (it runs under the same wait-queue lock). Only efd2's counter is
+ * consumed, as KVM's irqfd does: a code waiting in efd stays there for
+ * its reader.
+ */
+static void k2u_hook_unhook(struct k2u_hook *hook, bool drain)
 {
 	u64 cnt;
 
-	if (hook->wqh)
+	if (hook->wqh && drain)
 		eventfd_ctx_remove_wait_queue(hook->ctx, &hook->wait, &cnt);
+	else if (hook->wqh)
+		remove_wait_queue(hook->wqh, &hook->wait);
 	hook->wqh = NULL;
 }
 
-static void k2u_hook_remove(struct k2u_hook *hook)
+static void k2u_hook_remove(struct k2u_hook *hook, bool drain)
 {
-	k2u_hook_unhook(hook);
+	k2u_hook_unhook(hook, drain);
 	eventfd_ctx_put(hook->ctx);
 	hook->ctx = NULL;
+}
+
+/* Events queued or sitting in efd that the listener has not received. */
+static unsigned int k2u_undelivered(struct k2u *k)
+{
+	unsigned long irqflags;
+	unsigned int n;
+
+	lockdep_assert_held(&k->lock);
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	n = k->ring_count + k->in_flight;
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	return n;
 }
 
 #if !K2U_QUEUE_MODE
 /* Signal the code at the ring's head, if the last one was read. */
 static void k2u_post_next(struct k2u *k)
 {
+	unsigned long irqflags;
 	struct k2u_event *ev;
 
 	lockdep_assert_held(&k->lock);
-	if (k->in_flight || !k->ring_count)
+	if (!k->ring_count)
 		return;
 	ev = &k->ring[k->ring_head];
-	k->ring_head = (k->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
-	k->ring_count--;
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	if (k->in_flight) {
+		spin_unlock_irqrestore(&k->ack_lock, irqflags);
+		return;
+	}
 	k->in_flight = true;
+	k->in_flight_code = ev->code;
+	k->in_flight_round = ev->round;
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	k->ring_head = (k->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
+	WRITE_ONCE(k->ring_count, k->ring_count - 1);
+	/* Outside ack_lock: signalling takes efd's wait-queue lock. */
 	k2u_eventfd_ring(k->efd.ctx, ev->code);
 }
+#else
+static void k2u_post_next(struct k2u *k)
+{
+	/* Queue mode: efd is a doorbell; records leave through read(). */
+}
+#endif
 
 static void k2u_post_work(struct work_struct *work)
 {
 	struct k2u *k = container_of(work, struct k2u, post_work);
 
 	mutex_lock(&k->lock);
-	if (k->attached && test_and_clear_bit(K2U_EV_EFD_READ, &k->events)) {
-		k->in_flight = false;
+	if (k->attached)
 		k2u_post_next(k);
-	}
 	mutex_unlock(&k->lock);
 }
-#else
-static void k2u_post_work(struct work_struct *work)
-{
-	/* Queue mode: efd is a doorbell; records leave through read(). */
-}
-#endif
 
 static void k2u_hup_work(struct work_struct *work)
 {
 	struct k2u *k = container_of(work, struct k2u, hup_work);
+	pid_t pid;
 
 	mutex_lock(&k->lock);
+	pid = k->pid;
+	if (k->attached && test_and_clear_bit(K2U_EV_EFD_UNDRAINED, &k->events)) {
+		k2u_detach(k);
+		k2u_refuse_op(k, "listener", -EINVAL,
+			      "efd of pid %d is not drained by read() (EFD_SEMAPHORE?): detached",
+			      pid);
+	}
 	if (k->attached && test_and_clear_bit(K2U_EV_HUP, &k->events)) {
 		k2u_detach(k);
 		pr_info("listener closed its eventfd: detached\n");
@@ -148,20 +236,10 @@ static void k2u_hup_work(struct work_struct *work)
 static void k2u_ack_work(struct work_struct *work)
 {
 	struct k2u *k = container_of(work, struct k2u, ack_work);
-	unsigned long irqflags;
-	u64 value, when;
-
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	value = k->ack_value;
-	when = k->ack_time_ns;
-	k->ack_value = 0;
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
-	if (!value)
-		return;
 
 	mutex_lock(&k->lock);
 	if (k->attached)
-		k2u_round_ack(k, value, when);
+		k2u_round_collect(k);
 	mutex_unlock(&k->lock);
 }
 
@@ -174,10 +252,23 @@ void k2u_link_init(struct k2u *k)
 	INIT_WORK(&k->ack_work, k2u_ack_work);
 }
 
-bool k2u_post_has_room(struct k2u *k)
+/*
+ * Whether the event queue has room for @code. The last slots are kept
+ * for STOP_TEST and EXIT_TEST, so a listener that never drains its
+ * events can still be stopped and told to exit.
+ */
+bool k2u_post_has_room(struct k2u *k, unsigned int code)
 {
+	unsigned int need;
+
 	lockdep_assert_held(&k->lock);
-	return k->ring_count < K2U_EVENT_QUEUE_LEN;
+	if (code == K2U_CMD_EXIT_TEST)
+		need = 1;
+	else if (code == K2U_CMD_STOP_TEST)
+		need = K2U_EVENT_QUEUE_RESERVE;
+	else
+		need = K2U_EVENT_QUEUE_RESERVE + 1;
+	return K2U_EVENT_QUEUE_LEN - k->ring_count >= need;
 }
 
 /*
@@ -189,18 +280,34 @@ void k2u_post(struct k2u *k, unsigned int code)
 	unsigned int tail;
 
 	lockdep_assert_held(&k->lock);
-	if (WARN_ON_ONCE(!k2u_post_has_room(k)))
+	if (WARN_ON_ONCE(!k2u_post_has_room(k, code)))
 		return;
 	tail = (k->ring_head + k->ring_count) % K2U_EVENT_QUEUE_LEN;
-	k->ring[tail] = (struct k2u_event){ .seq = k->next_seq++, .code = code };
-	k->ring_count++;
-#if K2U_QUEUE_MODE
-	/* The counter is a doorbell; the record carries the code. */
-	k2u_eventfd_ring(k->efd.ctx, code);
-	wake_up_interruptible(&k->readq);
-#else
-	k2u_post_next(k);
-#endif
+	k->ring[tail] = (struct k2u_event){
+		.seq = k->next_seq++,
+		.code = code,
+		.round = code == K2U_CMD_MEMORY_READY ? (u32)k->round.id : 0,
+	};
+	WRITE_ONCE(k->ring_count, k->ring_count + 1);
+	if (K2U_QUEUE_MODE) {
+		/* The counter is a doorbell; the record carries the code. */
+		k2u_eventfd_ring(k->efd.ctx, code);
+		wake_up_interruptible(&k->readq);
+	} else {
+		k2u_post_next(k);
+	}
+}
+
+/* A MEMORY_READY record is handed out: its round is shown. */
+static void k2u_record_read(struct k2u *k, const struct k2u_event *ev)
+{
+	unsigned long irqflags;
+
+	if (ev->code != K2U_CMD_MEMORY_READY)
+		return;
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	k2u_round_shown_locked(k, ev->round);
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
 }
 
 /* Queue mode: hand out records, oldest first. */
@@ -232,15 +339,17 @@ ssize_t k2u_read_events(struct k2u *k, char __user *buf, size_t count,
 			return ret;
 	}
 	while (k->ring_count && count - done >= sizeof(struct k2u_event)) {
+		const struct k2u_event *ev = &k->ring[k->ring_head];
+
 		/* A record leaves the ring only once it reached the reader. */
-		if (copy_to_user(buf + done, &k->ring[k->ring_head],
-				 sizeof(struct k2u_event))) {
+		if (copy_to_user(buf + done, ev, sizeof(*ev))) {
 			if (!done)
 				done = -EFAULT;
 			break;
 		}
+		k2u_record_read(k, ev);
 		k->ring_head = (k->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
-		k->ring_count--;
+		WRITE_ONCE(k->ring_count, k->ring_count - 1);
 		done += sizeof(struct k2u_event);
 	}
 	mutex_unlock(&k->lock);
@@ -298,50 +407,160 @@ bool k2u_is_eventfd(struct file *file)
 }
 
 /*
- * Attach the listener's eventfds. Both contexts are taken before anything
- * changes, so a failure leaves the previous listener (if any) attached.
+ * Whether the caller may reach into @task's files: the steps of
+ * __ptrace_may_access(task, PTRACE_MODE_ATTACH_REALCREDS), which
+ * pidfd_getfd() asks and modules cannot call (not exported): same thread
+ * group; the caller's real ids match all of the target's, or it has
+ * CAP_SYS_PTRACE in the target's user namespace; a target that is not
+ * dumpable needs CAP_SYS_PTRACE over it. The LSM hook (Yama, SELinux) is
+ * not exported either and is not asked. Call with the target's
+ * exec_update_lock held, as pidfd_getfd() does, so that an execve cannot
+ * change what the answer is about before its files are taken.
  */
-int k2u_attach(struct k2u *k, pid_t pid, struct file *efd_file,
-	       struct file *efd2_file)
+bool k2u_may_reach_files(struct task_struct *task)
 {
+	const struct cred *cred = current_cred(), *tcred;
+	bool ok;
+
+	if (same_thread_group(task, current))
+		return true;
+	rcu_read_lock();
+	tcred = __task_cred(task);
+	ok = (uid_eq(cred->uid, tcred->euid) && uid_eq(cred->uid, tcred->suid) &&
+	      uid_eq(cred->uid, tcred->uid) && gid_eq(cred->gid, tcred->egid) &&
+	      gid_eq(cred->gid, tcred->sgid) && gid_eq(cred->gid, tcred->gid)) ||
+	     ns_capable(tcred->user_ns, CAP_SYS_PTRACE);
+	rcu_read_unlock();
+	if (!ok)
+		return false;
+	/* Dumpability after the credentials; pairs with commit_creds(). */
+	smp_rmb();
+	task_lock(task);
+	rcu_read_lock();
+	ok = k2u_dumpable_or_capable(task);
+	rcu_read_unlock();
+	task_unlock(task);
+	return ok;
+}
+
+/*
+ * Whether the attached listener process still exists. Its eventfds may
+ * outlive it in a child it forked; the child got the files, not the role.
+ */
+bool k2u_listener_alive(struct k2u *k)
+{
+	struct task_struct *task;
+	bool alive;
+
+	lockdep_assert_held(&k->lock);
+	rcu_read_lock();
+	task = pid_task(k->listener, PIDTYPE_TGID);
+	/* Threads still running, even if the main thread has exited. */
+	alive = task && atomic_read(&task->signal->live) > 0;
+	rcu_read_unlock();
+	return alive;
+}
+
+/* Detach a listener whose process has exited. True if one is attached. */
+bool k2u_check_listener(struct k2u *k)
+{
+	pid_t pid = k->pid;
+
+	lockdep_assert_held(&k->lock);
+	if (!k->attached)
+		return false;
+	if (k2u_listener_alive(k))
+		return true;
+	k2u_detach(k);
+	pr_info("listener pid %d exited: detached\n", pid);
+	return false;
+}
+
+/*
+ * Attach @task's eventfds as the listener's. Every check comes before
+ * anything changes, so a refusal (reason in @why) leaves the previous
+ * listener attached as it was.
+ */
+int k2u_attach(struct k2u *k, struct task_struct *task, struct file *efd_file,
+	       struct file *efd2_file, char *why, size_t why_len)
+{
+	pid_t nr = task_tgid_vnr(task);
 	struct eventfd_ctx *efd, *efd2;
+	unsigned int pending;
 	int ret;
 
 	lockdep_assert_held(&k->lock);
+	k2u_check_listener(k);
 	efd = eventfd_ctx_fileget(efd_file);
-	if (IS_ERR(efd))
+	if (IS_ERR(efd)) {
+		snprintf(why, why_len, "efd is not an eventfd");
 		return PTR_ERR(efd);
+	}
 	efd2 = eventfd_ctx_fileget(efd2_file);
 	if (IS_ERR(efd2)) {
-		eventfd_ctx_put(efd);
-		return PTR_ERR(efd2);
+		snprintf(why, why_len, "efd2 is not an eventfd");
+		ret = PTR_ERR(efd2);
+		goto out_efd;
 	}
+	ret = -EINVAL;
 	if (efd == efd2) {
-		eventfd_ctx_put(efd2);
-		eventfd_ctx_put(efd);
-		return -EINVAL;
+		snprintf(why, why_len, "efd and efd2 are the same eventfd");
+		goto out_efd2;
+	}
+	if (k->attached && !k->exit_sent && efd == k->efd.ctx &&
+	    efd2 == k->efd2.ctx) {
+		/* The same listener again: keep its events and its round. */
+		put_pid(k->listener);
+		k->listener = get_task_pid(task, PIDTYPE_TGID);
+		k->pid = nr;
+		pr_info("listener pid %d re-attached: %u pending events kept\n",
+			nr, k2u_undelivered(k));
+		ret = 0;
+		goto out_efd2;
+	}
+	pending = k->attached ? k2u_undelivered(k) : 0;
+	if (pending) {
+		snprintf(why, why_len,
+			 "listener pid %d still has %u undelivered events",
+			 k->pid, pending);
+		ret = -EBUSY;
+		goto out_efd2;
+	}
+	/* Counter mode: a count already in efd would add up with a code. */
+	if (!K2U_QUEUE_MODE && (vfs_poll(efd_file, NULL) & EPOLLIN)) {
+		snprintf(why, why_len,
+			 "efd of pid %d has a pending count: pass a fresh eventfd",
+			 nr);
+		goto out_efd2;
 	}
 
 	k2u_detach(k);
-	clear_bit(K2U_EV_EFD_READ, &k->events);
 	clear_bit(K2U_EV_HUP, &k->events);
+	clear_bit(K2U_EV_EFD_UNDRAINED, &k->events);
 	ret = k2u_hook_add(&k->efd, efd_file, efd, k2u_efd_wake);
 	if (ret)
-		goto err_put;
+		goto err_hook;
 	ret = k2u_hook_add(&k->efd2, efd2_file, efd2, k2u_efd2_wake);
 	if (ret) {
-		k2u_hook_unhook(&k->efd);
-		goto err_put;
+		k2u_hook_unhook(&k->efd, false);
+		goto err_hook;
 	}
-	k->pid = pid;
+	k->listener = get_task_pid(task, PIDTYPE_TGID);
+	k->pid = nr;
 	k->attached = true;
 	k->next_seq = 1;
+	if (K2U_QUEUE_MODE)
+		pr_info("queue mode: codes are records read from /dev/%s; a client that reads codes from efd (the 2017 KernUsr) cannot follow them on this kernel\n",
+			K2U_DEVICE_NAME);
 	return 0;
 
-err_put:
+err_hook:
+	snprintf(why, why_len, "cannot watch the eventfds (error %d)", ret);
 	k->efd.ctx = NULL;
 	k->efd2.ctx = NULL;
+out_efd2:
 	eventfd_ctx_put(efd2);
+out_efd:
 	eventfd_ctx_put(efd);
 	return ret;
 }
@@ -349,17 +568,24 @@ err_put:
 /* Forget the listener: stop the test, unhook, drop pending events. */
 void k2u_detach(struct k2u *k)
 {
+	unsigned long irqflags;
+
 	lockdep_assert_held(&k->lock);
 	if (!k->attached)
 		return;
 	k2u_round_stop(k);
-	k2u_hook_remove(&k->efd);
-	k2u_hook_remove(&k->efd2);
+	k2u_hook_remove(&k->efd, false);
+	k2u_hook_remove(&k->efd2, true);
+	put_pid(k->listener);
+	k->listener = NULL;
 	k->attached = false;
 	k->mmap_sent = false;
 	k->exit_sent = false;
+	spin_lock_irqsave(&k->ack_lock, irqflags);
 	k->in_flight = false;
+	k2u_round_reset_locked(k);
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
 	k->ring_head = 0;
-	k->ring_count = 0;
+	WRITE_ONCE(k->ring_count, 0);
 	wake_up_interruptible(&k->readq);
 }

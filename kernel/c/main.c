@@ -13,6 +13,7 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/sched/signal.h>
 #include <linux/sched/task.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
@@ -71,6 +72,19 @@ static __printf(4, 5) int k2u_refuse(struct k2u *k, unsigned int cmd, int err,
 	return err;
 }
 
+/* A refusal outside cur_cmd (an ioctl, the listener's eventfds). */
+int k2u_refuse_op(struct k2u *k, const char *op, int err, const char *fmt, ...)
+{
+	va_list args;
+
+	lockdep_assert_held(&k->lock);
+	va_start(args, fmt);
+	vsnprintf(k->last_error, sizeof(k->last_error), fmt, args);
+	va_end(args);
+	pr_notice("%s refused: %s\n", op, k->last_error);
+	return err;
+}
+
 /* A cur_cmd write that is no number: quote what was written. */
 static __printf(3, 4) int k2u_refuse_text(struct k2u *k, const char *text,
 					  const char *fmt, ...)
@@ -99,6 +113,7 @@ void k2u_note_registered(pid_t pid, int efd, int efd2)
 static int k2u_cmd_find(struct k2u *k)
 {
 	const unsigned int cmd = K2U_CMD_FIND;
+	char why[K2U_LAST_ERROR_LEN];
 	struct task_struct *task;
 	struct file *f1, *f2;
 	int ret;
@@ -109,6 +124,7 @@ static int k2u_cmd_find(struct k2u *k)
 	if (usr_efd == usr_efd2)
 		return k2u_refuse(k, cmd, -EINVAL,
 				  "usr_efd and usr_efd2 must be two different eventfds");
+	k2u_check_listener(k);
 	if (k->testing)
 		return k2u_refuse(k, cmd, -EBUSY,
 				  "test is running: stop it (4) before FIND");
@@ -119,14 +135,28 @@ static int k2u_cmd_find(struct k2u *k)
 	if (!task)
 		return k2u_refuse(k, cmd, -ESRCH, "usr_pid=%d: no such process",
 				  usr_pid);
-	ret = -EBADF;
+	/* As pidfd_getfd(): no execve between the check and the files. */
+	ret = down_read_killable(&task->signal->exec_update_lock);
+	if (ret)
+		goto out_task;
+	if (!k2u_may_reach_files(task)) {
+		up_read(&task->signal->exec_update_lock);
+		ret = k2u_refuse(k, cmd, -EPERM,
+				 "may not reach into the files of pid %d (ptrace access)",
+				 usr_pid);
+		goto out_task;
+	}
 	f1 = k2u_fget_task(task, usr_efd);
+	f2 = k2u_fget_task(task, usr_efd2);
+	up_read(&task->signal->exec_update_lock);
+	ret = -EBADF;
 	if (!f1) {
+		if (f2)
+			fput(f2);
 		k2u_refuse(k, cmd, ret, "usr_efd=%d is not an open fd of pid %d",
 			   usr_efd, usr_pid);
 		goto out_task;
 	}
-	f2 = k2u_fget_task(task, usr_efd2);
 	if (!f2) {
 		k2u_refuse(k, cmd, ret, "usr_efd2=%d is not an open fd of pid %d",
 			   usr_efd2, usr_pid);
@@ -147,13 +177,9 @@ static int k2u_cmd_find(struct k2u *k)
 		task);
 	pr_info("Resolved pointer to the userspace program's eventfd's file struct: %p and struct2 : %p\n",
 		f1, f2);
-	ret = k2u_attach(k, usr_pid, f1, f2);
-	if (ret == -EINVAL)
-		k2u_refuse(k, cmd, ret,
-			   "usr_efd and usr_efd2 are the same eventfd");
-	else if (ret)
-		k2u_refuse(k, cmd, ret, "cannot watch the eventfds (error %d)",
-			   ret);
+	ret = k2u_attach(k, task, f1, f2, why, sizeof(why));
+	if (ret)
+		k2u_refuse(k, cmd, ret, "%s", why);
 	else
 		pr_info("Resolved pointer to the userspace program's eventfd's context: %p and context2 : %p\n",
 			k->efd.ctx, k->efd2.ctx);
@@ -169,13 +195,13 @@ out_task:
 /* Commands 2-5 need a listener that has not been told to exit. */
 static int k2u_need_listener(struct k2u *k, unsigned int cmd)
 {
-	if (!k->attached)
+	if (!k2u_check_listener(k))
 		return k2u_refuse(k, cmd, -EPROTO,
 				  "no listener: run FIND (1) first");
 	if (k->exit_sent)
 		return k2u_refuse(k, cmd, -EPROTO,
 				  "listener was told to exit (5): run FIND (1) for a new one");
-	if (!k2u_post_has_room(k))
+	if (!k2u_post_has_room(k, cmd))
 		return k2u_refuse(k, cmd, -EAGAIN,
 				  "event queue full: the listener is not reading events");
 	return 0;
@@ -460,7 +486,7 @@ static int __init k2u_init(void)
 		goto err_ring;
 	}
 	mutex_lock(&k->lock);
-	k->live = true;
+	WRITE_ONCE(k->live, true);
 	mutex_unlock(&k->lock);
 	/* Last: once the device exists it can be opened and mapped. */
 	ret = k2u_chrdev_create(k);
@@ -473,7 +499,7 @@ static int __init k2u_init(void)
 
 err_live:
 	mutex_lock(&k->lock);
-	k->live = false;
+	WRITE_ONCE(k->live, false);
 	k2u_detach(k);
 	mutex_unlock(&k->lock);
 	destroy_workqueue(k->wq);
@@ -491,7 +517,7 @@ static void __exit k2u_exit(void)
 	struct k2u *k = &k2u_dev;
 
 	mutex_lock(&k->lock);
-	k->live = false;
+	WRITE_ONCE(k->live, false);
 	k2u_detach(k);		/* stops the timer, unhooks the eventfds */
 	mutex_unlock(&k->lock);
 	wake_up_interruptible(&k->readq);

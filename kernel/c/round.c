@@ -31,6 +31,82 @@ static void k2u_fill(struct k2u *k)
 		p[i] = K2U_PATTERN_BYTE(i);
 }
 
+/* Under ack_lock: forget the round (a new test, or the listener left). */
+void k2u_round_reset_locked(struct k2u *k)
+{
+	lockdep_assert_held(&k->ack_lock);
+	k->round.open = false;
+	k->round.shown = false;
+	k->round.closed = false;
+	k->acks_late = 0;
+	k->ack_bad_value = 0;
+}
+
+/* Under ack_lock: the MEMORY_READY of round @id reached the listener. */
+void k2u_round_shown_locked(struct k2u *k, u32 id)
+{
+	lockdep_assert_held(&k->ack_lock);
+	if (k->round.open && (u32)k->round.id == id)
+		k->round.shown = true;
+}
+
+/*
+ * Under ack_lock: close the outstanding round, timed now. A plain ack
+ * (7 on efd2, K2U_IOC_ACK) needs the round to be shown; an ack by id
+ * needs the id. 0, -EPROTO (no round outstanding) or -ESTALE.
+ */
+static int k2u_round_close_locked(struct k2u *k, bool by_id, u32 id)
+{
+	struct k2u_round *r = &k->round;
+
+	lockdep_assert_held(&k->ack_lock);
+	if (!r->open)
+		return -EPROTO;
+	if (by_id ? (u32)r->id != id : !r->shown)
+		return -ESTALE;
+	/* Taken under the lock that publish holds: never before the start. */
+	r->took_ns = ktime_get_ns() - r->start_ns;
+	r->open = false;
+	r->closed = true;
+	return 0;
+}
+
+/*
+ * Under ack_lock, from efd2's wake-up: @value is what its counter held,
+ * k acks of 7 when several were written before it was read.
+ */
+void k2u_round_efd2_locked(struct k2u *k, u64 value)
+{
+	u64 acks;
+	u32 rest;
+
+	lockdep_assert_held(&k->ack_lock);
+	acks = div_u64_rem(value, K2U_CMD_MEMORY_COPIED, &rest);
+	if (rest) {
+		k->ack_bad_value = value;
+		return;
+	}
+	if (!k2u_round_close_locked(k, false, 0))
+		acks--;
+	k->acks_late += acks;
+}
+
+/* K2U_IOC_ACK (@by_id false) and K2U_IOC_ACK_ROUND. */
+int k2u_round_ack_ioctl(struct k2u *k, bool by_id, u32 id)
+{
+	unsigned long irqflags;
+	int ret;
+
+	lockdep_assert_held(&k->lock);
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	ret = k2u_round_close_locked(k, by_id, id);
+	if (ret)
+		k->acks_late++;
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	k2u_round_collect(k);
+	return ret;
+}
+
 /*
  * Fill the buffer and tell the listener. The control page gets the round's
  * sequence number first; in adaptive mode a spinning listener sees it
@@ -40,8 +116,21 @@ static void k2u_fill(struct k2u *k)
 static void k2u_round_begin(struct k2u *k, bool log)
 {
 	struct k2u_ctrl *ctrl = k->ctrl;
+	unsigned long irqflags;
+	bool busy;
 
-	if (!k2u_post_has_room(k)) {
+	/*
+	 * Never over an outstanding round, nor over one an ack closed that
+	 * is not counted yet (ack_work counts it and, back to back, comes
+	 * here again). Only this function opens rounds, under k2u.lock, so
+	 * the answer holds until the round below is opened.
+	 */
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	busy = k->round.open || k->round.closed;
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	if (busy)
+		return;
+	if (!k2u_post_has_room(k, K2U_CMD_MEMORY_READY)) {
 		pr_notice_ratelimited("event queue full: round skipped\n");
 		/* Back to back has no timer to try again: arm it. */
 		if (k->back_to_back && !hrtimer_active(&k->timer))
@@ -55,19 +144,42 @@ static void k2u_round_begin(struct k2u *k, bool log)
 	k->buffer_filled = true;
 	k->calculation_done = false;
 	k->log_round = log;
-	/* A spinning listener may ack as soon as it sees the sequence. */
-	k2u_round_signalled(k);
-	/* Release: the filled buffer is visible before the new sequence. */
-	smp_store_release(&ctrl->ready_seq, ctrl->ready_seq + 1);
+	/*
+	 * Open the round and publish its id in one ack_lock section: an ack
+	 * either comes before (and cannot close it) or after the round is
+	 * visible. In adaptive mode the control page shows every round, so
+	 * it counts as shown from its publish. Release: the filled buffer is
+	 * visible before the new sequence.
+	 */
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	k->round.id = ++k->rounds_published;
+	k->round.open = true;
+	k->round.shown = k->adaptive;
+	k->round.start_ns = ktime_get_ns();
+	smp_store_release(&ctrl->ready_seq, k->round.id);
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
 	/* Pairs with the listener's barrier between ASLEEP and its re-read. */
 	smp_mb();
 	if (k->adaptive &&
 	    READ_ONCE(ctrl->listener_state) == K2U_LISTENER_SPINNING)
-		WRITE_ONCE(ctrl->doorbells_skipped, ctrl->doorbells_skipped + 1);
+		WRITE_ONCE(ctrl->doorbells_skipped,
+			   READ_ONCE(ctrl->doorbells_skipped) + 1);
 	else
 		k2u_post(k, K2U_CMD_MEMORY_READY);
 	if (log)
 		pr_info("Buffer filled\n");
+}
+
+/* Whether a round is published and neither acked nor abandoned. */
+static bool k2u_round_outstanding(struct k2u *k)
+{
+	unsigned long irqflags;
+	bool open;
+
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	open = k->round.open;
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	return open;
 }
 
 static void k2u_round_work(struct work_struct *work)
@@ -76,6 +188,9 @@ static void k2u_round_work(struct work_struct *work)
 	bool log;
 
 	mutex_lock(&k->lock);
+	if (!k->testing || !k2u_check_listener(k))
+		goto out;
+	k2u_round_collect(k);
 	if (!k->testing)
 		goto out;
 	log = __ratelimit(&k2u_round_log);
@@ -84,7 +199,7 @@ static void k2u_round_work(struct work_struct *work)
 		pr_info("In handler: buffer_filled = %d, calculation_done = %d\n",
 			k->buffer_filled, k->calculation_done);
 	}
-	if (k->buffer_filled && !k->calculation_done)
+	if (k2u_round_outstanding(k))
 		goto out;	/* the last round is still outstanding */
 	k2u_round_begin(k, log);
 out:
@@ -99,10 +214,15 @@ void k2u_round_init(struct k2u *k)
 
 void k2u_round_start(struct k2u *k)
 {
+	unsigned long irqflags;
+
 	lockdep_assert_held(&k->lock);
 	k->testing = true;
 	k->buffer_filled = false;
 	k->calculation_done = false;
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	k2u_round_reset_locked(k);
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
 	k2u_stats_reset(&k->stats);
 	if (k->back_to_back)
 		queue_work(k->wq, &k->round_work);
@@ -111,14 +231,24 @@ void k2u_round_start(struct k2u *k)
 			      HRTIMER_MODE_REL);
 }
 
-/* Stop the timer; a round still outstanding is abandoned. */
+/*
+ * Stop the timer. A round acked before this point still counts; one
+ * still outstanding is abandoned: no later ack closes it.
+ */
 void k2u_round_stop(struct k2u *k)
 {
+	unsigned long irqflags;
+
 	lockdep_assert_held(&k->lock);
 	if (!k->testing)
 		return;
 	hrtimer_cancel(&k->timer);
 	k->testing = false;
+	/* Abandon first: an ack from here on finds no round to close. */
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	k->round.open = false;
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	k2u_round_collect(k);
 	k->buffer_filled = false;
 	k->calculation_done = false;
 }
@@ -129,33 +259,43 @@ u64 k2u_round_average(struct k2u *k)
 	return k->stats.count ? div64_u64(k->stats.total, k->stats.count) : 0;
 }
 
-/* The round is published now: the round trip starts here. */
-void k2u_round_signalled(struct k2u *k)
+/*
+ * Count a round an ack closed (its time into the statistics, its lines
+ * into the log), report ignored acks, and in back-to-back mode start the
+ * next round.
+ */
+void k2u_round_collect(struct k2u *k)
 {
-	k->round_start_ns = ktime_get_ns();
-}
-
-/* The listener acknowledged @value at @now_ns. -EPROTO: nothing to ack. */
-int k2u_round_ack(struct k2u *k, u64 value, u64 now_ns)
-{
-	u64 took;
+	unsigned long irqflags;
+	u64 took, late, bad;
+	bool closed;
 
 	lockdep_assert_held(&k->lock);
-	if (value != K2U_CMD_MEMORY_COPIED) {
+	spin_lock_irqsave(&k->ack_lock, irqflags);
+	closed = k->round.closed;
+	took = k->round.took_ns;
+	k->round.closed = false;
+	late = k->acks_late;
+	k->acks_late = 0;
+	bad = k->ack_bad_value;
+	k->ack_bad_value = 0;
+	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+
+	if (bad)
 		pr_notice_ratelimited("unexpected value %llu on efd2 ignored\n",
-				      value);
-		return -EINVAL;
-	}
-	if (!k->testing || !k->buffer_filled || k->calculation_done)
-		return -EPROTO;
-	took = now_ns - k->round_start_ns;
+				      bad);
+	if (late)
+		pr_notice_ratelimited("%llu late ack(s) ignored: no shown round outstanding\n",
+				      late);
+	if (!closed)
+		return;
 	k2u_stats_add(&k->stats, took);
 	k->calculation_done = true;
 	if (k->log_round) {
 		pr_info("Time to copy = %llu\n", took);
 		pr_info("Exit from __monitor_efd2\n");
 	}
-	if (k->back_to_back)
+	/* A dead listener is detached by the next command or timer round. */
+	if (k->back_to_back && k->testing && k2u_listener_alive(k))
 		k2u_round_begin(k, __ratelimit(&k2u_round_log));
-	return 0;
 }

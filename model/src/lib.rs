@@ -659,10 +659,7 @@ impl Model {
         let result = match kstrto::kstrtouint(text) {
             Err(_) => Err(Errno::EINVAL),
             Ok(cmd) if !(1..=5).contains(&cmd) => Err(Errno::EINVAL),
-            Ok(cmd) => {
-                self.dead_check();
-                self.run(cmd).map(|()| cmd)
-            }
+            Ok(cmd) => self.run(cmd).map(|()| cmd),
         };
         match result {
             Ok(cmd) => {
@@ -691,16 +688,22 @@ impl Model {
         if cmd == Code::Find.value() {
             return self.find();
         }
+        self.dead_check();
         if self.listener.is_none() || self.exit_sent {
             return Err(Errno::EPROTO);
         }
         let code = Code::from_value(u64::from(cmd)).ok_or(Errno::EINVAL)?;
+        // The queue's room comes before the state checks.
+        self.need_room(match code {
+            Code::ExitTest => 1,
+            Code::StopTest => EVENT_QUEUE_RESERVE,
+            _ => EVENT_QUEUE_RESERVE + 1,
+        })?;
         match code {
             Code::Mmap => {
                 if self.testing {
                     return Err(Errno::EBUSY);
                 }
-                self.need_room(EVENT_QUEUE_RESERVE + 1)?;
                 self.post(code.value(), 0);
                 self.mmap_sent = true;
             }
@@ -711,7 +714,6 @@ impl Model {
                 if self.testing {
                     return Err(Errno::EBUSY);
                 }
-                self.need_room(EVENT_QUEUE_RESERVE + 1)?;
                 self.post(code.value(), 0);
                 self.testing = true;
                 self.counted = 0;
@@ -721,12 +723,10 @@ impl Model {
                 if !self.testing {
                     return Err(Errno::EPROTO);
                 }
-                self.need_room(EVENT_QUEUE_RESERVE)?;
                 self.stop();
                 self.post(code.value(), 0);
             }
             Code::ExitTest => {
-                self.need_room(1)?;
                 self.stop();
                 self.post(code.value(), 0);
                 self.exit_sent = true;
@@ -752,6 +752,7 @@ impl Model {
         if fd1 == fd2 {
             return Err(Errno::EINVAL);
         }
+        self.dead_check();
         if self.testing {
             return Err(Errno::EBUSY);
         }
@@ -771,8 +772,9 @@ impl Model {
         if efd == efd2 {
             return Err(Errno::EINVAL);
         }
+        let exit_sent = self.exit_sent;
         if let Some(l) = &mut self.listener {
-            if l.efd == efd && l.efd2 == efd2 {
+            if l.efd == efd && l.efd2 == efd2 && !exit_sent {
                 // Re-attach: everything is kept but the pid.
                 l.pid = pid;
                 return Ok(());
@@ -793,8 +795,12 @@ impl Model {
     /// Forget the listener: the test stops, its round is abandoned, its
     /// undelivered events are dropped; its eventfd counters are untouched.
     fn detach(&mut self) {
-        if self.listener.take().is_none() {
+        let Some(l) = self.listener.take() else {
             return;
+        };
+        // Acks are consumed: efd2 is drained; efd is never touched.
+        if let Some(c) = self.efd_counters.get_mut(l.efd2.0 as usize) {
+            *c = 0;
         }
         self.stop();
         self.queue.clear();
@@ -960,11 +966,17 @@ impl Model {
 
     /// `K2U_IOC_REGISTER` by `caller` naming its fds `efd` and `efd2`.
     pub fn ioctl_register(&mut self, caller: Pid, efd: i32, efd2: i32) -> Result<(), Errno> {
-        let k1 = self.fd(caller, efd).ok_or(Errno::EBADF)?;
-        let k2 = self.fd(caller, efd2).ok_or(Errno::EBADF)?;
         if !self.live {
             return Err(Errno::ENODEV);
         }
+        let r = self.register(caller, efd, efd2);
+        self.last_error = r.is_err();
+        r
+    }
+
+    fn register(&mut self, caller: Pid, efd: i32, efd2: i32) -> Result<(), Errno> {
+        let k1 = self.fd(caller, efd).ok_or(Errno::EBADF)?;
+        let k2 = self.fd(caller, efd2).ok_or(Errno::EBADF)?;
         self.dead_check();
         if self.testing {
             return Err(Errno::EBUSY);
@@ -1055,7 +1067,11 @@ impl Model {
         self.ready_seq += 1;
         let id = self.ready_seq;
         let skip = self.adaptive && self.spinning;
-        self.round = Some(Round { id, shown: skip });
+        // In adaptive mode the control page shows every round at once.
+        self.round = Some(Round {
+            id,
+            shown: self.adaptive,
+        });
         if skip {
             self.doorbells_skipped += 1;
         } else {

@@ -148,6 +148,24 @@ pub struct UserBins {
     pub kern2usr: PathBuf,
     /// `kern2usr-vmtest`, the in-VM suites.
     pub vmtest: PathBuf,
+    /// `seed-client`, the 2017 client's calls in C (tests/seed-client/).
+    pub seed_client: PathBuf,
+}
+
+/// Source of the seed client, relative to the repository root.
+pub const SEED_CLIENT_SOURCE: &str = "tests/seed-client/seed_client.c";
+
+/// Builds the seed client, static, with the host's C compiler.
+fn build_seed_client() -> Result<PathBuf> {
+    let out = target_dir().join("guest").join("seed-client");
+    let mut c = Command::new("cc");
+    c.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&out)
+        .arg(repo_root().join(SEED_CLIENT_SOURCE));
+    say(format!("user: {}", describe(&c)));
+    run(&mut c).context("building the seed client failed (needs gcc and libc6-dev)")?;
+    ensure_static(&out)?;
+    Ok(out)
 }
 
 /// Where `build_user` puts its binaries.
@@ -190,7 +208,11 @@ pub fn build_user() -> Result<UserBins> {
     say(format!("user: static binaries in {}", dir.display()));
     let mut it = paths.into_iter();
     match (it.next(), it.next()) {
-        (Some(kern2usr), Some(vmtest)) => Ok(UserBins { kern2usr, vmtest }),
+        (Some(kern2usr), Some(vmtest)) => Ok(UserBins {
+            kern2usr,
+            vmtest,
+            seed_client: build_seed_client()?,
+        }),
         _ => bail!("internal: expected two guest binaries"),
     }
 }

@@ -4,6 +4,7 @@
 //! /init                                busybox sh script (INIT_SCRIPT)
 //! /bin/busybox                         from busybox-static
 //! /usr/bin/kern2usr, kern2usr-vmtest   static guest binaries
+//! /usr/bin/seed-client                 the 2017 client's calls (tests/seed-client)
 //! /root/kern2usr/kern/kern2usr.ko      the module
 //! /root/kern2usr/scripts/create_chdev.sh
 //! /etc/k2u-run                         the guest command
@@ -14,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::ensure_static;
+use crate::build::{ensure_static, UserBins};
 use crate::util::{create_dir, remove_dir_if_exists, repo_root, say, target_dir};
 
 /// Printed by /init with the guest command's exit status.
@@ -66,8 +67,8 @@ reboot -f
 pub struct Contents<'a> {
     /// The module, if any (`--no-module` leaves it out).
     pub module: Option<&'a Path>,
-    /// `kern2usr` and `kern2usr-vmtest`, if any (`--no-user`).
-    pub user: Option<(&'a Path, &'a Path)>,
+    /// The guest binaries, if any (`--no-user`).
+    pub user: Option<&'a UserBins>,
     /// The one-line guest command.
     pub run: &'a str,
 }
@@ -155,9 +156,10 @@ pub fn build(name: &str, contents: &Contents<'_>) -> Result<PathBuf> {
     }
     write(&tree.join("init"), INIT_SCRIPT, 0o755)?;
     copy(&busybox()?, &tree.join("bin/busybox"), 0o755)?;
-    if let Some((kern2usr, vmtest)) = contents.user {
-        copy(kern2usr, &tree.join("usr/bin/kern2usr"), 0o755)?;
-        copy(vmtest, &tree.join("usr/bin/kern2usr-vmtest"), 0o755)?;
+    if let Some(bins) = contents.user {
+        copy(&bins.kern2usr, &tree.join("usr/bin/kern2usr"), 0o755)?;
+        copy(&bins.vmtest, &tree.join("usr/bin/kern2usr-vmtest"), 0o755)?;
+        copy(&bins.seed_client, &tree.join("usr/bin/seed-client"), 0o755)?;
     }
     if let Some(ko) = contents.module {
         copy(ko, &tree.join("root/kern2usr/kern/kern2usr.ko"), 0o644)?;

@@ -154,9 +154,7 @@ pub fn prepare(
     };
     let contents = initramfs::Contents {
         module: ko.as_deref(),
-        user: bins
-            .as_ref()
-            .map(|b| (b.kern2usr.as_path(), b.vmtest.as_path())),
+        user: bins.as_ref(),
         run,
     };
     let image = util::step(format!("pack the initramfs for {series}"), || {
@@ -228,7 +226,12 @@ fn main() -> Result<()> {
         }
         Cmd::BuildUser => {
             let bins = util::step("build the static guest binaries", build::build_user)?;
-            println!("{}\n{}", bins.kern2usr.display(), bins.vmtest.display());
+            println!(
+                "{}\n{}\n{}",
+                bins.kern2usr.display(),
+                bins.vmtest.display(),
+                bins.seed_client.display()
+            );
             Ok(())
         }
         Cmd::Initramfs { guest, run } => {

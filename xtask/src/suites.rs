@@ -12,9 +12,18 @@ use crate::report::{self, Counts, SummaryLine};
 use crate::util::{describe, fmt_duration, repo_root, say, step};
 
 /// The VM suites run by default, in order.
-pub const DEFAULT_SUITES: &[&str] = &["walkthrough", "badinput", "burst", "perf", "fuzz"];
+pub const DEFAULT_SUITES: &[&str] = &[
+    "walkthrough",
+    "badinput",
+    "burst",
+    "perf",
+    "regress",
+    "seedclient",
+    "fuzz",
+];
 /// Default guest command of `initramfs`.
-pub const DEFAULT_RUN: &str = "kern2usr-vmtest suite walkthrough badinput burst perf fuzz";
+pub const DEFAULT_RUN: &str =
+    "kern2usr-vmtest suite walkthrough badinput burst perf regress seedclient fuzz";
 /// Guest command of `demo`.
 pub const DEMO_RUN: &str = "kern2usr-vmtest demo";
 
@@ -32,7 +41,7 @@ pub struct TestArgs {
     #[arg(long)]
     vm_only: bool,
     /// VM suite to run (repeatable; default: walkthrough badinput burst
-    /// perf fuzz).
+    /// perf regress seedclient fuzz).
     #[arg(long = "suite", value_name = "NAME")]
     suites: Vec<String>,
     /// Module implementation, the directory under kernel/ (repeatable;

@@ -25,8 +25,8 @@ use rustix::ioctl::{Getter, NoArg, Opcode, Setter};
 use rustix::mm::{MapFlags, ProtFlags};
 
 use crate::abi::{
-    pattern_byte, Event, Info, ReadBuffer, Register, IOC_ACK, IOC_INFO, IOC_READ_BUFFER,
-    IOC_REGISTER,
+    pattern_byte, Event, Info, ReadBuffer, Register, IOC_ACK, IOC_ACK_ROUND, IOC_INFO,
+    IOC_READ_BUFFER, IOC_REGISTER,
 };
 use crate::ctrl::CtrlPage;
 use crate::error::{Error, Result};
@@ -442,6 +442,21 @@ impl Device {
         // SAFETY: see above; the fd is ours and open.
         unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
             name: "K2U_IOC_ACK",
+            source: e.into(),
+        })
+    }
+
+    /// `K2U_IOC_ACK_ROUND`: acknowledge round `round` (the low 32 bits of
+    /// its id: [`Event::round`] of its MEMORY_READY record, or the control
+    /// page's `ready_seq`). ESTALE when another round is outstanding,
+    /// EPROTO when none is.
+    pub fn ack_round(&self, round: u32) -> Result<()> {
+        // SAFETY: IOC_ACK_ROUND is _IOW(magic, 5, __u32); the kernel reads
+        // exactly a u32 from the pointer rustix passes to the value.
+        let ioctl = unsafe { Setter::<{ IOC_ACK_ROUND as Opcode }, u32>::new(round) };
+        // SAFETY: see above; the fd is ours and open.
+        unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
+            name: "K2U_IOC_ACK_ROUND",
             source: e.into(),
         })
     }

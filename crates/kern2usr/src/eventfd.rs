@@ -33,7 +33,9 @@ impl EventFd {
         Self::with_flags(EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
     }
 
-    fn with_flags(flags: EventfdFlags) -> Result<Self> {
+    /// Create an eventfd with `flags` (e.g. [`EventfdFlags::SEMAPHORE`],
+    /// which counter mode refuses: see PROTOCOL.md).
+    pub fn with_flags(flags: EventfdFlags) -> Result<Self> {
         let fd = rustix::event::eventfd(0, flags).map_err(|e| Error::EventFd {
             op: "create",
             source: e.into(),

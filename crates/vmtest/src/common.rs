@@ -200,8 +200,13 @@ pub struct SelfListener {
 impl SelfListener {
     /// Eventfds and the device of the loaded module (nothing attached yet).
     pub fn new(ctx: &mut Ctx) -> Result<Self> {
+        Self::with_efd(ctx, EventFd::new()?)
+    }
+
+    /// As [`SelfListener::new`], with this kernel->user eventfd.
+    pub fn with_efd(ctx: &mut Ctx, efd: EventFd) -> Result<Self> {
         Ok(Self {
-            efd: EventFd::new()?,
+            efd,
             efd2: EventFd::new()?,
             dev: Device::open(SEED_DEVICE_PATH)?,
             mode: ctx.params.event_mode()?,
@@ -223,6 +228,12 @@ impl SelfListener {
 
     /// The next delivered code (checking sequence numbers in queue mode).
     pub fn next_code(&mut self, timeout: Duration) -> Result<u64> {
+        Ok(u64::from(self.next_event(timeout)?.code))
+    }
+
+    /// The next delivered event: the record in queue mode (its sequence
+    /// number checked), the code with seq and round 0 in counter mode.
+    pub fn next_event(&mut self, timeout: Duration) -> Result<Event> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(ev) = self.pending.pop_front() {
@@ -233,7 +244,7 @@ impl SelfListener {
                     self.next_seq
                 );
                 self.next_seq += 1;
-                return Ok(u64::from(ev.code));
+                return Ok(ev);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !self.efd.wait_readable(left)? {
@@ -241,7 +252,15 @@ impl SelfListener {
             }
             let counter = self.efd.read()?;
             match self.mode {
-                EventMode::Counter => return Ok(counter),
+                EventMode::Counter => {
+                    let code =
+                        u32::try_from(counter).with_context(|| format!("efd read {counter}"))?;
+                    return Ok(Event {
+                        seq: 0,
+                        code,
+                        round: 0,
+                    });
+                }
                 EventMode::Queue => {
                     let mut v = Vec::new();
                     self.dev.read_events(&mut v)?;

@@ -65,21 +65,29 @@ impl ListenerProc {
     /// Start `kern2usr listen --device /dev/char/mmaptest --poll-timeout 500 [extra]`
     /// in the project directory.
     pub fn spawn(extra: &[&str]) -> Result<Self> {
-        let mut child = Command::new(LISTENER_BIN)
-            .args([
-                "listen",
-                "--device",
-                SEED_DEVICE_PATH,
-                "--poll-timeout",
-                "500",
-            ])
-            .args(extra)
+        let mut cmd = Command::new(LISTENER_BIN);
+        cmd.args([
+            "listen",
+            "--device",
+            SEED_DEVICE_PATH,
+            "--poll-timeout",
+            "500",
+        ])
+        .args(extra);
+        Self::spawn_command(cmd)
+    }
+
+    /// Start another listener program (the seed client, an eventfd holder)
+    /// whose lines are read the same way.
+    pub fn spawn_command(mut cmd: Command) -> Result<Self> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd
             .current_dir(ROOT)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {LISTENER_BIN}"))?;
+            .with_context(|| format!("starting {program}"))?;
         let pid = Pid::from_child(&child);
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().context("listener stdout")?;

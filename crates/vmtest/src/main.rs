@@ -7,10 +7,13 @@ mod common;
 mod fuzz;
 mod guest;
 mod harness;
+mod holder;
 mod kmsg;
 mod listener;
 mod pattern;
 mod perf;
+mod regress;
+mod seedclient;
 mod walkthrough;
 
 use std::process::ExitCode;
@@ -60,6 +63,12 @@ enum Cmd {
     /// The fuzzer's listener role (internal).
     #[command(hide = true)]
     FuzzChild,
+    /// Hold two inheritable eventfds until killed (a listener for tests).
+    HoldEventfds {
+        /// Share them with a forked child (`sleep 3600`).
+        #[arg(long)]
+        fork: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -74,6 +83,10 @@ enum SuiteName {
     Perf,
     /// A bounded fuzz run (300 ops, seed 1) against the model.
     Fuzz,
+    /// Regression tests of protocol defects (issue 7).
+    Regress,
+    /// The 2017 client's exact calls (tests/seed-client).
+    Seedclient,
     /// All of the above.
     All,
 }
@@ -121,6 +134,9 @@ fn run(cli: Cli) -> Result<bool> {
                         SuiteName::Badinput,
                         SuiteName::Burst,
                         SuiteName::Perf,
+                        SuiteName::Regress,
+                        SuiteName::Seedclient,
+                        SuiteName::Fuzz,
                     ]),
                     other => expanded.push(other),
                 }
@@ -136,6 +152,12 @@ fn run(cli: Cli) -> Result<bool> {
                     SuiteName::Burst => harness::run_independent("burst", burst::TESTS, filter),
                     SuiteName::Perf => harness::run_independent("perf", perf::TESTS, filter),
                     SuiteName::Fuzz => fuzz_suite(),
+                    SuiteName::Regress => {
+                        harness::run_independent("regress", regress::TESTS, filter)
+                    }
+                    SuiteName::Seedclient => {
+                        harness::run_independent("seedclient", seedclient::TESTS, filter)
+                    }
                     SuiteName::All => harness::Tally::default(),
                 };
                 failed += tally.failed;
@@ -155,6 +177,7 @@ fn run(cli: Cli) -> Result<bool> {
             shrink_secs,
         }),
         Cmd::FuzzChild => fuzz::child::run(),
+        Cmd::HoldEventfds { fork } => holder::run(fork).map(|()| true),
         Cmd::List => {
             println!("walkthrough:");
             for (n, what, _) in walkthrough::STEPS {
@@ -164,6 +187,8 @@ fn run(cli: Cli) -> Result<bool> {
                 ("badinput", badinput::TESTS),
                 ("burst", burst::TESTS),
                 ("perf", perf::TESTS),
+                ("regress", regress::TESTS),
+                ("seedclient", seedclient::TESTS),
             ] {
                 println!("{suite}:");
                 for (name, _) in tests {
