@@ -402,6 +402,10 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
         }
         Some(*rng.pick(&ok))
     };
+    // An unloaded module makes most operations moot: load it soon.
+    if !v.loaded && rng.chance(1, 3) {
+        return Op::Insmod;
+    }
     for _ in 0..100 {
         // Weights of the op families.
         let family = rng.weighted(&[

@@ -1059,15 +1059,15 @@ impl Runner {
     }
 
     fn observe(&mut self) -> Result<Sync> {
-        let (ready_seq, doorbells) = match &self.ctrl {
-            Some((_, c)) => (Some(c.ready_seq()), Some(c.doorbells_skipped())),
-            None => (None, None),
-        };
+        let ready_seq = self.ctrl.as_ref().map(|(_, c)| c.ready_seq());
         let mut params = Vec::new();
+        let mut doorbells = None;
         if ready_seq.is_some() {
             // Reading stats takes the module's lock: a round whose
-            // ready_seq we saw is complete after it.
+            // ready_seq we saw is complete after it (doorbells_skipped,
+            // stored after ready_seq, included).
             read_count()?;
+            doorbells = self.ctrl.as_ref().map(|(_, c)| c.doorbells_skipped());
             for name in WATCHED {
                 let text = std::fs::read_to_string(Path::new(PARAMS_DIR).join(name))
                     .with_context(|| format!("reading {name}"))?;
