@@ -333,9 +333,11 @@ fn handle(w: &[&str], maps: &mut Vec<Map>) -> Option<String> {
         "mremap" => match maps.iter_mut().find(|m| m.data) {
             None => "none".to_owned(),
             Some(m) => {
+                // One page more than the mapping has (mremap counts pages).
+                let grown = m.len.div_ceil(4096) * 4096 + 4096;
                 // SAFETY: resizes a mapping this process owns; on success the
                 // old address is gone and only the new one is used.
-                let addr = unsafe { libc::mremap(m.addr, m.len, m.len * 2, libc::MREMAP_MAYMOVE) };
+                let addr = unsafe { libc::mremap(m.addr, m.len, grown, libc::MREMAP_MAYMOVE) };
                 if addr == libc::MAP_FAILED {
                     err()
                 } else {

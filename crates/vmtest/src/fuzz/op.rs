@@ -108,7 +108,7 @@ pub enum Op {
     CheckMaps(u8),
     /// The listener writes into its first private writable data mapping.
     WritePrivate(u8),
-    /// mremap() of its first data mapping to twice the size.
+    /// mremap() of its first data mapping to one page more.
     Mremap(u8),
     /// K2U_IOC_READ_BUFFER of this many bytes.
     ReadBuffer(u8, u32),

@@ -959,51 +959,66 @@ impl Runner {
             .map_err(|e| format!("{op}: observing: {e:#}"))?;
         let mut next: Vec<Model> = Vec::new();
         let mut first_expect = None;
-        for c in &self.cands {
+        let mut why: Vec<String> = Vec::new();
+        for (ci, c) in self.cands.iter().enumerate() {
             for seq in interleavings(sync.detaches.min(1)) {
                 let mut m = c.clone();
-                let mut ok = true;
+                let mut failed_step = None;
                 let mut expect = None;
                 for step in &seq {
-                    match step {
+                    let ok = match step {
                         Step::Op => {
                             expect = Some(predict(&mut m, op, &slots, &maps, &facts, self.me));
+                            true
                         }
-                        Step::Publish => ok &= m.publish().is_ok(),
-                        Step::Detach => ok &= m.detach_async().is_ok(),
-                    }
+                        Step::Publish => m.publish().is_ok(),
+                        Step::Detach => m.detach_async().is_ok(),
+                    };
                     if !ok {
+                        failed_step = Some(*step);
                         break;
                     }
                 }
-                let Some(expect) = expect.filter(|_| ok) else {
-                    continue;
+                let reason = if let Some(step) = failed_step {
+                    Some(format!("{step:?} impossible"))
+                } else if let Some(expect) = expect {
+                    if first_expect.is_none() {
+                        first_expect = Some(expect.clone());
+                    }
+                    if !expect.matches(&obs) {
+                        Some(format!("expects {expect}"))
+                    } else if let Some(seq_now) = sync.ready_seq {
+                        if m.ready_seq() != seq_now {
+                            Some(format!("ready_seq {}", m.ready_seq()))
+                        } else if Some(m.doorbells_skipped()) != sync.doorbells {
+                            Some(format!("doorbells_skipped {}", m.doorbells_skipped()))
+                        } else {
+                            sync.params
+                                .iter()
+                                .find(|(name, text)| {
+                                    !m.param_read(name).is_ok_and(|want| want.matches(text))
+                                })
+                                .map(|(name, _)| format!("{name} {:?}", m.param_read(name)))
+                        }
+                    } else if m.live() {
+                        Some("module loaded".to_owned())
+                    } else {
+                        None
+                    }
+                } else {
+                    Some("no op step".to_owned())
                 };
-                if first_expect.is_none() {
-                    first_expect = Some(expect.clone());
-                }
-                if !expect.matches(&obs) {
-                    continue;
-                }
-                if let Some(seq_now) = sync.ready_seq {
-                    if m.ready_seq() != seq_now {
-                        continue;
+                match reason {
+                    None => {
+                        if !next.contains(&m) {
+                            next.push(m);
+                        }
                     }
-                    if Some(m.doorbells_skipped()) != sync.doorbells {
-                        continue;
+                    Some(r) => {
+                        if ci == 0 && why.len() < 12 {
+                            why.push(format!("{seq:?}: {r}"));
+                        }
                     }
-                } else if m.live() {
-                    continue;
-                }
-                if !sync
-                    .params
-                    .iter()
-                    .all(|(name, text)| m.param_read(name).is_ok_and(|want| want.matches(text)))
-                {
-                    continue;
-                }
-                if !next.contains(&m) {
-                    next.push(m);
                 }
             }
         }
@@ -1027,7 +1042,7 @@ impl Runner {
                 c.in_flight(),
                 c.counted(),
                 c.last_error_set(),
-            ));
+            ) + &format!("; orders tried: {}", why.join("; ")));
         }
         // The stats count may trail the ack by a work item: wait for it.
         if sync.ready_seq.is_some() {
