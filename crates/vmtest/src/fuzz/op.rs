@@ -448,7 +448,14 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
                     3 => Op::Param(param::ADAPTIVE.to_owned(), bool_text(rng)),
                     4 => {
                         let name = *rng.pick(&[param::USR_PID, param::USR_EFD, param::USR_EFD2]);
-                        let val = *rng.pick(&["3", "4", "0", "1", "900", "-1"]);
+                        // A pid is either none at all or none that exists
+                        // (1 and the kernel threads are real processes the
+                        // model does not know): FIND names listeners itself.
+                        let val = if name == param::USR_PID {
+                            *rng.pick(&["0", "-1", "4000000"])
+                        } else {
+                            *rng.pick(&["3", "4", "0", "1", "900", "-1"])
+                        };
                         Op::Param(name.to_owned(), number_text(rng, val))
                     }
                     5 => Op::Spin(rng.chance(1, 2)),
