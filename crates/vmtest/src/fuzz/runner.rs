@@ -427,6 +427,8 @@ pub struct Runner {
     klog: KernelLog,
     ready_seq: Option<u64>,
     mode: EventMode,
+    /// What the fuzzer last stored in the control page's listener_state.
+    spinning: bool,
 }
 
 fn wait_gone(pid: Pid, timeout: Duration) {
@@ -495,6 +497,7 @@ impl Runner {
             klog,
             ready_seq: None,
             mode,
+            spinning: false,
         };
         r.open_ctrl()?;
         Ok(r)
@@ -503,6 +506,11 @@ impl Runner {
     fn open_ctrl(&mut self) -> Result<()> {
         let dev = Device::open(DEVICE_PATH)?;
         let ctrl = dev.map_ctrl()?;
+        // Dropping the last handle stored ASLEEP: put back what the
+        // fuzzer said (the module kept the page if it stayed loaded).
+        if self.spinning {
+            ctrl.set_spinning();
+        }
         self.ready_seq = Some(ctrl.ready_seq());
         self.ctrl = Some((dev, ctrl));
         Ok(())
@@ -858,6 +866,7 @@ impl Runner {
                     } else {
                         ctrl.set_asleep();
                     }
+                    self.spinning = *on;
                 }
                 "ok".to_owned()
             }
@@ -882,6 +891,9 @@ impl Runner {
                 }
                 self.ctrl = None;
                 let out = guest::sh(Path::new("/"), "rmmod kern2usr")?;
+                if !guest::module_loaded() {
+                    self.spinning = false;
+                }
                 if guest::module_loaded() {
                     self.open_ctrl()?;
                 }
