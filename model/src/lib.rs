@@ -371,6 +371,10 @@ impl Model {
     pub fn adaptive(&self) -> bool {
         self.adaptive
     }
+    /// The control page says the listener spins.
+    pub fn spinning(&self) -> bool {
+        self.spinning
+    }
     /// `last_error` is non-empty.
     pub fn last_error_set(&self) -> bool {
         self.last_error

@@ -591,7 +591,13 @@ impl Runner {
             Op::Cont(l) => slot(l).is_some_and(|s| s.info.stopped),
             Op::Kill(l) => slot(l).is_some(),
             Op::KillHolder(h) => (*h as usize) < self.holders.len(),
-            Op::Param(..) | Op::Spin(_) | Op::FillQueue | Op::Rmmod => loaded,
+            // The fuzzer's control page handle is dropped around rmmod,
+            // which stores ASLEEP for a moment: not while that matters.
+            Op::Rmmod => {
+                let m = &self.cands[0];
+                loaded && !(m.testing() && m.adaptive() && m.spinning())
+            }
+            Op::Param(..) | Op::Spin(_) | Op::FillQueue => loaded,
             Op::Insmod => !loaded,
             Op::Wait(_) => true,
         }
