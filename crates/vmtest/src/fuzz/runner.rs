@@ -49,6 +49,9 @@ struct MapInfo {
     data: bool,
     shared: bool,
     write: bool,
+    /// A private mapping the process wrote: its page is its own copy,
+    /// frozen with what the buffer held then.
+    frozen: Option<Content>,
 }
 
 /// What the fuzzer knows about a listener process.
@@ -293,7 +296,7 @@ fn predict(
         Op::CheckMaps(l) => Expect::Maps(
             maps[*l as usize]
                 .iter()
-                .map(|mi| mi.data.then(|| m.content()))
+                .map(|mi| mi.data.then(|| mi.frozen.unwrap_or_else(|| m.content())))
                 .collect(),
         ),
         Op::WritePrivate(l) => {
@@ -776,6 +779,7 @@ impl Runner {
                         data: off == 0,
                         shared,
                         write,
+                        frozen: None,
                     });
                 }
                 a
@@ -789,7 +793,20 @@ impl Runner {
                 a
             }
             Op::CheckMaps(l) => self.slot(*l)?.ask("check")?,
-            Op::WritePrivate(l) => self.slot(*l)?.ask("wpriv")?,
+            Op::WritePrivate(l) => {
+                let content = self.cands[0].content();
+                let s = self.slot(*l)?;
+                let a = s.ask("wpriv")?;
+                // The child writes into the first private writable data map.
+                if let Some(mi) = s
+                    .maps
+                    .iter_mut()
+                    .find(|mi| mi.data && !mi.shared && mi.write)
+                {
+                    mi.frozen.get_or_insert(content);
+                }
+                a
+            }
             Op::Mremap(l) => self.slot(*l)?.ask("mremap")?,
             Op::ReadBuffer(l, n) => {
                 let s = self.slot(*l)?;
