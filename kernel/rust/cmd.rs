@@ -9,7 +9,7 @@ use crate::abi::Code;
 use crate::eventfd::EventFdFile;
 use crate::params;
 use crate::state::{self, Locked};
-use crate::sys;
+use crate::sys::{self, PidRef};
 
 /// Name of a command value, as in C's `k2u_cmd_name()`.
 fn cmd_name(cmd: u32) -> &'static str {
@@ -17,14 +17,14 @@ fn cmd_name(cmd: u32) -> &'static str {
 }
 
 /// A write to `cur_cmd` (under the parameter lock).
-pub(crate) fn write(val: &[u8]) -> Result {
+pub(crate) fn write(val: &CStr) -> Result {
     let dev = state::device().ok_or(ENODEV)?;
     let mut k = Locked::new(&dev);
     if k.dead {
         return Err(ENODEV);
     }
     let Ok(cmd) = params::kstrtouint(val) else {
-        return Err(k.refuse_text(val, fmt!("not a command number (valid: 1-5)")));
+        return Err(k.refuse_text(val.to_bytes(), fmt!("not a command number (valid: 1-5)")));
     };
     k.run(cmd)?;
     params::set_cur_cmd(cmd);
@@ -42,6 +42,14 @@ impl Locked<'_> {
             cmd_name(cmd),
             self.last_error.as_bstr()
         );
+        err
+    }
+
+    /// Refuses operation `op` (`REGISTER`) with `err` because of `why`:
+    /// `<op> refused: <why>`, `why` kept in `last_error`.
+    pub(crate) fn refuse_op(&mut self, op: &str, err: Error, why: fmt::Arguments<'_>) -> Error {
+        self.last_error.set(why);
+        pr_notice!("{} refused: {}\n", op, self.last_error.as_bstr());
         err
     }
 
@@ -68,7 +76,7 @@ impl Locked<'_> {
                 return Err(self.refuse(cmd, EINVAL, fmt!("unknown command {} (valid: 1-5)", cmd)))
             }
         };
-        self.need_listener(cmd)?;
+        self.need_listener(cmd, code)?;
         match code {
             Code::Mmap => {
                 if self.testing {
@@ -78,7 +86,7 @@ impl Locked<'_> {
                         fmt!("test is running: stop it (4) first"),
                     ));
                 }
-                self.post(code);
+                self.post(code, 0);
                 self.mmap_sent = true;
             }
             Code::StartTest => {
@@ -92,7 +100,7 @@ impl Locked<'_> {
                 if self.testing {
                     return Err(self.refuse(cmd, EBUSY, fmt!("test already running")));
                 }
-                self.post(code);
+                self.post(code, 0);
                 self.round_start();
                 pr_info!("Timer is started.\n");
             }
@@ -103,7 +111,7 @@ impl Locked<'_> {
                 self.round_stop();
                 pr_info!("Timer is deleted.\n");
                 pr_info!("Avg copy time = {}\n", self.round_average());
-                self.post(code);
+                self.post(code, 0);
             }
             _ => {
                 // EXIT_TEST
@@ -111,15 +119,17 @@ impl Locked<'_> {
                     self.round_stop();
                     pr_info!("Timer is deleted.\n");
                 }
-                self.post(code);
+                self.post(code, 0);
                 self.exit_sent = true;
             }
         }
         Ok(())
     }
 
-    /// Commands 2-5 need a listener that has not been told to exit.
-    fn need_listener(&mut self, cmd: u32) -> Result {
+    /// Commands 2-5 need a listener that has not been told to exit, and
+    /// room for their event.
+    fn need_listener(&mut self, cmd: u32, code: Code) -> Result {
+        self.listener_gone();
         if self.link.is_none() {
             return Err(self.refuse(cmd, EPROTO, fmt!("no listener: run FIND (1) first")));
         }
@@ -130,7 +140,7 @@ impl Locked<'_> {
                 fmt!("listener was told to exit (5): run FIND (1) for a new one"),
             ));
         }
-        if !self.has_room() {
+        if !self.has_room(code) {
             return Err(self.refuse(
                 cmd,
                 EAGAIN,
@@ -154,6 +164,7 @@ impl Locked<'_> {
                 fmt!("usr_efd and usr_efd2 must be two different eventfds"),
             ));
         }
+        self.listener_gone();
         if self.testing {
             return Err(self.refuse(cmd, EBUSY, fmt!("test is running: stop it (4) before FIND")));
         }
@@ -166,15 +177,34 @@ impl Locked<'_> {
         let Some(task) = sys::task_by_vpid(pid) else {
             return Err(self.refuse(cmd, ESRCH, fmt!("usr_pid={}: no such process", pid)));
         };
+        // As pidfd_getfd(): the access check and the file lookups under
+        // the target's exec_update_lock, so no execve comes between.
+        let Ok(exec_lock) = sys::ExecUpdateLock::new(&task) else {
+            return Err(EINTR);
+        };
+        if !sys::may_take_files(&task) {
+            drop(exec_lock);
+            return Err(self.refuse(
+                cmd,
+                EPERM,
+                fmt!(
+                    "may not reach into the files of pid {} (ptrace access)",
+                    pid
+                ),
+            ));
+        }
         // Both are >= 0 here.
-        let Some(file) = sys::task_file(&task, efd as u32) else {
+        let file = sys::task_file(&task, efd as u32);
+        let file2 = sys::task_file(&task, efd2 as u32);
+        drop(exec_lock);
+        let Some(file) = file else {
             return Err(self.refuse(
                 cmd,
                 EBADF,
                 fmt!("usr_efd={} is not an open fd of pid {}", efd, pid),
             ));
         };
-        let Some(file2) = sys::task_file(&task, efd2 as u32) else {
+        let Some(file2) = file2 else {
             return Err(self.refuse(
                 cmd,
                 EBADF,
@@ -204,15 +234,11 @@ impl Locked<'_> {
             sys::hashed(file.as_ptr()),
             sys::hashed(file2.as_ptr())
         );
-        match self.attach(ctx, ctx2) {
-            Err(e) if e == EINVAL => {
-                Err(self.refuse(cmd, e, fmt!("usr_efd and usr_efd2 are the same eventfd")))
-            }
-            Err(e) => Err(self.refuse(
-                cmd,
-                e,
-                fmt!("cannot watch the eventfds (error {})", e.to_errno()),
-            )),
+        let Some(tgid) = PidRef::tgid_of(&task) else {
+            return Err(self.refuse(cmd, ESRCH, fmt!("usr_pid={}: no such process", pid)));
+        };
+        match self.attach(pid, tgid, ctx, ctx2) {
+            Err(e) => Err(e.refuse(|err, why| self.refuse(cmd, err, why))),
             Ok(()) => {
                 if let Some(link) = &self.link {
                     pr_info!(

@@ -11,16 +11,15 @@ use kernel::{
     mm::virt::VmaNew,
     prelude::*,
     sync::Arc,
-    time::{Instant, Monotonic},
     transmute::{AsBytes, FromBytes},
     uaccess::{UserSlice, UserSliceReader, UserSliceWriter},
 };
 
-use crate::abi::{self, Code, EventMode, Info, ReadBuffer, Register};
+use crate::abi::{self, EventMode, Info, ReadBuffer, Register};
 use crate::link;
 use crate::params;
 use crate::state::{self, Locked, Shared};
-use crate::sys::{self, ParamLock};
+use crate::sys::{self, ParamLock, PidRef};
 
 // SAFETY: `repr(C)` of two `i32`s: no padding, any bit pattern is valid.
 unsafe impl FromBytes for Register {}
@@ -67,7 +66,11 @@ impl MiscDevice for K2uFile {
         let arg = UserPtr::from_addr(arg);
         match cmd {
             abi::IOC_REGISTER => me.register(UserSlice::new(arg, size_of::<Register>()).reader()),
-            abi::IOC_ACK => me.ack(),
+            abi::IOC_ACK => me.ack(None),
+            abi::IOC_ACK_ROUND => {
+                let round: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
+                me.ack(Some(round))
+            }
             abi::IOC_INFO => me.info(UserSlice::new(arg, size_of::<Info>()).writer()),
             abi::IOC_READ_BUFFER => {
                 me.read_buffer(UserSlice::new(arg, size_of::<ReadBuffer>()).reader())
@@ -78,13 +81,18 @@ impl MiscDevice for K2uFile {
 }
 
 impl K2uFile {
-    /// `K2U_IOC_REGISTER`: attach the caller's own eventfds.
+    /// `K2U_IOC_REGISTER`: attach the caller's own eventfds. (They are the
+    /// caller's own files: no access check is needed, unlike FIND.) A
+    /// refusal is logged `REGISTER refused: <reason>` and kept in
+    /// `last_error`.
     fn register(&self, mut reader: UserSliceReader) -> Result<isize> {
         let reg: Register = reader.read()?;
         // Negative fds become huge unsigned ones: EBADF, as C's fget().
-        let efd = LocalFile::fget(reg.efd as u32)?;
-        let efd2 = LocalFile::fget(reg.efd2 as u32)?;
-        let pid = current!().tgid_nr_ns(None);
+        let efd = LocalFile::fget(reg.efd as u32).ok();
+        let efd2 = LocalFile::fget(reg.efd2 as u32).ok();
+        let task = current!();
+        let pid = task.tgid_nr_ns(None);
+        let tgid = PidRef::tgid_of(task).ok_or(ESRCH)?;
         {
             // Lock order as in a sysfs write: parameter lock, then the mutex.
             let _params = ParamLock::new();
@@ -92,26 +100,43 @@ impl K2uFile {
             if k.dead {
                 return Err(ENODEV);
             }
-            if k.testing {
-                return Err(EBUSY);
+            let missing = match (&efd, &efd2) {
+                (None, _) => Some(("efd", reg.efd)),
+                (_, None) => Some(("efd2", reg.efd2)),
+                _ => None,
+            };
+            if let Some((name, fd)) = missing {
+                return Err(k.refuse_op(
+                    "REGISTER",
+                    EBADF,
+                    fmt!("{}={} is not an open fd of pid {}", name, fd, pid),
+                ));
             }
-            k.attach_files(&efd, &efd2)?;
+            let (Some(efd), Some(efd2)) = (efd, efd2) else {
+                return Err(EBADF);
+            };
+            k.listener_gone();
+            if k.testing {
+                return Err(k.refuse_op(
+                    "REGISTER",
+                    EBUSY,
+                    fmt!("test is running: stop it (4) first"),
+                ));
+            }
+            if let Err(e) = k.attach_files(pid, tgid, &efd, &efd2) {
+                return Err(e.refuse(|err, why| k.refuse_op("REGISTER", err, why)));
+            }
             params::note_registered(pid, reg.efd, reg.efd2);
+            k.last_error.clear();
         }
         pr_info!("eventfds of pid {} registered by ioctl\n", pid);
         Ok(0)
     }
 
-    /// `K2U_IOC_ACK`: acknowledge the outstanding round, as 7 on efd2 does.
-    fn ack(&self) -> Result<isize> {
-        let mut k = Locked::new(&self.dev);
-        if k.link.is_none() {
-            return Err(EPROTO);
-        }
-        k.round_ack(
-            u64::from(Code::MemoryCopied.value()),
-            Instant::<Monotonic>::now(),
-        )?;
+    /// `K2U_IOC_ACK` (`round` `None`: the outstanding round, if it was
+    /// shown, as 7 on efd2) or `K2U_IOC_ACK_ROUND` (round `round`).
+    fn ack(&self, round: Option<u32>) -> Result<isize> {
+        Locked::new(&self.dev).round_ack_ioctl(round)?;
         Ok(0)
     }
 
@@ -131,7 +156,9 @@ impl K2uFile {
     /// of mapping it. Returns the bytes copied.
     fn read_buffer(&self, mut reader: UserSliceReader) -> Result<isize> {
         let rb: ReadBuffer = reader.read()?;
-        let len = self.dev.mem.copy_to_user(rb.addr, rb.len)?;
+        // Under the lock: no fill writes the pages while they are copied.
+        let k = Locked::new(&self.dev);
+        let len = self.dev.mem.copy_to_user(&k, rb.addr, rb.len)?;
         Ok(len as isize)
     }
 }

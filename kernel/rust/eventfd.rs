@@ -5,8 +5,8 @@
 //! Linux 7.3 has no Rust abstraction for eventfd, so this file wraps the
 //! exported C functions (`eventfd_ctx_fileget`, `eventfd_ctx_put`,
 //! `eventfd_signal_mask`, `eventfd_ctx_do_read`,
-//! `eventfd_ctx_remove_wait_queue`, all in `kernel::bindings`) in two safe
-//! types:
+//! `eventfd_ctx_remove_wait_queue`, and the wait-queue `add_wait_queue` and
+//! `remove_wait_queue`, all in `kernel::bindings`) in two safe types:
 //!
 //! * [`EventFd`], a counted reference on an eventfd context;
 //! * [`Hook`], a wait-queue entry hooked on an eventfd like KVM's irqfd: its
@@ -98,6 +98,22 @@ impl<'a> EventFdFile<'a> {
     pub(crate) fn same_eventfd(&self, other: &EventFdFile<'_>) -> bool {
         self.ctx.0 == other.ctx.0
     }
+
+    /// Whether this is the eventfd context `other` refers to.
+    pub(crate) fn is(&self, other: &EventFd) -> bool {
+        self.ctx.0 == other.0
+    }
+}
+
+/// What unhooking a [`Hook`] does to the eventfd's counter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unhook {
+    /// Leave it alone (`remove_wait_queue()`): a code signalled there stays
+    /// readable by the listener.
+    KeepCount,
+    /// Read and reset it (`eventfd_ctx_remove_wait_queue()`), as KVM's
+    /// irqfd does: for efd2, where only acks the module no longer wants sit.
+    DrainCount,
 }
 
 /// Gives a [`WakeHandler`] access to the eventfd whose wait-queue lock the
@@ -128,7 +144,7 @@ pub(crate) trait WakeHandler: Send + Sync {
 
 /// A wait-queue entry hooked on an eventfd, calling `T` on each wake-up.
 ///
-/// Dropping it unhooks the entry (`eventfd_ctx_remove_wait_queue()` takes the
+/// Dropping it unhooks the entry (as its [`Unhook`] says; both ways take the
 /// wait-queue lock, so once that returns the callback is neither running nor
 /// called again), then drops the context reference and the handler.
 #[pin_data(PinnedDrop)]
@@ -137,8 +153,9 @@ pub(crate) struct Hook<T: WakeHandler> {
     wait: Opaque<bindings::wait_queue_entry>,
     #[pin]
     table: Opaque<bindings::poll_table_struct>,
-    /// Set once `queue_cb()` has added `wait` to the eventfd's wait queue.
-    hooked: Atomic<bool>,
+    /// The wait queue `queue_cb()` added `wait` to; null until then.
+    wqh: Atomic<*mut bindings::wait_queue_head>,
+    unhook: Unhook,
     efd: EventFd,
     handler: T,
 }
@@ -148,13 +165,18 @@ pub(crate) struct Hook<T: WakeHandler> {
 // `install()`, and by `drop()`; the other fields are `Send`.
 unsafe impl<T: WakeHandler> Send for Hook<T> {}
 // SAFETY: Through `&Hook`, the wake-up callback (on any CPU) only reads `efd`
-// and calls `handler`, both `Sync`; `hooked` is atomic.
+// and calls `handler`, both `Sync`; `wqh` is atomic and `unhook` never
+// changes.
 unsafe impl<T: WakeHandler> Sync for Hook<T> {}
 
 impl<T: WakeHandler> Hook<T> {
     /// Hooks `handler` on `efd`'s wait queue, the way `vfs_poll()` with a
     /// custom `poll_table` does (KVM's irqfd does the same).
-    pub(crate) fn install(efd: EventFdFile<'_>, handler: T) -> Result<Pin<KBox<Self>>> {
+    pub(crate) fn install(
+        efd: EventFdFile<'_>,
+        handler: T,
+        unhook: Unhook,
+    ) -> Result<Pin<KBox<Self>>> {
         let EventFdFile { file, ctx } = efd;
         let hook = KBox::pin_init(
             pin_init!(Self {
@@ -173,7 +195,8 @@ impl<T: WakeHandler> Hook<T> {
                     _qproc: Some(Self::queue_cb),
                     _key: !0,
                 }),
-                hooked: Atomic::new(false),
+                wqh: Atomic::new(core::ptr::null_mut()),
+                unhook,
                 efd: ctx,
                 handler,
             }),
@@ -190,7 +213,7 @@ impl<T: WakeHandler> Hook<T> {
                 poll(filp, hook.table.get());
             }
         }
-        if !hook.hooked.load(Acquire) {
+        if hook.wqh.load(Acquire).is_null() {
             return Err(EINVAL);
         }
         Ok(hook)
@@ -217,14 +240,14 @@ impl<T: WakeHandler> Hook<T> {
         // SAFETY: Only `install()` hands this table to `->poll`, and the
         // hook it is embedded in is alive (pinned in its box) for that call.
         let hook = unsafe { &*kernel::container_of!(table, Self, table) };
-        if hook.hooked.load(Acquire) {
+        if !hook.wqh.load(Acquire).is_null() {
             return; // One wait queue is enough (an eventfd has one).
         }
         // SAFETY: `wqh` is the wait queue `->poll` passes to `poll_wait()`,
         // valid while the context lives (the hook owns a reference).
         // `hook.wait` is initialised, pinned, and on no queue yet.
         unsafe { bindings::add_wait_queue(wqh, hook.wait.get()) };
-        hook.hooked.store(true, Release);
+        hook.wqh.store(wqh, Release);
     }
 
     /// Wake-up function of `wait`, called under the wait-queue lock.
@@ -256,20 +279,30 @@ impl<T: WakeHandler> Hook<T> {
 #[pinned_drop]
 impl<T: WakeHandler> PinnedDrop for Hook<T> {
     fn drop(self: Pin<&mut Self>) {
-        if !self.hooked.load(Acquire) {
+        let wqh = self.wqh.load(Acquire);
+        if wqh.is_null() {
             return;
         }
-        let mut discarded = 0;
-        // SAFETY: `queue_cb()` added `wait` to the wait queue of `efd`'s
-        // context (the one its file's `poll` uses), which is alive: we still
-        // own a reference. This removes the entry under the wait-queue lock,
-        // so afterwards `wake_cb()` is neither running nor called again.
-        unsafe {
-            bindings::eventfd_ctx_remove_wait_queue(
-                self.efd.0.as_ptr(),
-                self.wait.get(),
-                &mut discarded,
-            )
-        };
+        match self.unhook {
+            // SAFETY: `queue_cb()` added `wait` to `wqh`, the wait queue of
+            // `efd`'s context, which is alive: we still own a reference.
+            // `remove_wait_queue()` takes that queue's lock, so afterwards
+            // `wake_cb()` is neither running nor called again. The counter
+            // is not touched.
+            Unhook::KeepCount => unsafe { bindings::remove_wait_queue(wqh, self.wait.get()) },
+            Unhook::DrainCount => {
+                let mut discarded = 0;
+                // SAFETY: As above; `eventfd_ctx_remove_wait_queue()` also
+                // removes `wait` from the context's queue (the one `wqh`
+                // is) under its lock, after resetting the counter.
+                unsafe {
+                    bindings::eventfd_ctx_remove_wait_queue(
+                        self.efd.0.as_ptr(),
+                        self.wait.get(),
+                        &mut discarded,
+                    )
+                };
+            }
+        }
     }
 }

@@ -19,10 +19,12 @@
 //!
 //! Locking, as in C: `Shared::inner` (a mutex) guards the state. The eventfd
 //! wake-up callbacks run under the eventfd's wait-queue spinlock, so they
-//! never take the mutex: they record what happened (`Shared::ack`,
-//! `Shared::hup`) and queue a work item that does the rest under the mutex.
-//! The timer callback only queues work. Lock order: the module's parameter
-//! lock (held by the sysfs parameter callbacks), then the mutex, then an
+//! never take the mutex: the efd2 callback consumes the acks and decides,
+//! under `Shared::ack` (a spinlock that also holds the outstanding round),
+//! which round they close; the EPOLLHUP callbacks set `Shared::hup`; both
+//! queue a work item that does the rest under the mutex. The timer
+//! callback only queues work. Lock order: the module's parameter lock
+//! (held by the sysfs parameter callbacks), then the mutex, then an
 //! eventfd's wait-queue lock, then `Shared::ack`. The `DEVICE` lock that
 //! publishes the state is only held to take a reference.
 

@@ -13,25 +13,33 @@ use kernel::{
     iov::IovIterDest,
     prelude::*,
     sync::{atomic::Release, Arc},
-    time::{Instant, Monotonic},
     transmute::AsBytes,
     workqueue::WorkItem,
 };
 
-use crate::abi::{Code, Event};
-use crate::eventfd::{EventFd, EventFdFile, Hook, LockedEventFd, WakeHandler, EPOLLHUP, EPOLLIN};
+use crate::abi::{self, Code, Event};
+use crate::eventfd::{
+    EventFd, EventFdFile, Hook, LockedEventFd, Unhook, WakeHandler, EPOLLHUP, EPOLLIN,
+};
 use crate::state::{Locked, Shared, ACK_WORK, HUP_WORK, QUEUE_LEN};
+use crate::sys::PidRef;
 
 /// Bytes of one event record.
 const EVENT_SIZE: usize = size_of::<Event>();
+/// Reads of efd2 per wake-up (C's `K2U_EFD2_READS`).
+const EFD2_READS: usize = 64;
 
-/// The attached listener's eventfds, hooked. Dropping it unhooks both and
-/// drops the context references.
+/// The attached listener: its process and its two eventfds, hooked.
+/// Dropping it unhooks both and drops the references.
 pub(crate) struct Link {
-    /// kernel -> user: the doorbell.
+    /// kernel -> user: the doorbell. Unhooking leaves its counter alone.
     efd: Pin<KBox<Hook<Waker>>>,
     /// user -> kernel: the acknowledgements.
     efd2: Pin<KBox<Hook<Waker>>>,
+    /// The listener's thread group, to notice when it has exited.
+    pid: PidRef,
+    /// Its number, for the log (`usr_pid` or the registering process).
+    pid_nr: i32,
 }
 
 impl Link {
@@ -41,6 +49,11 @@ impl Link {
 
     pub(crate) fn efd2(&self) -> &EventFd {
         self.efd2.eventfd()
+    }
+
+    /// Whether the listener process has exited.
+    pub(crate) fn exited(&self) -> bool {
+        self.pid.exited()
     }
 }
 
@@ -65,17 +78,30 @@ impl WakeHandler for Waker {
     fn wake(&self, efd: &LockedEventFd<'_>, events: u32) {
         let dev = &self.dev;
         if self.role == Role::Ack && events & EPOLLIN != 0 {
-            // Consume the acknowledgement right here and timestamp it.
-            let now = Instant::<Monotonic>::now();
-            let value = efd.take_count();
-            {
+            // Consume the acks right here and decide, under the ack lock,
+            // which round they close: a round published after this cannot
+            // be closed by them, and the time is taken now.
+            let value = {
                 let mut ack = dev.ack.lock();
-                if ack.value == 0 {
-                    ack.at = Some(now);
+                // A plain eventfd gives its whole count at once, an
+                // EFD_SEMAPHORE one 1 per read: read a bounded number of
+                // times.
+                let mut value = 0u64;
+                for _ in 0..EFD2_READS {
+                    let part = efd.take_count();
+                    if part == 0 {
+                        break;
+                    }
+                    value = value.saturating_add(part);
                 }
-                ack.value = ack.value.wrapping_add(value);
+                if value != 0 {
+                    ack.efd2_value(value);
+                }
+                value
+            };
+            if value != 0 {
+                let _ = dev.wq.enqueue::<Arc<Shared>, ACK_WORK>(dev.clone());
             }
-            let _ = dev.wq.enqueue::<Arc<Shared>, ACK_WORK>(dev.clone());
         }
         if events & EPOLLHUP != 0 {
             dev.hup.store(true, Release);
@@ -88,16 +114,9 @@ impl WorkItem<ACK_WORK> for Shared {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
-        let (value, at) = {
-            let mut ack = this.ack.lock();
-            (core::mem::take(&mut ack.value), ack.at)
-        };
-        let Some(at) = at.filter(|_| value != 0) else {
-            return;
-        };
         let mut k = Locked::new(&this);
         if k.link.is_some() {
-            let _ = k.round_ack(value, at);
+            k.round_collect();
         }
     }
 }
@@ -114,13 +133,74 @@ impl WorkItem<HUP_WORK> for Shared {
     }
 }
 
+/// Why [`Locked::attach`] refused.
+pub(crate) enum AttachError {
+    /// efd (`false`) or efd2 (`true`) is no eventfd.
+    NotEventFd(bool),
+    /// efd and efd2 are one eventfd.
+    Same,
+    /// Another listener (pid, events) still has undelivered events.
+    Busy(i32, usize),
+    /// Hooking an eventfd failed.
+    Hook(Error),
+}
+
+impl AttachError {
+    /// Refuses with this error: `refuse(errno, reason)`, the reason as C
+    /// words it.
+    pub(crate) fn refuse(
+        &self,
+        refuse: impl FnOnce(Error, kernel::fmt::Arguments<'_>) -> Error,
+    ) -> Error {
+        match self {
+            Self::NotEventFd(false) => refuse(EINVAL, fmt!("efd is not an eventfd")),
+            Self::NotEventFd(true) => refuse(EINVAL, fmt!("efd2 is not an eventfd")),
+            Self::Same => refuse(EINVAL, fmt!("efd and efd2 are the same eventfd")),
+            Self::Busy(pid, n) => refuse(
+                EBUSY,
+                fmt!("listener pid {} still has {} undelivered events", pid, n),
+            ),
+            Self::Hook(e) => refuse(
+                *e,
+                fmt!("cannot watch the eventfds (error {})", e.to_errno()),
+            ),
+        }
+    }
+}
+
 impl Locked<'_> {
-    /// Attaches the listener's eventfds. Both contexts are taken before
-    /// anything changes, so a failure there leaves the previous listener
-    /// attached; `EINVAL` if they are one eventfd.
-    pub(crate) fn attach(&mut self, efd: EventFdFile<'_>, efd2: EventFdFile<'_>) -> Result {
+    /// Attaches process `pid` (`pid_nr` in the log) with these eventfds.
+    /// The same two eventfds as now keep everything (re-attach); others
+    /// replace the listener unless it has undelivered events. Both
+    /// contexts are taken before anything changes, so a failure leaves the
+    /// previous listener attached.
+    pub(crate) fn attach(
+        &mut self,
+        pid_nr: i32,
+        pid: PidRef,
+        efd: EventFdFile<'_>,
+        efd2: EventFdFile<'_>,
+    ) -> Result<(), AttachError> {
         if efd.same_eventfd(&efd2) {
-            return Err(EINVAL);
+            return Err(AttachError::Same);
+        }
+        let pending = self.ring_count;
+        let exit_sent = self.exit_sent;
+        if let Some(link) = &mut self.link {
+            // After EXIT_TEST the same eventfds attach afresh.
+            if !exit_sent && efd.is(link.efd()) && efd2.is(link.efd2()) {
+                link.pid = pid;
+                link.pid_nr = pid_nr;
+                pr_info!(
+                    "listener pid {} re-attached: {} pending events kept\n",
+                    pid_nr,
+                    pending
+                );
+                return Ok(());
+            }
+            if pending != 0 {
+                return Err(AttachError::Busy(link.pid_nr, pending));
+            }
         }
         self.detach();
         let dev = self.dev;
@@ -129,18 +209,37 @@ impl Locked<'_> {
             dev: dev.clone(),
             role,
         };
-        let efd = Hook::install(efd, waker(Role::Doorbell))?;
-        let efd2 = Hook::install(efd2, waker(Role::Ack))?;
-        self.link = Some(Link { efd, efd2 });
+        let efd = Hook::install(efd, waker(Role::Doorbell), Unhook::KeepCount)
+            .map_err(AttachError::Hook)?;
+        let efd2 =
+            Hook::install(efd2, waker(Role::Ack), Unhook::DrainCount).map_err(AttachError::Hook)?;
+        self.link = Some(Link {
+            efd,
+            efd2,
+            pid,
+            pid_nr,
+        });
         self.next_seq = 1;
+        pr_info!(
+            "queue mode: codes are records read from {}; a client that reads codes from efd \
+             (the 2017 KernUsr) cannot follow them on this kernel\n",
+            abi::DEVICE_PATH
+        );
         Ok(())
     }
 
     /// [`Self::attach`] for two files of the caller (`K2U_IOC_REGISTER`).
-    pub(crate) fn attach_files(&mut self, efd: &LocalFile, efd2: &LocalFile) -> Result {
-        let efd = EventFdFile::new(efd)?;
-        let efd2 = EventFdFile::new(efd2)?;
-        self.attach(efd, efd2)
+    pub(crate) fn attach_files(
+        &mut self,
+        pid_nr: i32,
+        pid: PidRef,
+        efd: &LocalFile,
+        efd2: &LocalFile,
+    ) -> Result<(), AttachError> {
+        self.listener_gone();
+        let efd = EventFdFile::new(efd).map_err(|_| AttachError::NotEventFd(false))?;
+        let efd2 = EventFdFile::new(efd2).map_err(|_| AttachError::NotEventFd(true))?;
+        self.attach(pid_nr, pid, efd, efd2)
     }
 
     /// Forgets the listener: stops the test, unhooks, drops pending events.
@@ -149,6 +248,7 @@ impl Locked<'_> {
             return;
         }
         self.round_stop();
+        self.dev.ack.lock().reset();
         self.link = None;
         self.mmap_sent = false;
         self.exit_sent = false;
@@ -157,17 +257,43 @@ impl Locked<'_> {
         self.dev.readq.notify_all();
     }
 
-    pub(crate) fn has_room(&self) -> bool {
-        self.ring_count < QUEUE_LEN
+    /// Detaches the listener if its process has exited (a child it forked
+    /// may still hold the eventfds, so no EPOLLHUP comes). Returns whether
+    /// it did.
+    pub(crate) fn listener_gone(&mut self) -> bool {
+        let Some(link) = &self.link else {
+            return false;
+        };
+        if !link.exited() {
+            return false;
+        }
+        let pid_nr = link.pid_nr;
+        self.detach();
+        pr_info!("listener pid {} exited: detached\n", pid_nr);
+        true
     }
 
-    /// Queues a code for the listener and rings efd. Callers check
+    /// Whether `code` may be queued: the last `EVENT_QUEUE_RESERVE` slots
+    /// are kept for STOP_TEST and EXIT_TEST (STOP_TEST leaves one for
+    /// EXIT_TEST), so a listener that never reads can always be stopped.
+    pub(crate) fn has_room(&self, code: Code) -> bool {
+        let free = QUEUE_LEN.saturating_sub(self.ring_count);
+        let reserve = match code {
+            Code::ExitTest => 0,
+            Code::StopTest => 1,
+            _ => abi::EVENT_QUEUE_RESERVE as usize,
+        };
+        free > reserve
+    }
+
+    /// Queues a code for the listener and rings efd; `round` is the round
+    /// id's low 32 bits for MEMORY_READY, else 0. Callers check
     /// [`Self::has_room`] first, before they change any state, so a full
     /// queue refuses a command whole.
-    pub(crate) fn post(&mut self, code: Code) {
+    pub(crate) fn post(&mut self, code: Code, round: u32) {
         // (C warns here; `warn_on!` would make every out-of-tree build of
         // this module regenerate files in the kernel tree, see Kbuild.)
-        if !self.has_room() {
+        if self.ring_count >= QUEUE_LEN {
             return;
         }
         let tail = (self.ring_head + self.ring_count) % QUEUE_LEN;
@@ -178,7 +304,7 @@ impl Locked<'_> {
         *slot = Event {
             seq,
             code: code.value(),
-            round: 0,
+            round,
         };
         self.next_seq = seq.wrapping_add(1);
         self.ring_count += 1;
@@ -227,6 +353,10 @@ pub(crate) fn read_events(
         k.ring_head = (k.ring_head + 1) % QUEUE_LEN;
         k.ring_count -= 1;
         done += EVENT_SIZE;
+        if event.code == Code::MemoryReady.value() {
+            // The round reached the listener: its 7 may close it now.
+            dev.ack.lock().shown(event.round);
+        }
     }
     Ok(done)
 }

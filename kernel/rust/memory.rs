@@ -103,10 +103,16 @@ impl Memory {
             }
             return Err(EINVAL);
         }
-        // A private copy-on-write view could hide the kernel's fills.
-        if vma.flags() & flags::SHARED == 0 && vma.try_clear_maywrite().is_err() {
+        // The control page must be shared: a private copy would hide
+        // `listener_state` from the module. The data buffer may be private
+        // with any protection (the 2017 client maps it so): the pages are
+        // mapped read-only and copy-on-write, so the listener sees every
+        // fill until it writes a page, which then becomes its own copy.
+        // By the mapping's type (`MAP_SHARED` of a read-only fd has no
+        // VM_SHARED but VM_MAYSHARE), not by its protection.
+        if pgoff == CTRL_PGOFF && vma.flags() & flags::MAYSHARE == 0 {
             if log.lock().check() {
-                pr_info!("mmap refused: MAP_PRIVATE must be read-only\n");
+                pr_info!("mmap refused: the control page must be MAP_SHARED\n");
             }
             return Err(EINVAL);
         }
@@ -122,7 +128,10 @@ impl Memory {
 
     /// `K2U_IOC_READ_BUFFER`: copies `len` bytes (at most the buffer) to
     /// user address `to`; returns the bytes copied.
-    pub(crate) fn copy_to_user(&self, to: u64, len: u64) -> Result<usize> {
+    ///
+    /// Taking the lock guard keeps [`Self::fill`] (a back-to-back round
+    /// may start in an ack's work item) from writing the pages meanwhile.
+    pub(crate) fn copy_to_user(&self, _locked: &Locked<'_>, to: u64, len: u64) -> Result<usize> {
         let len = usize::try_from(len).unwrap_or(usize::MAX).min(self.size());
         let to = UserPtr::from_addr(to as usize);
         let mut done = 0;
@@ -169,24 +178,22 @@ impl CtrlPage {
         })
     }
 
-    /// Publishes a round: stores `ready_seq + 1` (release: the filled buffer
-    /// is visible first), a full barrier (pairs with the listener's between
-    /// storing ASLEEP and re-reading `ready_seq`), then returns whether the
-    /// listener says it spins.
-    pub(crate) fn publish_round(&self) -> bool {
-        self.with(|c| {
-            let seq = c.ready_seq.load(Relaxed);
-            c.ready_seq.store(seq.wrapping_add(1), Release);
-            smp_mb(Full);
-            c.listener_state.load(Relaxed) == abi::LISTENER_SPINNING
-        })
+    /// Publishes round `id`: stores it in `ready_seq` (release: the filled
+    /// buffer is visible first).
+    pub(crate) fn store_ready_seq(&self, id: u64) {
+        self.with(|c| c.ready_seq.store(id, Release));
+    }
+
+    /// After [`Self::store_ready_seq`]: a full barrier (pairs with the
+    /// listener's between storing ASLEEP and re-reading `ready_seq`), then
+    /// whether the listener says it spins.
+    pub(crate) fn listener_spinning(&self) -> bool {
+        smp_mb(Full);
+        self.with(|c| c.listener_state.load(Relaxed) == abi::LISTENER_SPINNING)
     }
 
     /// One more round whose doorbell was skipped.
     pub(crate) fn count_skipped_doorbell(&self) {
-        self.with(|c| {
-            let n = c.doorbells_skipped.load(Relaxed);
-            c.doorbells_skipped.store(n.wrapping_add(1), Relaxed);
-        });
+        self.with(|c| c.doorbells_skipped.add(1u64, Relaxed));
     }
 }

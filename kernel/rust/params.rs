@@ -11,6 +11,7 @@
 
 use kernel::{
     bindings,
+    error::to_result,
     fmt::{self, Write},
     module_param::KernelParam,
     page::PAGE_SIZE,
@@ -81,7 +82,7 @@ pub(crate) fn adaptive() -> bool {
 /// The callbacks of one parameter.
 trait Param {
     /// A write, or the value given at load time.
-    fn set(val: &[u8]) -> Result;
+    fn set(val: &CStr) -> Result;
     /// The sysfs contents, newline included.
     fn show(f: &mut Formatter<'_>) -> fmt::Result;
 }
@@ -102,7 +103,7 @@ unsafe extern "C" fn set_cb<P: Param>(
     // SAFETY: `parse_args()` at load time and `param_attr_store()` for a
     // sysfs write pass a NUL-terminated string that outlives the call.
     let val = unsafe { CStr::from_char_ptr(val) };
-    match P::set(val.to_bytes()) {
+    match P::set(val) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
@@ -121,10 +122,16 @@ unsafe extern "C" fn get_cb<P: Param>(
     // SAFETY: `param_attr_show()` passes sysfs's page buffer, `PAGE_SIZE`
     // writable bytes that are ours for the call.
     let page = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), PAGE_SIZE) };
-    let mut f = Formatter::new(page);
-    // Output beyond a page is cut, as `sysfs_emit()` does.
+    // As `sysfs_emit()`: at most `PAGE_SIZE - 1` bytes and a NUL (sysfs
+    // warns about a `show` that returns `PAGE_SIZE` or more); the rest is cut.
+    let (text, _) = page.split_at_mut(PAGE_SIZE - 1);
+    let mut f = Formatter::new(text);
     let _ = P::show(&mut f);
-    f.bytes_written().min(PAGE_SIZE) as c_int
+    let len = f.bytes_written().min(PAGE_SIZE - 1);
+    if let Some(nul) = page.get_mut(len) {
+        *nul = 0;
+    }
+    len as c_int
 }
 
 /// Defines parameters: `name: Handler, permissions, "description";`. Each
@@ -206,7 +213,7 @@ const _: () = {
 };
 
 /// `kstrtoint()` setter with a lower bound (C's `int_at_least_set()`).
-fn set_int_at_least(val: &[u8], min: i32, store: &Atomic<i32>) -> Result {
+fn set_int_at_least(val: &CStr, min: i32, store: &Atomic<i32>) -> Result {
     match kstrtoint(val) {
         Ok(v) if v >= min => {
             store.store(v, Relaxed);
@@ -218,7 +225,7 @@ fn set_int_at_least(val: &[u8], min: i32, store: &Atomic<i32>) -> Result {
 
 struct UsrPid;
 impl Param for UsrPid {
-    fn set(val: &[u8]) -> Result {
+    fn set(val: &CStr) -> Result {
         set_int_at_least(val, 1, &USR_PID)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -228,7 +235,7 @@ impl Param for UsrPid {
 
 struct UsrEfd;
 impl Param for UsrEfd {
-    fn set(val: &[u8]) -> Result {
+    fn set(val: &CStr) -> Result {
         set_int_at_least(val, 0, &USR_EFD)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -238,7 +245,7 @@ impl Param for UsrEfd {
 
 struct UsrEfd2;
 impl Param for UsrEfd2 {
-    fn set(val: &[u8]) -> Result {
+    fn set(val: &CStr) -> Result {
         set_int_at_least(val, 0, &USR_EFD2)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -248,7 +255,7 @@ impl Param for UsrEfd2 {
 
 struct CurCmd;
 impl Param for CurCmd {
-    fn set(val: &[u8]) -> Result {
+    fn set(val: &CStr) -> Result {
         cmd::write(val)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -258,7 +265,7 @@ impl Param for CurCmd {
 
 struct PeriodMs;
 impl Param for PeriodMs {
-    fn set(val: &[u8]) -> Result {
+    fn set(val: &CStr) -> Result {
         match kstrtouint(val) {
             Ok(v) if (1..=abi::MAX_PERIOD_MS).contains(&v) => {
                 PERIOD_MS.store(v, Relaxed);
@@ -275,7 +282,7 @@ impl Param for PeriodMs {
 struct BufferSize;
 impl Param for BufferSize {
     /// `param_set_ulong()`: the device copies the value at load.
-    fn set(val: &[u8]) -> Result {
+    fn set(val: &CStr) -> Result {
         let v = kstrtoull(val)?;
         BUFFER_SIZE.store(usize::try_from(v).map_err(|_| ERANGE)?, Relaxed);
         Ok(())
@@ -286,8 +293,8 @@ impl Param for BufferSize {
 }
 
 /// A mode switch, writable only while no test runs (C's `mode_flag_set()`).
-fn set_mode_flag(val: &[u8], flag: &Atomic<bool>) -> Result {
-    let v = kstrtobool_bytes(val)?;
+fn set_mode_flag(val: &CStr, flag: &Atomic<bool>) -> Result {
+    let v = kstrtobool_bytes(val.to_bytes())?;
     // At load time there is no device yet, and so no test.
     let Some(dev) = state::device() else {
         flag.store(v, Relaxed);
@@ -303,7 +310,7 @@ fn set_mode_flag(val: &[u8], flag: &Atomic<bool>) -> Result {
 
 struct BackToBack;
 impl Param for BackToBack {
-    fn set(val: &[u8]) -> Result {
+    fn set(val: &CStr) -> Result {
         set_mode_flag(val, &BACK_TO_BACK)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -313,7 +320,7 @@ impl Param for BackToBack {
 
 struct Adaptive;
 impl Param for Adaptive {
-    fn set(val: &[u8]) -> Result {
+    fn set(val: &CStr) -> Result {
         set_mode_flag(val, &ADAPTIVE)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -323,7 +330,7 @@ impl Param for Adaptive {
 
 struct EventModeParam;
 impl Param for EventModeParam {
-    fn set(_val: &[u8]) -> Result {
+    fn set(_val: &CStr) -> Result {
         Err(EPERM)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -333,7 +340,7 @@ impl Param for EventModeParam {
 
 struct LastError;
 impl Param for LastError {
-    fn set(_val: &[u8]) -> Result {
+    fn set(_val: &CStr) -> Result {
         Err(EPERM)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -346,7 +353,7 @@ impl Param for LastError {
 
 struct StatsParam;
 impl Param for StatsParam {
-    fn set(_val: &[u8]) -> Result {
+    fn set(_val: &CStr) -> Result {
         Err(EPERM)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -359,7 +366,7 @@ impl Param for StatsParam {
 
 struct Histogram;
 impl Param for Histogram {
-    fn set(_val: &[u8]) -> Result {
+    fn set(_val: &CStr) -> Result {
         Err(EPERM)
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
@@ -370,67 +377,28 @@ impl Param for Histogram {
     }
 }
 
-/// `kstrtoull(s, 0, &v)`: an optional `+`, a `0x` (hex) or `0` (octal)
-/// prefix, digits, and at most one trailing newline.
-pub(crate) fn kstrtoull(s: &[u8]) -> Result<u64> {
-    parse_unsigned(s.strip_prefix(b"+").unwrap_or(s))
-}
-
-/// `_kstrtoull(s, 0, &v)`: [`kstrtoull`] without the `+`.
-fn parse_unsigned(s: &[u8]) -> Result<u64> {
-    let (radix, digits) = match s {
-        [b'0', x, d, ..] if (*x | 0x20) == b'x' && d.is_ascii_hexdigit() => (16, &s[2..]),
-        [b'0', ..] => (8, s),
-        _ => (10, s),
-    };
-    let mut value = 0u64;
-    let mut overflow = false;
-    let mut used = 0;
-    for &c in digits {
-        let digit = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => break,
-        };
-        if u64::from(digit) >= radix {
-            break;
-        }
-        match value
-            .checked_mul(radix)
-            .and_then(|v| v.checked_add(u64::from(digit)))
-        {
-            Some(v) => value = v,
-            None => overflow = true,
-        }
-        used += 1;
-    }
-    if overflow {
-        return Err(ERANGE);
-    }
-    if used == 0 {
-        return Err(EINVAL);
-    }
-    let rest = &digits[used..];
-    if !rest.strip_prefix(b"\n").unwrap_or(rest).is_empty() {
-        return Err(EINVAL);
-    }
-    Ok(value)
+/// `kstrtoull(s, 0, &v)`, the kernel's own parser (as C's
+/// `param_set_ulong()` uses): an optional `+`, a `0x` (hex) or `0` (octal)
+/// prefix, digits, at most one trailing newline; ERANGE on overflow.
+pub(crate) fn kstrtoull(s: &CStr) -> Result<u64> {
+    let mut v: u64 = 0;
+    // SAFETY: `s` is NUL-terminated and `v` a valid `u64` to write.
+    to_result(unsafe { bindings::kstrtoull(s.as_char_ptr(), 0, &mut v) })?;
+    Ok(v)
 }
 
 /// `kstrtouint(s, 0, &v)`.
-pub(crate) fn kstrtouint(s: &[u8]) -> Result<u32> {
-    u32::try_from(kstrtoull(s)?).map_err(|_| ERANGE)
+pub(crate) fn kstrtouint(s: &CStr) -> Result<u32> {
+    let mut v: c_uint = 0;
+    // SAFETY: `s` is NUL-terminated and `v` a valid `unsigned int` to write.
+    to_result(unsafe { bindings::kstrtouint(s.as_char_ptr(), 0, &mut v) })?;
+    Ok(v)
 }
 
 /// `kstrtoint(s, 0, &v)`.
-pub(crate) fn kstrtoint(s: &[u8]) -> Result<i32> {
-    match s.strip_prefix(b"-") {
-        Some(rest) => {
-            let v = parse_unsigned(rest)?;
-            0i32.checked_sub_unsigned(u32::try_from(v).map_err(|_| ERANGE)?)
-                .ok_or(ERANGE)
-        }
-        None => i32::try_from(kstrtoull(s)?).map_err(|_| ERANGE),
-    }
+pub(crate) fn kstrtoint(s: &CStr) -> Result<i32> {
+    let mut v: c_int = 0;
+    // SAFETY: `s` is NUL-terminated and `v` a valid `int` to write.
+    to_result(unsafe { bindings::kstrtoint(s.as_char_ptr(), 0, &mut v) })?;
+    Ok(v)
 }

@@ -2,7 +2,8 @@
 
 //! Test rounds: a timer (or, with `back_to_back`, the last ack) starts a
 //! round, which fills the buffer and signals MEMORY_READY; the listener's
-//! acknowledgement closes it with its round-trip time.
+//! acknowledgement closes it with its round-trip time. Rounds have ids
+//! (the `ready_seq` they publish); an ack closes only its own round.
 
 use kernel::{
     impl_has_hr_timer,
@@ -13,7 +14,7 @@ use kernel::{
             ArcHrTimerHandle, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer,
             HrTimerRestart, RelativeMode,
         },
-        Instant, Monotonic,
+        Monotonic,
     },
     workqueue::WorkItem,
 };
@@ -23,14 +24,13 @@ use crate::params;
 use crate::state::{Locked, RateLimit, Shared, ROUND_WORK};
 use crate::stats::Stats;
 
-/// The current test (part of the state under the mutex).
+/// The current test (part of the state under the mutex). Which round is
+/// outstanding, and its timing, live in [`crate::state::AckState`].
 pub(crate) struct Round {
     pub(crate) buffer_filled: bool,
     pub(crate) calculation_done: bool,
     /// This round's lines are not rate-limited away.
     log_round: bool,
-    /// When the round was published.
-    start: Option<Instant<Monotonic>>,
     pub(crate) stats: Stats,
     /// The running timer; dropping the handle cancels it.
     timer: Option<ArcHrTimerHandle<Shared>>,
@@ -38,6 +38,7 @@ pub(crate) struct Round {
     log: RateLimit,
     skip_log: RateLimit,
     value_log: RateLimit,
+    late_log: RateLimit,
 }
 
 impl Round {
@@ -46,12 +47,12 @@ impl Round {
             buffer_filled: false,
             calculation_done: false,
             log_round: false,
-            start: None,
             stats: Stats::new()?,
             timer: None,
             log: RateLimit::new("k2u_round_work", 1000, 20),
             skip_log: RateLimit::new("k2u_round_begin", 5000, 10),
-            value_log: RateLimit::new("k2u_round_ack", 5000, 10),
+            value_log: RateLimit::new("k2u_round_collect", 5000, 10),
+            late_log: RateLimit::new("k2u_round_collect", 5000, 10),
         })
     }
 }
@@ -86,6 +87,11 @@ impl WorkItem<ROUND_WORK> for Shared {
 impl Locked<'_> {
     /// The round work (C's `k2u_round_work()`).
     fn round_tick(&mut self) {
+        if !self.testing || self.listener_gone() {
+            return;
+        }
+        // A round an ack closed and the ack work has not counted yet.
+        self.round_collect();
         if !self.testing {
             return;
         }
@@ -98,18 +104,27 @@ impl Locked<'_> {
                 u8::from(self.round.calculation_done)
             );
         }
-        if self.round.buffer_filled && !self.round.calculation_done {
+        if self.dev.ack.lock().open {
             return; // The last round is still outstanding.
         }
         self.round_begin(log);
     }
 
     /// Fills the buffer and tells the listener. The control page gets the
-    /// round's sequence number first; in adaptive mode a spinning listener
+    /// round's id (`ready_seq`) first; in adaptive mode a spinning listener
     /// sees it there and the doorbell is skipped.
     fn round_begin(&mut self, log: bool) {
         let dev = self.dev;
-        if !self.has_room() {
+        // Never over an outstanding round, nor over one an ack closed that
+        // is not counted yet. Only this function opens rounds, under the
+        // mutex, so the answer holds until the round below is opened.
+        {
+            let ack = dev.ack.lock();
+            if ack.open || ack.closed {
+                return;
+            }
+        }
+        if !self.has_room(Code::MemoryReady) {
             if self.round.skip_log.check() {
                 pr_notice!("event queue full: round skipped\n");
             }
@@ -126,22 +141,26 @@ impl Locked<'_> {
         self.round.buffer_filled = true;
         self.round.calculation_done = false;
         self.round.log_round = log;
-        // A spinning listener may ack as soon as it sees the sequence.
-        self.round_signalled();
-        let spinning = dev.mem.ctrl.publish_round();
-        if params::adaptive() && spinning {
+        self.rounds = self.rounds.wrapping_add(1);
+        let id = self.rounds;
+        // Open the round and publish its id in one ack-lock section: an
+        // ack comes either before (and cannot close it) or after the round
+        // is visible. In adaptive mode the control page shows every round,
+        // so it counts as shown from its publish.
+        let adaptive = params::adaptive();
+        {
+            let mut ack = dev.ack.lock();
+            ack.open(id, adaptive);
+            dev.mem.ctrl.store_ready_seq(id);
+        }
+        if adaptive && dev.mem.ctrl.listener_spinning() {
             dev.mem.ctrl.count_skipped_doorbell();
         } else {
-            self.post(Code::MemoryReady);
+            self.post(Code::MemoryReady, id as u32);
         }
         if log {
             pr_info!("Buffer filled\n");
         }
-    }
-
-    /// The round is published now: the round trip starts here.
-    fn round_signalled(&mut self) {
-        self.round.start = Some(Instant::now());
     }
 
     /// START_TEST: reset the statistics and start the rounds.
@@ -149,6 +168,7 @@ impl Locked<'_> {
         self.testing = true;
         self.round.buffer_filled = false;
         self.round.calculation_done = false;
+        self.dev.ack.lock().reset();
         self.round.stats.reset();
         let dev = self.dev;
         if params::back_to_back() {
@@ -158,7 +178,8 @@ impl Locked<'_> {
         }
     }
 
-    /// Stops the timer; a round still outstanding is abandoned.
+    /// Stops the timer. A round acked before this point still counts; one
+    /// still outstanding is abandoned: no later ack closes it.
     pub(crate) fn round_stop(&mut self) {
         if !self.testing {
             return;
@@ -166,6 +187,9 @@ impl Locked<'_> {
         // Dropping the handle cancels the timer and waits for its callback.
         self.round.timer = None;
         self.testing = false;
+        // Abandon first: an ack from here on finds no round to close.
+        self.dev.ack.lock().open = false;
+        self.round_collect();
         self.round.buffer_filled = false;
         self.round.calculation_done = false;
     }
@@ -174,32 +198,56 @@ impl Locked<'_> {
         self.round.stats.mean()
     }
 
-    /// The listener acknowledged `value` at `at`. `EPROTO`: nothing to ack.
-    pub(crate) fn round_ack(&mut self, value: u64, at: Instant<Monotonic>) -> Result {
-        if value != u64::from(Code::MemoryCopied.value()) {
-            if self.round.value_log.check() {
-                pr_notice!("unexpected value {} on efd2 ignored\n", value);
-            }
-            return Err(EINVAL);
+    /// Counts a round an ack closed (its time into the statistics, its
+    /// lines into the log), reports ignored acks, and back to back starts
+    /// the next round (C's `k2u_round_collect()`).
+    pub(crate) fn round_collect(&mut self) {
+        let (took, late, bad) = {
+            let mut ack = self.dev.ack.lock();
+            let took = ack.take_closed();
+            (
+                took,
+                core::mem::take(&mut ack.late),
+                core::mem::take(&mut ack.bad),
+            )
+        };
+        if bad != 0 && self.round.value_log.check() {
+            pr_notice!("unexpected value {} on efd2 ignored\n", bad);
         }
-        if !self.testing || !self.round.buffer_filled || self.round.calculation_done {
-            return Err(EPROTO);
+        if late != 0 && self.round.late_log.check() {
+            pr_notice!("{} late ack(s) ignored: no shown round outstanding\n", late);
         }
-        // C: `now_ns - round_start_ns` in u64 (a negative time wraps the same).
-        let took = self
-            .round
-            .start
-            .map_or(0, |start| (at - start).as_nanos() as u64);
+        let Some(took) = took else {
+            return;
+        };
         self.round.stats.add(took);
         self.round.calculation_done = true;
         if self.round.log_round {
             pr_info!("Time to copy = {}\n", took);
             pr_info!("Exit from __monitor_efd2\n");
         }
-        if params::back_to_back() {
+        // A dead listener is detached by the next command or timer round.
+        let alive = self.link.as_ref().is_some_and(|l| !l.exited());
+        if params::back_to_back() && self.testing && alive {
             let log = self.round.log.check();
             self.round_begin(log);
         }
-        Ok(())
+    }
+
+    /// `K2U_IOC_ACK` (`round` `None`) or `K2U_IOC_ACK_ROUND`.
+    pub(crate) fn round_ack_ioctl(&mut self, round: Option<u32>) -> Result {
+        if self.link.is_none() || self.listener_gone() {
+            return Err(EPROTO);
+        }
+        let ret = {
+            let mut ack = self.dev.ack.lock();
+            let ret = ack.close(round);
+            if ret.is_err() {
+                ack.late = ack.late.wrapping_add(1);
+            }
+            ret
+        };
+        self.round_collect();
+        ret
     }
 }

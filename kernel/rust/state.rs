@@ -20,7 +20,7 @@ use kernel::{
     workqueue::{impl_has_work, Work},
 };
 
-use crate::abi::{self, Event};
+use crate::abi::{self, Code, Event};
 use crate::link::Link;
 use crate::memory::Memory;
 use crate::params;
@@ -38,12 +38,107 @@ pub(crate) const QUEUE_LEN: usize = abi::EVENT_QUEUE_LEN as usize;
 /// Bytes of `last_error`, with C's terminating NUL.
 const LAST_ERROR_LEN: usize = 160;
 
-/// The efd2 callback's notes for the ack work: what the listener wrote, and
-/// when the first value arrived.
-#[derive(Default)]
-pub(crate) struct Ack {
-    pub(crate) value: u64,
-    pub(crate) at: Option<Instant<Monotonic>>,
+/// The rounds as the acks see them (C's `ack_lock` part): taken by the
+/// efd2 callback, under the eventfd's wait-queue lock, and by the ack
+/// ioctls; the work items count what they left under the mutex.
+pub(crate) struct AckState {
+    /// A round is published and neither closed nor abandoned.
+    pub(crate) open: bool,
+    /// Its MEMORY_READY reached the listener (record read, or adaptive
+    /// mode): 7 and `K2U_IOC_ACK` may close it.
+    shown: bool,
+    /// An ack closed it and the work has not counted it yet. No round is
+    /// opened while this is set, so one close never overwrites another.
+    pub(crate) closed: bool,
+    /// The round's id: the `ready_seq` it published.
+    id: u64,
+    /// When it was opened and published: the round trip starts here.
+    start: Option<Instant<Monotonic>>,
+    /// Round trip (ns) of the closed round.
+    took: u64,
+    /// Acks that closed nothing since the work last looked.
+    pub(crate) late: u64,
+    /// The last efd2 value that was not a multiple of 7, if any.
+    pub(crate) bad: u64,
+}
+
+impl AckState {
+    const fn new() -> Self {
+        Self {
+            open: false,
+            shown: false,
+            closed: false,
+            id: 0,
+            start: None,
+            took: 0,
+            late: 0,
+            bad: 0,
+        }
+    }
+
+    /// Forgets the round (a new test, or the listener left).
+    pub(crate) fn reset(&mut self) {
+        *self = Self::new();
+    }
+
+    /// Opens round `id`, shown already or not; the time starts now.
+    pub(crate) fn open(&mut self, id: u64, shown: bool) {
+        self.open = true;
+        self.shown = shown;
+        self.id = id;
+        self.start = Some(Instant::now());
+    }
+
+    /// The MEMORY_READY record of round `round` (low 32 bits) was read.
+    pub(crate) fn shown(&mut self, round: u32) {
+        if self.open && self.id as u32 == round {
+            self.shown = true;
+        }
+    }
+
+    /// The closed round's time, once (`None` if none is closed).
+    pub(crate) fn take_closed(&mut self) -> Option<u64> {
+        core::mem::replace(&mut self.closed, false).then_some(self.took)
+    }
+
+    /// Closes the outstanding round now: a plain ack (`round` `None`, 7 on
+    /// efd2 or `K2U_IOC_ACK`) needs it shown, an ack by id the id. EPROTO:
+    /// no round outstanding; ESTALE: not this ack's round.
+    pub(crate) fn close(&mut self, round: Option<u32>) -> Result {
+        if !self.open {
+            return Err(EPROTO);
+        }
+        let mine = match round {
+            Some(id) => self.id as u32 == id,
+            None => self.shown,
+        };
+        if !mine {
+            return Err(ESTALE);
+        }
+        let took = self
+            .start
+            .map_or(0, |start| (Instant::<Monotonic>::now() - start).as_nanos());
+        self.took = u64::try_from(took).unwrap_or(0);
+        self.open = false;
+        self.closed = true;
+        Ok(())
+    }
+
+    /// `value` was read from efd2: a multiple of 7 is that many acks, the
+    /// first closes the outstanding round if it was shown, the others are
+    /// late; any other value is noted whole.
+    pub(crate) fn efd2_value(&mut self, value: u64) {
+        let ack = u64::from(Code::MemoryCopied.value());
+        if value % ack != 0 {
+            self.bad = value;
+            return;
+        }
+        let mut acks = value / ack;
+        if self.close(None).is_ok() {
+            acks -= 1;
+        }
+        self.late = self.late.wrapping_add(acks);
+    }
 }
 
 /// Everything the module shares: created at load, freed when the last
@@ -56,9 +151,10 @@ pub(crate) struct Shared {
     /// Readers of event records wait here (C's `readq`).
     #[pin]
     pub(crate) readq: CondVar,
-    /// Written by the efd2 callback, consumed by the ack work (C's `ack_lock`).
+    /// The outstanding round and the acks (C's `ack_lock`): taken by the
+    /// efd2 callback and the ack ioctls, counted by the work items.
     #[pin]
-    pub(crate) ack: SpinLockIrq<Ack>,
+    pub(crate) ack: SpinLockIrq<AckState>,
     /// The listener closed efd or efd2 (C's `K2U_EV_HUP`).
     pub(crate) hup: Atomic<bool>,
     /// The data buffer and the control page; fixed at load.
@@ -96,6 +192,9 @@ pub(crate) struct Inner {
     pub(crate) testing: bool,
     /// Sequence number of the next event (1 after FIND).
     pub(crate) next_seq: u64,
+    /// Rounds published since load: the last round's id, the control
+    /// page's `ready_seq` (kept here: the page is writable by userspace).
+    pub(crate) rounds: u64,
     /// Events not yet read by the listener: `ring_count` from `ring_head`.
     pub(crate) ring: KVVec<Event>,
     pub(crate) ring_head: usize,
@@ -133,6 +232,7 @@ impl Shared {
                     exit_sent: false,
                     testing: false,
                     next_seq: 1,
+                    rounds: 0,
                     ring,
                     ring_head: 0,
                     ring_count: 0,
@@ -140,7 +240,7 @@ impl Shared {
                     last_error: ErrorText::new(),
                 }),
                 readq <- new_condvar!(),
-                ack <- new_spinlock_irq!(Ack::default()),
+                ack <- new_spinlock_irq!(AckState::new()),
                 hup: Atomic::new(false),
                 mem,
                 mmap_log <- new_spinlock!(RateLimit::new("k2u_mmap", 5000, 10)),

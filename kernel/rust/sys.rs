@@ -140,12 +140,118 @@ pub(crate) const fn this_module() -> *mut bindings::module {
 
 /// Whether a read was opened or `fcntl()`ed with `O_NONBLOCK`.
 pub(crate) fn nonblocking<T: ForeignOwnable>(kiocb: &Kiocb<'_, T>) -> bool {
-    let iocb = kiocb.as_raw();
     // SAFETY: `kiocb` is the live request of the current `read_iter` call,
-    // so `ki_filp` is the file being read, valid for the call. `f_flags`
-    // may change under `fcntl()`; like C, any recent value will do.
-    let flags = unsafe { (*(*iocb).ki_filp).f_flags };
-    flags & file::flags::O_NONBLOCK != 0
+    // so `ki_filp` is the file being read, referenced for the whole call;
+    // `vfs_read()` runs on this thread, so any `fdget_pos()` of the read is
+    // this thread's (`LocalFile::from_raw_file()`'s conditions).
+    let file = unsafe { LocalFile::from_raw_file((*kiocb.as_raw()).ki_filp) };
+    // `flags()` reads `f_flags` once (READ_ONCE): `fcntl()` may change it.
+    file.flags() & file::flags::O_NONBLOCK != 0
+}
+
+/// A counted reference on a `struct pid`: the listener's thread group.
+///
+/// # Invariants
+///
+/// `self.0` is a `struct pid` on which this value owns one reference.
+pub(crate) struct PidRef(NonNull<bindings::pid>);
+
+// SAFETY: `struct pid` is reference counted with atomics and freed through
+// RCU; the reference may be used and dropped on any thread.
+unsafe impl Send for PidRef {}
+// SAFETY: Only thread-safe, RCU-protected lookups go through `&PidRef`.
+unsafe impl Sync for PidRef {}
+
+impl PidRef {
+    /// The thread group (process) `task` belongs to (`get_task_pid(task,
+    /// PIDTYPE_TGID)`); `None` if it has already been released.
+    pub(crate) fn tgid_of(task: &Task) -> Option<Self> {
+        // SAFETY: `task` is a valid task (the caller holds a reference);
+        // the call returns a counted `struct pid` or NULL.
+        let pid = unsafe { bindings::get_task_pid(task.as_ptr(), bindings::pid_type_PIDTYPE_TGID) };
+        // INVARIANT: a non-NULL result carries a reference for us.
+        NonNull::new(pid).map(Self)
+    }
+
+    /// Whether the process has exited: no task left in the thread group's
+    /// pid, or none of its threads still running (`signal->live` is 0; the
+    /// main thread alone may have left).
+    pub(crate) fn exited(&self) -> bool {
+        // SAFETY: By the type invariant `self.0` is a valid `struct pid`;
+        // `get_pid_task()` returns a counted task or NULL.
+        let task =
+            unsafe { bindings::get_pid_task(self.0.as_ptr(), bindings::pid_type_PIDTYPE_TGID) };
+        let Some(task) = NonNull::new(task) else {
+            return true;
+        };
+        // SAFETY: `get_pid_task()` took a reference that we hand to the
+        // `ARef`; `Task` is a transparent wrapper of `struct task_struct`.
+        let task: ARef<Task> = unsafe { ARef::from_raw(task.cast::<Task>()) };
+        // SAFETY: The task is alive (we hold a reference), and so is its
+        // `signal` (freed with it). `live` is an `atomic_t` the exiting
+        // threads decrement: read once, volatile (atomic_read()).
+        let live = unsafe { (&raw const (*(*task.as_ptr()).signal).live.counter).read_volatile() };
+        live <= 0
+    }
+}
+
+impl Drop for PidRef {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we own one reference; it is given
+        // back exactly once, here.
+        unsafe { bindings::put_pid(self.0.as_ptr()) };
+    }
+}
+
+/// Holds `task`'s `exec_update_lock` for reading, as `pidfd_getfd()` does
+/// around its access check and the file lookup: no execve meanwhile.
+pub(crate) struct ExecUpdateLock<'a>(&'a Task);
+
+impl<'a> ExecUpdateLock<'a> {
+    /// Takes the lock; `EINTR` if a fatal signal came first.
+    pub(crate) fn new(task: &'a Task) -> Result<Self> {
+        // SAFETY: `task` is valid (the caller holds a reference) and so is
+        // its `signal` (freed with the task); `down_read_killable()` takes
+        // the rw-semaphore or fails without it.
+        let ret = unsafe {
+            bindings::down_read_killable(&raw mut (*(*task.as_ptr()).signal).exec_update_lock)
+        };
+        if ret != 0 {
+            return Err(Error::from_errno(ret));
+        }
+        Ok(Self(task))
+    }
+}
+
+impl Drop for ExecUpdateLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `new()` took the semaphore for reading; this releases it,
+        // once. The task (and its `signal`) outlive the borrow.
+        unsafe { bindings::up_read(&raw mut (*(*self.0.as_ptr()).signal).exec_update_lock) };
+    }
+}
+
+/// Whether the current task may take file descriptors of `task`: the steps
+/// of `__ptrace_may_access(task, PTRACE_MODE_ATTACH_REALCREDS)`, which
+/// `pidfd_getfd()` asks and modules cannot call (not exported). The caller
+/// holds `task`'s [`ExecUpdateLock`].
+///
+/// Same thread group: yes. Otherwise the C module asks two steps: the
+/// caller's real ids match all of the target's or it has `CAP_SYS_PTRACE`
+/// in the target's user namespace; then a target that is not dumpable
+/// needs `CAP_SYS_PTRACE` over its `exec_state`'s namespace. 7.3 keeps the
+/// dumpable flag in `exec_state`, which Rust cannot see (not in the
+/// bindings, no exported accessor), so here every target counts as not
+/// dumpable, in the initial namespace: `CAP_SYS_PTRACE` there, which also
+/// passes the first step. Stricter than C only for a caller with the
+/// target's ids but without `CAP_SYS_PTRACE` (refused here). The LSM hook
+/// is not exported either and is not asked.
+pub(crate) fn may_take_files(task: &Task) -> bool {
+    if task.tgid() == current!().tgid() {
+        return true;
+    }
+    // SAFETY: `capable()` only checks the current task's credentials.
+    unsafe { bindings::capable(bindings::CAP_SYS_PTRACE as c_int) }
 }
 
 /// The mmap offset in pages (`vma->vm_pgoff`).

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: boot a kernel running `kern2usr bench --dump` and
 //! extract the JSON and the SVG it prints between K2U-FILE markers
-//! (`kern2usr::bench::dump`) into files on the host.
+//! (`kern2usr_cli::bench::dump`) into files on the host.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,7 +99,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     // The files first: a failed run's numbers are worth keeping too.
     let mut missing = Vec::new();
     for (file, path) in [("bench.json", &json), ("bench.svg", &plot)] {
-        match kern2usr::bench::dump::extract(&outcome.console, file) {
+        match kern2usr_cli::bench::dump::extract(&outcome.console, file) {
             Ok(data) => {
                 write_out(path, &data)?;
                 say(format!("bench: {file} written to {}", path.display()));
@@ -133,13 +133,13 @@ mod tests {
     #[test]
     fn files_written_by_the_guest_are_extracted() -> Result<()> {
         let mut out = Vec::new();
-        kern2usr::bench::dump::write_file(&mut out, "bench.json", b"{\"runs\":[]}\n")?;
+        kern2usr_cli::bench::dump::write_file(&mut out, "bench.json", b"{\"runs\":[]}\n")?;
         let console: Vec<String> = String::from_utf8(out)?
             .lines()
             .map(|l| format!("c@6.12| {l}"))
             .collect();
-        let data =
-            kern2usr::bench::dump::extract(&console, "bench.json").map_err(anyhow::Error::msg)?;
+        let data = kern2usr_cli::bench::dump::extract(&console, "bench.json")
+            .map_err(anyhow::Error::msg)?;
         assert_eq!(data, b"{\"runs\":[]}\n");
         let dir = std::env::temp_dir().join(format!("k2u-xtask-bench-{}", std::process::id()));
         let path = dir.join("sub").join("bench.json");

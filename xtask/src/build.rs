@@ -10,11 +10,13 @@ use crate::util::{create_dir, describe, remove_dir_if_exists, repo_root, run, sa
 
 /// Name of the module file kbuild produces.
 pub const MODULE_FILE: &str = "kern2usr.ko";
+/// Time limit of a module build (times `K2U_TIMEOUT_SCALE`).
+const MAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 /// Rust target of the guest binaries.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The guest binaries (`cargo` package, binary name).
 pub const GUEST_BINS: &[(&str, &str)] = &[
-    ("kern2usr", "kern2usr"),
+    ("kern2usr-cli", "kern2usr"),
     ("kern2usr-vmtest", "kern2usr-vmtest"),
 ];
 
@@ -92,18 +94,10 @@ pub fn build_module(kernel: &Unpacked, module: &str) -> Result<PathBuf> {
             src.display()
         );
     }
-    let mut make = Command::new("make");
-    make.arg("-C")
-        .arg(&kernel.kdir)
-        .arg(format!("M={}", out.display()))
-        .args(&kernel.make_vars)
-        .arg("modules")
-        .envs(kernel.make_env.iter().map(|(k, v)| (k, v)));
+    let mut make = kernel.make_command(&out);
     say(format!("module {module}: {}", describe(&make)));
-    let output = make
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| "could not start make; run `cargo xtask deps`".to_string())?;
+    let output = crate::util::output_timeout(&mut make, MAKE_LIMIT)
+        .with_context(|| "could not build the module; run `cargo xtask deps`".to_string())?;
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -1,6 +1,9 @@
 //! `--kernel 7.3-debug`: Linux 7.3 built from Debian's `linux-source-7.3`
 //! with clang 19, Rust and the debug options in `kernel/config/debug.config`
-//! (KASAN, lockdep, kmemleak, debug objects, ...).
+//! (KASAN, lockdep, kmemleak, debug objects, ...). `--kernel 7.3-kcsan`:
+//! the same source and fragment with `kernel/config/kcsan.config` laid over
+//! it (KCSAN instead of KASAN), built and cached the same way beside it
+//! (trees `kcsan-linux-<ver>-<key>`, symlink `current-7.3-kcsan`).
 //!
 //! Layout under the cache directory:
 //!
@@ -36,6 +39,8 @@ use crate::util::{
 
 /// The config fragment, relative to the repository root.
 pub const FRAGMENT: &str = "kernel/config/debug.config";
+/// 7.3-kcsan's fragment, laid over [`FRAGMENT`] (see [`compose`]).
+pub const KCSAN_FRAGMENT: &str = "kernel/config/kcsan.config";
 /// Debian's source package.
 const SOURCE_PACKAGE: &str = "linux-source-7.3";
 /// The tarball inside it.
@@ -57,6 +62,10 @@ pub const CURRENT_LINK: &str = "current-7.3-debug";
 const STAMP_UNPACKED: &str = ".k2u-unpacked";
 const STAMP_CONFIGURED: &str = ".k2u-configured";
 const STAMP_COMPLETE: &str = ".k2u-complete";
+/// Time limits (times `K2U_TIMEOUT_SCALE`): `cargo install bindgen-cli`
+/// and the kernel's `make` (a cold build took 6-7 minutes here).
+const CARGO_INSTALL_LIMIT: Duration = Duration::from_secs(30 * 60);
+const KERNEL_MAKE_LIMIT: Duration = Duration::from_secs(120 * 60);
 /// How often the build prints a progress line.
 const PROGRESS_EVERY: Duration = Duration::from_secs(20);
 
@@ -65,6 +74,104 @@ const SID_SOURCES: &str = "\
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
 ";
+
+// ---------------------------------------------------------------- variants
+
+/// One kernel built from the 7.3 source: its fragments and cache names.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    /// `7.3-debug` or `7.3-kcsan`.
+    pub series: Series,
+    /// Fragment laid over [`FRAGMENT`], if any.
+    pub overlay: Option<&'static str>,
+    /// Symlink to the tree in use, in `<cache>/build`.
+    pub link: &'static str,
+    /// Prefix of its tree names (`linux-<ver>-<key>` follows). No prefix
+    /// is the start of another's, so pruning one never touches another's.
+    pub prefix: &'static str,
+    /// Measured wall time of a cold build on 2 cores, for the messages.
+    pub cold_minutes: u32,
+}
+
+impl Variant {
+    /// The variant of `series` (a series built from source).
+    pub fn of(series: Series) -> Result<Variant> {
+        match series {
+            Series::V7_3Debug => Ok(Variant {
+                series,
+                overlay: None,
+                link: CURRENT_LINK,
+                prefix: "",
+                cold_minutes: COLD_BUILD_MINUTES,
+            }),
+            Series::V7_3Kcsan => Ok(Variant {
+                series,
+                overlay: Some(KCSAN_FRAGMENT),
+                link: "current-7.3-kcsan",
+                prefix: "kcsan-",
+                // 9m28s (make 8m58s), measured with the VM lock held.
+                cold_minutes: 10,
+            }),
+            other => bail!("internal: {other} is not built from source"),
+        }
+    }
+
+    /// Directory name of the tree of `inputs`.
+    fn tree_name(&self, inputs: &KeyInputs) -> String {
+        format!("{}{}", self.prefix, inputs.tree_name())
+    }
+
+    /// The fragment text: [`FRAGMENT`], with the overlay laid over it.
+    fn fragment(&self) -> Result<String> {
+        let read = |rel: &str| {
+            let path = repo_root().join(rel);
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("could not read {}", path.display()))
+        };
+        let base = read(FRAGMENT)?;
+        let text = match self.overlay {
+            None => base,
+            Some(overlay) => compose(&base, &read(overlay)?, overlay)?,
+        };
+        parse_fragment(&text).with_context(|| {
+            format!(
+                "{FRAGMENT}{} is not a Kconfig fragment",
+                self.overlay.map(|o| format!(" + {o}")).unwrap_or_default()
+            )
+        })?;
+        Ok(text)
+    }
+}
+
+/// Lays fragment `overlay` (named `name`) over `base`: each base line
+/// about a symbol the overlay sets becomes a comment saying so, then the
+/// overlay's lines follow. The result is one fragment in which every
+/// symbol appears once.
+pub fn compose(base: &str, overlay: &str, name: &str) -> Result<String> {
+    let over = parse_fragment(overlay).with_context(|| format!("{name} is not a fragment"))?;
+    let mut out = String::new();
+    for line in base.lines() {
+        let symbol = parse_fragment(line)
+            .ok()
+            .and_then(|f| f.into_iter().next())
+            .map(|(n, _)| n);
+        match symbol {
+            Some(sym) if over.iter().any(|(n, _)| *n == sym) => {
+                out.push_str(&format!("## replaced by {name}: {}\n", line.trim()));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out.push_str(&format!("\n## {name}\n"));
+    out.push_str(overlay);
+    if !overlay.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
 
 // ---------------------------------------------------------------- pure parts
 
@@ -218,6 +325,7 @@ impl KeyInputs {
 }
 
 /// The `version=` line of a stamp.
+#[cfg(test)]
 pub fn stamp_version(stamp: &str) -> Option<&str> {
     stamp
         .lines()
@@ -357,7 +465,9 @@ pub fn ensure_toolchain(cache: &Path) -> Result<Toolchain> {
             .arg(tools_dir(cache))
             .env("PATH", &path);
             say(describe(&c));
-            run(&mut c).context("could not install bindgen-cli from crates.io")
+            crate::util::run_timeout(&mut c, crate::util::scaled(CARGO_INSTALL_LIMIT))
+                .map(|_| ())
+                .context("could not install bindgen-cli from crates.io")
         },
     )?;
 
@@ -391,7 +501,7 @@ fn sources_dir(cache: &Path) -> PathBuf {
     cache.join("sources")
 }
 
-fn sid_apt(cache: &Path) -> Result<Apt> {
+pub(crate) fn sid_apt(cache: &Path) -> Result<Apt> {
     // sid's InRelease carries a Valid-Until a week ahead; the archive this
     // project reaches can serve it past that date ("Release file ... is
     // expired"). The signature is still checked.
@@ -504,7 +614,11 @@ fn check_rust_available(tc: &Toolchain, tree: &Path) -> Result<()> {
 }
 
 /// tinyconfig + fragment, olddefconfig, and the check that it all stuck.
-fn configure(tc: &Toolchain, tree: &Path, fragment_path: &Path, fragment: &str) -> Result<()> {
+fn configure(tc: &Toolchain, tree: &Path, fragment: &str) -> Result<()> {
+    // The composed fragment, as merged (7.3-debug: debug.config verbatim).
+    let fragment_path = tree.join(".k2u-fragment.config");
+    write_file(&fragment_path, fragment)?;
+    let fragment_path = fragment_path.as_path();
     let wanted = parse_fragment(fragment)
         .with_context(|| format!("{} is not a Kconfig fragment", fragment_path.display()))?;
     run_captured(tc.make(tree).arg("tinyconfig")).context("make tinyconfig failed")?;
@@ -515,7 +629,7 @@ fn configure(tc: &Toolchain, tree: &Path, fragment_path: &Path, fragment: &str) 
         .arg(fragment_path)
         .current_dir(tree)
         .envs(tc.env());
-    run_captured(&mut merge).context("merge_config.sh -m .config debug.config failed")?;
+    run_captured(&mut merge).context("merge_config.sh -m .config <fragment> failed")?;
     run_captured(tc.make(tree).arg("olddefconfig")).context("make olddefconfig failed")?;
     let config_path = tree.join(".config");
     let config = std::fs::read_to_string(&config_path)
@@ -533,7 +647,7 @@ fn configure(tc: &Toolchain, tree: &Path, fragment_path: &Path, fragment: &str) 
     say(format!(
         "config: all {} options of {} are set as asked",
         wanted.len(),
-        FRAGMENT
+        fragment_path.display()
     ));
     write_file(&tree.join(STAMP_CONFIGURED), "")
 }
@@ -566,6 +680,8 @@ fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<()> {
     }
     drop(tx);
     let start = Instant::now();
+    let deadline = start + crate::util::scaled(KERNEL_MAKE_LIMIT);
+    let mut timed_out = false;
     let mut next_report = start + PROGRESS_EVERY;
     let mut count = 0u64;
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
@@ -587,6 +703,11 @@ fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<()> {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            crate::util::kill_tree(child.id());
+            break;
+        }
         if Instant::now() >= next_report {
             println!(
                 "    [{}] {count} lines, last: {}",
@@ -602,6 +723,14 @@ fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<()> {
     for r in readers {
         // Only a bug makes a reader panic; the output is in already.
         let _ = r.join();
+    }
+    if timed_out {
+        bail!(
+            "`{desc}` did not finish within {} and was killed (K2U_TIMEOUT_SCALE multiplies \
+             every timeout); output in {}",
+            fmt_duration(crate::util::scaled(KERNEL_MAKE_LIMIT)),
+            log_path.display()
+        );
     }
     if !status.success() {
         println!("    last lines of {}:", log_path.display());
@@ -627,10 +756,11 @@ pub fn is_notable(line: &str) -> bool {
         || (lower.starts_with("make") && lower.contains("error "))
 }
 
-/// Points `<cache>/build/current-7.3-debug` at `tree` (atomically).
-fn update_current(cache: &Path, tree: &Path) -> Result<()> {
-    let link = build_dir(cache).join(CURRENT_LINK);
-    let tmp = build_dir(cache).join(format!(".{CURRENT_LINK}.tmp"));
+/// Points `<cache>/build/current-7.3-debug` (the variant's link) at
+/// `tree` (atomically).
+fn update_current(cache: &Path, v: &Variant, tree: &Path) -> Result<()> {
+    let link = build_dir(cache).join(v.link);
+    let tmp = build_dir(cache).join(format!(".{}.tmp", v.link));
     let _ = std::fs::remove_file(&tmp);
     let target = tree
         .file_name()
@@ -644,9 +774,10 @@ fn update_current(cache: &Path, tree: &Path) -> Result<()> {
 /// rebuilt when an input changed, so the old ones are stale. The tree that
 /// `current-7.3-debug` still points at is kept (someone may be building a
 /// module against it or booting it right now); it goes with the next build.
-fn prune_other_trees(cache: &Path, keep: &Path) -> Result<()> {
+fn prune_other_trees(cache: &Path, v: &Variant, keep: &Path) -> Result<()> {
     let dir = build_dir(cache);
-    let previous = std::fs::read_link(dir.join(CURRENT_LINK))
+    let own = format!("{}linux-", v.prefix);
+    let previous = std::fs::read_link(dir.join(v.link))
         .ok()
         .map(|target| dir.join(target));
     let entries =
@@ -654,11 +785,12 @@ fn prune_other_trees(cache: &Path, keep: &Path) -> Result<()> {
     for entry in entries {
         let entry = entry.with_context(|| format!("could not list {}", dir.display()))?;
         let path = entry.path();
-        let is_tree = entry.file_name().to_string_lossy().starts_with("linux-")
+        let is_tree = entry.file_name().to_string_lossy().starts_with(&own)
             && entry.file_type().is_ok_and(|t| t.is_dir());
         if is_tree && path != keep && previous.as_deref() != Some(path.as_path()) {
             say(format!(
-                "7.3-debug: removing the stale tree {}",
+                "{}: removing the stale tree {}",
+                v.series,
                 path.display()
             ));
             remove_dir_if_exists(&path)?;
@@ -667,25 +799,26 @@ fn prune_other_trees(cache: &Path, keep: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The version of the tree `current-7.3-debug` points at, if it is built.
-fn current_version(cache: &Path) -> Option<String> {
-    let link = build_dir(cache).join(CURRENT_LINK);
-    let stamp = std::fs::read_to_string(link.join(STAMP_COMPLETE)).ok()?;
-    stamp_version(&stamp).map(str::to_string)
-}
-
 /// Builds the tree of `inputs` unless it is built; returns its path.
-fn build(cache: &Path, tc: &Toolchain, apt: Option<&Apt>, inputs: &KeyInputs) -> Result<PathBuf> {
-    let tree = build_dir(cache).join(inputs.tree_name());
+fn build(
+    cache: &Path,
+    v: &Variant,
+    tc: &Toolchain,
+    apt: Option<&Apt>,
+    inputs: &KeyInputs,
+) -> Result<PathBuf> {
+    let tree = build_dir(cache).join(v.tree_name(inputs));
     let version = &inputs.source_version;
+    let name = v.series;
     if tree.join(STAMP_COMPLETE).exists() {
-        say(format!("7.3-debug: built tree in {}", tree.display()));
+        say(format!("{name}: built tree in {}", tree.display()));
         return Ok(tree);
     }
     let start = Instant::now();
     say(format!(
-        "7.3-debug: building {SOURCE_PACKAGE} {version} in {} (a cold build takes ~{COLD_BUILD_MINUTES} min on 2 cores)",
-        tree.display()
+        "{name}: building {SOURCE_PACKAGE} {version} in {} (a cold build takes ~{} min on 2 cores)",
+        tree.display(),
+        v.cold_minutes
     ));
     create_dir(&build_dir(cache))?;
     if !tree.join(STAMP_UNPACKED).exists() {
@@ -703,26 +836,28 @@ fn build(cache: &Path, tc: &Toolchain, apt: Option<&Apt>, inputs: &KeyInputs) ->
     step("make LLVM=-19 rustavailable", || {
         check_rust_available(tc, &tree)
     })?;
-    let fragment_path = repo_root().join(FRAGMENT);
     if !tree.join(STAMP_CONFIGURED).exists() {
-        step(format!("configure: tinyconfig + {FRAGMENT}"), || {
-            configure(tc, &tree, &fragment_path, &inputs.fragment)
+        let what = v.overlay.map(|o| format!(" + {o}")).unwrap_or_default();
+        step(format!("configure: tinyconfig + {FRAGMENT}{what}"), || {
+            configure(tc, &tree, &inputs.fragment)
         })?;
     }
     let logs = build_dir(cache).join("logs");
     create_dir(&logs)?;
-    let log = logs.join(format!("{}-{}.log", inputs.tree_name(), timestamp()));
+    let log = logs.join(format!("{}-{}.log", v.tree_name(inputs), timestamp()));
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut make = tc.make(&tree);
     make.arg(format!("-j{jobs}"))
         .args(["bzImage", "modules_prepare", "modules"]);
     say(format!(
-        "7.3-debug: {} (output in {}; progress every {}s)",
+        "{name}: {} (output in {}; progress every {}s)",
         describe(&make),
         log.display(),
         PROGRESS_EVERY.as_secs()
     ));
-    step("make bzImage modules_prepare modules", || {
+    // Nested in "fetch kernel 7.3-debug": the leading blanks keep it out
+    // of the table's sum.
+    crate::util::stage("  of which: debug kernel build (make)", || {
         run_logged(&mut make, &log)
     })?;
     for needed in [
@@ -742,75 +877,83 @@ fn build(cache: &Path, tc: &Toolchain, apt: Option<&Apt>, inputs: &KeyInputs) ->
         &tree.join(STAMP_COMPLETE),
         &format!("{}key={}\n", inputs.describe(), inputs.key()),
     )?;
-    prune_other_trees(cache, &tree)?;
+    prune_other_trees(cache, v, &tree)?;
     say(format!(
-        "7.3-debug: built in {} (a cold build takes ~{COLD_BUILD_MINUTES} min on 2 cores); tree {}",
+        "{name}: built in {} (a cold build takes ~{} min on 2 cores); tree {}",
         fmt_duration(start.elapsed()),
+        v.cold_minutes,
         tree.display()
     ));
     Ok(tree)
 }
 
-/// Makes sure the 7.3-debug kernel is built and returns its paths.
-/// `version` (or `KERN2USR_KERNEL_7_3_DEBUG`) picks a `linux-source-7.3`
-/// version; without it the tree in use is kept while its inputs are
-/// unchanged, else the newest version in sid / trixie-backports is built.
-pub fn fetch(version: Option<&str>) -> Result<Unpacked> {
-    let series = Series::V7_3Debug;
+/// The `linux-source-7.3` version to build, like the binary kernels:
+/// `--kernel-version`, else `KERN2USR_KERNEL_7_3_DEBUG`, else the pinned
+/// [`Series::pinned_abi`]. A built tree or a downloaded package of it is
+/// used as is; a pinned version that left the archive falls back to the
+/// newest one, with a warning; an explicit one that is gone is an error.
+fn choose_source(
+    cache: &Path,
+    v: &Variant,
+    tc: &Toolchain,
+    fragment: &str,
+    flag: Option<&str>,
+    env: Option<&str>,
+) -> Result<(KeyInputs, Option<Apt>)> {
+    let series = v.series;
+    let (wanted, pinned) = crate::kernels::choose_abi(series, flag, env);
+    let inputs = tc.key_inputs(&wanted, fragment);
+    let built = |i: &KeyInputs| {
+        build_dir(cache)
+            .join(v.tree_name(i))
+            .join(STAMP_COMPLETE)
+            .exists()
+    };
+    if built(&inputs) {
+        return Ok((inputs, None));
+    }
+    let apt = sid_apt(cache)?;
+    if source_deb(cache, &wanted).is_some() {
+        return Ok((inputs, Some(apt)));
+    }
+    apt.update_if_stale()?;
+    let spec = format!("{SOURCE_PACKAGE}={wanted}");
+    if apt.query(&["show", &spec]).is_ok() {
+        return Ok((inputs, Some(apt)));
+    }
+    if !pinned {
+        bail!(
+            "{SOURCE_PACKAGE} {wanted} (from --kernel-version or {}) is not in sid's or \
+             trixie-backports' lists; unset it to use the pinned {}",
+            series.env_var(),
+            series.pinned_abi()
+        );
+    }
+    let newest = newest_source_version(&apt)?;
+    crate::kernels::warn_replaced(series, &wanted, &newest);
+    let inputs = tc.key_inputs(&newest, fragment);
+    Ok((inputs, Some(apt)))
+}
+
+/// Makes sure the kernel of `series` (7.3-debug or 7.3-kcsan) is built
+/// and returns its paths. `version` (or the series' variable) picks a
+/// `linux-source-7.3` version; without it, the pinned one (see
+/// [`choose_source`]; 7.3-kcsan pins the same source as 7.3-debug).
+pub fn fetch(series: Series, version: Option<&str>) -> Result<Unpacked> {
+    let v = Variant::of(series)?;
     let cache = crate::cache::cache_dir()?;
     create_dir(&cache).context("set KERN2USR_CACHE to a writable directory")?;
-    let fragment_path = repo_root().join(FRAGMENT);
-    let fragment = std::fs::read_to_string(&fragment_path)
-        .with_context(|| format!("could not read {}", fragment_path.display()))?;
-    parse_fragment(&fragment)
-        .with_context(|| format!("{} is not a Kconfig fragment", fragment_path.display()))?;
+    let fragment = v.fragment()?;
     let tc = ensure_toolchain(&cache)?;
 
     let env = std::env::var(series.env_var()).ok();
-    let wanted = [version, env.as_deref()]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .find(|v| !v.is_empty())
-        .map(str::to_string);
-    let reusable = current_version(&cache)
-        .map(|v| tc.key_inputs(&v, &fragment))
-        .filter(|i| {
-            build_dir(&cache)
-                .join(i.tree_name())
-                .join(STAMP_COMPLETE)
-                .exists()
-        });
-    let (inputs, apt) = match (wanted, reusable) {
-        (None, Some(inputs)) => (inputs, None),
-        (Some(v), Some(inputs)) if v == inputs.source_version => (inputs, None),
-        (wanted, _) => {
-            let apt = sid_apt(&cache)?;
-            let version = match wanted {
-                Some(v) => v,
-                None => {
-                    apt.update_if_stale()?;
-                    newest_source_version(&apt)?
-                }
-            };
-            let inputs = tc.key_inputs(&version, &fragment);
-            if !build_dir(&cache)
-                .join(inputs.tree_name())
-                .join(STAMP_COMPLETE)
-                .exists()
-                && source_deb(&cache, &version).is_none()
-            {
-                apt.update_if_stale()?;
-            }
-            (inputs, Some(apt))
-        }
-    };
-    let tree = build(&cache, &tc, apt.as_ref(), &inputs)?;
-    update_current(&cache, &tree)?;
+    let (inputs, apt) = choose_source(&cache, &v, &tc, &fragment, version, env.as_deref())?;
+    let tree = build(&cache, &v, &tc, apt.as_ref(), &inputs)?;
+    update_current(&cache, &v, &tree)?;
     say(format!(
-        "7.3-debug: {} -> {}",
-        build_dir(&cache).join(CURRENT_LINK).display(),
-        inputs.tree_name()
+        "{series}: {} -> {}",
+        build_dir(&cache).join(v.link).display(),
+        v.tree_name(&inputs)
     ));
     Ok(Unpacked {
         kernel: Kernel {
@@ -821,6 +964,7 @@ pub fn fetch(version: Option<&str>) -> Result<Unpacked> {
         kdir: tree,
         make_vars: vec![LLVM_VAR.to_string()],
         make_env: tc.env(),
+        chroot: None,
     })
 }
 
@@ -926,6 +1070,57 @@ mod tests {
         for needed in ["CONFIG_RUST", "CONFIG_KASAN", "CONFIG_DEBUG_KMEMLEAK"] {
             assert!(f.iter().any(|(n, _)| n == needed), "{needed}");
         }
+    }
+
+    #[test]
+    fn compose_replaces_the_overlaid_lines() {
+        let base = "# base\nCONFIG_KASAN=y\nCONFIG_UBSAN=y\n# CONFIG_SLUB_TINY is not set\n";
+        let overlay = "# CONFIG_KASAN is not set\nCONFIG_KCSAN=y\nCONFIG_SLUB_TINY=y\n";
+        let text = compose(base, overlay, "o.config").expect("composes");
+        let f = parse_fragment(&text).expect("one symbol once");
+        let get = |n: &str| f.iter().find(|(s, _)| s == n).map(|(_, w)| w.clone());
+        assert_eq!(get("CONFIG_KASAN"), Some(Want::Unset));
+        assert_eq!(get("CONFIG_KCSAN"), Some(Want::Value("y".into())));
+        assert_eq!(get("CONFIG_UBSAN"), Some(Want::Value("y".into())));
+        assert_eq!(get("CONFIG_SLUB_TINY"), Some(Want::Value("y".into())));
+        assert_eq!(f.len(), 4);
+        assert!(
+            text.contains("## replaced by o.config: CONFIG_KASAN=y"),
+            "{text}"
+        );
+        assert!(compose(base, "CONFIG_A=y\nCONFIG_A=n\n", "o").is_err());
+    }
+
+    #[test]
+    fn the_kcsan_variant_is_the_debug_fragment_without_kasan() {
+        let v = Variant::of(Series::V7_3Kcsan).expect("built from source");
+        let f = parse_fragment(&v.fragment().expect("composes")).expect("parses");
+        let get = |n: &str| f.iter().find(|(s, _)| s == n).map(|(_, w)| w.clone());
+        assert_eq!(get("CONFIG_KCSAN"), Some(Want::Value("y".into())));
+        for off in [
+            "CONFIG_KASAN",
+            "CONFIG_KASAN_GENERIC",
+            "CONFIG_KCSAN_STRICT",
+        ] {
+            assert_eq!(get(off), Some(Want::Unset), "{off}");
+        }
+        // The rest of the debug fragment is kept.
+        for on in [
+            "CONFIG_RUST",
+            "CONFIG_PROVE_LOCKING",
+            "CONFIG_DEBUG_KMEMLEAK",
+        ] {
+            assert_eq!(get(on), Some(Want::Value("y".into())), "{on}");
+        }
+        // 7.3-debug's text (and so its cache key) is debug.config verbatim.
+        let debug = Variant::of(Series::V7_3Debug).expect("built from source");
+        let text = std::fs::read_to_string(repo_root().join(FRAGMENT)).expect("fragment");
+        assert_eq!(debug.fragment().expect("reads"), text);
+        // Tree names and links of the two never collide or prefix each other.
+        let i = inputs();
+        assert!(!v.tree_name(&i).starts_with("linux-"));
+        assert_ne!(v.link, debug.link);
+        assert!(Variant::of(Series::V6_1).is_err());
     }
 
     #[test]

@@ -180,12 +180,17 @@ pub fn build(name: &str, contents: &Contents<'_>) -> Result<PathBuf> {
         );
     }
     write(&tree.join("etc/k2u-run"), &format!("{run}\n"), 0o644)?;
+    pack(&tree, &image)?;
+    Ok(image)
+}
 
+/// Packs `tree` as a gzipped newc cpio owned by root into `image`.
+pub fn pack(tree: &Path, image: &Path) -> Result<()> {
     say(format!(
         "initramfs: cpio -o -H newc | gzip > {}",
         image.display()
     ));
-    let list: Vec<u8> = list_tree(&tree)?
+    let list: Vec<u8> = list_tree(tree)?
         .iter()
         .flat_map(|p| {
             let mut b = p.as_os_str().as_encoded_bytes().to_vec();
@@ -193,7 +198,7 @@ pub fn build(name: &str, contents: &Contents<'_>) -> Result<PathBuf> {
             b
         })
         .collect();
-    let out = std::fs::File::create(&image)
+    let out = std::fs::File::create(image)
         .with_context(|| format!("could not create {}", image.display()))?;
     let mut gzip = Command::new("gzip")
         .arg("-6")
@@ -213,7 +218,7 @@ pub fn build(name: &str, contents: &Contents<'_>) -> Result<PathBuf> {
             "0:0",
             "--reproducible",
         ])
-        .current_dir(&tree)
+        .current_dir(tree)
         .stdin(Stdio::piped())
         .stdout(gzip_in)
         .spawn()
@@ -233,11 +238,11 @@ pub fn build(name: &str, contents: &Contents<'_>) -> Result<PathBuf> {
             image.display()
         );
     }
-    let size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(image).map(|m| m.len()).unwrap_or(0);
     say(format!(
         "initramfs: {} ({} KiB)",
         image.display(),
         size / 1024
     ));
-    Ok(image)
+    Ok(())
 }

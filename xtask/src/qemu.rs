@@ -1,16 +1,226 @@
-//! Booting a kernel and an initramfs in QEMU (TCG), streaming the serial
+//! Booting a kernel and an initramfs in QEMU (KVM when a short probe boot
+//! of the same kernel works there, TCG otherwise), streaming the serial
 //! console, enforcing a timeout and judging the run.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::report;
-use crate::util::{create_dir, describe, fmt_duration, say, target_dir, timestamp};
+use crate::util::{
+    create_dir, describe, fmt_duration, note, say, scaled, show, target_dir, timeout_scale,
+    timestamp,
+};
+
+/// How QEMU runs the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// `-accel kvm -cpu host`.
+    Kvm,
+    /// `-accel tcg -cpu max` (emulation).
+    Tcg,
+}
+
+impl Accel {
+    /// `kvm` or `tcg`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// What the console shows on the terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Echo {
+    /// Every console line, prefixed with the run's name.
+    All,
+    /// Only what the guest command prints (no kernel messages, no dmesg
+    /// dump): for `cargo xtask demo`.
+    Guest,
+}
+
+/// The probe result per kernel image, for this run.
+static PROBED: Mutex<Vec<(PathBuf, Accel, String)>> = Mutex::new(Vec::new());
+
+/// Time limit of the KVM probe boot (times `K2U_TIMEOUT_SCALE`).
+const PROBE_LIMIT: Duration = Duration::from_secs(60);
+/// The probe also gives up when the console is silent this long (times
+/// `K2U_TIMEOUT_SCALE`): under KVM a kernel prints its first lines and
+/// reaches /init within seconds, so silence means it hangs.
+const PROBE_SILENCE: Duration = Duration::from_secs(10);
+/// Printed by /init once userspace runs: the probe's success marker.
+const PROBE_MARKER: &str = "K2U-RUN";
+
+/// KVM if `K2U_ACCEL` says so or a probe boot of `kernel` reaches /init
+/// under KVM; TCG otherwise. Probed once per kernel image and run; the
+/// choice and its reason are printed.
+pub fn accel_for(kernel: &crate::kernels::Unpacked) -> Accel {
+    let key = kernel.vmlinuz.clone();
+    if let Ok(p) = PROBED.lock() {
+        if let Some((_, a, _)) = p.iter().find(|(k, _, _)| *k == key) {
+            return a.clone();
+        }
+    }
+    let start = Instant::now();
+    let (accel, why) = choose_accel(kernel);
+    crate::util::record_stage(
+        &format!("kvm probe for {}", kernel.kernel.series),
+        start.elapsed(),
+        true,
+    );
+    show(format!(
+        "==> accel for {}: {} ({why})",
+        kernel.kernel.release(),
+        accel.name().to_uppercase()
+    ));
+    if let Ok(mut p) = PROBED.lock() {
+        p.push((key, accel.clone(), why));
+    }
+    accel
+}
+
+fn choose_accel(kernel: &crate::kernels::Unpacked) -> (Accel, String) {
+    match std::env::var("K2U_ACCEL").ok().as_deref().map(str::trim) {
+        Some("tcg") => return (Accel::Tcg, "K2U_ACCEL=tcg".to_string()),
+        Some("kvm") => return (Accel::Kvm, "K2U_ACCEL=kvm, not probed".to_string()),
+        _ => {}
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return (
+            Accel::Tcg,
+            format!("/dev/kvm cannot be opened: {e}; add yourself to group kvm for KVM"),
+        );
+    }
+    match probe_kvm(kernel) {
+        Ok(took) => (
+            Accel::Kvm,
+            format!(
+                "a probe boot reached /init under KVM in {}",
+                fmt_duration(took)
+            ),
+        ),
+        Err(e) => (
+            Accel::Tcg,
+            format!("KVM probe failed: {e:#}; set K2U_ACCEL=tcg to skip the probe"),
+        ),
+    }
+}
+
+/// Boots `kernel` under KVM with a module-less, binary-less initramfs
+/// until /init prints its first line.
+fn probe_kvm(kernel: &crate::kernels::Unpacked) -> Result<Duration> {
+    let contents = crate::initramfs::Contents {
+        module: None,
+        user: None,
+        run: "true",
+    };
+    let image = crate::initramfs::build("kvm-probe", &contents)?;
+    let boot = Boot {
+        name: "kvm-probe",
+        vmlinuz: &kernel.vmlinuz,
+        initrd: &image,
+        timeout: scaled(PROBE_LIMIT),
+        extra_cmdline: kernel.kernel.series.extra_cmdline(),
+        expect_kmemleak: false,
+        accel: Accel::Kvm,
+        echo: Echo::Guest,
+        extra_args: Vec::new(),
+    };
+    let mut cmd = command(&boot);
+    say(format!("kvm probe: {}", describe(&cmd)));
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("could not start qemu-system-x86_64")?;
+    let (tx, rx) = mpsc::channel();
+    let mut readers = Vec::new();
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            pump(pipe, |l| tx.send(l).is_ok())
+        }));
+    }
+    drop(tx);
+    let deadline = start + boot.timeout;
+    let silence = scaled(PROBE_SILENCE);
+    let mut last = Vec::new();
+    let result = loop {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(silence);
+        match rx.recv_timeout(wait) {
+            Ok(line) if line.trim_start().starts_with(PROBE_MARKER) => break Ok(start.elapsed()),
+            // QEMU stops the guest and dumps its registers: no use waiting.
+            Ok(line) if line.contains("KVM internal error") || line.contains("kvm run failed") => {
+                break Err(anyhow::anyhow!(
+                    "qemu: {} after {}",
+                    line.trim(),
+                    fmt_duration(start.elapsed())
+                ))
+            }
+            Ok(line) => {
+                last.push(line);
+                if last.len() > 3 {
+                    last.remove(0);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let why = if Instant::now() >= deadline {
+                    format!("no {PROBE_MARKER} line within {}s", boot.timeout.as_secs())
+                } else {
+                    format!(
+                        "the console was silent for {}s after {}",
+                        silence.as_secs(),
+                        fmt_duration(start.elapsed())
+                    )
+                };
+                let seen = if last.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    last.join(" / ")
+                };
+                break Err(anyhow::anyhow!("{why} (last console lines: {seen})"));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(anyhow::anyhow!(
+                    "qemu exited before /init ran: {}",
+                    last.join(" / ")
+                ))
+            }
+        }
+    };
+    kill(&mut child);
+    for r in readers {
+        // Only a bug makes a reader panic.
+        let _ = r.join();
+    }
+    result
+}
 
 /// What to boot.
 pub struct Boot<'a> {
@@ -26,6 +236,12 @@ pub struct Boot<'a> {
     pub extra_cmdline: &'a str,
     /// The kernel has kmemleak: the guest's report must be there (and empty).
     pub expect_kmemleak: bool,
+    /// KVM or TCG.
+    pub accel: Accel,
+    /// What the terminal shows of the console.
+    pub echo: Echo,
+    /// More QEMU arguments (e.g. a `-drive`), appended last.
+    pub extra_args: Vec<String>,
 }
 
 impl<'a> Boot<'a> {
@@ -42,9 +258,13 @@ impl<'a> Boot<'a> {
             name,
             vmlinuz: &kernel.vmlinuz,
             initrd,
-            timeout,
+            // Like every timeout of the harness, times K2U_TIMEOUT_SCALE.
+            timeout: scaled(timeout),
             extra_cmdline: series.extra_cmdline(),
             expect_kmemleak: series.built_from_source(),
+            accel: accel_for(kernel),
+            echo: Echo::All,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -70,33 +290,88 @@ enum Event {
 /// QEMU's command line. No display, no monitor, the serial port on stdio.
 pub fn command(boot: &Boot<'_>) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "2"])
-        .args([
-            "-nodefaults",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-no-reboot")
-        .arg("-kernel")
-        .arg(boot.vmlinuz)
-        .arg("-initrd")
-        .arg(boot.initrd)
-        .arg("-append")
-        .arg(cmdline(boot.extra_cmdline));
+    let cpu = match boot.accel {
+        Accel::Kvm => "host",
+        Accel::Tcg => "max",
+    };
+    c.args([
+        "-accel",
+        boot.accel.name(),
+        "-cpu",
+        cpu,
+        "-m",
+        "512",
+        "-smp",
+        "2",
+    ])
+    .args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-no-reboot")
+    .arg("-kernel")
+    .arg(boot.vmlinuz)
+    .arg("-initrd")
+    .arg(boot.initrd)
+    .arg("-append")
+    .arg(cmdline(boot.extra_cmdline, timeout_scale()))
+    .args(&boot.extra_args);
     c
 }
 
 /// The kernel command line: the console on the serial port, no reboot on
-/// panic (QEMU exits instead), and `extra`.
-pub fn cmdline(extra: &str) -> String {
-    let base = "console=ttyS0 panic=-1 loglevel=5";
-    match extra.trim() {
-        "" => base.to_string(),
-        extra => format!("{base} {extra}"),
+/// panic (QEMU exits instead), and `extra`. A `K2U_TIMEOUT_SCALE` above 1
+/// goes on it as `K2U_TIMEOUT_SCALE=<n>`: the kernel hands parameters it
+/// does not know that contain `=` to /init as environment variables, so
+/// the guest suites read it with `std::env::var` like on the host.
+pub fn cmdline(extra: &str, scale: u32) -> String {
+    let mut line = "console=ttyS0 panic=-1 loglevel=5".to_string();
+    if !extra.trim().is_empty() {
+        line.push(' ');
+        line.push_str(extra.trim());
+    }
+    if scale > 1 {
+        line.push_str(&format!(" K2U_TIMEOUT_SCALE={scale}"));
+    }
+    line
+}
+
+/// Whether a console line is a kernel message (`[    3.327425] ...`).
+pub fn is_kernel_line(line: &str) -> bool {
+    let Some(rest) = line.trim_start().strip_prefix('[') else {
+        return false;
+    };
+    rest.split_once(']').is_some_and(|(t, _)| {
+        let t = t.trim();
+        !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+    })
+}
+
+/// What [`Echo::Guest`] shows: the guest command's own lines, between
+/// /init's `K2U-RUN` and `K2U-EXIT`, without kernel messages.
+#[derive(Default)]
+pub struct GuestFilter {
+    inside: bool,
+}
+
+impl GuestFilter {
+    /// Whether to show `line`.
+    pub fn show(&mut self, line: &str) -> bool {
+        let t = line.trim_start();
+        if t.starts_with("K2U-RUN") {
+            self.inside = true;
+            return false;
+        }
+        if t.starts_with(crate::initramfs::EXIT_MARKER) {
+            self.inside = false;
+            return false;
+        }
+        self.inside && !is_kernel_line(line)
     }
 }
 
@@ -136,6 +411,7 @@ pub fn boot(boot: &Boot<'_>) -> Result<Outcome> {
     let mut log = std::fs::File::create(&log_path)
         .with_context(|| format!("could not create {}", log_path.display()))?;
     let mut cmd = command(boot);
+    let mut filter = GuestFilter::default();
     say(format!(
         "vm {}: {} (timeout {}s)",
         boot.name,
@@ -181,12 +457,18 @@ pub fn boot(boot: &Boot<'_>) -> Result<Outcome> {
             Ok(Event::Console(line)) => {
                 // A failing log write must not hide the run's result.
                 let _ = writeln!(log, "{line}");
-                let _ = writeln!(stdout.lock(), "{}| {line}", boot.name);
+                match boot.echo {
+                    Echo::All => note(format!("{}| {line}", boot.name)),
+                    Echo::Guest if filter.show(&line) => {
+                        let _ = writeln!(stdout.lock(), "{line}");
+                    }
+                    Echo::Guest => {}
+                }
                 console.push(line);
             }
             Ok(Event::Qemu(line)) => {
                 let _ = writeln!(log, "qemu: {line}");
-                let _ = writeln!(stdout.lock(), "{}| qemu: {line}", boot.name);
+                note(format!("{}| qemu: {line}", boot.name));
                 qemu_errors.push(line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -234,9 +516,9 @@ pub fn boot(boot: &Boot<'_>) -> Result<Outcome> {
     }
     match report::kmemleak_report(&console) {
         Some(leaks) if !leaks.is_empty() => {
-            println!("vm {}: kmemleak reports:", boot.name);
+            note(format!("vm {}: kmemleak reports:", boot.name));
             for l in &leaks {
-                println!("    {l}");
+                note(format!("    {l}"));
             }
             problems.push(format!(
                 "kmemleak reported {} line(s), first: {}",
@@ -253,9 +535,12 @@ pub fn boot(boot: &Boot<'_>) -> Result<Outcome> {
     }
     let reports = report::kernel_reports(&console);
     if !reports.is_empty() {
-        println!("vm {}: kernel problem report(s) on the console:", boot.name);
+        note(format!(
+            "vm {}: kernel problem report(s) on the console:",
+            boot.name
+        ));
         for r in &reports {
-            println!("    {r}");
+            note(format!("    {r}"));
         }
         problems.push(format!(
             "{} kernel problem report line(s), first: {}",
@@ -290,5 +575,47 @@ pub fn check(name: &str, outcome: &Outcome) -> Result<()> {
             Ok(())
         }
         Some(why) => bail!("VM run on {name} failed: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_carries_the_timeout_scale() {
+        assert_eq!(cmdline("", 1), "console=ttyS0 panic=-1 loglevel=5");
+        assert_eq!(
+            cmdline("tsc=reliable", 3),
+            "console=ttyS0 panic=-1 loglevel=5 tsc=reliable K2U_TIMEOUT_SCALE=3"
+        );
+    }
+
+    #[test]
+    fn demo_shows_only_the_guest_command() {
+        let console = [
+            "[    0.000000] Linux version 6.12.117+deb12-amd64",
+            "K2U-RUN kern2usr-vmtest demo",
+            "== Step 1: Go to project directory ==",
+            "[    3.327425] kern2usr: loading out-of-tree module taints kernel.",
+            "kernel: module started...",
+            "demo: 11 passed, 0 failed",
+            "K2U-EXIT 0",
+            "K2U-DMESG-BEGIN",
+            "[    0.000000] Command line: console=ttyS0",
+        ];
+        let mut f = GuestFilter::default();
+        let shown: Vec<&str> = console.iter().copied().filter(|l| f.show(l)).collect();
+        assert_eq!(
+            shown,
+            [
+                "== Step 1: Go to project directory ==",
+                "kernel: module started...",
+                "demo: 11 passed, 0 failed"
+            ]
+        );
+        assert!(is_kernel_line("[ 12.5] x"));
+        assert!(!is_kernel_line("[kern2usr] listener"));
+        assert!(!is_kernel_line("[] x"));
     }
 }

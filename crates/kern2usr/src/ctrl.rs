@@ -1,5 +1,5 @@
-//! The control page of the adaptive mode ([`abi::Ctrl`], mapped at
-//! [`abi::CTRL_MMAP_OFFSET`]) and the listener's side of its protocol.
+//! The control page of the adaptive mode ([`crate::abi::Ctrl`], mapped at
+//! [`crate::abi::CTRL_MMAP_OFFSET`]) and the listener's side of its protocol.
 //!
 //! The module publishes each round by storing `ready_seq + 1`, then a full
 //! barrier, then reading `listener_state`; it rings efd (MEMORY_READY) only
@@ -15,7 +15,7 @@ use std::mem::offset_of;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use crate::abi::{self, Ctrl, CTRL_MMAP_OFFSET, LISTENER_ASLEEP, LISTENER_SPINNING};
+use crate::abi::{Ctrl, CTRL_MMAP_OFFSET, LISTENER_ASLEEP, LISTENER_SPINNING};
 use crate::device::{Access, MappedBuffer};
 use crate::error::Result;
 
@@ -57,9 +57,9 @@ const _: () = assert!(offset_of!(Ctrl, doorbells_skipped) % 8 == 0);
 impl CtrlPage {
     /// Map the control page of the device `fd` (`mmap` of one page at
     /// [`CTRL_MMAP_OFFSET`], read-write).
-    pub fn map(fd: BorrowedFd<'_>) -> Result<Self> {
+    pub(crate) fn map(fd: BorrowedFd<'_>) -> Result<Self> {
         let len = rustix::param::page_size().max(std::mem::size_of::<Ctrl>());
-        Self::from_mapping(MappedBuffer::map(
+        Self::from_mapping(MappedBuffer::map_fd(
             fd,
             len,
             CTRL_MMAP_OFFSET,
@@ -161,11 +161,13 @@ impl CtrlPage {
 
     /// Play the module's part on a test mapping: publish round `seq`
     /// (store, full fence, read the state). Returns whether it would ring.
+    /// A test double: only with `cfg(test)` or the `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
     pub fn publish_as_kernel(&self, seq: u64) -> bool {
         self.u64_at(offset_of!(Ctrl, ready_seq))
             .store(seq, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let asleep = self.listener_state() == abi::LISTENER_ASLEEP;
+        let asleep = self.listener_state() == LISTENER_ASLEEP;
         if !asleep {
             self.u64_at(offset_of!(Ctrl, doorbells_skipped))
                 .fetch_add(1, Ordering::SeqCst);
@@ -190,7 +192,7 @@ mod tests {
     fn file_page() -> anyhow::Result<(std::fs::File, CtrlPage)> {
         let f = tempfile::tempfile()?;
         f.set_len(4096)?;
-        let map = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?;
+        let map = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?;
         Ok((f, CtrlPage::from_mapping(map)?))
     }
 
@@ -225,9 +227,9 @@ mod tests {
     fn read_only_or_short_mappings_are_refused() -> anyhow::Result<()> {
         let f = tempfile::tempfile()?;
         f.set_len(4096)?;
-        let ro = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadOnly)?;
+        let ro = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadOnly)?;
         assert!(CtrlPage::from_mapping(ro).is_err());
-        let short = MappedBuffer::map(f.as_fd(), 16, 0, Access::ReadWrite)?;
+        let short = MappedBuffer::map_fd(f.as_fd(), 16, 0, Access::ReadWrite)?;
         assert!(CtrlPage::from_mapping(short).is_err());
         Ok(())
     }
@@ -235,7 +237,7 @@ mod tests {
     #[test]
     fn dropping_the_page_leaves_the_listener_asleep() -> anyhow::Result<()> {
         let (f, page) = file_page()?;
-        let map = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?;
+        let map = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?;
         let other = CtrlPage::from_mapping(map)?;
         page.set_spinning();
         assert_eq!(other.listener_state(), LISTENER_SPINNING);
@@ -252,7 +254,7 @@ mod tests {
         use std::sync::Arc;
         let (f, page) = file_page()?;
         let kernel =
-            CtrlPage::from_mapping(MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
+            CtrlPage::from_mapping(MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
         let bell = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
         const ROUNDS: u64 = 5_000;

@@ -80,9 +80,38 @@ pub struct MappedBuffer {
 // is not tied to the creating thread, so moving the owner is fine.
 unsafe impl Send for MappedBuffer {}
 
+// SAFETY: every `&self` method only reads the mapping through raw-pointer
+// copies or volatile loads (never through references, the one exception
+// being the `unsafe` [`MappedBuffer::stable_slice`], whose caller vouches
+// for it); the only writer, `write_at`, takes `&mut self`. Reads from
+// several threads at once are what the kernel's concurrent writes already
+// allow for, so sharing `&MappedBuffer` between threads adds no hazard.
+unsafe impl Sync for MappedBuffer {}
+
 impl MappedBuffer {
-    /// `mmap(NULL, len, prot, MAP_SHARED, fd, offset)`.
-    pub fn map(fd: BorrowedFd<'_>, len: usize, offset: u64, access: Access) -> Result<Self> {
+    /// `mmap(NULL, len, prot, MAP_SHARED, fd, offset)` of any file.
+    ///
+    /// The module's buffer is mapped with [`Device::map`] (safe: the
+    /// device's size never changes while it is mapped).
+    ///
+    /// # Safety
+    ///
+    /// `fd` must stay at least `offset + len` bytes long for as long as
+    /// the mapping lives (a file truncated under a mapping raises SIGBUS
+    /// on the next access, which this type cannot prevent), and must not
+    /// be a device whose mapping has side effects on access.
+    pub unsafe fn map(fd: BorrowedFd<'_>, len: usize, offset: u64, access: Access) -> Result<Self> {
+        Self::map_fd(fd, len, offset, access)
+    }
+
+    /// [`MappedBuffer::map`] for the crate: only called with the kern2usr
+    /// device (or, in tests, a temporary file nobody truncates).
+    pub(crate) fn map_fd(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        offset: u64,
+        access: Access,
+    ) -> Result<Self> {
         let map_err = |e: Errno| Error::Mmap {
             len,
             offset,
@@ -327,6 +356,13 @@ impl Device {
         })
     }
 
+    /// A device over an fd that stands in for the node (tests: a pipe
+    /// whose read end carries event records).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn from_fd(fd: OwnedFd, path: PathBuf) -> Self {
+        Self { fd, path }
+    }
+
     /// The path it was opened by.
     pub fn path(&self) -> &Path {
         &self.path
@@ -346,7 +382,7 @@ impl Device {
 
     /// Map `len` bytes at `offset` (the module refuses any offset but 0).
     pub fn map_at(&self, len: usize, offset: u64, access: Access) -> Result<MappedBuffer> {
-        MappedBuffer::map(self.fd.as_fd(), len, offset, access)
+        MappedBuffer::map_fd(self.fd.as_fd(), len, offset, access)
     }
 
     /// Map the control page of the adaptive mode (one page at
@@ -446,13 +482,15 @@ impl Device {
         })
     }
 
-    /// `K2U_IOC_ACK_ROUND`: acknowledge round `round` (the low 32 bits of
-    /// its id: [`Event::round`] of its MEMORY_READY record, or the control
-    /// page's `ready_seq`). ESTALE when another round is outstanding,
-    /// EPROTO when none is.
+    /// `K2U_IOC_ACK_ROUND` (ABI v2): acknowledge round `round` (the low 32
+    /// bits of its id: [`Event::round`], or [`crate::abi::Ctrl::ready_seq`]
+    /// for a round seen on the control page). ESTALE when another round is
+    /// outstanding, EPROTO when none is; ENOTTY from a module before ABI v2
+    /// (see [`RoundAcker`] for the fallback).
     pub fn ack_round(&self, round: u32) -> Result<()> {
-        // SAFETY: IOC_ACK_ROUND is _IOW(magic, 5, __u32); the kernel reads
-        // exactly a u32 from the pointer rustix passes to the value.
+        // SAFETY: IOC_ACK_ROUND is _IOW(magic, 5, __u32): the kernel reads
+        // one u32 through the pointer Setter passes, which points at
+        // `round` for the call.
         let ioctl = unsafe { Setter::<{ IOC_ACK_ROUND as Opcode }, u32>::new(round) };
         // SAFETY: see above; the fd is ours and open.
         unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
@@ -472,6 +510,88 @@ impl Device {
             source: e.into(),
         })
     }
+}
+
+/// The two acknowledgement ioctls, as [`RoundAcker`] uses them (the
+/// [`Device`], or a fake in tests).
+pub trait AckIoctls {
+    /// `K2U_IOC_ACK_ROUND` with `round`.
+    fn ack_round(&self, round: u32) -> Result<()>;
+    /// `K2U_IOC_ACK`.
+    fn ack(&self) -> Result<()>;
+}
+
+impl AckIoctls for Device {
+    fn ack_round(&self, round: u32) -> Result<()> {
+        Device::ack_round(self, round)
+    }
+    fn ack(&self) -> Result<()> {
+        Device::ack(self)
+    }
+}
+
+/// How [`RoundAcker::ack`] acknowledged a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckedBy {
+    /// `K2U_IOC_ACK_ROUND` with the round's id.
+    Round,
+    /// `K2U_IOC_ACK`: the module has no `K2U_IOC_ACK_ROUND` (ENOTTY, a
+    /// module before ABI v2).
+    Fallback,
+}
+
+/// Acknowledges rounds by id with `K2U_IOC_ACK_ROUND`; against a module
+/// without it (ENOTTY) falls back to `K2U_IOC_ACK` once and for good.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoundAcker {
+    /// The module answered ENOTTY to `K2U_IOC_ACK_ROUND`.
+    no_round_ioctl: bool,
+    /// [`RoundAcker::take_fallback_news`] said so.
+    announced: bool,
+}
+
+impl RoundAcker {
+    /// The debug line for the switch to [`AckedBy::Fallback`].
+    pub const FALLBACK_NOTE: &'static str = "debug: the module has no K2U_IOC_ACK_ROUND \
+         (ENOTTY: older than ABI v2): acknowledging rounds with K2U_IOC_ACK from now on";
+
+    /// Acknowledge round `round` through `dev`. Errors other than the
+    /// first ENOTTY are returned as they are (ESTALE / EPROTO: the round
+    /// is not the outstanding one, e.g. abandoned by STOP).
+    pub fn ack(&mut self, dev: &impl AckIoctls, round: u32) -> Result<AckedBy> {
+        if self.no_round_ioctl {
+            return dev.ack().map(|()| AckedBy::Fallback);
+        }
+        match dev.ack_round(round) {
+            Ok(()) => Ok(AckedBy::Round),
+            Err(e) if e.errno() == Some(Errno::NOTTY) => {
+                self.no_round_ioctl = true;
+                dev.ack().map(|()| AckedBy::Fallback)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True once, after the first ENOTTY switched to `K2U_IOC_ACK` (whether
+    /// or not that ack succeeded): the moment to say so.
+    pub fn take_fallback_news(&mut self) -> bool {
+        let news = self.no_round_ioctl && !self.announced;
+        self.announced |= news;
+        news
+    }
+
+    /// Whether the module turned out to have no `K2U_IOC_ACK_ROUND`.
+    pub fn falls_back(&self) -> bool {
+        self.no_round_ioctl
+    }
+}
+
+/// Whether a failed acknowledgement only says the round was no longer the
+/// outstanding one (ESTALE: another round is, EPROTO: none is), as when a
+/// STOP abandoned it: the module ignores such an ack, as it ignores a late
+/// 7 on efd2 (PROTOCOL.md, "Which round an ack closes").
+pub fn is_late_ack(e: &Error) -> bool {
+    matches!(e, Error::Ioctl { .. }) && matches!(e.errno(), Some(Errno::STALE | Errno::PROTO))
 }
 
 /// `K2U_IOC_READ_BUFFER`: the kernel reads the [`ReadBuffer`] and writes
@@ -545,7 +665,7 @@ mod tests {
     #[test]
     fn copies_a_pattern_buffer_and_finds_no_mismatch() -> anyhow::Result<()> {
         let f = pattern_file(3 * 4096)?;
-        let buf = MappedBuffer::map(f.as_fd(), 3 * 4096, 0, Access::ReadOnly)?;
+        let buf = MappedBuffer::map_fd(f.as_fd(), 3 * 4096, 0, Access::ReadOnly)?;
         assert_eq!(buf.len(), 3 * 4096);
         assert_ne!(buf.addr(), 0);
         let copy = buf.to_vec();
@@ -566,7 +686,7 @@ mod tests {
     #[test]
     fn detects_a_corrupted_byte_at_its_offset() -> anyhow::Result<()> {
         let mut f = pattern_file(8192)?;
-        let buf = MappedBuffer::map(f.as_fd(), 8192, 0, Access::ReadOnly)?;
+        let buf = MappedBuffer::map_fd(f.as_fd(), 8192, 0, Access::ReadOnly)?;
         f.seek(SeekFrom::Start(5000))?;
         f.write_all(&[0xAA])?;
         let mut copy = Vec::new();
@@ -593,12 +713,12 @@ mod tests {
     #[test]
     fn writes_only_through_read_write_mappings() -> anyhow::Result<()> {
         let f = pattern_file(4096)?;
-        let mut ro = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadOnly)?;
+        let mut ro = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadOnly)?;
         assert!(matches!(
             ro.write_at(0, &[1]),
             Err(Error::BufferAccess { .. })
         ));
-        let mut rw = MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?;
+        let mut rw = MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?;
         rw.write_at(10, &[0xFF, 0xFE])?;
         assert!(rw.write_at(4095, &[1, 2]).is_err());
         assert_eq!(
@@ -615,9 +735,9 @@ mod tests {
     #[test]
     fn empty_and_unaligned_maps_are_refused() -> anyhow::Result<()> {
         let f = pattern_file(4096)?;
-        let e = MappedBuffer::map(f.as_fd(), 0, 0, Access::ReadOnly).err();
+        let e = MappedBuffer::map_fd(f.as_fd(), 0, 0, Access::ReadOnly).err();
         assert_eq!(e.and_then(|e| e.errno()), Some(Errno::INVAL));
-        let e = MappedBuffer::map(f.as_fd(), 4096, 100, Access::ReadOnly).err();
+        let e = MappedBuffer::map_fd(f.as_fd(), 4096, 100, Access::ReadOnly).err();
         assert_eq!(e.and_then(|e| e.errno()), Some(Errno::INVAL));
         Ok(())
     }
@@ -644,7 +764,7 @@ mod tests {
     #[test]
     fn stable_slice_sees_the_file_without_copying() -> anyhow::Result<()> {
         let f = pattern_file(8192)?;
-        let buf = MappedBuffer::map(f.as_fd(), 8192, 0, Access::ReadOnly)?;
+        let buf = MappedBuffer::map_fd(f.as_fd(), 8192, 0, Access::ReadOnly)?;
         // SAFETY: nothing writes the file while the slice lives.
         let s = unsafe { buf.stable_slice() };
         assert_eq!(s.len(), 8192);
@@ -667,6 +787,115 @@ mod tests {
                 round: 0
             }
         );
+    }
+
+    /// Answers the two ack ioctls as told and counts the calls.
+    struct FakeIoctls {
+        round: std::cell::Cell<u32>,
+        acks: std::cell::Cell<u32>,
+        round_errno: Option<Errno>,
+        ack_errno: Option<Errno>,
+    }
+
+    impl FakeIoctls {
+        fn new(round_errno: Option<Errno>, ack_errno: Option<Errno>) -> Self {
+            Self {
+                round: std::cell::Cell::new(0),
+                acks: std::cell::Cell::new(0),
+                round_errno,
+                ack_errno,
+            }
+        }
+        fn answer(name: &'static str, errno: Option<Errno>) -> Result<()> {
+            errno.map_or(Ok(()), |e| {
+                Err(Error::Ioctl {
+                    name,
+                    source: e.into(),
+                })
+            })
+        }
+    }
+
+    impl AckIoctls for FakeIoctls {
+        fn ack_round(&self, _round: u32) -> Result<()> {
+            self.round.set(self.round.get() + 1);
+            Self::answer("K2U_IOC_ACK_ROUND", self.round_errno)
+        }
+        fn ack(&self) -> Result<()> {
+            self.acks.set(self.acks.get() + 1);
+            Self::answer("K2U_IOC_ACK", self.ack_errno)
+        }
+    }
+
+    #[test]
+    fn round_acks_use_the_round_ioctl_when_the_module_has_it() -> Result<()> {
+        let dev = FakeIoctls::new(None, None);
+        let mut acker = RoundAcker::default();
+        assert_eq!(acker.ack(&dev, 7)?, AckedBy::Round);
+        assert_eq!(acker.ack(&dev, 8)?, AckedBy::Round);
+        assert_eq!((dev.round.get(), dev.acks.get()), (2, 0));
+        assert!(!acker.falls_back());
+        Ok(())
+    }
+
+    #[test]
+    fn enotty_falls_back_to_ioc_ack_once_and_for_good() -> Result<()> {
+        let dev = FakeIoctls::new(Some(Errno::NOTTY), None);
+        let mut acker = RoundAcker::default();
+        assert!(!acker.take_fallback_news());
+        assert_eq!(acker.ack(&dev, 1)?, AckedBy::Fallback);
+        assert!(acker.take_fallback_news(), "said once");
+        assert!(!acker.take_fallback_news());
+        assert_eq!(acker.ack(&dev, 2)?, AckedBy::Fallback);
+        assert_eq!(acker.ack(&dev, 3)?, AckedBy::Fallback);
+        assert!(!acker.take_fallback_news());
+        assert_eq!(
+            (dev.round.get(), dev.acks.get()),
+            (1, 3),
+            "K2U_IOC_ACK_ROUND is tried once"
+        );
+        assert!(acker.falls_back());
+        Ok(())
+    }
+
+    #[test]
+    fn a_stale_round_ack_is_late_not_a_reason_to_fall_back() {
+        let dev = FakeIoctls::new(Some(Errno::STALE), None);
+        let mut acker = RoundAcker::default();
+        let e = acker.ack(&dev, 5).err();
+        assert!(e.as_ref().is_some_and(is_late_ack), "{e:?}");
+        assert!(!acker.falls_back());
+        assert_eq!(dev.acks.get(), 0);
+        assert!(!acker.take_fallback_news());
+        // The fallback's own ack is late: the switch is still news.
+        let dev = FakeIoctls::new(Some(Errno::NOTTY), Some(Errno::PROTO));
+        let e = acker.ack(&dev, 5).err();
+        assert!(e.as_ref().is_some_and(is_late_ack), "{e:?}");
+        assert!(acker.falls_back());
+        assert!(acker.take_fallback_news());
+        let other = Error::Ioctl {
+            name: "K2U_IOC_ACK_ROUND",
+            source: Errno::BADF.into(),
+        };
+        assert!(!is_late_ack(&other));
+    }
+
+    /// A FIFO stands in for the device node: it has no ioctls at all.
+    #[test]
+    fn a_node_without_the_ioctl_answers_enotty() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("dev");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )?;
+        let dev = Device::open(&path)?;
+        let e = dev.ack_round(3).err();
+        assert_eq!(e.and_then(|e| e.errno()), Some(Errno::NOTTY));
+        Ok(())
     }
 
     #[test]

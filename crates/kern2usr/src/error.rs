@@ -157,6 +157,32 @@ pub enum Error {
     #[error("protocol: {0}")]
     Protocol(String),
 
+    /// The module speaks another ABI version than this library.
+    #[error("ABI mismatch: the module speaks kern2usr ABI v{module}, this library v{library}; load the module built from the same tree")]
+    AbiMismatch {
+        /// `abi_version` the module reported in `K2U_IOC_INFO`.
+        module: u32,
+        /// [`crate::abi::ABI_VERSION`] of this library.
+        library: u32,
+    },
+
+    /// `K2U_IOC_INFO` reported an event mode this library does not know.
+    #[error("the module reports event mode {0}, which ABI v{abi} does not define", abi = crate::abi::ABI_VERSION)]
+    UnknownEventMode(u32),
+
+    /// The round a [`crate::Round`] stands for was no longer outstanding
+    /// when it was acknowledged: STOP_TEST abandoned it (ESTALE or EPROTO
+    /// from `K2U_IOC_ACK_ROUND`). Bytes viewed through the guard after the
+    /// abandonment may belong to a later fill.
+    #[error("round {round} was not outstanding any more when acknowledged (abandoned by STOP_TEST?): {source}")]
+    RoundAbandoned {
+        /// The round's id (low 32 bits).
+        round: u32,
+        /// ESTALE or EPROTO.
+        #[source]
+        source: io::Error,
+    },
+
     /// Writing the listener's output failed.
     #[error("cannot write the listener's output: {0}")]
     Output(#[source] io::Error),
@@ -168,6 +194,7 @@ impl Error {
         match self {
             Error::CommandRefused { errno, .. } => Some(*errno),
             Error::ParamRead { source, .. }
+            | Error::RoundAbandoned { source, .. }
             | Error::ParamWrite { source, .. }
             | Error::EventFd { source, .. }
             | Error::Poll(source)
@@ -180,6 +207,8 @@ impl Error {
             | Error::ParamValue { .. }
             | Error::BufferAccess { .. }
             | Error::EventSize { .. }
+            | Error::AbiMismatch { .. }
+            | Error::UnknownEventMode(_)
             | Error::Protocol(_) => None,
         }
     }

@@ -1,12 +1,58 @@
-//! Userspace side of kern2usr: the two eventfds, the module parameters, the
-//! mapped device buffer and the listener (the seed's `KernUsr`).
+//! Userspace library for the kern2usr kernel module: a process attaches
+//! two eventfds, the module signals events (MMAP, START, STOP, EXIT and one
+//! MEMORY_READY per round) and the listener reads the module's buffer
+//! through a shared mapping, then acknowledges the round.
+//!
+//! The entry point is [`Channel`]: it opens the device (checking the
+//! module's ABI version), maps the buffer read-only and attaches its own
+//! eventfds. Events are typed ([`Event`]); each round is lent out as a
+//! [`Round`], a zero-copy `&[u8]` view of the buffer that borrows the
+//! channel until [`Round::ack`], so the view cannot outlive the round.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kern2usr::{Channel, Event};
+//!
+//! let mut ch = Channel::open()?; // /dev/kern2usr
+//! println!("{:?} mode, {} byte buffer", ch.info().event_mode, ch.info().buffer_size);
+//! loop {
+//!     match ch.next(Duration::from_secs(1))? {
+//!         Some(Event::MemoryReady { .. }) => {
+//!             if let Some(round) = ch.round() {
+//!                 let checksum = round.iter().fold(0u8, |a, &b| a ^ b);
+//!                 println!("round {}: xor {checksum:#04x}", round.id());
+//!                 round.ack()?;
+//!             }
+//!         }
+//!         Some(Event::Exit) => break,
+//!         Some(other) => println!("{other:?}"),
+//!         None => println!("nothing for a second"),
+//!     }
+//! }
+//! # Ok::<(), kern2usr::Error>(())
+//! ```
+//!
+//! Waiting elsewhere: [`Channel`] is [`AsFd`](std::os::fd::AsFd) (its
+//! kernel->user eventfd), so it joins an existing epoll/mio loop; when the
+//! fd is readable, call [`Channel::try_next`] until it returns `None`.
+//!
+//! Lower layers stay public for tools and tests: [`Session`] (the raw
+//! protocol driver with codes), [`Device`], [`MappedBuffer`], [`CtrlPage`]
+//! (adaptive mode), [`Params`] (the module parameters) and [`Stats`].
+//! Feature `tokio`: `aio::AsyncChannel`, `next().await` over tokio's
+//! `AsyncFd`. Features: `serde` (Serialize for [`Stats`]), `testing` (test doubles
+//! such as `Channel::from_fakes`; not a stable API).
 //!
 //! The protocol is described in `docs/PROTOCOL.md`; every number and layout
 //! comes from [`abi`].
 
+#![deny(missing_docs)]
+
 pub use kern2usr_abi as abi;
 
-pub mod bench;
+#[cfg(feature = "tokio")]
+pub mod aio;
+pub mod channel;
 pub mod ctrl;
 pub mod device;
 pub mod error;
@@ -16,6 +62,7 @@ pub mod params;
 pub mod session;
 pub mod stats;
 
+pub use channel::{Channel, Event, Info, Round};
 pub use ctrl::CtrlPage;
 pub use device::{Access, Device, MappedBuffer, Mismatch};
 pub use error::{Error, Result};

@@ -11,9 +11,9 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::abi::{Code, Event, EventMode, DEFAULT_POLL_TIMEOUT_MS, SEED_DEVICE_PATH};
+use crate::abi::{Code, Event, EventMode, DEFAULT_POLL_TIMEOUT_MS, DEVICE_PATH};
 use crate::ctrl::CtrlPage;
-use crate::device::{pattern_mismatches, Access, Device, MappedBuffer};
+use crate::device::{is_late_ack, pattern_mismatches, Access, Device, MappedBuffer, RoundAcker};
 use crate::error::{Error, Result};
 use crate::eventfd::EventFd;
 use crate::params::Params;
@@ -87,17 +87,37 @@ impl<S: EventSource> AdaptivePort for SourcePort<'_, S> {
 
 /// Where the listener acknowledges a round (MEMORY_COPIED).
 pub trait AckSink {
-    /// Acknowledge the round whose buffer was just copied.
-    fn ack(&mut self) -> Result<()>;
+    /// Acknowledge the round whose buffer was just copied. `round` is its
+    /// id when the listener knows it: a queue-mode record's
+    /// [`Event::round`], or `ready_seq` (low 32 bits) for a round handled
+    /// through the control page; `None` for a counter-mode MEMORY_READY
+    /// (no id; 7 on efd2 closes the round whose 6 was read). An error for
+    /// which [`is_late_ack`] holds means the round was no longer
+    /// outstanding (abandoned by STOP): ignored by the module, as a late 7.
+    fn ack(&mut self, round: Option<u32>) -> Result<()>;
+
+    /// A debug message about how acks are sent, to show once (e.g. the
+    /// fallback to `K2U_IOC_ACK` on a module before ABI v2).
+    fn take_debug_note(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// How [`KernelSide`] acknowledges a round.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AckMode {
-    /// Write MEMORY_COPIED (7) to efd2, as the seed does.
+    /// By the round's id with `K2U_IOC_ACK_ROUND` where the listener knows
+    /// it (queue-mode records, rounds handled through the control page in
+    /// adaptive mode), else 7 on efd2 (counter mode, as the seed). A module
+    /// without the ioctl (before ABI v2, ENOTTY) gets `K2U_IOC_ACK`
+    /// instead, from the first ENOTTY on.
     #[default]
+    Round,
+    /// Always write MEMORY_COPIED (7) to efd2, as the seed does. (In
+    /// adaptive mode a round found on the control page before its
+    /// doorbell was read is not yet shown; ABI v2 ignores a 7 for it.)
     EventFd,
-    /// `K2U_IOC_ACK` on the device.
+    /// Always `K2U_IOC_ACK` on the device.
     Ioctl,
 }
 
@@ -109,6 +129,8 @@ pub struct KernelSide {
     params: Params,
     device_path: PathBuf,
     ack_mode: AckMode,
+    acker: RoundAcker,
+    debug_note: Option<String>,
     device: Option<Device>,
     buffer: Option<MappedBuffer>,
     ctrl: Option<CtrlPage>,
@@ -130,6 +152,8 @@ impl KernelSide {
             params,
             device_path: device_path.into(),
             ack_mode,
+            acker: RoundAcker::default(),
+            debug_note: None,
             device: None,
             buffer: None,
             ctrl: None,
@@ -235,11 +259,26 @@ impl EventSource for KernelSide {
 }
 
 impl AckSink for KernelSide {
-    fn ack(&mut self) -> Result<()> {
-        match self.ack_mode {
-            AckMode::EventFd => self.efd2.write(u64::from(Code::MemoryCopied.value())),
-            AckMode::Ioctl => self.device()?.ack(),
+    fn ack(&mut self, round: Option<u32>) -> Result<()> {
+        match (self.ack_mode, round) {
+            (AckMode::EventFd, _) | (AckMode::Round, None) => {
+                self.efd2.write(u64::from(Code::MemoryCopied.value()))
+            }
+            (AckMode::Ioctl, _) => self.device()?.ack(),
+            (AckMode::Round, Some(id)) => {
+                self.open_device()?;
+                let dev = self.device.as_ref().ok_or(Error::ModuleNotLoaded)?;
+                let acked = self.acker.ack(dev, id).map(drop);
+                if self.acker.take_fallback_news() {
+                    self.debug_note = Some(RoundAcker::FALLBACK_NOTE.to_owned());
+                }
+                acked
+            }
         }
+    }
+
+    fn take_debug_note(&mut self) -> Option<String> {
+        self.debug_note.take()
     }
 }
 
@@ -263,6 +302,9 @@ pub struct ListenerConfig {
     /// and does nothing else). At exit one more line follows `done!`:
     /// `adaptive: <n> round(s) handled, <m> without a doorbell`.
     pub adaptive: Option<Duration>,
+    /// Print debug messages on the diagnostics writer (`kern2usr: debug:
+    /// ...`): how rounds are acknowledged, late acks.
+    pub debug: bool,
 }
 
 /// The adaptive mode's default spin budget.
@@ -271,9 +313,10 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 impl Default for ListenerConfig {
     fn default() -> Self {
         Self {
-            device_path: PathBuf::from(SEED_DEVICE_PATH),
+            device_path: PathBuf::from(DEVICE_PATH),
             poll_timeout: Duration::from_millis(u64::from(DEFAULT_POLL_TIMEOUT_MS)),
             adaptive: None,
+            debug: false,
         }
     }
 }
@@ -289,6 +332,10 @@ pub struct Outcome {
     /// Adaptive mode: rounds found through `ready_seq` without a doorbell
     /// (included in `rounds`).
     pub without_doorbell: u64,
+    /// Acknowledgements the module refused as late (ESTALE / EPROTO: the
+    /// round was no longer outstanding, e.g. abandoned by STOP); included
+    /// in `rounds`, as a late 7 on efd2 would be.
+    pub late_acks: u64,
 }
 
 impl Outcome {
@@ -388,7 +435,7 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
                 }
             };
             let flow = match mode {
-                EventMode::Counter => self.handle(counter)?,
+                EventMode::Counter => self.handle(counter, None)?,
                 EventMode::Queue => self.drain_queue()?,
             };
             if flow == Flow::Exit {
@@ -440,7 +487,9 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
         if let Err(msg) = taken {
             self.problem(format_args!("{msg}"))?;
         }
-        self.copy_check_ack()
+        // By id: the round may not be shown yet (its doorbell unread), and
+        // a 6 read now may belong to an older round.
+        self.copy_check_ack(Some(seq as u32))
     }
 
     /// Queue mode: the counter was a doorbell; handle every pending record.
@@ -453,7 +502,7 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
         if read.is_ok() {
             for (i, ev) in events.iter().enumerate() {
                 self.check_seq(ev)?;
-                if self.handle(u64::from(ev.code))? == Flow::Exit {
+                if self.handle(u64::from(ev.code), Some(ev.round))? == Flow::Exit {
                     let left = events.len() - i - 1;
                     if left > 0 {
                         self.note(format_args!(
@@ -489,8 +538,9 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
         }
     }
 
-    /// One code, printed as the seed's `handling_polling` does.
-    fn handle(&mut self, code: u64) -> Result<Flow> {
+    /// One code, printed as the seed's `handling_polling` does. `round`:
+    /// the record's round id (queue mode), for MEMORY_READY.
+    fn handle(&mut self, code: u64, round: Option<u32>) -> Result<Flow> {
         self.say(format_args!(
             "In handling_polling value in eventfd = {code}"
         ))?;
@@ -512,7 +562,7 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
                 self.say(format_args!("Stop polling cmd received"))?;
                 flow = Flow::Exit;
             }
-            Some(Code::MemoryReady) => self.handle_memory_ready()?,
+            Some(Code::MemoryReady) => self.handle_memory_ready(round)?,
             Some(Code::Find) | Some(Code::MemoryCopied) | None => {
                 self.say(format_args!("Unknown value {code} in eventfd"))?;
             }
@@ -556,7 +606,7 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
         Ok(())
     }
 
-    fn handle_memory_ready(&mut self) -> Result<()> {
+    fn handle_memory_ready(&mut self, round: Option<u32>) -> Result<()> {
         if !self.mapped {
             return self.problem(format_args!(
                 "got MEMORY_READY (6) before the buffer was mapped (no MMAP (2) yet): not acknowledging"
@@ -570,10 +620,10 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
             }
             return self.adaptive_round(seq);
         }
-        self.copy_check_ack()
+        self.copy_check_ack(round)
     }
 
-    fn copy_check_ack(&mut self) -> Result<()> {
+    fn copy_check_ack(&mut self, round: Option<u32>) -> Result<()> {
         let mut copy = std::mem::take(&mut self.copy);
         let copied = self.src.copy_buffer(&mut copy);
         let result = match copied {
@@ -582,10 +632,22 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
         };
         self.copy = copy;
         result?;
-        match self.src.ack() {
+        let acked = self.src.ack(round);
+        if let Some(note) = self.src.take_debug_note() {
+            self.debug(format_args!("{note}"))?;
+        }
+        match acked {
             Ok(()) => {
                 self.outcome.rounds += 1;
                 Ok(())
+            }
+            Err(e) if is_late_ack(&e) => {
+                self.outcome.rounds += 1;
+                self.outcome.late_acks += 1;
+                let id = round.map_or_else(|| "outstanding".to_owned(), |r| r.to_string());
+                self.debug(format_args!(
+                    "debug: ack of round {id} came late ({e}): the module no longer waited for it"
+                ))
             }
             Err(e) => self.problem(format_args!("cannot acknowledge the round: {e}")),
         }
@@ -618,6 +680,15 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
         writeln!(self.diag, "kern2usr: {line}")
             .and_then(|()| self.diag.flush())
             .map_err(Error::Output)
+    }
+
+    /// A debug message (only with [`ListenerConfig::debug`]).
+    fn debug(&mut self, line: std::fmt::Arguments<'_>) -> Result<()> {
+        if self.config.debug {
+            self.note(line)
+        } else {
+            Ok(())
+        }
     }
 
     fn problem(&mut self, line: std::fmt::Arguments<'_>) -> Result<()> {
@@ -658,6 +729,12 @@ mod tests {
         mapped: bool,
         buffer: Vec<u8>,
         acks: u32,
+        /// The round id each ack carried (`None`: no id, 7 on efd2).
+        ack_ids: Vec<Option<u32>>,
+        /// Refuse every ack with this errno (as a `K2U_IOC_ACK_ROUND`).
+        refuse_acks: Option<rustix::io::Errno>,
+        /// A debug note to hand out after the first ack.
+        note: Option<String>,
         mode_reads: u32,
         /// The module's model for adaptive tests.
         kernel: Model,
@@ -692,6 +769,9 @@ mod tests {
                 mapped: false,
                 buffer: (0..4096).map(pattern_byte).collect(),
                 acks: 0,
+                ack_ids: Vec::new(),
+                refuse_acks: None,
+                note: None,
                 mode_reads: 0,
                 kernel: Model {
                     next_ev: 1,
@@ -704,7 +784,11 @@ mod tests {
             match self.mode {
                 EventMode::Counter => self.kernel.codes.push_back(u64::from(code.value())),
                 EventMode::Queue => {
-                    self.pending.push(ev(self.kernel.next_ev, code));
+                    let mut e = ev(self.kernel.next_ev, code);
+                    if code == Code::MemoryReady {
+                        e.round = self.kernel.ready as u32;
+                    }
+                    self.pending.push(e);
                     self.kernel.next_ev += 1;
                     self.kernel.bells += 1;
                 }
@@ -810,13 +894,24 @@ mod tests {
     }
 
     impl AckSink for Fake {
-        fn ack(&mut self) -> Result<()> {
+        fn ack(&mut self, round: Option<u32>) -> Result<()> {
             self.acks += 1;
+            self.ack_ids.push(round);
+            if let Some(errno) = self.refuse_acks {
+                return Err(Error::Ioctl {
+                    name: "K2U_IOC_ACK_ROUND",
+                    source: errno.into(),
+                });
+            }
             if self.kernel.auto > 0 {
                 self.kernel.auto -= 1;
                 self.publish();
             }
             Ok(())
+        }
+
+        fn take_debug_note(&mut self) -> Option<String> {
+            self.note.take()
         }
     }
 
@@ -828,10 +923,19 @@ mod tests {
         fake: Fake,
         adaptive: Option<Duration>,
     ) -> Result<(Outcome, Fake, Vec<String>, String)> {
+        run_cfg(fake, adaptive, false)
+    }
+
+    fn run_cfg(
+        fake: Fake,
+        adaptive: Option<Duration>,
+        debug: bool,
+    ) -> Result<(Outcome, Fake, Vec<String>, String)> {
         let config = ListenerConfig {
             device_path: PathBuf::from("/dev/char/mmaptest"),
             poll_timeout: Duration::from_millis(1),
             adaptive,
+            debug,
         };
         let mut l = Listener::new(fake, config, Vec::new(), Vec::new());
         let outcome = l.run()?;
@@ -853,6 +957,13 @@ mod tests {
             seq,
             code: code.value(),
             round: 0,
+        }
+    }
+
+    fn ready(seq: u64, round: u32) -> Event {
+        Event {
+            round,
+            ..ev(seq, Code::MemoryReady)
         }
     }
 
@@ -912,6 +1023,11 @@ mod tests {
         assert_eq!(diag, "");
         assert_eq!(fake.acks, 2);
         assert_eq!(
+            fake.ack_ids,
+            [None, None],
+            "counter mode: no ids, 7 on efd2"
+        );
+        assert_eq!(
             fake.mode_reads, 1,
             "event_mode is read once, at the first doorbell"
         );
@@ -920,7 +1036,8 @@ mod tests {
             Outcome {
                 rounds: 2,
                 problems: 0,
-                without_doorbell: 0
+                without_doorbell: 0,
+                late_acks: 0
             }
         );
         Ok(())
@@ -935,10 +1052,10 @@ mod tests {
             Bell(1, vec![ev(1, Mmap)]),
             // Several records behind one doorbell, one doorbell with none
             // left (its record was drained by the previous read).
-            Bell(2, vec![ev(2, StartTest), ev(3, MemoryReady)]),
+            Bell(2, vec![ev(2, StartTest), ready(3, 21)]),
             Bell(1, vec![]),
             Timeout,
-            Bell(3, vec![ev(4, MemoryReady), ev(5, StopTest)]),
+            Bell(3, vec![ready(4, 22), ev(5, StopTest)]),
             Bell(
                 2,
                 vec![
@@ -955,6 +1072,11 @@ mod tests {
         assert_eq!(out, seed_session_lines());
         assert_eq!(diag, "");
         assert_eq!(fake.acks, 2);
+        assert_eq!(
+            fake.ack_ids,
+            [Some(21), Some(22)],
+            "each round acked by its record's id"
+        );
         assert!(outcome.is_clean());
         Ok(())
     }
@@ -1048,6 +1170,11 @@ mod tests {
         let (outcome, fake, out, diag) = run_with(fake, Some(Duration::from_millis(2)))?;
         assert_eq!(diag, "");
         assert_eq!(fake.acks, 5);
+        // Each round by its ready_seq, in both modes: round 2 is acked
+        // before its doorbell (rung while ASLEEP) is read, and in counter
+        // mode the 6 read next belongs to round 2 while ready_seq may show
+        // a later round.
+        assert_eq!(fake.ack_ids, (1..=5).map(Some).collect::<Vec<_>>());
         assert_eq!(fake.kernel.ready, 5);
         assert_eq!(fake.kernel.skipped, 3);
         assert_eq!(fake.kernel.rung, 2);
@@ -1056,7 +1183,8 @@ mod tests {
             Outcome {
                 rounds: 5,
                 problems: 0,
-                without_doorbell: 4
+                without_doorbell: 4,
+                late_acks: 0
             }
         );
         let mut want = start_lines();
@@ -1123,6 +1251,136 @@ mod tests {
         Ok(())
     }
 
+    /// The module refuses acks as late (ESTALE/EPROTO: a STOP abandoned
+    /// the round): not a problem, counted, a debug line only with debug on.
+    #[test]
+    fn late_acks_are_counted_not_reported() -> Result<()> {
+        use Code::*;
+        use Step::*;
+        let script = || {
+            vec![
+                Bell(1, vec![ev(1, Mmap)]),
+                Bell(3, vec![ev(2, StartTest), ready(3, 7), ev(4, StopTest)]),
+                Bell(1, vec![ev(5, ExitTest)]),
+            ]
+        };
+        for (errno, debug) in [
+            (rustix::io::Errno::STALE, false),
+            (rustix::io::Errno::PROTO, true),
+        ] {
+            let mut fake = Fake::new(EventMode::Queue, script());
+            fake.refuse_acks = Some(errno);
+            let (outcome, fake, _out, diag) = run_cfg(fake, None, debug)?;
+            assert_eq!(fake.ack_ids, [Some(7)]);
+            assert_eq!(
+                outcome,
+                Outcome {
+                    rounds: 1,
+                    problems: 0,
+                    without_doorbell: 0,
+                    late_acks: 1
+                }
+            );
+            if debug {
+                assert!(
+                    diag.starts_with("kern2usr: debug: ack of round 7 came late"),
+                    "{diag}"
+                );
+            } else {
+                assert_eq!(diag, "");
+            }
+        }
+        // Any other refusal is a problem.
+        let mut fake = Fake::new(EventMode::Queue, script());
+        fake.refuse_acks = Some(rustix::io::Errno::BADF);
+        let (outcome, _fake, _out, diag) = run(fake)?;
+        assert_eq!((outcome.problems, outcome.late_acks), (1, 0));
+        assert!(diag.contains("cannot acknowledge the round"), "{diag}");
+        Ok(())
+    }
+
+    /// The sink's debug note (the fallback to K2U_IOC_ACK) is shown once,
+    /// and only with debug on.
+    #[test]
+    fn the_sinks_debug_note_shows_with_debug_only() -> Result<()> {
+        use Step::*;
+        let script = || {
+            vec![
+                Bell(2, vec![]),
+                Bell(6, vec![]),
+                Bell(6, vec![]),
+                Bell(5, vec![]),
+            ]
+        };
+        for debug in [false, true] {
+            let mut fake = Fake::new(EventMode::Counter, script());
+            fake.note = Some(RoundAcker::FALLBACK_NOTE.to_owned());
+            let (outcome, fake, _out, diag) = run_cfg(fake, None, debug)?;
+            assert_eq!(fake.acks, 2);
+            assert!(outcome.is_clean());
+            let want = if debug {
+                format!("kern2usr: {}\n", RoundAcker::FALLBACK_NOTE)
+            } else {
+                String::new()
+            };
+            assert_eq!(diag, want);
+        }
+        Ok(())
+    }
+
+    /// KernelSide's ack modes, against a real efd2 and a node without the
+    /// kern2usr ioctls (a FIFO: every ioctl is ENOTTY).
+    #[test]
+    fn kernel_side_acks_by_mode_and_falls_back_on_enotty() -> anyhow::Result<()> {
+        use rustix::io::Errno;
+        let dir = tempfile::tempdir()?;
+        let node = dir.path().join("dev");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &node,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+            0,
+        )?;
+        let side = |mode| -> anyhow::Result<KernelSide> {
+            Ok(KernelSide::new(
+                EventFd::new()?,
+                EventFd::new_nonblocking()?,
+                Params::at_dir(dir.path()),
+                &node,
+                mode,
+            ))
+        };
+        let efd2_value = |s: &KernelSide| s.efd2().read().ok();
+        // Round without an id (counter mode): 7 on efd2, no ioctl.
+        let mut s = side(AckMode::Round)?;
+        s.ack(None)?;
+        assert_eq!(efd2_value(&s), Some(7));
+        // Round with an id: K2U_IOC_ACK_ROUND, ENOTTY, K2U_IOC_ACK (also
+        // ENOTTY here), said once in a debug note; nothing on efd2.
+        let e = s.ack(Some(9)).err().and_then(|e| e.errno());
+        assert_eq!(e, Some(Errno::NOTTY));
+        assert_eq!(
+            s.take_debug_note().as_deref(),
+            Some(RoundAcker::FALLBACK_NOTE)
+        );
+        assert_eq!(efd2_value(&s), None);
+        let _ = s.ack(Some(10));
+        assert_eq!(s.take_debug_note(), None, "said once");
+        assert!(s.acker.falls_back());
+        // EventFd: always 7, even with an id.
+        let mut s = side(AckMode::EventFd)?;
+        s.ack(Some(3))?;
+        assert_eq!(efd2_value(&s), Some(7));
+        // Ioctl: always K2U_IOC_ACK.
+        let mut s = side(AckMode::Ioctl)?;
+        let e = s.ack(None).err().and_then(|e| e.errno());
+        assert_eq!(e, Some(Errno::NOTTY));
+        assert!(!s.acker.falls_back(), "K2U_IOC_ACK_ROUND never tried");
+        assert_eq!(efd2_value(&s), None);
+        Ok(())
+    }
+
     /// A ready_seq that jumps is a problem (a round was never handled).
     #[test]
     fn adaptive_reports_a_jump_in_ready_seq() -> Result<()> {
@@ -1163,12 +1421,13 @@ mod tests {
             device_path: PathBuf::from("/nonexistent"),
             poll_timeout: Duration::from_millis(1),
             adaptive: None,
+            debug: false,
         };
         let mut l = Listener::new(side, config, Vec::new(), Vec::new());
         // One code per read, as the module guarantees in counter mode: handle
         // 4, then put 5 and let the loop finish.
         assert_eq!(l.src.wait(Duration::from_millis(100))?, Some(4));
-        assert_eq!(l.handle(4)?, Flow::Continue);
+        assert_eq!(l.handle(4, None)?, Flow::Continue);
         l.src.efd().write(5)?;
         let outcome = l.poll_loop()?;
         assert!(outcome.is_clean());

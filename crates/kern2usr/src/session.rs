@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::abi::{Code, Event, EventMode};
 use crate::ctrl::CtrlPage;
-use crate::device::Device;
+use crate::device::{AckedBy, Device, RoundAcker};
 use crate::error::{Error, Result};
 use crate::eventfd::EventFd;
 use crate::params::Params;
@@ -24,6 +24,15 @@ pub struct Session {
     pending: VecDeque<Event>,
     batch: Vec<Event>,
     next_seq: u64,
+    /// Queue mode: the round id of the last MEMORY_READY returned.
+    last_round: Option<u32>,
+    acker: RoundAcker,
+}
+
+/// Whether debug messages are wanted: `KERN2USR_DEBUG` set to anything
+/// but empty or `0`.
+pub fn debug_enabled() -> bool {
+    std::env::var_os("KERN2USR_DEBUG").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 impl Session {
@@ -35,7 +44,12 @@ impl Session {
         let dev = Device::open(device)?;
         let mode = params.event_mode()?;
         dev.register(efd.as_fd(), efd2.as_fd())?;
-        Ok(Self {
+        Ok(Self::from_parts(efd, efd2, dev, mode))
+    }
+
+    /// A session over eventfds and a device that are attached already.
+    pub(crate) fn from_parts(efd: EventFd, efd2: EventFd, dev: Device, mode: EventMode) -> Self {
+        Self {
             efd,
             efd2,
             dev,
@@ -43,7 +57,9 @@ impl Session {
             pending: VecDeque::new(),
             batch: Vec::new(),
             next_seq: 1,
-        })
+            last_round: None,
+            acker: RoundAcker::default(),
+        }
     }
 
     /// The device.
@@ -73,7 +89,9 @@ impl Session {
 
     /// The next delivered code, waiting at most `timeout` (zero: only
     /// what is there now); `None` if none came. A gap or a step back in the
-    /// event sequence (queue mode) is an [`Error::Protocol`].
+    /// event sequence (queue mode) is an [`Error::Protocol`]. In queue mode
+    /// each doorbell is followed by reading records until EAGAIN, so none
+    /// is left behind for a doorbell that will not come.
     pub fn next_code(&mut self, timeout: Duration) -> Result<Option<u64>> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -85,6 +103,9 @@ impl Session {
                     )));
                 }
                 self.next_seq += 1;
+                if ev.code == Code::MemoryReady.value() {
+                    self.last_round = Some(ev.round);
+                }
                 return Ok(Some(u64::from(ev.code)));
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -96,7 +117,7 @@ impl Session {
                 EventMode::Counter => return Ok(Some(counter)),
                 EventMode::Queue => {
                     self.batch.clear();
-                    self.dev.read_events_once(&mut self.batch)?;
+                    self.dev.read_events(&mut self.batch)?;
                     self.pending.extend(self.batch.drain(..));
                 }
             }
@@ -156,6 +177,34 @@ impl Session {
     /// Acknowledge the round with `K2U_IOC_ACK`.
     pub fn ack_ioctl(&self) -> Result<()> {
         self.dev.ack()
+    }
+
+    /// Queue mode: the round id (low 32 bits) of the last MEMORY_READY
+    /// [`Session::next_code`] returned; `None` in counter mode or before
+    /// the first.
+    pub fn last_round(&self) -> Option<u32> {
+        self.last_round
+    }
+
+    /// Acknowledge round `round` with `K2U_IOC_ACK_ROUND` (a module before
+    /// ABI v2: `K2U_IOC_ACK`, see [`RoundAcker`]; the switch is reported
+    /// on stderr when `KERN2USR_DEBUG` is set).
+    pub fn ack_round(&mut self, round: u32) -> Result<AckedBy> {
+        let by = self.acker.ack(&self.dev, round);
+        if self.acker.take_fallback_news() && debug_enabled() {
+            eprintln!("kern2usr: {}", RoundAcker::FALLBACK_NOTE);
+        }
+        by
+    }
+
+    /// Acknowledge the round of the last MEMORY_READY read: by its id in
+    /// queue mode ([`Session::ack_round`]), with 7 on efd2 in counter mode
+    /// (which has no ids; the round was shown when its 6 was read).
+    pub fn ack_current(&mut self) -> Result<()> {
+        match self.last_round {
+            Some(round) => self.ack_round(round).map(drop),
+            None => self.ack(),
+        }
     }
 }
 
@@ -350,6 +399,78 @@ mod tests {
     use super::*;
     use crate::abi::{LISTENER_ASLEEP, LISTENER_SPINNING};
 
+    /// A FIFO stands in for the device in queue mode: `read()` gives at
+    /// most what the buffer holds and EAGAIN when it is empty, as the
+    /// module does for records.
+    fn fifo_session() -> anyhow::Result<(tempfile::TempDir, Session, std::fs::File)> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("kern2usr");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+            0,
+        )?;
+        let dev = Device::open(&path)?;
+        let writer = std::fs::OpenOptions::new().write(true).open(&path)?;
+        let s = Session::from_parts(EventFd::new()?, EventFd::new()?, dev, EventMode::Queue);
+        Ok((dir, s, writer))
+    }
+
+    fn record(seq: u64, code: Code, round: u32) -> Vec<u8> {
+        let mut r = Vec::with_capacity(16);
+        r.extend_from_slice(&seq.to_ne_bytes());
+        r.extend_from_slice(&code.value().to_ne_bytes());
+        r.extend_from_slice(&round.to_ne_bytes());
+        r
+    }
+
+    /// More records than one read() takes (64) behind one doorbell: every
+    /// one is delivered without another doorbell.
+    #[test]
+    fn queue_mode_reads_every_record_behind_one_doorbell() -> anyhow::Result<()> {
+        use std::io::Write;
+        const N: u64 = 200;
+        let (_dir, mut s, mut writer) = fifo_session()?;
+        let mut all = record(1, Code::StartTest, 0);
+        for seq in 2..=N {
+            all.extend(record(seq, Code::MemoryReady, 1000 + seq as u32));
+        }
+        writer.write_all(&all)?;
+        s.efd().write(N)?;
+        assert_eq!(s.next_code(Duration::ZERO)?, Some(3));
+        assert_eq!(s.last_round(), None);
+        for seq in 2..=N {
+            let code = s.next_code(Duration::ZERO)?;
+            assert_eq!(code, Some(6), "record {seq} of {N} stranded");
+            assert_eq!(s.last_round(), Some(1000 + seq as u32));
+        }
+        assert_eq!(s.next_code(Duration::ZERO)?, None);
+        // A later doorbell finds the next record in sequence.
+        writer.write_all(&record(N + 1, Code::StopTest, 0))?;
+        s.efd().write(1)?;
+        assert_eq!(s.next_code(Duration::from_secs(5))?, Some(4));
+        Ok(())
+    }
+
+    /// Against a node without K2U_IOC_ACK_ROUND (here a FIFO: no ioctls)
+    /// the session tries it once, then only K2U_IOC_ACK.
+    #[test]
+    fn ack_current_uses_the_round_id_of_the_last_memory_ready() -> anyhow::Result<()> {
+        use std::io::Write;
+        let (_dir, mut s, mut writer) = fifo_session()?;
+        writer.write_all(&record(1, Code::MemoryReady, 41))?;
+        s.efd().write(1)?;
+        assert_eq!(s.next_code(Duration::ZERO)?, Some(6));
+        assert_eq!(s.last_round(), Some(41));
+        let e = s.ack_current().err();
+        // The FIFO has no K2U_IOC_ACK either: the fallback's answer.
+        assert_eq!(e.and_then(|e| e.errno()), Some(rustix::io::Errno::NOTTY));
+        assert!(s.acker.falls_back());
+        Ok(())
+    }
+
     #[test]
     fn tracker_accepts_restarted_and_continued_counts() {
         // Count restarted at START: 0 is no round, 1 is the first.
@@ -380,15 +501,21 @@ mod tests {
     fn page() -> anyhow::Result<(std::fs::File, CtrlPage, CtrlPage)> {
         let f = tempfile::tempfile()?;
         f.set_len(4096)?;
-        let a = CtrlPage::from_mapping(MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
-        let k = CtrlPage::from_mapping(MappedBuffer::map(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
+        let a =
+            CtrlPage::from_mapping(MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
+        let k =
+            CtrlPage::from_mapping(MappedBuffer::map_fd(f.as_fd(), 4096, 0, Access::ReadWrite)?)?;
         Ok((f, a, k))
     }
 
     #[test]
     fn a_published_round_is_found_while_spinning() -> anyhow::Result<()> {
         let (_f, page, kernel) = page()?;
-        assert!(!kernel.publish_as_kernel(1) || page.listener_state() == LISTENER_ASLEEP);
+        // A fresh page reads ASLEEP, so the module rings for round 1 and
+        // skips nothing.
+        assert_eq!(page.listener_state(), LISTENER_ASLEEP);
+        assert!(kernel.publish_as_kernel(1), "asleep: the module rings");
+        assert_eq!(kernel.doorbells_skipped(), 0);
         let mut port = CtrlPort {
             ctrl: &page,
             next: |_| Ok(None),

@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 
 /// The `stats` parameter: round-trip times of the current (or last) test in
 /// nanoseconds; `count` is the number of rounds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Stats {
     /// Rounds measured.
     pub count: u64,

@@ -128,6 +128,10 @@ pub const TESTS: &[Test] = &[
         "listener with --ack ioctl completes rounds",
         ack_ioctl_listener,
     ),
+    (
+        "listener with --ack eventfd (7 on efd2, the seed's) completes rounds",
+        ack_eventfd_listener,
+    ),
 ];
 
 fn not_a_command(ctx: &mut Ctx) -> Result<()> {
@@ -493,12 +497,12 @@ fn efd2_wrong_value(ctx: &mut Ctx) -> Result<()> {
     me.expect_code(Code::MemoryReady)?;
     ctx.klog.wait_for("Buffer filled", timeout())?;
     me.efd2.write(9)?;
-    // The wrong value is logged (a line naming 9) before any copy time...
+    // The wrong value is logged (PROTOCOL.md's line for it) before any
+    // copy time...
+    let ignored = efd2_value_ignored_line(9);
     ctx.klog
-        .wait_until("a log line about the value 9 on efd2", timeout(), |lines| {
-            lines
-                .iter()
-                .any(|l| l.contains('9') && !l.starts_with("Time to copy"))
+        .wait_until(&format!("`{ignored}`"), timeout(), |lines| {
+            logs_ignored_value(lines, 9)
         })?;
     let early = ctx.klog.ours_after_cursor();
     ensure!(
@@ -512,6 +516,19 @@ fn efd2_wrong_value(ctx: &mut Ctx) -> Result<()> {
     until_code(&mut me, Code::StopTest, false)?;
     ctx.params.command(Code::ExitTest)?;
     me.expect_code(Code::ExitTest)
+}
+
+/// The line PROTOCOL.md gives for a value on efd2 that is no multiple of
+/// 7 (prefix stripped).
+fn efd2_value_ignored_line(value: u64) -> String {
+    format!("unexpected value {value} on efd2 ignored")
+}
+
+/// Whether `lines` (prefix stripped) hold the module's line for `value`
+/// ignored on efd2: that exact line, no other mention of the number.
+fn logs_ignored_value(lines: &[&str], value: u64) -> bool {
+    let want = efd2_value_ignored_line(value);
+    lines.iter().any(|l| *l == want)
 }
 
 fn killed_mid_round(ctx: &mut Ctx) -> Result<()> {
@@ -585,4 +602,38 @@ fn ack_ioctl_listener(ctx: &mut Ctx) -> Result<()> {
     let mut l = mapped(ctx, &["--ack", "ioctl"])?;
     start_and_wait_rounds(ctx, &mut l, 3)?;
     stop_and_exit(ctx, &mut l)
+}
+
+fn ack_eventfd_listener(ctx: &mut Ctx) -> Result<()> {
+    let mut l = mapped(ctx, &["--ack", "eventfd"])?;
+    start_and_wait_rounds(ctx, &mut l, 3)?;
+    stop_and_exit(ctx, &mut l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines that name a 9 without being the module's answer to a 9 on
+    /// efd2 (the old check, "contains '9' and is no Time to copy line",
+    /// took each of them) do not count; only PROTOCOL.md's line does.
+    #[test]
+    fn only_the_protocol_line_shows_an_ignored_value() {
+        let near_misses = [
+            "Received from userspace: usr_pid=97, efd=3, efd2=4",
+            "In handler: buffer_filled = 1, calculation_done = 9",
+            "Avg copy time = 91234",
+            "unexpected value 99 on efd2 ignored",
+            "unexpected value 9 on efd ignored",
+            "late ack ignored: round 9 not shown yet",
+        ];
+        for line in near_misses {
+            assert!(!logs_ignored_value(&[line], 9), "{line}");
+        }
+        assert!(!logs_ignored_value(&near_misses, 9));
+        let mut with = near_misses.to_vec();
+        with.push("unexpected value 9 on efd2 ignored");
+        assert!(logs_ignored_value(&with, 9));
+        assert!(!logs_ignored_value(&with, 14));
+    }
 }

@@ -54,8 +54,13 @@ impl Tally {
         }
     }
 
-    /// The suite's closing line.
-    pub fn finish(&self, suite: &str) {
+    /// The suite's closing line. A suite that ran no test (a filter that
+    /// selects none, or no tests at all) fails: it proves nothing.
+    pub fn finish(&mut self, suite: &str) {
+        if self.passed + self.failed == 0 {
+            let why = anyhow::anyhow!("no test ran (does the filter select any of {suite}?)");
+            self.record(suite, &Err(why));
+        }
         println!("{suite}: {} passed, {} failed", self.passed, self.failed);
     }
 }
@@ -106,5 +111,32 @@ pub fn combine<const N: usize>(results: [Result<()>; N]) -> Result<()> {
             "{first:#}; also: {}",
             rest.join("; also: ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never_run(_: &mut Ctx) -> Result<()> {
+        anyhow::bail!("selected although the filter excludes it")
+    }
+
+    const TESTS: &[Test] = &[("one test", never_run), ("another test", never_run)];
+
+    #[test]
+    fn a_suite_that_runs_no_test_fails() {
+        let t = run_independent("demo", TESTS, Some("no such test"));
+        assert_eq!((t.passed, t.failed), (0, 1));
+        let t = run_independent("demo", &[], None);
+        assert_eq!((t.passed, t.failed), (0, 1));
+    }
+
+    #[test]
+    fn a_suite_with_results_keeps_its_counts() {
+        let mut t = Tally::default();
+        t.record("x", &Ok(()));
+        t.finish("demo");
+        assert_eq!((t.passed, t.failed), (1, 0));
     }
 }

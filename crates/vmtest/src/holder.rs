@@ -5,7 +5,7 @@
 //! and for a listener that forked before it died.
 
 use std::os::fd::AsRawFd;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use rustix::event::{eventfd, EventfdFlags};
@@ -20,8 +20,11 @@ pub fn run(fork: bool) -> Result<()> {
     let efd2 = eventfd(0, EventfdFlags::empty()).context("eventfd")?;
     let child = if fork {
         // Not CLOEXEC: the child inherits both eventfds.
+        // Its stdout/stderr are not the pipes the test reads this process by.
         let child = Command::new("sleep")
             .arg("3600")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .context("starting the child that shares the eventfds")?;
         child.id()

@@ -38,19 +38,11 @@ impl Record {
         )
     }
 
-    /// Whether this record shows a kernel bug (a WARN, BUG, oops, ...).
+    /// Whether this record is part of a kernel problem report (a WARN,
+    /// BUG, oops, sanitizer, lockdep, kmemleak, ... report): the matcher
+    /// `cargo xtask` applies to the console too.
     pub fn is_kernel_problem(&self) -> bool {
-        const MARKS: [&str; 8] = [
-            "WARNING:",
-            "BUG:",
-            "BUG kmalloc",
-            "Oops",
-            "general protection fault",
-            "Call Trace:",
-            "Kernel panic",
-            "kernel BUG at",
-        ];
-        MARKS.iter().any(|m| self.msg.contains(m))
+        kern2usr_kreport::is_kernel_report(&self.msg)
     }
 }
 
@@ -298,6 +290,11 @@ mod tests {
         };
         assert!(rec("WARNING: CPU: 0 PID: 1 at fs/eventfd.c:73").is_kernel_problem());
         assert!(rec("BUG: KASAN: use-after-free in x").is_kernel_problem());
+        // Missed by the guest's old list of marks.
+        assert!(rec("UBSAN: array-index-out-of-bounds in kernel/c/x.c:1:2").is_kernel_problem());
+        assert!(rec("ODEBUG: free active (active state 0) object: 000000002a8b object type: hrtimer hint: k2u_timer+0x0/0x40 [kern2usr]").is_kernel_problem());
+        assert!(rec("INFO: task rmmod:301 blocked for more than 122 seconds.").is_kernel_problem());
         assert!(!rec("kern2usr: Buffer filled").is_kernel_problem());
+        assert!(!rec("kasan: KernelAddressSanitizer initialized (generic)").is_kernel_problem());
     }
 }

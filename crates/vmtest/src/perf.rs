@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use kern2usr::abi::{param, Code, DEVICE_PATH};
 use kern2usr::device::first_pattern_mismatch;
 use kern2usr::stats::{Histogram, Stats};
-use kern2usr::{Access, CtrlPage, Device, MappedBuffer, Session};
+use kern2usr::{Access, Channel, CtrlPage, Device, Event, MappedBuffer, Session};
 
 use crate::common::{exit_listener, mapped};
 use crate::guest::{self, scaled, timeout};
@@ -54,6 +54,10 @@ pub const TESTS: &[Test] = &[
     (
         "rate-limited log: 300 rounds at period_ms=1 print far fewer Time to copy lines",
         rate_limited_log,
+    ),
+    (
+        "round guard: while a round is held no timer pass or READ_BUFFER writes the buffer",
+        round_guard_view_is_stable,
     ),
 ];
 
@@ -107,6 +111,21 @@ fn rounds(s: &mut Session, buf: &MappedBuffer, n: u64) -> Result<()> {
             bail!("round {}: {m}", i + 1);
         }
         s.ack()?;
+    }
+    Ok(())
+}
+
+/// `data` must be a whole filled buffer of `size` bytes: every byte the
+/// round's pattern (byte i = i % 255).
+fn check_fill(data: &[u8], size: usize) -> Result<()> {
+    ensure!(
+        data.len() == size,
+        "{} bytes where the buffer has {size}",
+        data.len()
+    );
+    let mut bad = kern2usr::device::pattern_mismatches(data);
+    if let Some(first) = bad.next() {
+        bail!("{first} ({} byte(s) differ in all)", bad.count() + 1);
     }
     Ok(())
 }
@@ -332,6 +351,8 @@ fn ready_seq_per_test(ctx: &mut Ctx) -> Result<()> {
             );
             let mut copy = Vec::new();
             buf.copy_to_vec(&mut copy);
+            check_fill(&copy, buf.len())
+                .with_context(|| format!("test {test}, round {round}: the mapped copy"))?;
             s.ack()?;
         }
         stop(ctx, &mut s)?;
@@ -556,9 +577,159 @@ fn rate_limited_log(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// The next event must be `want` (a MEMORY_READY may come first when
+/// `skip_rounds`; those rounds are acknowledged).
+fn expect_event(ch: &mut Channel, want: Event, skip_rounds: bool) -> Result<()> {
+    loop {
+        match ch.next(timeout())? {
+            Some(ev) if ev == want => return Ok(()),
+            Some(Event::MemoryReady { .. }) if skip_rounds => {
+                if let Some(r) = ch.round() {
+                    r.ack()?;
+                }
+            }
+            other => bail!("{other:?} where {want:?} was expected"),
+        }
+    }
+}
+
+/// Index and values of the first byte where `a` and `b` differ.
+fn first_difference(a: &[u8], b: &[u8]) -> Option<(usize, u8, u8)> {
+    if a.len() != b.len() {
+        return Some((a.len().min(b.len()), 0, 0));
+    }
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .find(|(_, (x, y))| x != y)
+        .map(|(i, (x, y))| (i, *x, *y))
+}
+
+/// The claim behind `Round`'s zero-copy view: from a round's publish to
+/// its ack the module does not write the buffer. Every fill writes the
+/// same pattern, so comparing bytes alone could not see a refill; the test
+/// therefore also marks the buffer through a second, writable mapping
+/// (while no view is held) and checks that timer passes leave the mark,
+/// and that `ready_seq` does not move while the round is held.
+fn round_guard_view_is_stable(ctx: &mut Ctx) -> Result<()> {
+    const SIZE: usize = 16384;
+    const PASSES: usize = 3;
+    fresh(ctx, &format!("buffer_size={SIZE}"))?;
+    ctx.params.set_period(Duration::from_millis(100))?;
+    let mut ch = Channel::open()?;
+    ensure!(
+        ch.info().buffer_size == SIZE,
+        "INFO reports {} bytes, loaded with {SIZE}",
+        ch.info().buffer_size
+    );
+    let (dev, ctrl) = observer()?;
+    ctx.params.command(Code::Mmap)?;
+    expect_event(&mut ch, Event::Mmap, false)?;
+    ctx.params.command(Code::StartTest)?;
+    expect_event(&mut ch, Event::Start, false)?;
+    let id = match ch.next(timeout())? {
+        Some(Event::MemoryReady { round }) => round,
+        other => bail!("{other:?} where the first MEMORY_READY was expected"),
+    };
+    ctx.klog.wait_for("Buffer filled", timeout())?;
+    let published = ctrl.ready_seq();
+    ensure!(
+        published as u32 == id,
+        "MEMORY_READY names round {id}, ready_seq shows {published}"
+    );
+    {
+        let round = ch.round().context("no round after MEMORY_READY")?;
+        let before = round.to_vec();
+        check_fill(&before, SIZE)?;
+        for pass in 1..=PASSES {
+            let mut copy = vec![0xAAu8; SIZE];
+            let n = dev.read_buffer(&mut copy)?;
+            ensure!(n == SIZE, "READ_BUFFER copied {n} of {SIZE} bytes");
+            if let Some((i, was, now)) = first_difference(&before, &copy) {
+                bail!("pass {pass}: READ_BUFFER byte {i} is {now:#04x}, the view held {was:#04x}");
+            }
+            ctx.klog.wait_for("Timer handler called", timeout())?;
+            if let Some((i, was, now)) = first_difference(&before, &round) {
+                bail!("pass {pass}: byte {i} of the held round changed {was:#04x} -> {now:#04x}");
+            }
+        }
+        ensure!(
+            ctrl.ready_seq() == published,
+            "ready_seq moved {published} -> {} while round {id} was held",
+            ctrl.ready_seq()
+        );
+        // Dropped without ack: the round stays outstanding.
+    }
+    let mark = 0xEEu8;
+    ensure!(
+        first_pattern_mismatch(&[mark]).is_some(),
+        "the mark must differ from the fill"
+    );
+    let mut writer = dev.map(SIZE, Access::ReadWrite)?;
+    writer.write_at(0, &[mark])?;
+    for _ in 0..PASSES {
+        ctx.klog.wait_for("Timer handler called", timeout())?;
+    }
+    {
+        let round = ch
+            .round()
+            .context("a round dropped without ack was not lent again")?;
+        ensure!(round.id() == id, "round {} lent again as {id}", round.id());
+        ensure!(
+            round[0] == mark,
+            "byte 0 reads {:#04x} after {PASSES} timer passes: the module wrote the held round's buffer",
+            round[0]
+        );
+        round.ack()?;
+    }
+    let next = match ch.next(timeout())? {
+        Some(Event::MemoryReady { round }) => round,
+        other => bail!("{other:?} where the round after the ack was expected"),
+    };
+    ensure!(
+        next == id.wrapping_add(1),
+        "round {next} followed round {id}"
+    );
+    {
+        let round = ch
+            .round()
+            .context("no round after the second MEMORY_READY")?;
+        check_fill(&round, SIZE).context("the fill after the ack did not restore the pattern")?;
+        round.ack()?;
+    }
+    ctx.params.command(Code::StopTest)?;
+    expect_event(&mut ch, Event::Stop, true)?;
+    ctx.params.command(Code::ExitTest)?;
+    expect_event(&mut ch, Event::Exit, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_must_match_the_fill_in_every_byte() {
+        let good: Vec<u8> = (0..8192).map(kern2usr::abi::pattern_byte).collect();
+        assert!(check_fill(&good, 8192).is_ok());
+        assert!(check_fill(&good[..4096], 8192).is_err(), "short copy");
+        for at in [0, 4095, 8191] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            let msg = check_fill(&bad, 8192).err().map(|e| e.to_string());
+            let want = format!("data mismatch at offset {at}: ");
+            assert!(
+                msg.as_deref().is_some_and(|m| m.starts_with(&want)),
+                "{msg:?}"
+            );
+        }
+        let zeros = vec![0u8; 8192];
+        let msg = check_fill(&zeros, 8192).err().map(|e| e.to_string());
+        assert!(
+            msg.as_deref()
+                .is_some_and(|m| m.ends_with("(8159 byte(s) differ in all)")),
+            "{msg:?}"
+        );
+    }
 
     #[test]
     fn accounting_allows_only_the_round_abandoned_by_stop() {

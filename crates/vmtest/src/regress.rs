@@ -24,6 +24,7 @@ use crate::common::{errno_text, expect_refused, SelfListener};
 use crate::guest::{self, scaled, timeout};
 use crate::harness::{Ctx, Test};
 use crate::holder::READY_LINE;
+use crate::kmsg::KernelLog;
 use crate::listener::ListenerProc;
 
 /// The suite's tests.
@@ -314,6 +315,7 @@ fn two_acks_in_one_read(ctx: &mut Ctx) -> Result<()> {
 
 fn stop_exit_with_full_queue(ctx: &mut Ctx) -> Result<()> {
     loaded(ctx)?;
+    let mode = ctx.params.event_mode()?;
     ctx.params.set_back_to_back(true)?;
     // No timer retry while the queue is full.
     ctx.params.set_period(Duration::from_secs(60))?;
@@ -321,9 +323,17 @@ fn stop_exit_with_full_queue(ctx: &mut Ctx) -> Result<()> {
     let ctrl = l.dev.map_ctrl()?;
     l.attach_by_params(ctx)?;
     ctx.params.command(Code::Mmap)?;
+    let before = ctrl.ready_seq();
     ctx.params.command(Code::StartTest)?;
+    // The first round comes from START's work item: wait until it is out.
+    let deadline = Instant::now() + timeout();
+    while ctrl.ready_seq() == before {
+        ensure!(Instant::now() < deadline, "START published no round");
+        thread::yield_now();
+    }
     // Ack every round by id without ever reading an event: each ack starts
-    // the next round, until its MEMORY_READY no longer fits.
+    // the next round (back to back, in the ioctl), until its MEMORY_READY
+    // no longer fits.
     let deadline = Instant::now() + scaled(Duration::from_secs(60));
     let mut rounds = 0u64;
     loop {
@@ -366,10 +376,11 @@ fn stop_exit_with_full_queue(ctx: &mut Ctx) -> Result<()> {
         "{} MEMORY_READY events for {rounds} rounds",
         n - 4
     );
+    // Counter mode holds one more code in efd's counter itself.
+    let held = kern2usr::abi::EVENT_QUEUE_LEN as usize + usize::from(mode == EventMode::Counter);
     ensure!(
-        n as u32 == kern2usr::abi::EVENT_QUEUE_LEN,
-        "{n} events queued, the queue holds {}",
-        kern2usr::abi::EVENT_QUEUE_LEN
+        n == held,
+        "{n} events queued, the queue holds {held} in {mode:?} mode"
     );
     Ok(())
 }
@@ -492,10 +503,15 @@ fn forked_listener_killed(ctx: &mut Ctx) -> Result<()> {
     holder.signal(Signal::KILL)?;
     holder.wait_exit(timeout())?;
     let result = (|| -> Result<()> {
+        // The detach line comes before the refusal it causes.
+        let mut before = KernelLog::open_at_end()?;
         let why = expect_refused(ctx, "2", Errno::PROTO)?;
         ensure!(why.contains("no listener"), "reason {why:?}");
-        ctx.klog.wait_for(
-            &format!("listener pid {} exited: detached", pid.as_raw_nonzero()),
+        before.wait_in_order(
+            &[
+                &format!("listener pid {} exited: detached", pid.as_raw_nonzero()),
+                "command 2 (MMAP) refused: <any>",
+            ],
             timeout(),
         )?;
         Ok(())

@@ -10,7 +10,7 @@ use anyhow::{ensure, Result};
 use kern2usr::abi::{Code, EventMode};
 use rustix::process::{Pid, Signal};
 
-use crate::common::mmap_lines;
+use crate::common::{exit_listener, mmap_lines};
 use crate::guest::{self, scaled, timeout};
 use crate::harness::{Ctx, Test};
 use crate::listener::ListenerProc;
@@ -97,19 +97,8 @@ fn counter_mode_walkthrough(ctx: &mut Ctx, l: &mut ListenerProc) -> Result<()> {
     ctx.klog
         .wait_in_order(&["Timer is deleted.", "Avg copy time = <n>"], timeout())?;
     l.wait_line("In handling_polling value in eventfd = 4", timeout())?;
-    ctx.params.command(Code::ExitTest)?;
-    l.wait_line("In handling_polling value in eventfd = 5", timeout())?;
-    l.expect_next(
-        &[
-            "Stop polling cmd received",
-            "handling_polling done!",
-            "done!",
-        ],
-        timeout(),
-    )?;
-    l.expect_clean_exit()?;
-    ctx.klog
-        .wait_for("listener closed its eventfd: detached", timeout())?;
+    // After the 4 no round runs: EXIT is the seed's step 10.
+    exit_listener(ctx, l)?;
     let stats = ctx.params.stats()?;
     ensure!(
         stats.count >= ROUNDS as u64,

@@ -14,7 +14,7 @@
 //! round from signalling MEMORY_READY to consuming the ack (its `stats` and
 //! `histogram`). The floor measures the same span on the initiating thread
 //! with CLOCK_MONOTONIC into a [`Histogram`] with the same buckets, so every
-//! percentile is read the same way (bucket low bound, see [`crate::stats`]).
+//! percentile is read the same way (bucket low bound, see [`kern2usr::stats`]).
 //! "Checked" means compared byte for byte with the fill pattern; a run
 //! passes when it completed its rounds with byte-exact data.
 
@@ -25,7 +25,7 @@ pub mod svg;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::stats::{format_ns, Histogram, Stats};
+use kern2usr::stats::{format_ns, Histogram, Stats};
 
 /// One way of moving the buffer (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,7 +148,7 @@ impl Run {
         per_second(self.rounds as f64 * self.size as f64, self.wall) / 1e9
     }
 
-    /// Median round trip (ns), read as described in [`crate::stats`].
+    /// Median round trip (ns), read as described in [`kern2usr::stats`].
     pub fn p50(&self) -> u64 {
         self.hist.percentile(0.5)
     }
@@ -398,7 +398,7 @@ pub fn parse_sizes(text: &str) -> Result<Vec<usize>, String> {
         let size = n
             .checked_mul(mult)
             .ok_or_else(|| format!("{part:?} is too large"))?;
-        let max = crate::abi::MAX_BUFFER_SIZE as usize;
+        let max = kern2usr::abi::MAX_BUFFER_SIZE as usize;
         if size == 0 || size % 4096 != 0 || size > max {
             return Err(format!(
                 "{part}: a buffer size must be a multiple of 4096 between 4096 and {max}"

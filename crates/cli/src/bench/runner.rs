@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{format_size, Mechanism, Report, Run};
-use crate::abi::{pattern_byte, Code, MODULE_NAME};
-use crate::ctrl::CtrlPage;
-use crate::device::{first_pattern_mismatch, Access, MappedBuffer, Mismatch};
-use crate::error::{Error, Result};
-use crate::eventfd::EventFd;
-use crate::params::Params;
-use crate::session::{wait_adaptive, AdaptiveWake, CtrlPort, RoundTracker, Session};
-use crate::stats::format_ns;
+use kern2usr::abi::{pattern_byte, Code, MODULE_NAME};
+use kern2usr::ctrl::CtrlPage;
+use kern2usr::device::{first_pattern_mismatch, Access, MappedBuffer, Mismatch};
+use kern2usr::error::{Error, Result};
+use kern2usr::eventfd::EventFd;
+use kern2usr::params::Params;
+use kern2usr::session::{wait_adaptive, AdaptiveWake, CtrlPort, RoundTracker, Session};
+use kern2usr::stats::format_ns;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -358,12 +358,14 @@ impl<'a> KernelBench<'a> {
         cfg.params.command(Code::StartTest)?;
         self.session.expect_code(Code::StartTest, cfg.timeout)?;
         while run.rounds < run.target {
-            if adaptive {
+            let round = if adaptive {
                 let seq = self.next_adaptive_round(tracker.last())?;
                 tracker.take(seq).map_err(protocol)?;
+                Some(seq)
             } else {
                 self.next_doorbell_round(run.rounds)?;
-            }
+                None
+            };
             let bad = match run.mechanism {
                 Mechanism::Kern2usr | Mechanism::Adaptive => {
                     self.buffer.copy_to_vec(&mut self.copy);
@@ -394,8 +396,13 @@ impl<'a> KernelBench<'a> {
                 run.bad_rounds += 1;
                 first_bad.get_or_insert(m);
             }
-            match run.mechanism {
-                Mechanism::Classic => self.session.ack_ioctl()?,
+            match (run.mechanism, round) {
+                (Mechanism::Classic, _) => self.session.ack_ioctl()?,
+                // Found on the control page, maybe before its doorbell was
+                // read (not shown yet): only its id closes it.
+                (Mechanism::Adaptive, Some(seq)) => {
+                    self.session.ack_round(seq as u32)?;
+                }
                 _ => self.session.ack()?,
             }
             run.rounds += 1;

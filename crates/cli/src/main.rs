@@ -1,5 +1,11 @@
 //! `kern2usr`: the listener (the seed's KernUsr) and small tools to drive
 //! the module's parameters.
+//!
+//! Exit codes (also in `--help`): 0 success, 1 any other failure, 2 bad
+//! usage (clap), 3 the module refused a command, 4 the module or the
+//! device is missing, 5 permission denied, 6 bad data (a buffer that
+//! differs from the fill pattern, a parameter or record this tool cannot
+//! read, a protocol violation, an ABI mismatch).
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -10,15 +16,30 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use kern2usr::abi::{self, param, Code, DEFAULT_POLL_TIMEOUT_MS, DEVICE_PATH, PARAMS_DIR};
-use kern2usr::bench::{self, Mechanism};
 use kern2usr::{AckMode, Device, EventFd, KernelSide, Listener, ListenerConfig, Params};
+use kern2usr_cli::bench::{self, Mechanism};
 use rustix::process::Pid;
+
+/// Exit code: the module refused a command (errno and reason on stderr).
+const EXIT_REFUSED: u8 = 3;
+/// Exit code: the module is not loaded or the device node is missing.
+const EXIT_MISSING: u8 = 4;
+/// Exit code: permission denied (parameters and device are root-only).
+const EXIT_PERMISSION: u8 = 5;
+/// Exit code: bad data (pattern mismatch, unreadable parameter or record,
+/// protocol violation, ABI mismatch).
+const EXIT_BAD_DATA: u8 = 6;
+
+const EXIT_CODES_HELP: &str = "Exit codes: 0 success, 1 other failure, 2 bad usage, \
+3 command refused by the module, 4 module or device missing, 5 permission denied, \
+6 bad data (pattern mismatch, unreadable parameter or record, protocol or ABI mismatch)";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "kern2usr",
     version,
-    about = "Userspace side of the kern2usr module"
+    about = "Userspace side of the kern2usr module",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     /// Directory of the module parameters.
@@ -43,7 +64,7 @@ enum Command {
         #[arg(long)]
         attach: bool,
         /// How to acknowledge a round.
-        #[arg(long, value_enum, default_value_t = AckArg::Eventfd)]
+        #[arg(long, value_enum, default_value_t = AckArg::Round)]
         ack: AckArg,
         /// Adaptive mode: map the control page and, during a test, spin on
         /// its ready_seq before sleeping on efd (the module skips the
@@ -56,6 +77,10 @@ enum Command {
         /// Adaptive mode: spin budget in microseconds (0: never spin).
         #[arg(long, value_name = "US", default_value_t = 50, requires = "adaptive")]
         spin_us: u64,
+        /// Print debug messages on stderr (how rounds are acknowledged,
+        /// late acks); also on with KERN2USR_DEBUG=1.
+        #[arg(long)]
+        debug: bool,
     },
     /// Print the round-trip statistics of the current or last test
     /// (`stats`) and draw its histogram (`histogram`).
@@ -66,6 +91,10 @@ enum Command {
         /// Width of the longest bar in characters.
         #[arg(long, default_value_t = 50)]
         width: usize,
+        /// Print one JSON object instead: `stats` (count, min, mean, p50,
+        /// p90, p99, p99_9, max in ns) and `histogram` (low, high, count).
+        #[arg(long)]
+        json: bool,
     },
     /// Benchmark the module's ways of moving a buffer against a userspace
     /// floor (as root, in a guest: loads and unloads the module per size).
@@ -132,6 +161,10 @@ enum Command {
         /// Device node to query with K2U_IOC_INFO.
         #[arg(long)]
         device: Option<PathBuf>,
+        /// Print one JSON object instead: `params` (name -> text) and,
+        /// with --device, `info`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -145,15 +178,21 @@ enum FloorCpu {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum AckArg {
-    /// Write 7 to efd2 (as the seed).
+    /// By round id (K2U_IOC_ACK_ROUND) where known: queue-mode records and
+    /// adaptive rounds; 7 on efd2 otherwise (counter mode, as the seed).
+    /// K2U_IOC_ACK on a module without round ids.
+    Round,
+    /// Always write 7 to efd2 (as the seed).
+    #[value(alias = "efd2")]
     Eventfd,
-    /// K2U_IOC_ACK on the device.
+    /// Always K2U_IOC_ACK on the device.
     Ioctl,
 }
 
 impl From<AckArg> for AckMode {
     fn from(a: AckArg) -> Self {
         match a {
+            AckArg::Round => AckMode::Round,
             AckArg::Eventfd => AckMode::EventFd,
             AckArg::Ioctl => AckMode::Ioctl,
         }
@@ -200,8 +239,36 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = io::stdout().flush();
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The documented exit code for an error (see [`EXIT_CODES_HELP`]).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use kern2usr::Error as E;
+    use rustix::io::Errno;
+    let Some(k) = e.chain().find_map(|c| c.downcast_ref::<kern2usr::Error>()) else {
+        return 1;
+    };
+    match k {
+        E::CommandRefused { .. } => return EXIT_REFUSED,
+        E::ModuleNotLoaded => return EXIT_MISSING,
+        E::ParamValue { .. }
+        | E::EventSize { .. }
+        | E::Protocol(_)
+        | E::AbiMismatch { .. }
+        | E::UnknownEventMode(_) => return EXIT_BAD_DATA,
+        _ => {}
+    }
+    match k.errno() {
+        Some(Errno::ACCESS | Errno::PERM) => EXIT_PERMISSION,
+        Some(Errno::NOENT | Errno::NXIO | Errno::NODEV)
+            if matches!(k, E::DeviceOpen { .. } | E::ParamRead { .. }) =>
+        {
+            EXIT_MISSING
+        }
+        _ => 1,
     }
 }
 
@@ -215,11 +282,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ack,
             adaptive,
             spin_us,
+            debug,
         } => {
             let adaptive = adaptive.then(|| Duration::from_micros(spin_us));
-            listen(params, device, poll_timeout, attach, ack.into(), adaptive)
+            let options = ListenOptions {
+                attach,
+                ack: ack.into(),
+                adaptive,
+                debug: debug || kern2usr::session::debug_enabled(),
+            };
+            listen(params, device, poll_timeout, &options)
         }
-        Command::Stats { rows, width } => stats(&params, rows, width),
+        Command::Stats { rows, width, json } => stats(&params, rows, width, json),
         Command::Bench {
             sizes,
             rounds,
@@ -264,18 +338,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { device } => status(&params, device),
+        Command::Status { device, json } => status(&params, device, json),
     }
+}
+
+/// The parameters every module has, in `status`'s order.
+const STATUS_PARAMS: [&str; 8] = [
+    param::USR_PID,
+    param::USR_EFD,
+    param::USR_EFD2,
+    param::CUR_CMD,
+    param::BUFFER_SIZE,
+    param::PERIOD_MS,
+    param::EVENT_MODE,
+    param::LAST_ERROR,
+];
+
+/// `listen`'s switches.
+struct ListenOptions {
+    attach: bool,
+    ack: AckMode,
+    adaptive: Option<Duration>,
+    debug: bool,
 }
 
 fn listen(
     params: Params,
     device: PathBuf,
     poll_timeout: u32,
-    attach: bool,
-    ack: AckMode,
-    adaptive: Option<Duration>,
+    options: &ListenOptions,
 ) -> anyhow::Result<ExitCode> {
+    let &ListenOptions {
+        attach,
+        ack,
+        adaptive,
+        debug,
+    } = options;
     // First thing: in a fresh process these become fds 3 and 4, the
     // numbers the seed's walkthrough writes to usr_efd/usr_efd2.
     let efd = EventFd::new()?;
@@ -290,6 +388,7 @@ fn listen(
         device_path: device,
         poll_timeout: Duration::from_millis(u64::from(poll_timeout)),
         adaptive,
+        debug,
     };
     let mut listener = Listener::new(side, config, io::stdout().lock(), io::stderr());
     listener.announce()?;
@@ -311,15 +410,26 @@ fn listen(
             "kern2usr: finished after {} round(s) with {} problem(s) (reported above)",
             outcome.rounds, outcome.problems
         );
-        Ok(ExitCode::FAILURE)
+        // Problems are data the listener could not accept (mismatches,
+        // sequence gaps, refused maps or acks).
+        Ok(ExitCode::from(EXIT_BAD_DATA))
     }
 }
 
-fn stats(params: &Params, rows: usize, width: usize) -> anyhow::Result<ExitCode> {
+fn stats(params: &Params, rows: usize, width: usize, json: bool) -> anyhow::Result<ExitCode> {
     params.ensure_loaded()?;
     let stats = params.stats()?;
     let buckets = params.histogram()?;
     let mut out = io::stdout().lock();
+    if json {
+        let histogram: Vec<_> = buckets
+            .iter()
+            .map(|b| serde_json::json!({ "low": b.low, "high": b.high, "count": b.count }))
+            .collect();
+        let doc = serde_json::json!({ "stats": stats, "histogram": histogram });
+        writeln!(out, "{doc}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     write!(out, "{}", kern2usr::stats::render_summary(&stats))?;
     if buckets.is_empty() {
         writeln!(out, "histogram: empty (no round completed since START)")?;
@@ -339,6 +449,36 @@ fn stats(params: &Params, rows: usize, width: usize) -> anyhow::Result<ExitCode>
             )?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status --json`: the parameters by name and, with a device, its INFO
+/// (checked: a module of another ABI version is an error, exit code 6).
+fn status_json(
+    params: &Params,
+    device: Option<PathBuf>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
+    let mut map = serde_json::Map::new();
+    for name in STATUS_PARAMS {
+        map.insert(name.to_owned(), params.read(name)?.into());
+    }
+    for name in [param::BACK_TO_BACK, param::ADAPTIVE] {
+        if params.path(name).exists() {
+            map.insert(name.to_owned(), params.read(name)?.into());
+        }
+    }
+    let mut doc = serde_json::json!({ "params": map });
+    if let Some(path) = device {
+        let info = kern2usr::Info::try_from(Device::open(&path)?.info()?)?;
+        doc["info"] = serde_json::json!({
+            "abi_version": info.abi_version,
+            "event_mode": info.event_mode.name(),
+            "buffer_size": info.buffer_size,
+            "period_ms": info.period.as_millis(),
+        });
+    }
+    writeln!(out, "{doc}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -385,19 +525,13 @@ fn run_bench(
     })
 }
 
-fn status(params: &Params, device: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn status(params: &Params, device: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     params.ensure_loaded()?;
     let mut out = io::stdout().lock();
-    for name in [
-        param::USR_PID,
-        param::USR_EFD,
-        param::USR_EFD2,
-        param::CUR_CMD,
-        param::BUFFER_SIZE,
-        param::PERIOD_MS,
-        param::EVENT_MODE,
-        param::LAST_ERROR,
-    ] {
+    if json {
+        return status_json(params, device, &mut out);
+    }
+    for name in STATUS_PARAMS {
         writeln!(out, "{name} = {}", params.read(name)?)?;
     }
     // Newer parameters: shown when the module has them.
@@ -418,13 +552,8 @@ fn status(params: &Params, device: Option<PathBuf>) -> anyhow::Result<ExitCode> 
             "info: abi_version = {}, event_mode = {mode}, buffer_size = {}, period_ms = {}",
             info.abi_version, info.buffer_size, info.period_ms
         )?;
-        if info.abi_version != abi::ABI_VERSION {
-            bail!(
-                "module ABI version {} differs from this tool's {}: rebuild one of them",
-                info.abi_version,
-                abi::ABI_VERSION
-            );
-        }
+        // Shown first, then checked: a mismatch exits with code 6.
+        kern2usr::Info::try_from(info)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -220,7 +220,7 @@ fn listen_exits_non_zero_after_a_mismatch() -> Result<()> {
     }
     assert_eq!(l.next()?, "done!");
     let status = l.child.wait()?;
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(status.code(), Some(6), "bad data has its own exit code");
     let err = l.stderr.recv_timeout(WAIT)?;
     assert_eq!(
         err,
@@ -242,7 +242,7 @@ fn run_cmd(args: &[&str]) -> Result<(Option<i32>, String)> {
 #[test]
 fn cmd_without_the_module_says_to_insmod() -> Result<()> {
     let (code, err) = run_cmd(&["--params-dir", "/nonexistent/params", "cmd", "mmap"])?;
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(4), "a missing module has its own exit code");
     assert_eq!(
         err,
         "error: module kern2usr is not loaded: insmod kern2usr.ko first\n"
@@ -263,7 +263,7 @@ fn refused_cmd_prints_errno_and_reason() -> Result<()> {
     )?;
     let params = dir.path().to_string_lossy().into_owned();
     let (code, err) = run_cmd(&["--params-dir", &params, "cmd", "mmap"])?;
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(3), "a refused command has its own exit code");
     assert_eq!(
         err,
         "error: command 2 (MMAP) refused: No space left on device (os error 28): no listener: run FIND (1) first\n"
@@ -360,5 +360,66 @@ fn spin_budget_needs_adaptive() -> Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr)?;
     assert!(err.contains("--adaptive"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn status_and_stats_print_json() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_params(dir.path(), "queue")?;
+    std::fs::write(
+        dir.path().join(param::STATS),
+        "count 3\nmin 100\nmean 110\np50 104\np90 120\np99 120\np99.9 120\nmax 125\n",
+    )?;
+    std::fs::write(
+        dir.path().join(param::HISTOGRAM),
+        "100 104 1\n104 108 1\n120 124 1\n",
+    )?;
+    let params = dir.path().to_string_lossy().into_owned();
+    let out = Command::new(BIN)
+        .args(["--params-dir", &params, "status", "--json"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["params"][param::EVENT_MODE], "queue");
+    assert_eq!(v["params"][param::BUFFER_SIZE], "8192");
+    assert!(v.get("info").is_none(), "no --device, no info");
+    let out = Command::new(BIN)
+        .args(["--params-dir", &params, "stats", "--json"])
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["stats"]["count"], 3);
+    assert_eq!(v["stats"]["p99_9"], 120);
+    assert_eq!(v["histogram"][1]["low"], 104);
+    assert_eq!(v["histogram"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}
+
+#[test]
+fn a_device_that_is_not_there_exits_4_and_a_non_device_exits_1() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_params(dir.path(), "queue")?;
+    let params = dir.path().to_string_lossy().into_owned();
+    let missing = dir
+        .path()
+        .join("no-such-node")
+        .to_string_lossy()
+        .into_owned();
+    let (code, err) = run_cmd(&["--params-dir", &params, "status", "--device", &missing])?;
+    assert_eq!(code, Some(4), "{err}");
+    // A file that is no device answers INFO with ENOTTY: an other failure.
+    let plain = dir
+        .path()
+        .join(param::USR_PID)
+        .to_string_lossy()
+        .into_owned();
+    let (code, err) = run_cmd(&["--params-dir", &params, "status", "--device", &plain])?;
+    assert_eq!(code, Some(1), "{err}");
     Ok(())
 }

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use super::{format_ratio, format_size, Report, Run};
-use crate::stats::format_ns;
+use kern2usr::stats::format_ns;
 
 const WIDTH: f64 = 960.0;
 const PANEL_H: f64 = 300.0;
@@ -245,8 +245,9 @@ fn panel(s: &mut String, report: &Report, size: usize, runs: &[&Run], y0: f64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::sample_report;
+    use super::super::tests::{run_with, sample_report};
     use super::*;
+    use crate::bench::Mechanism;
 
     #[test]
     fn one_panel_per_size_and_a_curve_per_run() {
@@ -255,13 +256,28 @@ mod tests {
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 5);
         assert!(svg.contains(">4 KiB<") && svg.contains(">1 MiB<"));
-        assert!(svg.contains(">zero-copy<") || !svg.contains("zero-copy"));
         assert!(svg.contains(">adaptive<"));
         assert!(svg.contains("p50 2.00x the floor"));
         assert!(svg.contains("classic (FAILED)"), "failed runs are marked");
         // Balanced tags, no raw ampersands or NaN coordinates.
         assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+
+    /// Every mechanism that ran gets its legend entry, zero-copy included
+    /// (the sample report has none, so add one).
+    #[test]
+    fn each_run_is_labelled_with_its_mechanism() {
+        let mut report = sample_report();
+        report
+            .runs
+            .push(run_with(Mechanism::ZeroCopy, 4096, &[15_000, 16_000], 2));
+        let svg = render(&report);
+        assert_eq!(svg.matches("<polyline").count(), 6);
+        for name in ["floor", "kern2usr", "zero-copy", "adaptive"] {
+            assert!(svg.contains(&format!(">{name}<")), "no legend for {name}");
+        }
+        assert_eq!(svg.matches(">zero-copy<").count(), 1);
     }
 
     #[test]
