@@ -13,6 +13,7 @@ mod cache;
 mod debugkernel;
 mod deps;
 mod dkms;
+mod fuzz;
 mod initramfs;
 mod kernels;
 mod package;
@@ -94,6 +95,9 @@ enum Cmd {
     /// Boot a kernel running `kern2usr bench` and extract its JSON and
     /// SVG (default target/bench/bench.json and bench.svg).
     Bench(bench::BenchArgs),
+    /// Boot a kernel running random operations checked against the
+    /// protocol model (`kern2usr-vmtest fuzz`).
+    Fuzz(fuzz::FuzzArgs),
     /// Boot a kernel running `kern2usr-vmtest demo`: prints the
     /// walkthrough (both sides) and one closing line; build and boot output
     /// go to the log files it names.
@@ -323,7 +327,7 @@ fn needs(cmd: &Cmd) -> Needs {
         Cmd::BuildModule { .. } => n(Need::ModuleBuild, true, true),
         Cmd::BuildUser => n(Need::Nothing, false, true),
         Cmd::Initramfs { .. } => n(Need::Initramfs, true, true),
-        Cmd::Vm { .. } | Cmd::Bench(_) => n(Need::Boot, true, true),
+        Cmd::Vm { .. } | Cmd::Bench(_) | Cmd::Fuzz(_) => n(Need::Boot, true, true),
         // demo checks its own packages, quietly.
         Cmd::Demo { .. } => n(Need::Nothing, true, true),
         Cmd::Test(args) if args.host_only() => n(Need::Nothing, false, false),
@@ -466,6 +470,7 @@ fn main() -> Result<()> {
         } => vm(&guest, timeout, &command.join(" ")),
         Cmd::Test(args) => suites::test(&args),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Demo { guest, timeout } => demo(&guest, timeout),
         Cmd::Dkms { kernel } => dkms::dkms(&kernel).map(|_| ()),
         Cmd::Package(args) => package::package(&args),

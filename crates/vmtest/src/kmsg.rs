@@ -209,6 +209,15 @@ impl KernelLog {
             .collect()
     }
 
+    /// kern2usr lines (prefix stripped) after the cursor, read now without
+    /// waiting; the cursor moves past them.
+    pub fn take_new_ours(&mut self) -> Result<Vec<String>> {
+        self.refresh()?;
+        let lines = self.ours_after_cursor();
+        self.cursor = self.records.len();
+        Ok(lines)
+    }
+
     /// kern2usr records not yet shown, for narration (all, after a refresh).
     pub fn take_unshown(&mut self) -> Result<Vec<Record>> {
         self.refresh()?;

@@ -4,6 +4,7 @@
 mod badinput;
 mod burst;
 mod common;
+mod fuzz;
 mod guest;
 mod harness;
 mod holder;
@@ -43,6 +44,25 @@ enum Cmd {
     Demo,
     /// List the suites and their tests.
     List,
+    /// Random operations checked against the protocol model; exits
+    /// non-zero on a mismatch or a kernel report.
+    Fuzz {
+        /// PRNG seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Operations to draw.
+        #[arg(long, default_value_t = 300)]
+        ops: usize,
+        /// Replay an op log (one op a line) instead of drawing.
+        #[arg(long)]
+        replay: Option<std::path::PathBuf>,
+        /// Seconds to spend shrinking a failing log.
+        #[arg(long, default_value_t = 120)]
+        shrink_secs: u64,
+    },
+    /// The fuzzer's listener role (internal).
+    #[command(hide = true)]
+    FuzzChild,
     /// Hold two inheritable eventfds until killed (a listener for tests).
     HoldEventfds {
         /// Share them with a forked child (`sleep 3600`).
@@ -61,6 +81,8 @@ enum SuiteName {
     Burst,
     /// Statistics, back_to_back, adaptive mode, READ_BUFFER, log rate.
     Perf,
+    /// A bounded fuzz run (300 ops, seed 1) against the model.
+    Fuzz,
     /// Regression tests of protocol defects (issue 7).
     Regress,
     /// The 2017 client's exact calls (tests/seed-client).
@@ -80,6 +102,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// The `fuzz` suite: one bounded run with a fixed seed, as one test.
+fn fuzz_suite() -> harness::Tally {
+    let mut tally = harness::Tally::default();
+    let opts = fuzz::Options {
+        seed: 1,
+        ops: 300,
+        replay: None,
+        shrink_secs: 60,
+    };
+    let result = match fuzz::run(&opts) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(anyhow::anyhow!(
+            "mismatch with the model (seed 1, log above)"
+        )),
+        Err(e) => Err(e),
+    };
+    tally.record("fuzz seed 1, 300 ops", &result);
+    tally.finish("fuzz");
+    tally
+}
+
 fn run(cli: Cli) -> Result<bool> {
     match cli.cmd {
         Cmd::Suite { names, filter } => {
@@ -93,6 +136,7 @@ fn run(cli: Cli) -> Result<bool> {
                         SuiteName::Perf,
                         SuiteName::Regress,
                         SuiteName::Seedclient,
+                        SuiteName::Fuzz,
                     ]),
                     other => expanded.push(other),
                 }
@@ -107,6 +151,7 @@ fn run(cli: Cli) -> Result<bool> {
                     }
                     SuiteName::Burst => harness::run_independent("burst", burst::TESTS, filter),
                     SuiteName::Perf => harness::run_independent("perf", perf::TESTS, filter),
+                    SuiteName::Fuzz => fuzz_suite(),
                     SuiteName::Regress => {
                         harness::run_independent("regress", regress::TESTS, filter)
                     }
@@ -120,6 +165,18 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(failed == 0)
         }
         Cmd::Demo => walkthrough::demo(),
+        Cmd::Fuzz {
+            seed,
+            ops,
+            replay,
+            shrink_secs,
+        } => fuzz::run(&fuzz::Options {
+            seed,
+            ops,
+            replay,
+            shrink_secs,
+        }),
+        Cmd::FuzzChild => fuzz::child::run(),
         Cmd::HoldEventfds { fork } => holder::run(fork).map(|()| true),
         Cmd::List => {
             println!("walkthrough:");

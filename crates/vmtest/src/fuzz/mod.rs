@@ -1,0 +1,170 @@
+//! `kern2usr-vmtest fuzz`: random operations on the real module from
+//! several processes, every observation checked against the model
+//! (`kern2usr-model`). A mismatch or a kernel report prints the seed, the
+//! op index and the op log, shrinks the log while it still fails (within
+//! a time budget) and exits non-zero; `--replay FILE` runs a log again.
+
+pub mod child;
+mod op;
+mod rng;
+mod runner;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use op::{generate, Op};
+use rng::Rng;
+use runner::{Failure, Runner};
+
+/// Options of one fuzz run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// PRNG seed.
+    pub seed: u64,
+    /// Operations to draw.
+    pub ops: usize,
+    /// Replay this op log instead of drawing.
+    pub replay: Option<std::path::PathBuf>,
+    /// Seconds to spend shrinking a failing log (0: do not shrink).
+    pub shrink_secs: u64,
+}
+
+/// The result of running a list (or a stream) of ops.
+struct Outcome {
+    /// The ops run (skipped ones included: they are part of the log).
+    log: Vec<Op>,
+    /// Ops that ran (not skipped).
+    ran: usize,
+    failure: Option<Failure>,
+}
+
+/// Run ops: from `fixed` if given, else `n` drawn from `rng`.
+fn run_ops(fixed: Option<&[Op]>, rng: &mut Rng, n: usize) -> Result<Outcome> {
+    let mut runner = Runner::start().context("setting up the run")?;
+    println!("fuzz: event mode {}", runner.mode().name());
+    let mut log = Vec::new();
+    let mut ran = 0;
+    let mut failure = None;
+    let total = fixed.map_or(n, <[Op]>::len);
+    for index in 0..total {
+        let op = match fixed {
+            Some(ops) => ops[index].clone(),
+            // A fast timer first, so that rounds happen.
+            None if index == 0 => Op::Param("period_ms".to_owned(), b"5\n".to_vec()),
+            None => generate(rng, &runner.view()),
+        };
+        log.push(op.clone());
+        match runner.step(&op) {
+            Ok(true) => ran += 1,
+            Ok(false) => {}
+            Err(message) => {
+                failure = Some(Failure { index, message });
+                break;
+            }
+        }
+    }
+    if let Err(e) = runner.finish() {
+        if failure.is_none() {
+            failure = Some(Failure {
+                index: log.len(),
+                message: format!("cleanup: {e:#}"),
+            });
+        }
+    }
+    Ok(Outcome { log, ran, failure })
+}
+
+fn print_log(title: &str, log: &[Op]) {
+    println!("fuzz: {title} ({} ops):", log.len());
+    println!("--- op log ---");
+    for op in log {
+        println!("{op}");
+    }
+    println!("--- end ---");
+}
+
+/// Delete-chunk then delete-one passes while the log still fails.
+fn shrink(log: Vec<Op>, budget: Duration) -> Vec<Op> {
+    let deadline = Instant::now() + budget;
+    let mut best = log;
+    let mut chunk = best.len() / 2;
+    let mut rng = Rng::new(0);
+    while chunk >= 1 && Instant::now() < deadline {
+        let mut start = 0;
+        let mut progressed = false;
+        while start < best.len() && Instant::now() < deadline {
+            let end = (start + chunk).min(best.len());
+            let mut trial = best.clone();
+            trial.drain(start..end);
+            let fails = match run_ops(Some(&trial), &mut rng, 0) {
+                Ok(o) => o
+                    .failure
+                    .map(|f| trial[..=f.index.min(trial.len().saturating_sub(1))].to_vec()),
+                Err(_) => None,
+            };
+            match fails {
+                Some(prefix) if !trial.is_empty() => {
+                    println!("fuzz: shrink: {} ops still fail", prefix.len());
+                    best = prefix;
+                    progressed = true;
+                }
+                _ => start += chunk,
+            }
+        }
+        if !progressed {
+            chunk /= 2;
+        }
+    }
+    best
+}
+
+/// `kern2usr-vmtest fuzz`: true when no mismatch and no kernel report.
+pub fn run(opts: &Options) -> Result<bool> {
+    let started = Instant::now();
+    let mut rng = Rng::new(opts.seed);
+    let fixed: Option<Vec<Op>> = match &opts.replay {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let ops: Result<Vec<Op>> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("---"))
+                .map(str::parse)
+                .collect();
+            Some(ops?)
+        }
+        None => None,
+    };
+    let outcome = run_ops(fixed.as_deref(), &mut rng, opts.ops)?;
+    let Some(failure) = outcome.failure else {
+        println!(
+            "fuzz: seed {} : {} ops ({} ran), 0 mismatches, 0 kernel reports, {:.1} s",
+            opts.seed,
+            outcome.log.len(),
+            outcome.ran,
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(true);
+    };
+    println!(
+        "fuzz: MISMATCH seed {} op {}: {}",
+        opts.seed, failure.index, failure.message
+    );
+    let failing: Vec<Op> = outcome.log[..=failure.index.min(outcome.log.len() - 1)].to_vec();
+    print_log(&format!("seed {} failing log", opts.seed), &failing);
+    if opts.shrink_secs > 0 {
+        let small = shrink(failing, Duration::from_secs(opts.shrink_secs));
+        // Run it once more to show its message.
+        let again = run_ops(Some(&small), &mut rng, 0)?;
+        if let Some(f) = again.failure {
+            println!(
+                "fuzz: shrunk reproducer fails at op {}: {}",
+                f.index, f.message
+            );
+        }
+        print_log(&format!("seed {} shrunk log", opts.seed), &small);
+    }
+    Ok(false)
+}
