@@ -96,6 +96,14 @@ fn expect_errno(what: &str, r: kern2usr::Result<()>, want: Errno) -> Result<()> 
     Ok(())
 }
 
+/// MMAP and START, each delivered to `l`.
+fn map_and_start(ctx: &mut Ctx, l: &mut SelfListener) -> Result<()> {
+    ctx.params.command(Code::Mmap)?;
+    l.expect_code(Code::Mmap)?;
+    ctx.params.command(Code::StartTest)?;
+    l.expect_code(Code::StartTest)
+}
+
 /// Wait until the stats count reaches `n`.
 fn wait_stats_count(ctx: &mut Ctx, n: u64, within: Duration) -> Result<u64> {
     let deadline = Instant::now() + within;
@@ -230,10 +238,7 @@ fn ack_round_ids(ctx: &mut Ctx) -> Result<()> {
     let mut l = SelfListener::new(ctx)?;
     let ctrl = l.dev.map_ctrl()?;
     l.attach_by_params(ctx)?;
-    ctx.params.command(Code::Mmap)?;
-    l.expect_code(Code::Mmap)?;
-    ctx.params.command(Code::StartTest)?;
-    l.expect_code(Code::StartTest)?;
+    map_and_start(ctx, &mut l)?;
     let id = next_round_id(&mut l, &ctrl, mode)?;
     ensure!(
         u64::from(id) == ctrl.ready_seq() & 0xffff_ffff,
@@ -290,10 +295,7 @@ fn two_acks_in_one_read(ctx: &mut Ctx) -> Result<()> {
     ctx.params.set_back_to_back(true)?;
     let mut l = SelfListener::new(ctx)?;
     l.attach_by_params(ctx)?;
-    ctx.params.command(Code::Mmap)?;
-    l.expect_code(Code::Mmap)?;
-    ctx.params.command(Code::StartTest)?;
-    l.expect_code(Code::StartTest)?;
+    map_and_start(ctx, &mut l)?;
     l.expect_code(Code::MemoryReady)?;
     l.efd2.write(14)?;
     ctx.klog.wait_for(
@@ -552,10 +554,7 @@ fn private_mapping(ctx: &mut Ctx) -> Result<()> {
             "the buffer is not zeroed"
         );
         l.attach_by_params(ctx)?;
-        ctx.params.command(Code::Mmap)?;
-        l.expect_code(Code::Mmap)?;
-        ctx.params.command(Code::StartTest)?;
-        l.expect_code(Code::StartTest)?;
+        map_and_start(ctx, &mut l)?;
         l.expect_code(Code::MemoryReady)?;
         ensure!(
             kern2usr::device::first_pattern_mismatch(&read_all()).is_none(),
