@@ -1109,15 +1109,28 @@ impl Runner {
     }
 
     fn observe(&mut self) -> Result<Sync> {
-        let ready_seq = self.ctrl.as_ref().map(|(_, c)| c.ready_seq());
+        let mut ready_seq = self.ctrl.as_ref().map(|(_, c)| c.ready_seq());
         let mut params = Vec::new();
         let mut doorbells = None;
-        if ready_seq.is_some() {
+        if let Some((_, ctrl)) = &self.ctrl {
             // Reading stats takes the module's lock: a round whose
             // ready_seq we saw is complete after it (doorbells_skipped,
-            // stored after ready_seq, included).
-            read_count()?;
-            doorbells = self.ctrl.as_ref().map(|(_, c)| c.doorbells_skipped());
+            // stored after ready_seq, included). A newer round may have
+            // begun meanwhile: read again until ready_seq holds still
+            // around the doorbells_skipped read.
+            for _ in 0..1000 {
+                let seq = ctrl.ready_seq();
+                read_count()?;
+                let skipped = ctrl.doorbells_skipped();
+                if ctrl.ready_seq() == seq {
+                    ready_seq = Some(seq);
+                    doorbells = Some(skipped);
+                    break;
+                }
+            }
+            if doorbells.is_none() {
+                bail!("ready_seq never held still (rounds published without pause)");
+            }
             for name in WATCHED {
                 let text = std::fs::read_to_string(Path::new(PARAMS_DIR).join(name))
                     .with_context(|| format!("reading {name}"))?;
