@@ -5,7 +5,10 @@
 //! kernel module includes it with `#[path]`): keep it `core`-only.
 
 /// Bumped whenever a layout or a code below changes meaning.
-pub const ABI_VERSION: u32 = 2;
+///
+/// 3: channels ([`IOC_CREATE`], [`IOC_CHANNEL_CMD`], [`IOC_CHANNEL_STATS`],
+/// [`Info::channel_id`], [`Ctrl::ready_len`]); every v2 call keeps its meaning.
+pub const ABI_VERSION: u32 = 3;
 
 /// Module name, as in `/sys/module/<name>` and `insmod <name>.ko`.
 pub const MODULE_NAME: &str = "kern2usr";
@@ -48,6 +51,15 @@ pub mod param {
     /// (see [`super::Ctrl`]); 0: always ring it (the seed). Root-writable
     /// while no test runs.
     pub const ADAPTIVE: &str = "adaptive";
+    /// Most channels (besides the default one) that may exist at once
+    /// (root-writable, 1..=[`super::MAX_CHANNELS_LIMIT`]).
+    pub const MAX_CHANNELS: &str = "max_channels";
+    /// Most bytes of buffer all channels (besides the default one) may hold
+    /// together (root-writable, a page to [`super::MAX_CHANNEL_MEMORY_LIMIT`]).
+    pub const MAX_CHANNEL_MEMORY: &str = "max_channel_memory";
+    /// Every channel, the default one first: [`super::CHANNELS_HEADER`],
+    /// then one line each (read-only).
+    pub const CHANNELS: &str = "channels";
 }
 
 /// Commands (written to `cur_cmd`) and notifications (delivered to the listener).
@@ -152,6 +164,25 @@ impl EventMode {
     }
 }
 
+/// Default of [`param::MAX_CHANNELS`].
+pub const DEFAULT_MAX_CHANNELS: u32 = 16;
+/// Largest [`param::MAX_CHANNELS`]: the [`param::CHANNELS`] listing of this
+/// many channels still fits the page a parameter is read into.
+pub const MAX_CHANNELS_LIMIT: u32 = 40;
+/// Default of [`param::MAX_CHANNEL_MEMORY`]: 64 MiB.
+pub const DEFAULT_MAX_CHANNEL_MEMORY: u64 = 64 << 20;
+/// Largest [`param::MAX_CHANNEL_MEMORY`]: 1 GiB.
+pub const MAX_CHANNEL_MEMORY_LIMIT: u64 = 1 << 30;
+/// Bytes of [`Create::name`], the terminating NUL included.
+pub const CHANNEL_NAME_LEN: usize = 16;
+/// First line of [`param::CHANNELS`]; each further line gives these
+/// fields of one channel, separated by one space: the id (0: the default
+/// channel), the name (`-` when empty), the owner's pid as the reader's
+/// pid namespace sees it (0: none or not visible), the buffer size, the
+/// [`EventMode`] name, the pacing (`timer`, `b2b` or `b2b+adaptive`), the
+/// rounds counted, and their p50 and p99 in ns (0 before the first round).
+pub const CHANNELS_HEADER: &str = "id name owner buffer_size mode pacing rounds p50_ns p99_ns";
+
 /// Default size of the shared buffer: one page, as in the seed.
 pub const DEFAULT_BUFFER_SIZE: u64 = 4096;
 /// Largest `buffer_size` the module accepts.
@@ -213,6 +244,20 @@ pub const fn pattern_byte(index: usize) -> u8 {
     (index % 255) as u8
 }
 
+/// Modulus of [`channel_pattern_byte`] (a prime, unlike the default
+/// channel's 255, so no channel's data can pass for another's).
+pub const CHANNEL_PATTERN_MODULUS: u64 = 251;
+
+/// Byte `index` of channel `id`'s buffer (id 1 and up) after its test
+/// round `round` (the [`Ctrl::ready_seq`] value it published) filled it.
+/// The default channel keeps [`pattern_byte`], the seed's pattern.
+pub const fn channel_pattern_byte(id: u32, round: u64, index: usize) -> u8 {
+    let m = CHANNEL_PATTERN_MODULUS;
+    let i = index as u64 % m;
+    let c = (id as u64 % m) * 31 % m;
+    ((i + c + round % m) % m) as u8
+}
+
 /// One event as read() from the device in [`EventMode::Queue`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -225,6 +270,77 @@ pub struct Event {
     /// [`Ctrl::ready_seq`] value the round published), the value to pass
     /// to [`IOC_ACK_ROUND`]. Zero for the other codes.
     pub round: u32,
+}
+
+/// [`Create::flags`]: the next round starts as soon as the last is acked
+/// (as [`param::BACK_TO_BACK`] for the default channel).
+pub const CREATE_BACK_TO_BACK: u32 = 1 << 0;
+/// [`Create::flags`]: no doorbell while the listener spins (as
+/// [`param::ADAPTIVE`]).
+pub const CREATE_ADAPTIVE: u32 = 1 << 1;
+/// [`Create::flags`]: attach to the channel a kernel producer created
+/// under [`Create::name`] instead of creating one; `buffer_size` and
+/// `period_ms` must be 0 and the channel's size is returned in `buffer_size`.
+pub const CREATE_ATTACH: u32 = 1 << 2;
+/// Every [`Create::flags`] bit the module knows; others are EINVAL.
+pub const CREATE_FLAGS: u32 = CREATE_BACK_TO_BACK | CREATE_ADAPTIVE | CREATE_ATTACH;
+
+/// Argument of [`IOC_CREATE`]: make the open file a channel of its own
+/// (or, with [`CREATE_ATTACH`], the listener of a producer's channel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Create {
+    /// kernel->user eventfd of the caller.
+    pub efd: i32,
+    /// user->kernel eventfd of the caller.
+    pub efd2: i32,
+    /// In: buffer size in bytes, a multiple of the page size from one page
+    /// to [`MAX_BUFFER_SIZE`]. Out: the channel's buffer size.
+    pub buffer_size: u64,
+    /// Period of the test rounds in ms, 1..=[`MAX_PERIOD_MS`]; 0 means
+    /// [`DEFAULT_PERIOD_MS`].
+    pub period_ms: u32,
+    /// `CREATE_*` bits.
+    pub flags: u32,
+    /// Name, NUL-padded: up to `CHANNEL_NAME_LEN - 1` bytes of
+    /// `[A-Za-z0-9_.-]`; may be empty unless [`CREATE_ATTACH`] is set.
+    pub name: [u8; CHANNEL_NAME_LEN],
+    /// Out: the channel's id (1 and up; 0 is the default channel).
+    pub id: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Result of [`IOC_CHANNEL_STATS`]: one channel's figures (the default
+/// channel's on a file that is not a channel). Times in ns, 0 before the
+/// first round, as in [`STATS_KEYS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Channel id (0: the default channel).
+    pub id: u32,
+    /// [`EventMode`] value.
+    pub event_mode: u32,
+    /// Buffer size in bytes.
+    pub buffer_size: u64,
+    /// Rounds published since the channel was created ([`Ctrl::ready_seq`]).
+    pub rounds_published: u64,
+    /// Rounds counted in the current test.
+    pub count: u64,
+    /// Fastest round trip.
+    pub min_ns: u64,
+    /// Mean round trip.
+    pub mean_ns: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 90th percentile.
+    pub p90_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Slowest round trip.
+    pub max_ns: u64,
 }
 
 /// Argument of [`IOC_REGISTER`]: the caller's own eventfds.
@@ -249,8 +365,9 @@ pub struct Info {
     pub buffer_size: u64,
     /// Timer period in milliseconds.
     pub period_ms: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// The file's channel id; 0 when the file is not a channel (its calls
+    /// reach the default channel).
+    pub channel_id: u32,
 }
 
 /// Argument of [`IOC_READ_BUFFER`]: where to copy the buffer to.
@@ -298,6 +415,11 @@ pub struct Ctrl {
     /// Rounds whose doorbell was skipped because the listener was spinning
     /// (since the module was loaded).
     pub doorbells_skipped: u64,
+    /// Bytes of data in the buffer for round `ready_seq`: the buffer size
+    /// for test rounds, the published length on a producer's channel.
+    /// Stored before `ready_seq` (release), so a reader that sees a new
+    /// `ready_seq` (acquire) sees its length.
+    pub ready_len: u64,
 }
 
 /// ioctl "type" byte of kern2usr.
@@ -337,3 +459,21 @@ pub const IOC_INFO: u32 = ioc(IOC_READ, IOC_MAGIC, 3, core::mem::size_of::<Info>
 /// Copy the data buffer to userspace (`copy_to_user`), the classic path the
 /// benchmark compares with mmap.
 pub const IOC_READ_BUFFER: u32 = ioc(IOC_WRITE, IOC_MAGIC, 4, core::mem::size_of::<ReadBuffer>());
+/// Make this open file a channel ([`Create`]). EBUSY if it already is one
+/// or (attach) the named channel has a listener; ENOSPC past
+/// [`param::MAX_CHANNELS`] or [`param::MAX_CHANNEL_MEMORY`]; ENOENT
+/// (attach) when no producer channel has that name; EINVAL for a bad field.
+pub const IOC_CREATE: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    IOC_MAGIC,
+    6,
+    core::mem::size_of::<Create>(),
+);
+/// Run a command (a `u32`: [`Code::Mmap`], [`Code::StartTest`],
+/// [`Code::StopTest`] or [`Code::ExitTest`]) on this file's channel, with
+/// the refusals `cur_cmd` has for the default channel. ENOTCONN on a file
+/// that is not a channel, EOPNOTSUPP on a producer's channel.
+pub const IOC_CHANNEL_CMD: u32 = ioc(IOC_WRITE, IOC_MAGIC, 7, core::mem::size_of::<u32>());
+/// Read [`ChannelStats`] of this file's channel.
+pub const IOC_CHANNEL_STATS: u32 =
+    ioc(IOC_READ, IOC_MAGIC, 8, core::mem::size_of::<ChannelStats>());

@@ -9,10 +9,12 @@ use std::string::String;
 use std::vec::Vec;
 
 use crate::{
-    param, Code, EventMode, ABI_VERSION, CTRL_MMAP_OFFSET, DEFAULT_BUFFER_SIZE, DEFAULT_PERIOD_MS,
-    DEFAULT_POLL_TIMEOUT_MS, DEVICE_NAME, EVENT_QUEUE_LEN, EVENT_QUEUE_RESERVE, HIST_BUCKETS,
-    HIST_MAX_BITS, HIST_SUB_BITS, IOC_MAGIC, LISTENER_ASLEEP, LISTENER_SPINNING, MAX_BUFFER_SIZE,
-    MAX_PERIOD_MS, MODULE_NAME, STATS_KEYS,
+    param, Code, EventMode, ABI_VERSION, CHANNELS_HEADER, CHANNEL_NAME_LEN, CREATE_ADAPTIVE,
+    CREATE_ATTACH, CREATE_BACK_TO_BACK, CREATE_FLAGS, CTRL_MMAP_OFFSET, DEFAULT_BUFFER_SIZE,
+    DEFAULT_MAX_CHANNELS, DEFAULT_MAX_CHANNEL_MEMORY, DEFAULT_PERIOD_MS, DEFAULT_POLL_TIMEOUT_MS,
+    DEVICE_NAME, EVENT_QUEUE_LEN, EVENT_QUEUE_RESERVE, HIST_BUCKETS, HIST_MAX_BITS, HIST_SUB_BITS,
+    IOC_MAGIC, LISTENER_ASLEEP, LISTENER_SPINNING, MAX_BUFFER_SIZE, MAX_CHANNELS_LIMIT,
+    MAX_CHANNEL_MEMORY_LIMIT, MAX_PERIOD_MS, MODULE_NAME, STATS_KEYS,
 };
 
 /// Path of the generated header, relative to the workspace root.
@@ -38,7 +40,7 @@ pub fn render() -> String {
     line("");
     let mut defs = String::new();
     let mut def = |name: &str, value: &str| {
-        let _ = writeln!(defs, "#define {name:<28}{value}");
+        let _ = writeln!(defs, "#define {name:<32}{value}");
     };
     def("K2U_ABI_VERSION", &ABI_VERSION.to_string());
     def("K2U_MODULE_NAME", &quoted(MODULE_NAME));
@@ -55,6 +57,12 @@ pub fn render() -> String {
     def("K2U_PARAM_HISTOGRAM", &quoted(param::HISTOGRAM));
     def("K2U_PARAM_BACK_TO_BACK", &quoted(param::BACK_TO_BACK));
     def("K2U_PARAM_ADAPTIVE", &quoted(param::ADAPTIVE));
+    def("K2U_PARAM_MAX_CHANNELS", &quoted(param::MAX_CHANNELS));
+    def(
+        "K2U_PARAM_MAX_CHANNEL_MEMORY",
+        &quoted(param::MAX_CHANNEL_MEMORY),
+    );
+    def("K2U_PARAM_CHANNELS", &quoted(param::CHANNELS));
     def("", "");
     for code in Code::ALL {
         def(
@@ -88,6 +96,29 @@ pub fn render() -> String {
         &format!("{EVENT_QUEUE_RESERVE}U"),
     );
     def("", "");
+    def(
+        "K2U_DEFAULT_MAX_CHANNELS",
+        &format!("{DEFAULT_MAX_CHANNELS}U"),
+    );
+    def("K2U_MAX_CHANNELS_LIMIT", &format!("{MAX_CHANNELS_LIMIT}U"));
+    def(
+        "K2U_DEFAULT_MAX_CHANNEL_MEMORY",
+        &format!("{DEFAULT_MAX_CHANNEL_MEMORY}ULL"),
+    );
+    def(
+        "K2U_MAX_CHANNEL_MEMORY_LIMIT",
+        &format!("{MAX_CHANNEL_MEMORY_LIMIT}ULL"),
+    );
+    def("K2U_CHANNEL_NAME_LEN", &format!("{CHANNEL_NAME_LEN}"));
+    def("K2U_CHANNELS_HEADER", &quoted(CHANNELS_HEADER));
+    def(
+        "K2U_CREATE_BACK_TO_BACK",
+        &format!("{CREATE_BACK_TO_BACK}U"),
+    );
+    def("K2U_CREATE_ADAPTIVE", &format!("{CREATE_ADAPTIVE}U"));
+    def("K2U_CREATE_ATTACH", &format!("{CREATE_ATTACH}U"));
+    def("K2U_CREATE_FLAGS", &format!("{CREATE_FLAGS}U"));
+    def("", "");
     def("K2U_HIST_SUB_BITS", &format!("{HIST_SUB_BITS}U"));
     def("K2U_HIST_MAX_BITS", &format!("{HIST_MAX_BITS}U"));
     def("K2U_HIST_BUCKETS", &format!("{HIST_BUCKETS}U"));
@@ -97,11 +128,17 @@ pub fn render() -> String {
     let keys: Vec<String> = STATS_KEYS.iter().map(|k| quoted(k)).collect();
     def("K2U_STATS_KEYS", &format!("{{ {} }}", keys.join(", ")));
     // The blank-name rows above separate groups.
-    let defs = defs.replace(&format!("#define {:<28}\n", ""), "\n");
+    let defs = defs.replace(&format!("#define {:<32}\n", ""), "\n");
     h.push_str(&defs);
     h.push_str(
         "\n/* Byte i of the buffer after a round has filled it. */\n\
          #define K2U_PATTERN_BYTE(i)         ((__u8)((i) % 255))\n\
+         \n\
+         /* Byte i of channel id's buffer after its round r (see defs.rs). */\n\
+         #define K2U_CHANNEL_PATTERN_MODULUS 251ULL\n\
+         #define K2U_CHANNEL_PATTERN_BYTE(id, r, i) \\\n\
+         \t((__u8)((((__u64)(i) % 251) + ((__u64)(id) % 251) * 31 % 251 + \\\n\
+         \t\t  ((__u64)(r) % 251)) % 251))\n\
          \n\
          /* One event read() from the device in queue mode. */\n\
          struct k2u_event {\n\
@@ -128,6 +165,7 @@ pub fn render() -> String {
          \t__u32 listener_state;\n\
          \t__u32 reserved;\n\
          \t__u64 doorbells_skipped;\n\
+         \t__u64 ready_len;\n\
          };\n\
          \n\
          /* K2U_IOC_INFO result. */\n\
@@ -136,7 +174,35 @@ pub fn render() -> String {
          \t__u32 event_mode;\n\
          \t__u64 buffer_size;\n\
          \t__u32 period_ms;\n\
+         \t__u32 channel_id;\n\
+         };\n\
+         \n\
+         /* K2U_IOC_CREATE: make the open file a channel (or attach to a producer's). */\n\
+         struct k2u_create {\n\
+         \t__s32 efd;\n\
+         \t__s32 efd2;\n\
+         \t__u64 buffer_size;\n\
+         \t__u32 period_ms;\n\
+         \t__u32 flags;\n\
+         \tchar name[K2U_CHANNEL_NAME_LEN];\n\
+         \t__u32 id;\n\
          \t__u32 reserved;\n\
+         };\n\
+         \n\
+         /* K2U_IOC_CHANNEL_STATS result. */\n\
+         struct k2u_channel_stats {\n\
+         \t__u32 id;\n\
+         \t__u32 event_mode;\n\
+         \t__u64 buffer_size;\n\
+         \t__u64 rounds_published;\n\
+         \t__u64 count;\n\
+         \t__u64 min_ns;\n\
+         \t__u64 mean_ns;\n\
+         \t__u64 p50_ns;\n\
+         \t__u64 p90_ns;\n\
+         \t__u64 p99_ns;\n\
+         \t__u64 p999_ns;\n\
+         \t__u64 max_ns;\n\
          };\n\
          \n",
     );
@@ -147,6 +213,9 @@ pub fn render() -> String {
          #define K2U_IOC_INFO                _IOR(K2U_IOC_MAGIC, 3, struct k2u_info)\n\
          #define K2U_IOC_READ_BUFFER         _IOW(K2U_IOC_MAGIC, 4, struct k2u_read_buffer)\n\
          #define K2U_IOC_ACK_ROUND           _IOW(K2U_IOC_MAGIC, 5, __u32)\n\
+         #define K2U_IOC_CREATE              _IOWR(K2U_IOC_MAGIC, 6, struct k2u_create)\n\
+         #define K2U_IOC_CHANNEL_CMD         _IOW(K2U_IOC_MAGIC, 7, __u32)\n\
+         #define K2U_IOC_CHANNEL_STATS       _IOR(K2U_IOC_MAGIC, 8, struct k2u_channel_stats)\n\
          \n\
          #endif /* _KERN2USR_ABI_H */\n",
     );

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kern2usr_abi::{
-    header, Code, Ctrl, Event, Info, ReadBuffer, Register, EVENT_QUEUE_RESERVE, HIST_BUCKETS,
-    IOC_ACK, IOC_ACK_ROUND, IOC_INFO, IOC_READ_BUFFER, IOC_REGISTER,
+    channel_pattern_byte, header, ChannelStats, Code, Create, Ctrl, Event, Info, ReadBuffer,
+    Register, CREATE_FLAGS, EVENT_QUEUE_RESERVE, HIST_BUCKETS, IOC_ACK, IOC_ACK_ROUND,
+    IOC_CHANNEL_CMD, IOC_CHANNEL_STATS, IOC_CREATE, IOC_INFO, IOC_READ_BUFFER, IOC_REGISTER,
+    MAX_CHANNELS_LIMIT,
 };
 
 fn workspace_root() -> PathBuf {
@@ -55,6 +57,16 @@ int main(void)
 	       offsetof(struct k2u_ctrl, doorbells_skipped), K2U_HIST_BUCKETS);
 	printf("%lu %zu %u\n", (unsigned long)K2U_IOC_ACK_ROUND, offsetof(struct k2u_event, round),
 	       K2U_EVENT_QUEUE_RESERVE);
+	printf("%lu %lu %lu %zu %zu %zu %zu %zu\n", (unsigned long)K2U_IOC_CREATE,
+	       (unsigned long)K2U_IOC_CHANNEL_CMD, (unsigned long)K2U_IOC_CHANNEL_STATS,
+	       sizeof(struct k2u_create), offsetof(struct k2u_create, name),
+	       offsetof(struct k2u_create, id), sizeof(struct k2u_channel_stats),
+	       offsetof(struct k2u_channel_stats, max_ns));
+	printf("%zu %zu %u %u\n", offsetof(struct k2u_ctrl, ready_len),
+	       offsetof(struct k2u_info, channel_id), K2U_CREATE_FLAGS, K2U_MAX_CHANNELS_LIMIT);
+	printf("%u %u %u\n", K2U_CHANNEL_PATTERN_BYTE(1, 0, 0),
+	       K2U_CHANNEL_PATTERN_BYTE(40, 123456789012ULL, 4095),
+	       K2U_CHANNEL_PATTERN_BYTE(0xffffffffU, 0xffffffffffffffffULL, 1048575));
 	return 0;
 }
 "#,
@@ -77,7 +89,8 @@ int main(void)
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let codes: Vec<String> = Code::ALL.iter().map(|c| c.value().to_string()).collect();
     let expected = format!(
-        "{}\n{} {} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {}\n{} {} {}\n",
+        "{}\n{} {} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {}\n{} {} {}\n\
+         {} {} {} {} {} {} {} {}\n{} {} {} {}\n{} {} {}\n",
         codes.join(" "),
         IOC_REGISTER,
         IOC_ACK,
@@ -97,6 +110,21 @@ int main(void)
         IOC_ACK_ROUND,
         offset_of!(Event, round),
         EVENT_QUEUE_RESERVE,
+        IOC_CREATE,
+        IOC_CHANNEL_CMD,
+        IOC_CHANNEL_STATS,
+        size_of::<Create>(),
+        offset_of!(Create, name),
+        offset_of!(Create, id),
+        size_of::<ChannelStats>(),
+        offset_of!(ChannelStats, max_ns),
+        offset_of!(Ctrl, ready_len),
+        offset_of!(Info, channel_id),
+        CREATE_FLAGS,
+        MAX_CHANNELS_LIMIT,
+        channel_pattern_byte(1, 0, 0),
+        channel_pattern_byte(40, 123_456_789_012, 4095),
+        channel_pattern_byte(u32::MAX, u64::MAX, 1_048_575),
     );
     assert_eq!(text, expected);
     let _ = std::fs::remove_dir_all(&dir);

@@ -78,5 +78,5 @@ fn histogram_buckets_are_monotonic_and_tight() {
 fn new_ioctls_and_layouts() {
     // _IOW(0xE7, 4, 16 bytes)
     assert_eq!(IOC_READ_BUFFER, 0x4010_E704);
-    assert_eq!(std::mem::size_of::<Ctrl>(), 24);
+    assert_eq!(std::mem::size_of::<Ctrl>(), 32);
 }

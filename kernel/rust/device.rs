@@ -147,7 +147,7 @@ impl K2uFile {
             event_mode: EventMode::Queue as u32,
             buffer_size: self.dev.mem.size() as u64,
             period_ms: params::period_ms(),
-            reserved: 0,
+            channel_id: 0,
         })?;
         Ok(0)
     }

@@ -424,7 +424,7 @@ mod tests {
             event_mode: EventMode::Queue as u32,
             buffer_size: 4096,
             period_ms: 500,
-            reserved: 0,
+            channel_id: 0,
         };
         let e = Info::try_from(raw).err().map(|e| e.to_string());
         let e = e.unwrap_or_default();

@@ -49,7 +49,8 @@ pub struct CtrlPage {
     map: MappedBuffer,
 }
 
-const _: () = assert!(std::mem::size_of::<Ctrl>() == 24, "k2u_ctrl is 24 bytes");
+const _: () = assert!(std::mem::size_of::<Ctrl>() == 32, "k2u_ctrl is 32 bytes");
+const _: () = assert!(offset_of!(Ctrl, ready_len) % 8 == 0);
 const _: () = assert!(offset_of!(Ctrl, ready_seq) % 8 == 0);
 const _: () = assert!(offset_of!(Ctrl, listener_state) % 4 == 0);
 const _: () = assert!(offset_of!(Ctrl, doorbells_skipped) % 8 == 0);
@@ -156,6 +157,7 @@ impl CtrlPage {
             listener_state: self.listener_state(),
             reserved: 0,
             doorbells_skipped: self.doorbells_skipped(),
+            ready_len: 0,
         }
     }
 
@@ -217,7 +219,8 @@ mod tests {
                 ready_seq: 42,
                 listener_state: 0,
                 reserved: 0,
-                doorbells_skipped: 7
+                doorbells_skipped: 7,
+                ready_len: 0,
             }
         );
         Ok(())
