@@ -35,15 +35,16 @@ static int k2u_release(struct inode *inode, struct file *filp)
 	return 0;
 }
 
-/* Whether the caller's process is the default channel's listener. */
+/*
+ * Whether the caller's process is the default channel's listener. No
+ * lock: mmap() calls this under mmap_lock, which c->lock nests outside
+ * (copy_to_user() under it). The pointers are only compared: if the
+ * value read is the caller's own struct pid, which lives as long as the
+ * caller, the caller was the listener when it was read.
+ */
 static bool k2u_is_listener(struct k2u_chan *c)
 {
-	bool ret;
-
-	mutex_lock(&c->lock);
-	ret = c->attached && c->listener == task_tgid(current);
-	mutex_unlock(&c->lock);
-	return ret;
+	return READ_ONCE(c->listener) == task_tgid(current);
 }
 
 /*

@@ -548,8 +548,10 @@ int k2u_attach(struct k2u_chan *c, struct task_struct *task, struct file *efd_fi
 	if (c->attached && !c->exit_sent && efd == c->efd.ctx &&
 	    efd2 == c->efd2.ctx) {
 		/* The same listener again: keep its events and its round. */
-		put_pid(c->listener);
-		c->listener = get_task_pid(task, PIDTYPE_TGID);
+		struct pid *old = c->listener;
+
+		WRITE_ONCE(c->listener, get_task_pid(task, PIDTYPE_TGID));
+		put_pid(old);
 		c->pid = nr;
 		pr_info("%slistener pid %d re-attached: %u pending events kept\n",
 			c->tag, nr, k2u_undelivered(c));
@@ -583,7 +585,7 @@ int k2u_attach(struct k2u_chan *c, struct task_struct *task, struct file *efd_fi
 		k2u_hook_unhook(&c->efd, false);
 		goto err_hook;
 	}
-	c->listener = get_task_pid(task, PIDTYPE_TGID);
+	WRITE_ONCE(c->listener, get_task_pid(task, PIDTYPE_TGID));
 	c->pid = nr;
 	c->attached = true;
 	c->next_seq = 1;
@@ -615,7 +617,7 @@ void k2u_detach(struct k2u_chan *c)
 	k2u_hook_remove(&c->efd, false);
 	k2u_hook_remove(&c->efd2, true);
 	put_pid(c->listener);
-	c->listener = NULL;
+	WRITE_ONCE(c->listener, NULL);
 	c->attached = false;
 	c->mmap_sent = false;
 	c->exit_sent = false;

@@ -686,10 +686,9 @@ fn mode_name(ctx: &Ctx) -> Result<&'static str> {
 }
 
 fn eight_channels(ctx: &mut Ctx) -> Result<()> {
-    loaded(ctx)?;
     // The default channel, driven as the seed's, runs throughout.
-    ctx.params.set_period(Duration::from_millis(20))?;
     let mut l = crate::common::mapped(ctx, &[])?;
+    ctx.params.set_period(Duration::from_millis(20))?;
     crate::common::start_and_wait_rounds(ctx, &mut l, 2)?;
     let default_before = ctx.params.stats()?.count;
 
@@ -1678,6 +1677,8 @@ fn group_option(ctx: &mut Ctx) -> Result<()> {
         &format!("channel {id} created: name=user size=8192 owner={pid}"),
         timeout(),
     )?;
+    ctx.klog
+        .wait_for(&format!("channel {id} released"), timeout())?;
     for op in ["mmap", "read", "ACK", "READ_BUFFER"] {
         ctx.klog.wait_for(
             &format!(
@@ -1690,8 +1691,6 @@ fn group_option(ctx: &mut Ctx) -> Result<()> {
         &format!("default channel: pid {pid} is not privileged (CAP_SYS_ADMIN): REGISTER refused"),
         timeout(),
     )?;
-    ctx.klog
-        .wait_for(&format!("channel {id} released"), timeout())?;
     Ok(())
 }
 
