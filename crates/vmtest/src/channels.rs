@@ -1730,18 +1730,20 @@ fn figures(ctx: &mut Ctx) -> Result<()> {
                 .wait_for(&format!("channel {} released", k.id), timeout())?;
         }
     }
-    // Kernel memory of a channel besides its buffer: the control page, the
-    // event queue and the state (pages array aside).
+    // Kernel memory of a channel besides its buffer: the control page,
+    // the event queue, the state (struct k2u_chan, mostly its histogram,
+    // from kvzalloc: 16 KiB) and 8 bytes per buffer page (the page array).
     let queue = kern2usr::abi::EVENT_QUEUE_LEN as usize * std::mem::size_of::<Event>();
     println!(
-        "channels: figures memory_per_channel=buffer+{}B(ctrl 4096 + queue {queue} + state ~{}) rounds_per_s(4KiB,b2b) {}",
+        "channels: figures memory_per_channel=buffer+{}B+8B/page (control page 4096, queue {queue}, state {STATE_BYTES}) rounds_per_s(4KiB,b2b,{rounds} rounds each) {}",
         4096 + queue + STATE_BYTES,
-        STATE_BYTES,
         rates.join(" ")
     );
     Ok(())
 }
 
-/// Approximate size of the kernel's struct k2u_chan (its histogram is
-/// K2U_HIST_BUCKETS u64s).
-const STATE_BYTES: usize = kern2usr::abi::HIST_BUCKETS * 8 + 512;
+/// What the kernel allocates for a struct k2u_chan: its histogram
+/// (K2U_HIST_BUCKETS u64s) and about 600 bytes more, which kvzalloc()
+/// rounds up to 16 KiB.
+const STATE_BYTES: usize = 16384;
+const _: () = assert!(kern2usr::abi::HIST_BUCKETS * 8 + 1024 <= STATE_BYTES);
