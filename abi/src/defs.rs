@@ -258,6 +258,24 @@ pub const fn channel_pattern_byte(id: u32, round: u64, index: usize) -> u8 {
     ((i + c + round % m) % m) as u8
 }
 
+/// Name of the channel the sample producer module (`k2u_sample_producer`,
+/// kernel/c/k2u_sample_producer.c) creates by default.
+pub const SAMPLE_PRODUCER_NAME: &str = "sample";
+/// Module name of the sample producer.
+pub const SAMPLE_PRODUCER_MODULE: &str = "k2u_sample_producer";
+
+/// Bytes the sample producer publishes in its round `seq` (1 and up) of a
+/// `size`-byte buffer: the length varies, so `ready_len` is checked too.
+pub const fn sample_producer_len(seq: u64, size: u64) -> u64 {
+    size - (seq % 4) * 8
+}
+
+/// Byte `index` of the sample producer's round `seq`: bytes 0-7 hold `seq`
+/// (little endian), every later byte this.
+pub const fn sample_producer_byte(seq: u64, index: usize) -> u8 {
+    ((seq % 251 + index as u64 % 251) % 251) as u8
+}
+
 /// One event as read() from the device in [`EventMode::Queue`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

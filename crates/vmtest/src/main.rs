@@ -12,6 +12,7 @@ mod kmsg;
 mod listener;
 mod pattern;
 mod perf;
+mod producer;
 mod regress;
 mod seedclient;
 mod walkthrough;
@@ -87,7 +88,9 @@ enum SuiteName {
     Regress,
     /// The 2017 client's exact calls (tests/seed-client).
     Seedclient,
-    /// All of the above.
+    /// The kernel producer API with the sample producer module (C module).
+    Producer,
+    /// All of the above but producer.
     All,
 }
 
@@ -158,6 +161,9 @@ fn run(cli: Cli) -> Result<bool> {
                     SuiteName::Seedclient => {
                         harness::run_independent("seedclient", seedclient::TESTS, filter)
                     }
+                    SuiteName::Producer => {
+                        harness::run_independent("producer", producer::TESTS, filter)
+                    }
                     SuiteName::All => harness::Tally::default(),
                 };
                 failed += tally.failed;
@@ -189,6 +195,7 @@ fn run(cli: Cli) -> Result<bool> {
                 ("perf", perf::TESTS),
                 ("regress", regress::TESTS),
                 ("seedclient", seedclient::TESTS),
+                ("producer", producer::TESTS),
             ] {
                 println!("{suite}:");
                 for (name, _) in tests {
