@@ -179,7 +179,8 @@ pub const CHANNEL_NAME_LEN: usize = 16;
 /// fields of one channel, separated by one space: the id (0: the default
 /// channel), the name (`-` when empty), the owner's pid as the reader's
 /// pid namespace sees it (0: none or not visible), the buffer size, the
-/// [`EventMode`] name, the pacing (`timer`, `b2b` or `b2b+adaptive`), the
+/// [`EventMode`] name, the pacing (`timer`, `b2b`, `b2b+adaptive`,
+/// `timer+adaptive` or `producer`), the
 /// rounds counted, and their p50 and p99 in ns (0 before the first round).
 pub const CHANNELS_HEADER: &str = "id name owner buffer_size mode pacing rounds p50_ns p99_ns";
 
