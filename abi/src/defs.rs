@@ -179,7 +179,8 @@ pub const CHANNEL_NAME_LEN: usize = 16;
 /// fields of one channel, separated by one space: the id (0: the default
 /// channel), the name (`-` when empty), the owner's pid as the reader's
 /// pid namespace sees it (0: none or not visible), the buffer size, the
-/// [`EventMode`] name, the pacing (`timer`, `b2b` or `b2b+adaptive`), the
+/// [`EventMode`] name, the pacing (`timer`, `b2b`, `b2b+adaptive`,
+/// `timer+adaptive` or `producer`), the
 /// rounds counted, and their p50 and p99 in ns (0 before the first round).
 pub const CHANNELS_HEADER: &str = "id name owner buffer_size mode pacing rounds p50_ns p99_ns";
 
@@ -256,6 +257,24 @@ pub const fn channel_pattern_byte(id: u32, round: u64, index: usize) -> u8 {
     let i = index as u64 % m;
     let c = (id as u64 % m) * 31 % m;
     ((i + c + round % m) % m) as u8
+}
+
+/// Name of the channel the sample producer module (`k2u_sample_producer`,
+/// kernel/c/k2u_sample_producer.c) creates by default.
+pub const SAMPLE_PRODUCER_NAME: &str = "sample";
+/// Module name of the sample producer.
+pub const SAMPLE_PRODUCER_MODULE: &str = "k2u_sample_producer";
+
+/// Bytes the sample producer publishes in its round `seq` (1 and up) of a
+/// `size`-byte buffer: the length varies, so `ready_len` is checked too.
+pub const fn sample_producer_len(seq: u64, size: u64) -> u64 {
+    size - (seq % 4) * 8
+}
+
+/// Byte `index` of the sample producer's round `seq`: bytes 0-7 hold `seq`
+/// (little endian), every later byte this.
+pub const fn sample_producer_byte(seq: u64, index: usize) -> u8 {
+    ((seq % 251 + index as u64 % 251) % 251) as u8
 }
 
 /// One event as read() from the device in [`EventMode::Queue`].

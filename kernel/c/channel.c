@@ -25,11 +25,12 @@ void k2u_chan_init(struct k2u_chan *c)
 	k2u_link_init(c);
 	k2u_round_init(c);
 	INIT_LIST_HEAD(&c->node);
+	init_waitqueue_head(&c->ack_wait);
 	kref_init(&c->ref);
 }
 
 /* Free a created channel: no timer, work item or hook of it is left. */
-static void k2u_chan_free(struct kref *ref)
+void k2u_chan_free(struct kref *ref)
 {
 	struct k2u_chan *c = container_of(ref, struct k2u_chan, ref);
 	unsigned int i;
@@ -53,7 +54,7 @@ static void k2u_chan_free(struct kref *ref)
  * buffer page by page (zeroed, mapped into the kernel with vmap() for the
  * fill and into userspace page by page), the control page and the queue.
  */
-static struct k2u_chan *k2u_chan_alloc(size_t size)
+struct k2u_chan *k2u_chan_alloc(size_t size)
 {
 	const gfp_t gfp = GFP_KERNEL_ACCOUNT | __GFP_ZERO;
 	struct k2u_chan *c;
@@ -94,7 +95,7 @@ err:
 }
 
 /* The name: up to 15 bytes of [A-Za-z0-9_.-], then NULs only. */
-static int k2u_check_name(const char *name)
+int k2u_check_name(const char *name)
 {
 	size_t len = strnlen(name, K2U_CHANNEL_NAME_LEN);
 	size_t i;
@@ -177,7 +178,7 @@ static int k2u_check_create(const struct k2u_create *cr)
 }
 
 /* Keep the list ordered by id, so the listing is. */
-static void k2u_chan_insert(struct k2u_device *d, struct k2u_chan *c)
+void k2u_chan_insert(struct k2u_device *d, struct k2u_chan *c)
 {
 	struct k2u_chan *pos;
 
@@ -189,6 +190,23 @@ static void k2u_chan_insert(struct k2u_device *d, struct k2u_chan *c)
 		}
 	}
 	list_add_tail(&c->node, &d->channels);
+}
+
+/* Under chan_lock: 0 if one more channel of @size bytes fits the limits. */
+int k2u_chan_limits(struct k2u_device *d, u64 size)
+{
+	lockdep_assert_held(&d->chan_lock);
+	if (d->nr_channels >= READ_ONCE(d->max_channels)) {
+		pr_notice("CREATE refused: %u channels exist (max_channels=%u)\n",
+			  d->nr_channels, READ_ONCE(d->max_channels));
+		return -ENOSPC;
+	}
+	if (d->memory + size > READ_ONCE(d->max_memory)) {
+		pr_notice("CREATE refused: %llu more bytes would pass max_channel_memory=%llu (%llu in use)\n",
+			  size, READ_ONCE(d->max_memory), d->memory);
+		return -ENOSPC;
+	}
+	return 0;
 }
 
 /*
@@ -203,17 +221,9 @@ static int k2u_chan_publish(struct k2u_device *d, struct file *filp,
 	struct k2u_chan *c;
 	int id, ret;
 
-	lockdep_assert_held(&d->chan_lock);
-	if (d->nr_channels >= READ_ONCE(d->max_channels)) {
-		pr_notice("CREATE refused: %u channels exist (max_channels=%u)\n",
-			  d->nr_channels, READ_ONCE(d->max_channels));
-		return -ENOSPC;
-	}
-	if (d->memory + cr->buffer_size > READ_ONCE(d->max_memory)) {
-		pr_notice("CREATE refused: %llu more bytes would pass max_channel_memory=%llu (%llu in use)\n",
-			  cr->buffer_size, READ_ONCE(d->max_memory), d->memory);
-		return -ENOSPC;
-	}
+	ret = k2u_chan_limits(d, cr->buffer_size);
+	if (ret)
+		return ret;
 	c = k2u_chan_alloc(cr->buffer_size);
 	id = c ? ida_alloc_min(&d->ids, 1, GFP_KERNEL) : -ENOMEM;
 	if (id < 0) {
@@ -289,12 +299,6 @@ long k2u_chan_create_ioctl(struct file *filp, void __user *uarg)
 	ret = k2u_check_create(&cr);
 	if (ret)
 		return ret;
-	if (cr.flags & K2U_CREATE_ATTACH) {
-		pr_notice("CREATE refused: name %s: no producer channel has this name\n",
-			  cr.name);
-		return -ENOENT;
-	}
-
 	efd = fget(cr.efd);
 	efd2 = fget(cr.efd2);
 	if (!efd || !efd2) {
@@ -314,6 +318,8 @@ long k2u_chan_create_ioctl(struct file *filp, void __user *uarg)
 		pr_notice("CREATE refused: this file is channel %u already\n",
 			  k2u_file_chan(filp)->id);
 		ret = -EBUSY;
+	} else if (cr.flags & K2U_CREATE_ATTACH) {
+		ret = k2u_producer_attach(d, filp, &cr, arg, efd, efd2);
 	} else {
 		ret = k2u_chan_publish(d, filp, &cr, arg, efd, efd2);
 	}
@@ -353,6 +359,8 @@ void k2u_chan_release(struct k2u_chan *c)
 
 static const char *k2u_pacing(const struct k2u_chan *c)
 {
+	if (c->producer)
+		return "producer";
 	if (c->back_to_back)
 		return c->adaptive ? "b2b+adaptive" : "b2b";
 	return c->adaptive ? "timer+adaptive" : "timer";

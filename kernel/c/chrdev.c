@@ -30,7 +30,9 @@ static int k2u_release(struct inode *inode, struct file *filp)
 {
 	struct k2u_chan *c = k2u_file_chan(filp);
 
-	if (c)
+	if (c && c->producer)
+		k2u_producer_listener_release(c);
+	else if (c)
 		k2u_chan_release(c);
 	return 0;
 }
@@ -55,7 +57,8 @@ static bool k2u_is_listener(struct k2u_chan *c)
 static int k2u_may(struct k2u_chan *c, const char *op)
 {
 	if (!k2u_is_default(c)) {
-		if (c->owner == task_tgid(current))
+		/* A producer's channel changes owner with its listener. */
+		if (READ_ONCE(c->owner) == task_tgid(current))
 			return 0;
 		if (__ratelimit(&k2u_perm_log))
 			pr_notice("channel %u: pid %d is not its owner: %s refused\n",
@@ -267,6 +270,11 @@ static long k2u_ioctl_channel_cmd(struct k2u_chan *c, void __user *arg)
 
 	if (get_user(code, (u32 __user *)arg))
 		return -EFAULT;
+	if (c->producer) {
+		pr_notice("%scommand %u refused: a producer's channel takes no commands\n",
+			  c->tag, code);
+		return -EOPNOTSUPP;
+	}
 	return k2u_channel_cmd(c, code);
 }
 

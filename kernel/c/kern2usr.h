@@ -144,6 +144,12 @@ struct k2u_chan {
 	struct k2u_stats stats;
 
 	char last_error[K2U_LAST_ERROR_LEN];
+
+	/* A kernel producer's channel (producer.c); guarded by lock. */
+	bool producer;			/* fed by a producer, not by rounds */
+	struct file *listener_filp;	/* the attached listener's file */
+	wait_queue_head_t ack_wait;	/* k2u_producer_wait_ack() sleeps here */
+	u64 acked_id;			/* last round an ack closed (ack_lock) */
 };
 
 struct k2u_device {
@@ -204,10 +210,21 @@ int k2u_chrdev_create(struct k2u_device *d);
 void k2u_chrdev_destroy(struct k2u_device *d);
 
 /* channel.c */
+struct k2u_chan *k2u_chan_alloc(size_t size);
+void k2u_chan_free(struct kref *ref);
+int k2u_check_name(const char *name);
+void k2u_chan_insert(struct k2u_device *d, struct k2u_chan *c);
+int k2u_chan_limits(struct k2u_device *d, u64 size);
 void k2u_chan_init(struct k2u_chan *c);
 long k2u_chan_create_ioctl(struct file *filp, void __user *arg);
 void k2u_chan_release(struct k2u_chan *c);
 int k2u_channels_show(char *buf);
+
+/* producer.c */
+int k2u_producer_attach(struct k2u_device *d, struct file *filp,
+			struct k2u_create *cr, struct k2u_create __user *arg,
+			struct file *efd, struct file *efd2);
+void k2u_producer_listener_release(struct k2u_chan *c);
 
 /* link.c */
 void k2u_link_init(struct k2u_chan *c);
@@ -239,5 +256,6 @@ void k2u_round_efd2_locked(struct k2u_chan *c, u64 value);
 int k2u_round_ack_ioctl(struct k2u_chan *c, bool by_id, u32 id);
 void k2u_round_shown_locked(struct k2u_chan *c, u32 id);
 void k2u_round_reset_locked(struct k2u_chan *c);
+s64 k2u_round_publish(struct k2u_chan *c, size_t len);
 
 #endif /* _KERN2USR_H */

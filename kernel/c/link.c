@@ -628,4 +628,6 @@ void k2u_detach(struct k2u_chan *c)
 	c->ring_head = 0;
 	WRITE_ONCE(c->ring_count, 0);
 	wake_up_interruptible(&c->readq);
+	/* A producer's round is abandoned: its waiter returns -ENOTCONN. */
+	wake_up_all(&c->ack_wait);
 }

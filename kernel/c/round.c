@@ -129,57 +129,55 @@ int k2u_round_ack_ioctl(struct k2u_chan *c, bool by_id, u32 id)
 }
 
 /*
- * Fill the buffer and tell the listener. The control page gets the round's
- * sequence number first; in adaptive mode a spinning listener sees it
- * there and the doorbell is skipped (the store, the full barrier, then the
- * load of listener_state pair with the listener's mirror image).
+ * Under c->lock: whether a round may open now: 0, -EBUSY while one is
+ * outstanding or closed by an ack but not counted yet (ack_work counts it
+ * and, back to back, opens the next), -EAGAIN when the event queue has no
+ * room for MEMORY_READY. Only k2u_round_open() opens rounds, under
+ * c->lock, so the answer holds until the caller opens one.
  */
-static void k2u_round_begin(struct k2u_chan *c, bool log)
+static int k2u_round_may_open(struct k2u_chan *c)
 {
-	struct k2u_ctrl *ctrl = c->ctrl;
 	unsigned long irqflags;
 	bool busy;
 
-	/*
-	 * Never over an outstanding round, nor over one an ack closed that
-	 * is not counted yet (ack_work counts it and, back to back, comes
-	 * here again). Only this function opens rounds, under k2u.lock, so
-	 * the answer holds until the round below is opened.
-	 */
+	lockdep_assert_held(&c->lock);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	busy = c->round.open || c->round.closed;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	if (busy)
-		return;
-	if (!k2u_post_has_room(c, K2U_CMD_MEMORY_READY)) {
-		pr_notice_ratelimited("%sevent queue full: round skipped\n",
-				      c->tag);
-		/* Back to back has no timer to try again: arm it. */
-		if (c->back_to_back && !hrtimer_active(&c->timer))
-			hrtimer_start(&c->timer, ns_to_ktime(k2u_period_ns(c)),
-				      HRTIMER_MODE_REL);
-		return;
-	}
-	if (log)
-		pr_info("Start monitoring for efd2...\n");
-	k2u_fill(c, c->rounds_published + 1);
-	c->buffer_filled = true;
-	c->calculation_done = false;
-	c->log_round = log;
+		return -EBUSY;
+	return k2u_post_has_room(c, K2U_CMD_MEMORY_READY) ? 0 : -EAGAIN;
+}
+
+/*
+ * Under c->lock, after k2u_round_may_open(): publish a round of @len bytes
+ * already in the buffer and tell the listener; returns the round's id. The
+ * control page gets ready_len, then the id; in adaptive mode a spinning
+ * listener sees it there and the doorbell is skipped (the store, the full
+ * barrier, then the load of listener_state pair with the listener's mirror
+ * image).
+ */
+static u64 k2u_round_open(struct k2u_chan *c, size_t len)
+{
+	struct k2u_ctrl *ctrl = c->ctrl;
+	unsigned long irqflags;
+	u64 id;
+
 	/*
 	 * Open the round and publish its id in one ack_lock section: an ack
 	 * either comes before (and cannot close it) or after the round is
 	 * visible. In adaptive mode the control page shows every round, so
 	 * it counts as shown from its publish.
 	 */
-	WRITE_ONCE(ctrl->ready_len, c->buffer_size);
+	WRITE_ONCE(ctrl->ready_len, len);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
-	c->round.id = ++c->rounds_published;
+	id = ++c->rounds_published;
+	c->round.id = id;
 	c->round.open = true;
 	c->round.shown = c->adaptive;
 	c->round.start_ns = ktime_get_ns();
 	/* Release: the buffer and ready_len are visible before the sequence. */
-	smp_store_release(&ctrl->ready_seq, c->round.id);
+	smp_store_release(&ctrl->ready_seq, id);
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	/* Pairs with the listener's barrier between ASLEEP and its re-read. */
 	smp_mb();
@@ -189,8 +187,47 @@ static void k2u_round_begin(struct k2u_chan *c, bool log)
 			   READ_ONCE(ctrl->doorbells_skipped) + 1);
 	else
 		k2u_post(c, K2U_CMD_MEMORY_READY);
+	return id;
+}
+
+/* A test round: fill the buffer, then publish all of it. */
+static void k2u_round_begin(struct k2u_chan *c, bool log)
+{
+	int ret = k2u_round_may_open(c);
+
+	if (ret == -EAGAIN) {
+		pr_notice_ratelimited("%sevent queue full: round skipped\n",
+				      c->tag);
+		/* Back to back has no timer to try again: arm it. */
+		if (c->back_to_back && !hrtimer_active(&c->timer))
+			hrtimer_start(&c->timer, ns_to_ktime(k2u_period_ns(c)),
+				      HRTIMER_MODE_REL);
+	}
+	if (ret)
+		return;
+	if (log)
+		pr_info("Start monitoring for efd2...\n");
+	k2u_fill(c, c->rounds_published + 1);
+	c->buffer_filled = true;
+	c->calculation_done = false;
+	c->log_round = log;
+	k2u_round_open(c, c->buffer_size);
 	if (log)
 		pr_info("Buffer filled\n");
+}
+
+/*
+ * A producer's round: @len bytes the producer wrote. Under c->lock; the
+ * round's id, or -EBUSY / -EAGAIN as k2u_round_may_open().
+ */
+s64 k2u_round_publish(struct k2u_chan *c, size_t len)
+{
+	int ret = k2u_round_may_open(c);
+
+	if (ret)
+		return ret;
+	c->log_round = false;
+	return k2u_round_open(c, len);
 }
 
 /* Whether a round is published and neither acked nor abandoned. */
@@ -313,6 +350,8 @@ void k2u_round_collect(struct k2u_chan *c)
 	closed = c->round.closed;
 	took = c->round.took_ns;
 	c->round.closed = false;
+	if (closed)
+		c->acked_id = c->round.id;
 	late = c->acks_late;
 	c->acks_late = 0;
 	bad = c->ack_bad_value;
@@ -327,6 +366,8 @@ void k2u_round_collect(struct k2u_chan *c)
 				      c->tag, late);
 	if (!closed)
 		return;
+	/* A producer waiting in k2u_producer_wait_ack(). */
+	wake_up_all(&c->ack_wait);
 	k2u_stats_add(&c->stats, took);
 	c->calculation_done = true;
 	if (c->log_round) {

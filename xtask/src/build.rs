@@ -10,6 +10,8 @@ use crate::util::{create_dir, describe, remove_dir_if_exists, repo_root, run, sa
 
 /// Name of the module file kbuild produces.
 pub const MODULE_FILE: &str = "kern2usr.ko";
+/// The sample producer module the C module's Kbuild builds beside it.
+pub const SAMPLE_PRODUCER_FILE: &str = "k2u_sample_producer.ko";
 /// Time limit of a module build (times `K2U_TIMEOUT_SCALE`).
 const MAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 /// Rust target of the guest binaries.
@@ -42,6 +44,45 @@ pub fn warning_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Copies the module sources of `src` (files [`is_module_source`] accepts,
+/// or `also` does) and the headers of its `include/` to `out` (which must
+/// exist). Returns the copied names (`include/<h>` for headers), sorted.
+pub fn copy_sources(src: &Path, out: &Path, also: fn(&str) -> bool) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut copy_dir = |from: &Path, to: &Path, prefix: &str| -> Result<()> {
+        for entry in
+            std::fs::read_dir(from).with_context(|| format!("could not list {}", from.display()))?
+        {
+            let entry = entry.with_context(|| format!("could not list {}", from.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.file_type().is_ok_and(|t| t.is_file())
+                || !(is_module_source(&name) || also(&name))
+            {
+                continue;
+            }
+            std::fs::copy(entry.path(), to.join(&name)).with_context(|| {
+                format!(
+                    "could not copy {} to {}",
+                    entry.path().display(),
+                    to.display()
+                )
+            })?;
+            names.push(format!("{prefix}{name}"));
+        }
+        Ok(())
+    };
+    copy_dir(src, out, "")?;
+    // Headers for other modules (kernel/c/include/: the producer API).
+    let include = src.join("include");
+    if include.is_dir() {
+        let to = out.join("include");
+        create_dir(&to)?;
+        copy_dir(&include, &to, "include/")?;
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// Copies `kernel/<module>/` sources to `target/kmod/<module>-<series>/` and
 /// builds them against `kernel`'s headers. Returns the `.ko` path.
 pub fn build_module(kernel: &Unpacked, module: &str) -> Result<PathBuf> {
@@ -70,24 +111,7 @@ pub fn build_module(kernel: &Unpacked, module: &str) -> Result<PathBuf> {
     let defs = repo_root().join("abi/src/defs.rs");
     std::fs::copy(&defs, abi_dir.join("defs.rs"))
         .with_context(|| format!("could not copy {}", defs.display()))?;
-    let mut copied = 0;
-    for entry in
-        std::fs::read_dir(&src).with_context(|| format!("could not list {}", src.display()))?
-    {
-        let entry = entry.with_context(|| format!("could not list {}", src.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !entry.file_type().is_ok_and(|t| t.is_file()) || !is_module_source(&name) {
-            continue;
-        }
-        std::fs::copy(entry.path(), out.join(&name)).with_context(|| {
-            format!(
-                "could not copy {} to {}",
-                entry.path().display(),
-                out.display()
-            )
-        })?;
-        copied += 1;
-    }
+    let copied = copy_sources(&src, &out, |_| false)?.len();
     if !out.join("Kbuild").exists() && !out.join("Makefile").exists() {
         bail!(
             "{} has no Kbuild or Makefile ({copied} source files copied)",

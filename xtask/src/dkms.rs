@@ -72,26 +72,7 @@ pub fn copy_source(dest: &Path) -> Result<Vec<String>> {
         .with_context(|| format!("could not read {}", src.join("dkms.conf").display()))?;
     check_conf(&conf)?;
     create_dir(dest)?;
-    let mut names = Vec::new();
-    for entry in
-        std::fs::read_dir(&src).with_context(|| format!("could not list {}", src.display()))?
-    {
-        let entry = entry.with_context(|| format!("could not list {}", src.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if !is_file || !(crate::build::is_module_source(&name) || name == "dkms.conf") {
-            continue;
-        }
-        std::fs::copy(entry.path(), dest.join(&name)).with_context(|| {
-            format!(
-                "could not copy {} to {}",
-                entry.path().display(),
-                dest.display()
-            )
-        })?;
-        names.push(name);
-    }
-    names.sort();
+    let names = crate::build::copy_sources(&src, dest, |name| name == "dkms.conf")?;
     for needed in ["dkms.conf", "Kbuild", "Makefile", "kern2usr_abi.h"] {
         if !names.iter().any(|n| n == needed) {
             bail!("{} has no {needed}", src.display());

@@ -163,6 +163,16 @@ pub fn build(name: &str, contents: &Contents<'_>) -> Result<PathBuf> {
     }
     if let Some(ko) = contents.module {
         copy(ko, &tree.join("root/kern2usr/kern/kern2usr.ko"), 0o644)?;
+        let sample = ko.with_file_name(crate::build::SAMPLE_PRODUCER_FILE);
+        if sample.exists() {
+            copy(
+                &sample,
+                &tree
+                    .join("root/kern2usr/kern")
+                    .join(crate::build::SAMPLE_PRODUCER_FILE),
+                0o644,
+            )?;
+        }
     }
     let chdev = repo_root().join("scripts/create_chdev.sh");
     if chdev.exists() {

@@ -111,6 +111,15 @@ impl CtrlPage {
             .load(Ordering::Acquire)
     }
 
+    /// Bytes of data of round [`CtrlPage::ready_seq`] (`ready_len`, ABI 3):
+    /// the buffer size for test rounds, the published length on a
+    /// producer's channel. Read after `ready_seq` (acquire), it is that
+    /// round's length.
+    pub fn ready_len(&self) -> u64 {
+        self.u64_at(offset_of!(Ctrl, ready_len))
+            .load(Ordering::Acquire)
+    }
+
     /// Rounds whose doorbell the module skipped (`doorbells_skipped`).
     pub fn doorbells_skipped(&self) -> u64 {
         self.u64_at(offset_of!(Ctrl, doorbells_skipped))

@@ -13,6 +13,7 @@ mod kmsg;
 mod listener;
 mod pattern;
 mod perf;
+mod producer;
 mod regress;
 mod seedclient;
 mod walkthrough;
@@ -96,6 +97,8 @@ enum SuiteName {
     Seedclient,
     /// Channels (issue 8): several at once, ownership, limits, group use.
     Channels,
+    /// The kernel producer API with the sample producer module (C module).
+    Producer,
     /// All of the above.
     All,
 }
@@ -171,6 +174,9 @@ fn run(cli: Cli) -> Result<bool> {
                     SuiteName::Seedclient => {
                         harness::run_independent("seedclient", seedclient::TESTS, filter)
                     }
+                    SuiteName::Producer => {
+                        harness::run_independent("producer", producer::TESTS, filter)
+                    }
                     SuiteName::All => harness::Tally::default(),
                 };
                 failed += tally.failed;
@@ -204,6 +210,7 @@ fn run(cli: Cli) -> Result<bool> {
                 ("perf", perf::TESTS),
                 ("regress", regress::TESTS),
                 ("seedclient", seedclient::TESTS),
+                ("producer", producer::TESTS),
                 ("channels", channels::TESTS),
             ] {
                 println!("{suite}:");
