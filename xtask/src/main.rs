@@ -16,6 +16,7 @@ mod dkms;
 mod fuzz;
 mod initramfs;
 mod kernels;
+mod man;
 mod package;
 mod qemu;
 mod report;
@@ -45,6 +46,10 @@ struct Cli {
 enum Cmd {
     /// Write kernel/c/kern2usr_abi.h from abi/src/defs.rs.
     GenHeader,
+    /// Write the kern2usr man pages and bash/zsh/fish completions (from
+    /// its clap definition) into target/man; --readme also rewrites the
+    /// README's CLI reference table.
+    Man(man::ManArgs),
     /// Install the host packages the harness needs (only missing ones,
     /// never removing or downgrading one; needs root: `sudo cargo xtask
     /// deps`), and, when not run through sudo, the 7.3-debug toolchain
@@ -321,7 +326,7 @@ fn needs(cmd: &Cmd) -> Needs {
         target,
     };
     match cmd {
-        Cmd::GenHeader => n(Need::Nothing, false, false),
+        Cmd::GenHeader | Cmd::Man(_) => n(Need::Nothing, false, false),
         Cmd::Deps { .. } => n(Need::Nothing, true, false),
         Cmd::Fetch(_) => n(Need::Nothing, true, false),
         Cmd::BuildModule { .. } => n(Need::ModuleBuild, true, true),
@@ -414,6 +419,7 @@ fn main() -> Result<()> {
     }
     match cli.command {
         Cmd::GenHeader => gen_header(),
+        Cmd::Man(args) => man::man(&args),
         Cmd::Deps { with, dry_run } => deps_cmd(&with, dry_run),
         Cmd::Fetch(k) => {
             let u = util::step(format!("fetch kernel {}", k.kernel), || {

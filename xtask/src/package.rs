@@ -84,16 +84,10 @@ const ROOT_PACKAGES: &[&str] = &[
 
 /// Lintian warnings that stay, and why. Anything else lintian warns about
 /// is printed as unexplained (and should be fixed or added here).
-pub const LINTIAN_KEPT: &[(&str, &str)] = &[
-    (
-        "no-manual-page",
-        "kern2usr has no man page yet (the library issue adds one; it is packaged once it exists in the tree)",
-    ),
-    (
-        "initial-upload-closes-no-bugs",
-        "the package is not uploaded to Debian, so there is no ITP bug to close",
-    ),
-];
+pub const LINTIAN_KEPT: &[(&str, &str)] = &[(
+    "initial-upload-closes-no-bugs",
+    "the package is not uploaded to Debian, so there is no ITP bug to close",
+)];
 
 /// `DEBFULLNAME <DEBEMAIL>` if both are set, else the project default.
 fn maintainer() -> String {
@@ -421,9 +415,9 @@ fn stage_dkms(root: &Path, version: &str, maint: &str, date: &str) -> Result<()>
 }
 
 /// Optional files of the CLI package found in the tree: (source, path in
-/// the package, mode, gzip?). The udev rule (`*.rules`), man pages
-/// (`kern2usr*.1`) and shell completions (`kern2usr.bash`, `_kern2usr`,
-/// `kern2usr.fish`) are packaged once they exist in the repository.
+/// the package, mode, gzip?). The udev rule (`*.rules`) is packaged once it
+/// exists in the repository. (Man pages and completions are generated:
+/// [`crate::man`].)
 fn optional_cli_files() -> Result<Vec<(PathBuf, String, u32, bool)>> {
     let mut found = Vec::new();
     let root = repo_root();
@@ -443,26 +437,6 @@ fn optional_cli_files() -> Result<Vec<(PathBuf, String, u32, bool)>> {
             }
             let dest = if name.ends_with(".rules") && name.contains("kern2usr") {
                 Some((format!("usr/lib/udev/rules.d/{name}"), 0o644, false))
-            } else if name.starts_with("kern2usr") && name.ends_with(".1") {
-                Some((format!("usr/share/man/man1/{name}.gz"), 0o644, true))
-            } else if name == "kern2usr.bash" {
-                Some((
-                    "usr/share/bash-completion/completions/kern2usr".to_string(),
-                    0o644,
-                    false,
-                ))
-            } else if name == "_kern2usr" {
-                Some((
-                    "usr/share/zsh/vendor-completions/_kern2usr".to_string(),
-                    0o644,
-                    false,
-                ))
-            } else if name == "kern2usr.fish" {
-                Some((
-                    "usr/share/fish/vendor_completions.d/kern2usr.fish".to_string(),
-                    0o644,
-                    false,
-                ))
             } else {
                 None
             };
@@ -550,6 +524,20 @@ fn stage_cli(root: &Path, version: &str, maint: &str, date: &str, scratch: &Path
         &text,
         0o755,
     )?;
+    // Man pages (gzipped, as dh_installman does) and completions, rendered
+    // from the CLI's clap definition.
+    for g in crate::man::all()? {
+        let data = if g.installed_as.ends_with(".gz") {
+            gzip(&g.data)?
+        } else {
+            g.data
+        };
+        say(format!(
+            "package {CLI_PACKAGE}: generated {} -> /{}",
+            g.name, g.installed_as
+        ));
+        write(&root.join(&g.installed_as), &data, 0o644)?;
+    }
     let mut has_udev = false;
     for (src, dest, mode, gz) in optional_cli_files()? {
         let data =
