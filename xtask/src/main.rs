@@ -18,6 +18,7 @@ mod initramfs;
 mod kernels;
 mod man;
 mod package;
+mod plot;
 mod qemu;
 mod report;
 mod suites;
@@ -97,8 +98,8 @@ enum Cmd {
     },
     /// Run the host tests and the VM suites, and print a summary.
     Test(suites::TestArgs),
-    /// Boot a kernel running `kern2usr bench` and extract its JSON and
-    /// SVG (default target/bench/bench.json and bench.svg).
+    /// Boot a kernel running `kern2usr bench`, extract its JSON and draw
+    /// the plot from it (default target/bench/bench.json and bench.svg).
     Bench(bench::BenchArgs),
     /// Boot a kernel running random operations checked against the
     /// protocol model (`kern2usr-vmtest fuzz`).

@@ -139,14 +139,12 @@ pub enum Command {
         /// The adaptive run's spin budget in microseconds.
         #[arg(long, value_name = "US", default_value_t = 200)]
         spin_us: u64,
-        /// Write the results as JSON to this file.
+        /// Write the results as JSON to this file (with each run's
+        /// histogram; `cargo xtask bench` draws the plot from it).
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
-        /// Write the latency distributions as SVG to this file.
-        #[arg(long, value_name = "FILE")]
-        plot: Option<PathBuf>,
-        /// Also print the JSON and the SVG to stdout between
-        /// K2U-FILE-BEGIN/END markers (for `cargo xtask bench`).
+        /// Also print the JSON to stdout between K2U-FILE-BEGIN/END
+        /// markers (for `cargo xtask bench`).
         #[arg(long)]
         dump: bool,
         /// The module file to insmod for each size.

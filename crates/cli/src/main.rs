@@ -89,7 +89,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mechanisms,
             spin_us,
             json,
-            plot,
             dump,
             module,
             timeout,
@@ -106,7 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_secs(timeout),
                 floor_same_cpu: floor_cpu == FloorCpu::Same,
             };
-            run_bench(&config, json, plot, dump)
+            run_bench(&config, json, dump)
         }
         Command::Cmd { command } => {
             params.command_text(&command)?;
@@ -274,7 +273,6 @@ fn status_json(
 fn run_bench(
     config: &bench::runner::Config,
     json: Option<PathBuf>,
-    plot: Option<PathBuf>,
     dump: bool,
 ) -> anyhow::Result<ExitCode> {
     if !rustix::process::geteuid().is_root() {
@@ -292,18 +290,12 @@ fn run_bench(
         config.spin.as_micros()
     )?;
     let json_text = report.json_text();
-    let svg = bench::svg::render(&report);
     if let Some(path) = &json {
         std::fs::write(path, &json_text).with_context(|| format!("writing {}", path.display()))?;
         writeln!(out, "bench: JSON written to {}", path.display())?;
     }
-    if let Some(path) = &plot {
-        std::fs::write(path, &svg).with_context(|| format!("writing {}", path.display()))?;
-        writeln!(out, "bench: plot written to {}", path.display())?;
-    }
     if dump {
-        bench::dump::write_file(&mut out, "bench.json", json_text.as_bytes())?;
-        bench::dump::write_file(&mut out, "bench.svg", svg.as_bytes())?;
+        bench::dump::write_file(&mut out, "bench.json", &json_text)?;
     }
     writeln!(out, "{}", report.closing_line())?;
     let (_, failed) = report.tally();
