@@ -591,7 +591,7 @@ pub struct Debs {
 
 /// Builds both packages into target/package/.
 pub fn build_packages() -> Result<Debs> {
-    dkms::ensure_host_packages("packaging tools", PACKAGE_TOOLS)?;
+    crate::deps::ensure_named("packaging tools", PACKAGE_TOOLS)?;
     let version = dkms::version();
     let maint = maintainer();
     let date = release_date()?;
@@ -1090,7 +1090,7 @@ fn test_in_vm(args: &PackageArgs, debs: &Debs) -> Result<()> {
     }
     let mut times: Vec<(String, Duration)> = Vec::new();
     let mut timed = |what: &str, t: Instant| times.push((what.to_string(), t.elapsed()));
-    dkms::ensure_host_packages("package --test tools", TEST_TOOLS)?;
+    crate::deps::ensure_named("package --test tools", TEST_TOOLS)?;
     let t = Instant::now();
     let kernel = step(format!("fetch kernel {}", args.kernel), || {
         crate::kernels::fetch(args.kernel, None)
