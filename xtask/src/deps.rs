@@ -984,7 +984,10 @@ Conf qemu-utils (1:7.2+dfsg-7+deb12u18+b3 Debian:12.15/oldstable [amd64])
     fn the_root_message_names_the_deps_line() {
         let reqs = [Request::parse("dkms"), Request::parse("lintian=2.116")];
         let text = need_root_text("packaging tools", &reqs);
-        assert!(text.starts_with("missing packaging tools: dkms lintian=2.116."), "{text}");
+        assert!(
+            text.starts_with("missing packaging tools: dkms lintian=2.116."),
+            "{text}"
+        );
         assert!(
             text.contains("`sudo cargo xtask deps --with dkms --with lintian=2.116`"),
             "{text}"
