@@ -41,6 +41,17 @@ pub struct BenchArgs {
     /// Kill QEMU after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// Boot nothing: draw the plot again from the JSON file (--json) of an
+    /// earlier run.
+    #[arg(long)]
+    replot: bool,
+}
+
+impl BenchArgs {
+    /// Only `--replot`: no VM, no packages.
+    pub fn replot_only(&self) -> bool {
+        self.replot
+    }
 }
 
 /// The guest command.
@@ -87,6 +98,17 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .plot
         .clone()
         .unwrap_or_else(|| target_dir().join("bench").join("bench.svg"));
+    if args.replot {
+        let text = std::fs::read_to_string(&json)
+            .with_context(|| format!("could not read {}", json.display()))?;
+        write_plot(&text, &plot)?;
+        say(format!(
+            "bench: plot of {} drawn to {}",
+            json.display(),
+            plot.display()
+        ));
+        return Ok(());
+    }
     let series = args.kernel;
     let (kernel, image) = crate::prepare(
         series,

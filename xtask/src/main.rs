@@ -333,6 +333,7 @@ fn needs(cmd: &Cmd) -> Needs {
         Cmd::BuildModule { .. } => n(Need::ModuleBuild, true, true),
         Cmd::BuildUser => n(Need::Nothing, false, true),
         Cmd::Initramfs { .. } => n(Need::Initramfs, true, true),
+        Cmd::Bench(args) if args.replot_only() => n(Need::Nothing, false, false),
         Cmd::Vm { .. } | Cmd::Bench(_) | Cmd::Fuzz(_) => n(Need::Boot, true, true),
         // demo checks its own packages, quietly.
         Cmd::Demo { .. } => n(Need::Nothing, true, true),

@@ -214,7 +214,8 @@ fn panel<DB: DrawingBackend>(
         .map_err(plot_error)?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        // Below and right of every curve is empty on a distribution plot.
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(0x99, 0x99, 0x99))
         .label_font((FONT, 12))
