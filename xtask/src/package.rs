@@ -418,9 +418,9 @@ fn stage_dkms(root: &Path, version: &str, maint: &str, date: &str) -> Result<()>
 }
 
 /// Optional files of the CLI package found in the tree: (source, path in
-/// the package, mode, gzip?). The udev rule (`*.rules`) is packaged once it
-/// exists in the repository. (Man pages and completions are generated:
-/// [`crate::man`].)
+/// the package, mode, gzip?). The udev rule (`*.rules`), man pages
+/// (`kern2usr*.1`) and shell completions (`kern2usr.bash`, `_kern2usr`,
+/// `kern2usr.fish`) are packaged once they exist in the repository.
 fn optional_cli_files() -> Result<Vec<(PathBuf, String, u32, bool)>> {
     let mut found = Vec::new();
     let root = repo_root();
@@ -440,6 +440,26 @@ fn optional_cli_files() -> Result<Vec<(PathBuf, String, u32, bool)>> {
             }
             let dest = if name.ends_with(".rules") && name.contains("kern2usr") {
                 Some((format!("usr/lib/udev/rules.d/{name}"), 0o644, false))
+            } else if name.starts_with("kern2usr") && name.ends_with(".1") {
+                Some((format!("usr/share/man/man1/{name}.gz"), 0o644, true))
+            } else if name == "kern2usr.bash" {
+                Some((
+                    "usr/share/bash-completion/completions/kern2usr".to_string(),
+                    0o644,
+                    false,
+                ))
+            } else if name == "_kern2usr" {
+                Some((
+                    "usr/share/zsh/vendor-completions/_kern2usr".to_string(),
+                    0o644,
+                    false,
+                ))
+            } else if name == "kern2usr.fish" {
+                Some((
+                    "usr/share/fish/vendor_completions.d/kern2usr.fish".to_string(),
+                    0o644,
+                    false,
+                ))
             } else {
                 None
             };
@@ -520,16 +540,9 @@ fn stage_cli(root: &Path, version: &str, maint: &str, date: &str, scratch: &Path
     } else {
         write(&doc.join("README.md"), &readme, 0o644)?;
     }
-    let chdev = repo_root().join("scripts/create_chdev.sh");
-    let text =
-        std::fs::read(&chdev).with_context(|| format!("could not read {}", chdev.display()))?;
-    write(
-        &root.join("usr/share/kern2usr/create_chdev.sh"),
-        &text,
-        0o755,
-    )?;
     // Man pages (gzipped, as dh_installman does) and completions, rendered
-    // from the CLI's clap definition.
+    // from the CLI's clap definition (`cargo xtask man`; nothing of them
+    // is kept in the tree, so `optional_cli_files` finds none).
     for g in crate::man::all()? {
         let data = if g.installed_as.ends_with(".gz") {
             gzip(&g.data)?
@@ -542,6 +555,14 @@ fn stage_cli(root: &Path, version: &str, maint: &str, date: &str, scratch: &Path
         ));
         write(&root.join(&g.installed_as), &data, 0o644)?;
     }
+    let chdev = repo_root().join("scripts/create_chdev.sh");
+    let text =
+        std::fs::read(&chdev).with_context(|| format!("could not read {}", chdev.display()))?;
+    write(
+        &root.join("usr/share/kern2usr/create_chdev.sh"),
+        &text,
+        0o755,
+    )?;
     let mut has_udev = false;
     for (src, dest, mode, gz) in optional_cli_files()? {
         let data =
