@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: boot a kernel running `kern2usr bench --dump` and
-//! extract the JSON and the SVG it prints between K2U-FILE markers
-//! (`kern2usr_cli::bench::dump`) into files on the host.
+//! `cargo xtask bench`: boot a kernel running `kern2usr bench --dump`,
+//! extract the JSON it prints between K2U-FILE markers
+//! (`kern2usr_cli::bench::dump`) into a file on the host, and draw the
+//! plot from it here ([`crate::plot`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,12 +34,24 @@ pub struct BenchArgs {
     /// Where to write the results as JSON (default: target/bench/bench.json).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Where to write the latency plot (default: target/bench/bench.svg).
+    /// Where to write the latency plot, drawn from the JSON (default:
+    /// target/bench/bench.svg).
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
     /// Kill QEMU after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// Boot nothing: draw the plot again from the JSON file (--json) of an
+    /// earlier run.
+    #[arg(long)]
+    replot: bool,
+}
+
+impl BenchArgs {
+    /// Only `--replot`: no VM, no packages.
+    pub fn replot_only(&self) -> bool {
+        self.replot
+    }
 }
 
 /// The guest command.
@@ -66,6 +79,14 @@ fn write_out(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::write(path, data).with_context(|| format!("could not write {}", path.display()))
 }
 
+/// Draws the plot of the JSON `text` into `path`.
+pub fn write_plot(text: &str, path: &Path) -> Result<()> {
+    let report: kern2usr_cli::bench::JsonReport =
+        serde_json::from_str(text).context("the guest's bench.json does not parse")?;
+    let svg = crate::plot::render(&report)?;
+    write_out(path, svg.as_bytes())
+}
+
 /// `cargo xtask bench`.
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let run = guest_command(args.rounds, args.sizes.as_deref())?;
@@ -77,6 +98,17 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .plot
         .clone()
         .unwrap_or_else(|| target_dir().join("bench").join("bench.svg"));
+    if args.replot {
+        let text = std::fs::read_to_string(&json)
+            .with_context(|| format!("could not read {}", json.display()))?;
+        write_plot(&text, &plot)?;
+        say(format!(
+            "bench: plot of {} drawn to {}",
+            json.display(),
+            plot.display()
+        ));
+        return Ok(());
+    }
     let series = args.kernel;
     let (kernel, image) = crate::prepare(
         series,
@@ -97,19 +129,16 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         crate::qemu::boot(&boot)
     })?;
     // The files first: a failed run's numbers are worth keeping too.
-    let mut missing = Vec::new();
-    for (file, path) in [("bench.json", &json), ("bench.svg", &plot)] {
-        match kern2usr_cli::bench::dump::extract(&outcome.console, file) {
-            Ok(data) => {
-                write_out(path, &data)?;
-                say(format!("bench: {file} written to {}", path.display()));
-            }
-            Err(e) => missing.push(e),
-        }
+    let extracted = kern2usr_cli::bench::dump::extract(&outcome.console, "bench.json");
+    if let Ok(text) = &extracted {
+        write_out(&json, text.as_bytes())?;
+        say(format!("bench: bench.json written to {}", json.display()));
+        write_plot(text, &plot)?;
+        say(format!("bench: plot drawn to {}", plot.display()));
     }
     crate::qemu::check(&name, &outcome)?;
-    if !missing.is_empty() {
-        bail!("the guest's files did not arrive: {}", missing.join("; "));
+    if let Err(e) = extracted {
+        bail!("the guest's JSON did not arrive: {e}");
     }
     Ok(())
 }
@@ -131,20 +160,36 @@ mod tests {
     }
 
     #[test]
-    fn files_written_by_the_guest_are_extracted() -> Result<()> {
+    fn files_written_by_the_guest_are_extracted_and_plotted() -> Result<()> {
+        let mut run = kern2usr_cli::bench::Run::new(kern2usr_cli::bench::Mechanism::Floor, 4096, 3);
+        for v in [10_000, 11_000, 30_000] {
+            run.hist.record(v);
+        }
+        run.rounds = 3;
+        let report = kern2usr_cli::bench::Report { runs: vec![run] };
+        let text = report.json_text();
         let mut out = Vec::new();
-        kern2usr_cli::bench::dump::write_file(&mut out, "bench.json", b"{\"runs\":[]}\n")?;
+        kern2usr_cli::bench::dump::write_file(&mut out, "bench.json", &text)?;
         let console: Vec<String> = String::from_utf8(out)?
             .lines()
             .map(|l| format!("c@6.12| {l}"))
             .collect();
         let data = kern2usr_cli::bench::dump::extract(&console, "bench.json")
             .map_err(anyhow::Error::msg)?;
-        assert_eq!(data, b"{\"runs\":[]}\n");
+        assert_eq!(data, text);
         let dir = std::env::temp_dir().join(format!("k2u-xtask-bench-{}", std::process::id()));
         let path = dir.join("sub").join("bench.json");
-        write_out(&path, &data)?;
-        assert_eq!(std::fs::read(&path)?, data);
+        write_out(&path, data.as_bytes())?;
+        assert_eq!(std::fs::read_to_string(&path)?, data);
+        let svg = dir.join("bench.svg");
+        write_plot(&data, &svg)?;
+        let drawn = std::fs::read_to_string(&svg)?;
+        let texts = crate::plot::tests::texts(&drawn);
+        assert!(
+            texts.iter().any(|t| t.starts_with("floor: p50 ")),
+            "{texts:?}"
+        );
+        assert!(write_plot("not json", &svg).is_err());
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }

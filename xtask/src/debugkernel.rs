@@ -26,7 +26,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -654,91 +653,53 @@ fn configure(tc: &Toolchain, tree: &Path, fragment: &str) -> Result<()> {
 
 /// Runs `cmd` with its output going to `log`: prints warnings and errors
 /// as they come, a progress line every [`PROGRESS_EVERY`], and the last
-/// lines when it fails.
+/// lines when it fails (the output collector of [`crate::util::watch`]).
 fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<()> {
     let desc = describe(cmd);
     let mut log = std::fs::File::create(log_path)
         .with_context(|| format!("could not create {}", log_path.display()))?;
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("could not start `{desc}`"))?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            crate::qemu::pump(out, |l| tx.send(l).is_ok())
-        }));
-    }
-    if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            crate::qemu::pump(err, |l| tx.send(l).is_ok())
-        }));
-    }
-    drop(tx);
     let start = Instant::now();
-    let deadline = start + crate::util::scaled(KERNEL_MAKE_LIMIT);
-    let mut timed_out = false;
-    let mut next_report = start + PROGRESS_EVERY;
-    let mut count = 0u64;
-    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    loop {
-        let wait = next_report.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok(line) => {
-                count += 1;
-                // A full disk shows up as a failed build anyway.
-                let _ = writeln!(log, "{line}");
-                if is_notable(&line) {
-                    println!("    make| {line}");
-                }
-                tail.push_back(line);
-                if tail.len() > 40 {
-                    tail.pop_front();
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+    let limit = crate::util::scaled(KERNEL_MAKE_LIMIT);
+    let mut on_line = |line: &str| {
+        // A full disk shows up as a failed build anyway.
+        let _ = writeln!(log, "{line}");
+        if is_notable(line) {
+            println!("    make| {line}");
         }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            crate::util::kill_tree(child.id());
-            break;
-        }
-        if Instant::now() >= next_report {
-            println!(
-                "    [{}] {count} lines, last: {}",
-                fmt_duration(start.elapsed()),
-                tail.back().map_or("", |s| s.trim())
-            );
-            next_report += PROGRESS_EVERY;
-        }
-    }
-    let status = child
-        .wait()
-        .with_context(|| format!("could not wait for `{desc}`"))?;
-    for r in readers {
-        // Only a bug makes a reader panic; the output is in already.
-        let _ = r.join();
-    }
-    if timed_out {
+    };
+    let mut progress = |count: u64, last: Option<&str>| {
+        println!(
+            "    [{}] {count} lines, last: {}",
+            fmt_duration(start.elapsed()),
+            last.unwrap_or("").trim()
+        );
+    };
+    let ran = crate::util::watch(
+        cmd,
+        limit,
+        crate::util::Watch {
+            on_line: &mut on_line,
+            tick: Some((PROGRESS_EVERY, &mut progress)),
+            keep_text: false,
+            tail_lines: 40,
+        },
+    )?;
+    if ran.timed_out {
         bail!(
             "`{desc}` did not finish within {} and was killed (K2U_TIMEOUT_SCALE multiplies \
              every timeout); output in {}",
-            fmt_duration(crate::util::scaled(KERNEL_MAKE_LIMIT)),
+            fmt_duration(limit),
             log_path.display()
         );
     }
-    if !status.success() {
+    if !ran.status.success() {
         println!("    last lines of {}:", log_path.display());
-        for l in &tail {
+        for l in &ran.tail {
             println!("    make| {l}");
         }
         bail!(
-            "`{desc}` failed with {status} after {}; full output in {}",
+            "`{desc}` failed with {} after {}; full output in {}",
+            ran.status,
             fmt_duration(start.elapsed()),
             log_path.display()
         );

@@ -539,6 +539,13 @@ pub fn ensure_stock_73() -> Result<()> {
     ensure_packages("7.3 build-root packages", STOCK_73_PACKAGES, false)
 }
 
+/// Installs whatever of `packages` is missing, for a subcommand's own
+/// tools (`dkms`, `package`): the same safe path as `deps` (as root; a
+/// normal user is told to run `sudo cargo xtask deps --with ...`).
+pub fn ensure_named(what: &str, packages: &[&str]) -> Result<()> {
+    ensure_packages(what, packages, false)
+}
+
 /// `cargo xtask deps`: everything, plus `extra` requests
 /// (`name[=version]`); `dry_run` only shows the plan.
 pub fn deps(extra: &[String], dry_run: bool) -> Result<()> {
@@ -568,11 +575,20 @@ fn ensure_packages(what: &str, packages: &[&str], dry_run: bool) -> Result<()> {
 
 /// The message for a non-root run that needs packages.
 fn need_root(what: &str, requests: &[Request]) -> anyhow::Error {
+    anyhow::anyhow!("{}", need_root_text(what, requests))
+}
+
+/// [`need_root`]'s text: the packages and the `deps` line that installs
+/// exactly them (`--with` also serves packages outside the default set,
+/// e.g. `dkms` or `lintian`).
+fn need_root_text(what: &str, requests: &[Request]) -> String {
     let list: Vec<String> = requests.iter().map(Request::arg).collect();
-    anyhow::anyhow!(
-        "missing {what}: {}. Install them with `sudo cargo xtask deps` (it never removes or \
+    let with: Vec<String> = list.iter().map(|p| format!("--with {p}")).collect();
+    format!(
+        "missing {what}: {}. Install them with `sudo cargo xtask deps {}` (it never removes or \
          downgrades a package: it shows apt's plan first), then run this again as yourself",
-        list.join(" ")
+        list.join(" "),
+        with.join(" ")
     )
 }
 
@@ -962,5 +978,19 @@ Conf qemu-utils (1:7.2+dfsg-7+deb12u18+b3 Debian:12.15/oldstable [amd64])
         assert!(!Need::Initramfs.packages().contains(&"qemu-system-x86"));
         assert!(Need::Initramfs.packages().contains(&"busybox-static"));
         assert!(Need::Boot.packages().contains(&"qemu-system-x86"));
+    }
+
+    #[test]
+    fn the_root_message_names_the_deps_line() {
+        let reqs = [Request::parse("dkms"), Request::parse("lintian=2.116")];
+        let text = need_root_text("packaging tools", &reqs);
+        assert!(
+            text.starts_with("missing packaging tools: dkms lintian=2.116."),
+            "{text}"
+        );
+        assert!(
+            text.contains("`sudo cargo xtask deps --with dkms --with lintian=2.116`"),
+            "{text}"
+        );
     }
 }

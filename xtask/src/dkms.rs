@@ -81,67 +81,6 @@ pub fn copy_source(dest: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Whether dpkg knows `pkg` as installed.
-pub fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${db:Status-Status}", pkg])
-        .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "installed")
-        .unwrap_or(false)
-}
-
-/// Installs whichever of `packages` is missing with the host's apt, never
-/// removing a package (`--no-remove`) and without recommends.
-///
-/// A local stand-in for the shared deps.rs helper of issue 10 (same apt
-/// flags); switch to that one once it is merged.
-pub fn ensure_host_packages(what: &str, packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
-    if missing.is_empty() {
-        say(format!("{what}: {} present", packages.join(" ")));
-        return Ok(());
-    }
-    let list = missing.join(" ");
-    if !crate::util::is_root() {
-        bail!(
-            "missing {what}: {list}; run `sudo apt-get install --no-remove --no-install-recommends {list}`"
-        );
-    }
-    say(format!("{what}: installing {list}"));
-    let mut install = Command::new("apt-get");
-    install
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-remove",
-            "--no-install-recommends",
-        ])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    if let Err(e) = run_captured(&mut install) {
-        // Stale lists are the usual reason; a conflict is not retried.
-        say(format!(
-            "{what}: apt-get install failed; apt-get update and one retry"
-        ));
-        run_captured(Command::new("apt-get").args(["-q", "update"]))?;
-        run_captured(&mut install).map_err(|e2| {
-            e2.context(format!(
-                "installing {list} failed (first attempt: {e:#}); apt was told never to remove a package: \
-                 resolve the conflict it names by hand, then rerun"
-            ))
-        })?;
-    }
-    let still: Vec<&str> = missing.iter().copied().filter(|p| !installed(p)).collect();
-    if !still.is_empty() {
-        bail!(
-            "apt-get finished but {} is still not installed",
-            still.join(" ")
-        );
-    }
-    Ok(())
-}
-
 /// The private trees.
 pub struct Trees {
     /// `--dkmstree`.
@@ -260,7 +199,7 @@ fn run_dkms(c: &mut Command) -> Result<String> {
 
 /// Fresh private trees, `dkms add`, then `dkms build` for each kernel.
 pub fn build(kernels: &[Unpacked]) -> Result<Vec<Built>> {
-    ensure_host_packages("DKMS", &["dkms"])?;
+    crate::deps::ensure_named("DKMS", &["dkms"])?;
     let trees = Trees::under_target();
     let before = host_snapshot();
     for dir in [&trees.dkms, &trees.source, &trees.install] {

@@ -16,7 +16,9 @@ mod dkms;
 mod fuzz;
 mod initramfs;
 mod kernels;
+mod man;
 mod package;
+mod plot;
 mod qemu;
 mod report;
 mod suites;
@@ -45,6 +47,10 @@ struct Cli {
 enum Cmd {
     /// Write kernel/c/kern2usr_abi.h from abi/src/defs.rs.
     GenHeader,
+    /// Write the kern2usr man pages and bash/zsh/fish completions (from
+    /// its clap definition) into target/man; --readme also rewrites the
+    /// README's CLI reference table.
+    Man(man::ManArgs),
     /// Install the host packages the harness needs (only missing ones,
     /// never removing or downgrading one; needs root: `sudo cargo xtask
     /// deps`), and, when not run through sudo, the 7.3-debug toolchain
@@ -92,8 +98,8 @@ enum Cmd {
     },
     /// Run the host tests and the VM suites, and print a summary.
     Test(suites::TestArgs),
-    /// Boot a kernel running `kern2usr bench` and extract its JSON and
-    /// SVG (default target/bench/bench.json and bench.svg).
+    /// Boot a kernel running `kern2usr bench`, extract its JSON and draw
+    /// the plot from it (default target/bench/bench.json and bench.svg).
     Bench(bench::BenchArgs),
     /// Boot a kernel running random operations checked against the
     /// protocol model (`kern2usr-vmtest fuzz`).
@@ -321,12 +327,13 @@ fn needs(cmd: &Cmd) -> Needs {
         target,
     };
     match cmd {
-        Cmd::GenHeader => n(Need::Nothing, false, false),
+        Cmd::GenHeader | Cmd::Man(_) => n(Need::Nothing, false, false),
         Cmd::Deps { .. } => n(Need::Nothing, true, false),
         Cmd::Fetch(_) => n(Need::Nothing, true, false),
         Cmd::BuildModule { .. } => n(Need::ModuleBuild, true, true),
         Cmd::BuildUser => n(Need::Nothing, false, true),
         Cmd::Initramfs { .. } => n(Need::Initramfs, true, true),
+        Cmd::Bench(args) if args.replot_only() => n(Need::Nothing, false, false),
         Cmd::Vm { .. } | Cmd::Bench(_) | Cmd::Fuzz(_) => n(Need::Boot, true, true),
         // demo checks its own packages, quietly.
         Cmd::Demo { .. } => n(Need::Nothing, true, true),
@@ -414,6 +421,7 @@ fn main() -> Result<()> {
     }
     match cli.command {
         Cmd::GenHeader => gen_header(),
+        Cmd::Man(args) => man::man(&args),
         Cmd::Deps { with, dry_run } => deps_cmd(&with, dry_run),
         Cmd::Fetch(k) => {
             let u = util::step(format!("fetch kernel {}", k.kernel), || {

@@ -45,7 +45,8 @@ pub enum Echo {
     Guest,
 }
 
-/// The probe result per kernel image, for this run.
+/// The probe result per kernel image, for this run (in front of the
+/// per-boot [`ProbeCache`]).
 static PROBED: Mutex<Vec<(PathBuf, Accel, String)>> = Mutex::new(Vec::new());
 
 /// Time limit of the KVM probe boot (times `K2U_TIMEOUT_SCALE`).
@@ -58,8 +59,8 @@ const PROBE_SILENCE: Duration = Duration::from_secs(10);
 const PROBE_MARKER: &str = "K2U-RUN";
 
 /// KVM if `K2U_ACCEL` says so or a probe boot of `kernel` reaches /init
-/// under KVM; TCG otherwise. Probed once per kernel image and run; the
-/// choice and its reason are printed.
+/// under KVM; TCG otherwise. Probed once per kernel image and host boot
+/// ([`ProbeCache`]); the choice and its reason are printed.
 pub fn accel_for(kernel: &crate::kernels::Unpacked) -> Accel {
     let key = kernel.vmlinuz.clone();
     if let Ok(p) = PROBED.lock() {
@@ -101,7 +102,12 @@ fn choose_accel(kernel: &crate::kernels::Unpacked) -> (Accel, String) {
             format!("/dev/kvm cannot be opened: {e}; add yourself to group kvm for KVM"),
         );
     }
-    match probe_kvm(kernel) {
+    let cache = ProbeCache::here();
+    let key = probe_key(&kernel.vmlinuz);
+    if let Some((accel, why)) = cache.as_ref().and_then(|c| c.lookup(&key)) {
+        return (accel, format!("{why}; cached for this host boot"));
+    }
+    let (accel, why) = match probe_kvm(kernel) {
         Ok(took) => (
             Accel::Kvm,
             format!(
@@ -113,7 +119,113 @@ fn choose_accel(kernel: &crate::kernels::Unpacked) -> (Accel, String) {
             Accel::Tcg,
             format!("KVM probe failed: {e:#}; set K2U_ACCEL=tcg to skip the probe"),
         ),
+    };
+    if let Some(c) = &cache {
+        // Without the cache the next run probes again: not worth failing.
+        if let Err(e) = c.store(&key, &accel, &why) {
+            say(format!("kvm probe: result not cached: {e:#}"));
+        }
     }
+    (accel, why)
+}
+
+/// The KVM probe's results for this host boot: `<cache>/kvm-probe/<boot
+/// id>` (from /proc/sys/kernel/random/boot_id), one `key<TAB>accel<TAB>
+/// reason` line per kernel image. Whether KVM works changes with a reboot
+/// (modules, nested virtualisation settings), rarely within one; files of
+/// earlier boots are removed when a result is stored.
+pub struct ProbeCache {
+    dir: PathBuf,
+    boot_id: String,
+}
+
+/// The file of this host boot's id.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+impl ProbeCache {
+    /// The cache of this boot, if the boot id and cache dir are known.
+    fn here() -> Option<ProbeCache> {
+        let boot_id = std::fs::read_to_string(BOOT_ID).ok()?;
+        let dir = crate::cache::cache_dir().ok()?.join("kvm-probe");
+        ProbeCache::new(dir, &boot_id)
+    }
+
+    /// The cache in `dir` for boot `boot_id` (`None` if the id is not a
+    /// plain file name).
+    pub fn new(dir: PathBuf, boot_id: &str) -> Option<ProbeCache> {
+        let boot_id = boot_id.trim().to_string();
+        let plain = !boot_id.is_empty()
+            && boot_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        plain.then_some(ProbeCache { dir, boot_id })
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join(&self.boot_id)
+    }
+
+    /// The stored result for `key`, if any (the last one wins).
+    pub fn lookup(&self, key: &str) -> Option<(Accel, String)> {
+        let text = std::fs::read_to_string(self.file()).ok()?;
+        parse_probe_lines(&text, key)
+    }
+
+    /// Stores a result for `key` and removes earlier boots' files.
+    pub fn store(&self, key: &str, accel: &Accel, why: &str) -> Result<()> {
+        create_dir(&self.dir)?;
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy() != self.boot_id {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let line = probe_line(key, accel, why);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.file())
+            .with_context(|| format!("could not open {}", self.file().display()))?;
+        f.write_all(line.as_bytes())
+            .with_context(|| format!("could not write {}", self.file().display()))
+    }
+}
+
+/// A kernel image's cache key: its path, size and modification time (a
+/// rebuilt image is probed again).
+pub fn probe_key(vmlinuz: &Path) -> String {
+    let (len, mtime) = std::fs::metadata(vmlinuz).map_or((0, 0), |m| {
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        (m.len(), mtime)
+    });
+    format!("{} {len} {mtime}", vmlinuz.display()).replace(['\t', '\n'], " ")
+}
+
+/// One line of the probe cache.
+fn probe_line(key: &str, accel: &Accel, why: &str) -> String {
+    let why = why.replace(['\t', '\n'], " ");
+    format!("{key}\t{}\t{why}\n", accel.name())
+}
+
+/// The last result for `key` in the cache's text.
+fn parse_probe_lines(text: &str, key: &str) -> Option<(Accel, String)> {
+    text.lines().rev().find_map(|line| {
+        let mut parts = line.splitn(3, '\t');
+        if parts.next()? != key {
+            return None;
+        }
+        let accel = match parts.next()? {
+            "kvm" => Accel::Kvm,
+            "tcg" => Accel::Tcg,
+            _ => return None,
+        };
+        Some((accel, parts.next().unwrap_or("").to_string()))
+    })
 }
 
 /// Boots `kernel` under KVM with a module-less, binary-less initramfs
@@ -581,6 +693,59 @@ pub fn check(name: &str, outcome: &Outcome) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_cache_is_per_boot_and_per_image() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("k2u-probe-cache-{}", std::process::id()));
+        let old = ProbeCache::new(dir.clone(), "0000-old\n").context("plain id")?;
+        old.store("/k/vmlinuz 10 20", &Accel::Kvm, "old boot")?;
+        assert!(old.lookup("/k/vmlinuz 10 20").is_some());
+        let now = ProbeCache::new(dir.clone(), "1111-now").context("plain id")?;
+        assert_eq!(
+            now.lookup("/k/vmlinuz 10 20"),
+            None,
+            "another boot probes again"
+        );
+        now.store(
+            "/k/vmlinuz 10 20",
+            &Accel::Tcg,
+            "KVM probe failed:\tno /init",
+        )?;
+        now.store("/k/other 1 2", &Accel::Kvm, "reached /init")?;
+        assert_eq!(
+            now.lookup("/k/vmlinuz 10 20"),
+            Some((Accel::Tcg, "KVM probe failed: no /init".to_string()))
+        );
+        assert_eq!(now.lookup("/k/other 1 2").map(|(a, _)| a), Some(Accel::Kvm));
+        assert_eq!(
+            now.lookup("/k/vmlinuz 10 21"),
+            None,
+            "a rebuilt image probes again"
+        );
+        assert!(!dir.join("0000-old").exists(), "earlier boots are pruned");
+        assert!(ProbeCache::new(dir.clone(), "../etc").is_none());
+        assert!(ProbeCache::new(dir.clone(), "").is_none());
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn probe_lines_round_trip_and_the_last_wins() {
+        let text = format!(
+            "{}{}garbage\n{}",
+            probe_line("k", &Accel::Kvm, "first"),
+            probe_line("other", &Accel::Tcg, "x"),
+            probe_line("k", &Accel::Tcg, "second")
+        );
+        assert_eq!(
+            parse_probe_lines(&text, "k"),
+            Some((Accel::Tcg, "second".to_string()))
+        );
+        assert_eq!(parse_probe_lines(&text, "none"), None);
+        assert_eq!(parse_probe_lines("k\tbogus\tx\n", "k"), None);
+        let key = probe_key(Path::new("/nonexistent/vmlinuz"));
+        assert_eq!(key, "/nonexistent/vmlinuz 0 0");
+    }
 
     #[test]
     fn command_line_carries_the_timeout_scale() {

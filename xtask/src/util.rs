@@ -260,17 +260,63 @@ pub fn output_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
     })
 }
 
-/// What [`collect`] saw.
-struct Ran {
-    status: std::process::ExitStatus,
-    text: String,
-    tail: VecDeque<String>,
-    timed_out: bool,
+/// What [`watch`] saw.
+pub struct Ran {
+    /// How the command ended (killed, after a timeout).
+    pub status: std::process::ExitStatus,
+    /// All its output lines, if [`Watch::keep_text`].
+    pub text: String,
+    /// Its last [`Watch::tail_lines`] lines.
+    pub tail: VecDeque<String>,
+    /// Killed at the time limit.
+    pub timed_out: bool,
+}
+
+/// A periodic callback of [`watch`]: lines so far, the last one.
+pub type Tick<'a> = (Duration, &'a mut dyn FnMut(u64, Option<&str>));
+
+/// What [`watch`] does with a command's output.
+pub struct Watch<'a> {
+    /// Called with each stdout or stderr line as it arrives.
+    pub on_line: &'a mut dyn FnMut(&str),
+    /// Called every so often while the command runs.
+    pub tick: Option<Tick<'a>>,
+    /// Keep the whole output in [`Ran::text`] (else only the tail).
+    pub keep_text: bool,
+    /// Lines kept in [`Ran::tail`].
+    pub tail_lines: usize,
 }
 
 /// Runs `cmd`, collecting its stdout and stderr lines in arrival order
 /// (echoed as chatter if `echo`), and kills its process tree at `limit`.
 fn collect(cmd: &mut Command, limit: Duration, echo: bool) -> Result<Ran> {
+    let mut on_line = |line: &str| {
+        if echo {
+            note(format!("    | {line}"));
+        }
+    };
+    watch(
+        cmd,
+        limit,
+        Watch {
+            on_line: &mut on_line,
+            tick: None,
+            keep_text: true,
+            tail_lines: TAIL_LINES,
+        },
+    )
+}
+
+/// Runs `cmd` with stdin closed, handing its stdout and stderr lines in
+/// arrival order to `w`, and kills its process tree at `limit` (not
+/// scaled here). Only fails if it cannot be started or waited for.
+pub fn watch(cmd: &mut Command, limit: Duration, w: Watch<'_>) -> Result<Ran> {
+    let Watch {
+        on_line,
+        mut tick,
+        keep_text,
+        tail_lines,
+    } = w;
     let desc = describe(cmd);
     let mut child = cmd
         .stdin(Stdio::null())
@@ -295,29 +341,42 @@ fn collect(cmd: &mut Command, limit: Duration, echo: bool) -> Result<Ran> {
         }));
     }
     drop(tx);
-    let deadline = Instant::now() + limit;
+    let start = Instant::now();
+    let deadline = start + limit;
+    let mut next_tick = tick.as_ref().map(|(every, _)| start + *every);
     let mut text = String::new();
     let mut tail: VecDeque<String> = VecDeque::new();
+    let mut lines = 0u64;
     let mut timed_out = false;
     loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let wake = next_tick.map_or(deadline, |t| t.min(deadline));
+        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                if echo {
-                    note(format!("    | {line}"));
+                lines += 1;
+                on_line(&line);
+                if keep_text {
+                    text.push_str(&line);
+                    text.push('\n');
                 }
-                text.push_str(&line);
-                text.push('\n');
                 tail.push_back(line);
-                if tail.len() > TAIL_LINES {
+                if tail.len() > tail_lines {
                     tail.pop_front();
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                timed_out = true;
-                kill_tree(child.id());
-                break;
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            timed_out = true;
+            kill_tree(child.id());
+            break;
+        }
+        if let (Some(at), Some((every, f))) = (next_tick.as_mut(), tick.as_mut()) {
+            if now >= *at {
+                f(lines, tail.back().map(String::as_str));
+                *at += *every;
+            }
         }
     }
     let status = child
@@ -650,6 +709,35 @@ mod tests {
         );
         assert_eq!(parent_in_stat("99 (a) b (c)) R 7 99 7 0 -1"), Some(7));
         assert_eq!(parent_in_stat("garbage"), None);
+    }
+
+    /// Every line reaches the callback in order, the tail keeps the last
+    /// ones, text is only kept when asked, and the tick runs while the
+    /// command does (its `sleep` outlasts several tick periods).
+    #[test]
+    fn watch_hands_over_lines_and_ticks() -> Result<()> {
+        let mut seen = Vec::new();
+        let mut ticks = Vec::new();
+        let mut on_line = |l: &str| seen.push(l.to_string());
+        let mut on_tick = |n: u64, last: Option<&str>| ticks.push((n, last.map(str::to_owned)));
+        let ran = watch(
+            Command::new("sh").args(["-c", "echo a; echo b; echo c; sleep 0.5; exit 3"]),
+            Duration::from_secs(60),
+            Watch {
+                on_line: &mut on_line,
+                tick: Some((Duration::from_millis(50), &mut on_tick)),
+                keep_text: false,
+                tail_lines: 2,
+            },
+        )?;
+        assert_eq!(seen, ["a", "b", "c"]);
+        assert_eq!(ran.status.code(), Some(3));
+        assert!(!ran.timed_out);
+        assert_eq!(ran.tail, ["b", "c"]);
+        assert!(ran.text.is_empty());
+        assert!(!ticks.is_empty(), "no tick in 0.5 s at 50 ms");
+        assert!(ticks.windows(2).all(|w| w[0].0 <= w[1].0));
+        Ok(())
     }
 
     #[test]

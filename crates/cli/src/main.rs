@@ -1,11 +1,9 @@
 //! `kern2usr`: the listener (the seed's KernUsr) and small tools to drive
 //! the module's parameters.
 //!
-//! Exit codes (also in `--help`): 0 success, 1 any other failure, 2 bad
-//! usage (clap), 3 the module refused a command, 4 the module or the
-//! device is missing, 5 permission denied, 6 bad data (a buffer that
-//! differs from the fill pattern, a parameter or record this tool cannot
-//! read, a protocol violation, an ABI mismatch).
+//! The command line is defined in [`kern2usr_cli::args`] (shared with the
+//! man pages, completions and README table); the exit codes are listed
+//! there ([`kern2usr_cli::args::EXIT_CODES`]).
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -14,223 +12,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand, ValueEnum};
-use kern2usr::abi::{self, param, Code, DEFAULT_POLL_TIMEOUT_MS, DEVICE_PATH, PARAMS_DIR};
+use clap::Parser;
+use kern2usr::abi::{self, param, Code, DEVICE_PATH};
 use kern2usr::{AckMode, Device, EventFd, KernelSide, Listener, ListenerConfig, Params};
-use kern2usr_cli::bench::{self, Mechanism};
+use kern2usr_cli::args::{
+    Cli, Command, FloorCpu, EXIT_BAD_DATA, EXIT_MISSING, EXIT_PERMISSION, EXIT_REFUSED,
+};
+use kern2usr_cli::bench;
 use rustix::process::Pid;
-
-/// Exit code: the module refused a command (errno and reason on stderr).
-const EXIT_REFUSED: u8 = 3;
-/// Exit code: the module is not loaded or the device node is missing.
-const EXIT_MISSING: u8 = 4;
-/// Exit code: permission denied (parameters and device are root-only).
-const EXIT_PERMISSION: u8 = 5;
-/// Exit code: bad data (pattern mismatch, unreadable parameter or record,
-/// protocol violation, ABI mismatch).
-const EXIT_BAD_DATA: u8 = 6;
-
-const EXIT_CODES_HELP: &str = "Exit codes: 0 success, 1 other failure, 2 bad usage, \
-3 command refused by the module, 4 module or device missing, 5 permission denied, \
-6 bad data (pattern mismatch, unreadable parameter or record, protocol or ABI mismatch)";
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "kern2usr",
-    version,
-    about = "Userspace side of the kern2usr module",
-    after_help = EXIT_CODES_HELP
-)]
-struct Cli {
-    /// Directory of the module parameters.
-    #[arg(long, global = true, default_value = PARAMS_DIR, hide = true)]
-    params_dir: PathBuf,
-    #[command(subcommand)]
-    cmd: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Create the two eventfds and handle the module's codes until EXIT_TEST
-    /// (the seed's KernUsr). Prints exactly the seed's lines on stdout.
-    Listen {
-        /// Device node to open and map on MMAP (2).
-        #[arg(long, default_value = DEVICE_PATH)]
-        device: PathBuf,
-        /// poll() timeout in milliseconds; each expiry prints `timeout in polling`.
-        #[arg(long, value_name = "MS", default_value_t = DEFAULT_POLL_TIMEOUT_MS)]
-        poll_timeout: u32,
-        /// Write usr_pid/usr_efd/usr_efd2 and run FIND (1) ourselves (root).
-        #[arg(long)]
-        attach: bool,
-        /// How to acknowledge a round.
-        #[arg(long, value_enum, default_value_t = AckArg::Round)]
-        ack: AckArg,
-        /// Adaptive mode: map the control page and, during a test, spin on
-        /// its ready_seq before sleeping on efd (the module skips the
-        /// doorbell while we spin if its `adaptive` parameter is 1). Rounds
-        /// found by spinning print no line (no event arrived); at exit a
-        /// line `adaptive: N round(s) handled, M without a doorbell`
-        /// follows `done!`.
-        #[arg(long)]
-        adaptive: bool,
-        /// Adaptive mode: spin budget in microseconds (0: never spin).
-        #[arg(long, value_name = "US", default_value_t = 50, requires = "adaptive")]
-        spin_us: u64,
-        /// Print debug messages on stderr (how rounds are acknowledged,
-        /// late acks); also on with KERN2USR_DEBUG=1.
-        #[arg(long)]
-        debug: bool,
-    },
-    /// Print the round-trip statistics of the current or last test
-    /// (`stats`) and draw its histogram (`histogram`).
-    Stats {
-        /// Rows of the chart (adjacent buckets are merged on a log scale).
-        #[arg(long, default_value_t = 20)]
-        rows: usize,
-        /// Width of the longest bar in characters.
-        #[arg(long, default_value_t = 50)]
-        width: usize,
-        /// Print one JSON object instead: `stats` (count, min, mean, p50,
-        /// p90, p99, p99_9, max in ns) and `histogram` (low, high, count).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Benchmark the module's ways of moving a buffer against a userspace
-    /// floor (as root, in a guest: loads and unloads the module per size).
-    Bench {
-        /// Buffer sizes in bytes (multiples of 4096; k/M suffixes allowed).
-        #[arg(long, default_value = "4096,65536,1048576", value_parser = parse_sizes_arg)]
-        sizes: Sizes,
-        /// Rounds per mechanism and size (default: 10000 up to 16 KiB,
-        /// 3000 up to 256 KiB, 1000 above).
-        #[arg(long)]
-        rounds: Option<u64>,
-        /// Mechanisms to run, comma-separated (floor, kern2usr, zero-copy,
-        /// classic, adaptive).
-        #[arg(long, value_delimiter = ',', value_parser = parse_mechanism,
-              default_value = "floor,kern2usr,zero-copy,classic,adaptive")]
-        mechanisms: Vec<Mechanism>,
-        /// The adaptive run's spin budget in microseconds.
-        #[arg(long, value_name = "US", default_value_t = 200)]
-        spin_us: u64,
-        /// Write the results as JSON to this file.
-        #[arg(long, value_name = "FILE")]
-        json: Option<PathBuf>,
-        /// Write the latency distributions as SVG to this file.
-        #[arg(long, value_name = "FILE")]
-        plot: Option<PathBuf>,
-        /// Also print the JSON and the SVG to stdout between
-        /// K2U-FILE-BEGIN/END markers (for `cargo xtask bench`).
-        #[arg(long)]
-        dump: bool,
-        /// The module file to insmod for each size.
-        #[arg(long, default_value = "/root/kern2usr/kern/kern2usr.ko")]
-        module: PathBuf,
-        /// Longest wait for one round or command, in seconds.
-        #[arg(long, value_name = "S", default_value_t = 20)]
-        timeout: u64,
-        /// Where the floor's two threads run: both on one CPU (`same`) or
-        /// wherever the scheduler puts them (`any`).
-        #[arg(long, value_enum, default_value_t = FloorCpu::Same)]
-        floor_cpu: FloorCpu,
-    },
-    /// Run a command by writing it to cur_cmd.
-    Cmd {
-        /// find, mmap, start, stop, exit, or a number.
-        #[arg(value_parser = parse_command)]
-        command: String,
-    },
-    /// Tell the module which process and eventfds to use.
-    Attach {
-        /// The listener's pid.
-        #[arg(long)]
-        pid: i32,
-        /// Its kernel->user eventfd number.
-        #[arg(long)]
-        efd: i32,
-        /// Its user->kernel eventfd number.
-        #[arg(long)]
-        efd2: i32,
-        /// Also run FIND (1).
-        #[arg(long)]
-        find: bool,
-    },
-    /// Print the module's parameters and, with --device, its K2U_IOC_INFO.
-    Status {
-        /// Device node to query with K2U_IOC_INFO.
-        #[arg(long)]
-        device: Option<PathBuf>,
-        /// Print one JSON object instead: `params` (name -> text) and,
-        /// with --device, `info`.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum FloorCpu {
-    /// Both threads pinned to the CPU the benchmark starts on.
-    Same,
-    /// No pinning.
-    Any,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum AckArg {
-    /// By round id (K2U_IOC_ACK_ROUND) where known: queue-mode records and
-    /// adaptive rounds; 7 on efd2 otherwise (counter mode, as the seed).
-    /// K2U_IOC_ACK on a module without round ids.
-    Round,
-    /// Always write 7 to efd2 (as the seed).
-    #[value(alias = "efd2")]
-    Eventfd,
-    /// Always K2U_IOC_ACK on the device.
-    Ioctl,
-}
-
-impl From<AckArg> for AckMode {
-    fn from(a: AckArg) -> Self {
-        match a {
-            AckArg::Round => AckMode::Round,
-            AckArg::Eventfd => AckMode::EventFd,
-            AckArg::Ioctl => AckMode::Ioctl,
-        }
-    }
-}
-
-/// `--sizes`, parsed.
-#[derive(Clone, Debug)]
-struct Sizes(Vec<usize>);
-
-fn parse_sizes_arg(s: &str) -> Result<Sizes, String> {
-    bench::parse_sizes(s).map(Sizes)
-}
-
-fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
-    Mechanism::from_name(s.trim()).ok_or_else(|| {
-        let names: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
-        format!("expected one of {}", names.join(", "))
-    })
-}
-
-/// Command names to the text written to cur_cmd; numbers pass unchanged.
-fn parse_command(s: &str) -> Result<String, String> {
-    let code = match s {
-        "find" => Code::Find,
-        "mmap" => Code::Mmap,
-        "start" => Code::StartTest,
-        "stop" => Code::StopTest,
-        "exit" => Code::ExitTest,
-        _ => {
-            return s
-                .parse::<i64>()
-                .map(|n| n.to_string())
-                .map_err(|_| "expected find, mmap, start, stop, exit or a number".to_owned())
-        }
-    };
-    Ok(code.value().to_string())
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -244,7 +33,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The documented exit code for an error (see [`EXIT_CODES_HELP`]).
+/// The documented exit code for an error (see `args::EXIT_CODES`).
 fn exit_code(e: &anyhow::Error) -> u8 {
     use kern2usr::Error as E;
     use rustix::io::Errno;
@@ -300,7 +89,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mechanisms,
             spin_us,
             json,
-            plot,
             dump,
             module,
             timeout,
@@ -317,7 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_secs(timeout),
                 floor_same_cpu: floor_cpu == FloorCpu::Same,
             };
-            run_bench(&config, json, plot, dump)
+            run_bench(&config, json, dump)
         }
         Command::Cmd { command } => {
             params.command_text(&command)?;
@@ -485,7 +273,6 @@ fn status_json(
 fn run_bench(
     config: &bench::runner::Config,
     json: Option<PathBuf>,
-    plot: Option<PathBuf>,
     dump: bool,
 ) -> anyhow::Result<ExitCode> {
     if !rustix::process::geteuid().is_root() {
@@ -503,18 +290,12 @@ fn run_bench(
         config.spin.as_micros()
     )?;
     let json_text = report.json_text();
-    let svg = bench::svg::render(&report);
     if let Some(path) = &json {
         std::fs::write(path, &json_text).with_context(|| format!("writing {}", path.display()))?;
         writeln!(out, "bench: JSON written to {}", path.display())?;
     }
-    if let Some(path) = &plot {
-        std::fs::write(path, &svg).with_context(|| format!("writing {}", path.display()))?;
-        writeln!(out, "bench: plot written to {}", path.display())?;
-    }
     if dump {
-        bench::dump::write_file(&mut out, "bench.json", json_text.as_bytes())?;
-        bench::dump::write_file(&mut out, "bench.svg", svg.as_bytes())?;
+        bench::dump::write_file(&mut out, "bench.json", &json_text)?;
     }
     writeln!(out, "{}", report.closing_line())?;
     let (_, failed) = report.tally();

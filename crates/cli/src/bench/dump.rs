@@ -1,18 +1,22 @@
-//! Files sent over the guest's console: the benchmark writes its JSON and
-//! SVG to stdout between markers, the host (`cargo xtask bench`) extracts
-//! them from the console log.
+//! Files sent over the guest's console: the benchmark writes its JSON to
+//! stdout between markers, the host (`cargo xtask bench`) extracts it from
+//! the console log (and draws the plot from it).
 //!
 //! ```text
 //! K2U-FILE-BEGIN <name> <bytes>
-//! K2U-FILE-DATA <up to 76 base64 characters>
+//! K2U-FILE-DATA "<a piece of the file, as a JSON string>"
 //! ...
 //! K2U-FILE-END <name>
 //! ```
 //!
-//! Base64 keeps every line printable and short; each data line carries its
-//! own prefix so that kernel messages interleaved on the console are
-//! skipped, and the byte count catches anything lost.
+//! Each data line is a JSON string literal in ASCII (quotes, backslashes,
+//! control and non-ASCII characters escaped by serde_json and
+//! [`ascii_only`]), so every line is printable and short and blanks at a
+//! chunk's ends survive the console; each carries its own prefix so that
+//! kernel messages interleaved on the console are skipped, and the byte
+//! count catches anything lost.
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 /// First line of a file.
@@ -22,54 +26,63 @@ pub const DATA: &str = "K2U-FILE-DATA";
 /// Last line of a file.
 pub const END: &str = "K2U-FILE-END";
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Most characters of escaped text per data line (plus the prefix and
+/// the quotes: at most 81 characters a line).
+const CHUNK_WIDTH: usize = 64;
 
-/// Standard base64 with padding.
-pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
+/// Most characters `c` takes once escaped (a bound, not exact).
+fn escaped_width(c: char) -> usize {
+    match c {
+        '"' | '\\' => 2,
+        ' '..='~' => 1,
+        c if c.is_ascii() => 6,
+        c if c.len_utf16() == 2 => 12,
+        _ => 6,
+    }
+}
+
+/// `text` cut into pieces of at most [`CHUNK_WIDTH`] escaped characters.
+fn chunks(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut width) = (0, 0);
+    for (i, c) in text.char_indices() {
+        let w = escaped_width(c);
+        if width + w > CHUNK_WIDTH {
+            out.push(&text[start..i]);
+            (start, width) = (i, 0);
+        }
+        width += w;
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+/// `json` (a JSON text) with every non-ASCII character written as a
+/// `\uXXXX` escape (UTF-16, so a surrogate pair above the BMP). Only valid
+/// where such characters are inside strings, as in a JSON string literal.
+pub fn ascii_only(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{u:04x}");
             }
         }
     }
     out
 }
 
-/// Decode standard base64 (padding optional, no whitespace); `None` on
-/// anything else.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// Write `data` as file `name` (no blanks in it) between the markers.
-pub fn write_file(out: &mut impl Write, name: &str, data: &[u8]) -> io::Result<()> {
-    writeln!(out, "{BEGIN} {name} {}", data.len())?;
-    for chunk in data.chunks(57) {
-        writeln!(out, "{DATA} {}", base64_encode(chunk))?;
+/// Write `text` as file `name` (no blanks in it) between the markers.
+pub fn write_file(out: &mut impl Write, name: &str, text: &str) -> io::Result<()> {
+    writeln!(out, "{BEGIN} {name} {}", text.len())?;
+    for chunk in chunks(text) {
+        let literal = serde_json::to_string(chunk).map_err(io::Error::other)?;
+        writeln!(out, "{DATA} {}", ascii_only(&literal))?;
     }
     writeln!(out, "{END} {name}")?;
     out.flush()
@@ -77,7 +90,7 @@ pub fn write_file(out: &mut impl Write, name: &str, data: &[u8]) -> io::Result<(
 
 /// The last complete file `name` in `lines` (console lines, possibly with
 /// other text before the markers on a line). Errors say what is wrong.
-pub fn extract<S: AsRef<str>>(lines: &[S], name: &str) -> Result<Vec<u8>, String> {
+pub fn extract<S: AsRef<str>>(lines: &[S], name: &str) -> Result<String, String> {
     let field = |line: &str, marker: &str| -> Option<String> {
         let at = line.find(marker)?;
         Some(line[at + marker.len()..].trim().to_owned())
@@ -95,7 +108,7 @@ pub fn extract<S: AsRef<str>>(lines: &[S], name: &str) -> Result<Vec<u8>, String
         .nth(1)
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("`{BEGIN} {name}` has no byte count"))?;
-    let mut data = Vec::with_capacity(len);
+    let mut data = String::with_capacity(len);
     for line in &lines[begin + 1..] {
         let line = line.as_ref();
         if field(line, END).is_some_and(|rest| rest == name) {
@@ -107,10 +120,11 @@ pub fn extract<S: AsRef<str>>(lines: &[S], name: &str) -> Result<Vec<u8>, String
             }
             return Ok(data);
         }
-        if let Some(b64) = field(line, DATA) {
-            let chunk = base64_decode(&b64)
-                .ok_or_else(|| format!("file {name}: a data line is not base64: {b64:?}"))?;
-            data.extend(chunk);
+        if let Some(literal) = field(line, DATA) {
+            let chunk: String = serde_json::from_str(&literal).map_err(|e| {
+                format!("file {name}: a data line is not a JSON string ({e}): {literal:?}")
+            })?;
+            data.push_str(&chunk);
         }
     }
     Err(format!(
@@ -123,47 +137,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_the_rfc_vectors() {
-        for (plain, enc) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(plain.as_bytes()), enc);
-            assert_eq!(base64_decode(enc).as_deref(), Some(plain.as_bytes()));
-        }
-        assert_eq!(base64_decode("Zm9v!"), None);
-    }
-
-    #[test]
-    fn round_trips_through_a_noisy_console() -> anyhow::Result<()> {
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+    fn data_lines_are_ascii_json_strings() -> anyhow::Result<()> {
+        assert_eq!(ascii_only("\"µs 🦀\""), "\"\\u00b5s \\ud83e\\udd80\"");
         let mut out = Vec::new();
-        write_file(&mut out, "bench.svg", &data)?;
-        write_file(&mut out, "bench.json", b"{\"runs\":[]}\n")?;
+        write_file(&mut out, "f", "say \"hi\"\n\tµ\\ ")?;
         let text = String::from_utf8(out)?;
-        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        assert!(lines.iter().all(|l| l.len() <= 100));
-        // A kernel message between two data lines, a prefix on another.
-        lines.insert(3, "[   12.345678] kern2usr: something".to_owned());
-        lines[5] = format!("[  1.0] x {}", lines[5]);
-        assert_eq!(extract(&lines, "bench.svg").as_deref(), Ok(&data[..]));
-        assert_eq!(
-            extract(&lines, "bench.json").as_deref(),
-            Ok(&b"{\"runs\":[]}\n"[..])
-        );
-        assert!(extract(&lines, "other").is_err());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "K2U-FILE-BEGIN f 14");
+        assert_eq!(lines[1], r#"K2U-FILE-DATA "say \"hi\"\n\t\u00b5\\ ""#);
+        assert!(text.is_ascii());
+        assert_eq!(extract(&lines, "f").as_deref(), Ok("say \"hi\"\n\tµ\\ "));
         Ok(())
     }
 
     #[test]
-    fn a_lost_line_or_missing_end_is_an_error() -> anyhow::Result<()> {
+    fn round_trips_through_a_noisy_console() -> anyhow::Result<()> {
+        let data: String = (0..1000u32)
+            .map(|i| char::from_u32(32 + i * 7 % 300).unwrap_or('?'))
+            .collect();
         let mut out = Vec::new();
-        write_file(&mut out, "f", &[1u8; 200])?;
+        write_file(&mut out, "bench.json", &data)?;
+        write_file(&mut out, "other.json", "{\"runs\":[]}\n")?;
+        let text = String::from_utf8(out)?;
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        assert!(lines.iter().all(|l| l.len() <= 100 && l.is_ascii()));
+        // A kernel message between two data lines, a prefix on another.
+        lines.insert(3, "[   12.345678] kern2usr: something".to_owned());
+        lines[5] = format!("[  1.0] x {}", lines[5]);
+        assert_eq!(extract(&lines, "bench.json").as_deref(), Ok(data.as_str()));
+        assert_eq!(
+            extract(&lines, "other.json").as_deref(),
+            Ok("{\"runs\":[]}\n")
+        );
+        assert!(extract(&lines, "missing").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_lost_or_broken_line_or_missing_end_is_an_error() -> anyhow::Result<()> {
+        let mut out = Vec::new();
+        write_file(&mut out, "f", &"x".repeat(200))?;
         let text = String::from_utf8(out)?;
         let lines: Vec<&str> = text.lines().collect();
         let mut lost = lines.clone();
@@ -173,6 +186,10 @@ mod tests {
         let cut = &lines[..lines.len() - 1];
         let e = extract(cut, "f").err().unwrap_or_default();
         assert!(e.contains("no `K2U-FILE-END f`"), "{e}");
+        let mut broken = lines.clone();
+        broken[1] = "K2U-FILE-DATA \"xx";
+        let e = extract(&broken, "f").err().unwrap_or_default();
+        assert!(e.contains("not a JSON string"), "{e}");
         Ok(())
     }
 }

@@ -20,12 +20,11 @@
 
 pub mod dump;
 pub mod runner;
-pub mod svg;
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use kern2usr::stats::{format_ns, Histogram, Stats};
+use kern2usr::stats::{format_ns, Bucket, Histogram, Stats};
 
 /// One way of moving the buffer (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,7 +51,8 @@ impl Mechanism {
         Mechanism::Adaptive,
     ];
 
-    /// Name in the table, the JSON and the plot.
+    /// Name in the table, the JSON and the plot (drawn on the host by
+    /// `cargo xtask bench` from the JSON).
     pub const fn name(self) -> &'static str {
         match self {
             Mechanism::Floor => "floor",
@@ -68,7 +68,7 @@ impl Mechanism {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }
 
-    /// Colour of its curve in the plot.
+    /// Colour of its curve in the plot (`#rrggbb`).
     pub const fn colour(self) -> &'static str {
         match self {
             Mechanism::Floor => "#555555",
@@ -194,6 +194,67 @@ pub struct JsonRun {
     pub gb_per_s: f64,
     /// p50 over the floor's p50 at the same size (null without a floor).
     pub p50_vs_floor: Option<f64>,
+    /// Rounds asked for.
+    #[serde(default)]
+    pub target: u64,
+    /// Completed all its rounds with byte-exact data.
+    #[serde(default)]
+    pub passed: bool,
+    /// Why the run failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Fastest round (ns).
+    #[serde(default)]
+    pub min_ns: u64,
+    /// Mean round trip (ns).
+    #[serde(default)]
+    pub mean_ns: u64,
+    /// The round-trip histogram: its non-empty buckets (the ABI's
+    /// log-linear buckets), from which the host draws the plot.
+    #[serde(default)]
+    pub histogram: Vec<JsonBucket>,
+}
+
+/// One non-empty histogram bucket of a [`JsonRun`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JsonBucket {
+    /// Smallest value of the bucket (ns).
+    pub low: u64,
+    /// First value past it (ns).
+    pub high: u64,
+    /// Rounds that fell into it.
+    pub count: u64,
+}
+
+impl JsonRun {
+    /// The mechanism, if the name is one this build knows.
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        Mechanism::from_name(&self.mechanism)
+    }
+
+    /// The run's histogram rebuilt from [`JsonRun::histogram`] and its
+    /// min, mean and max, so percentiles read the same as in the guest.
+    /// `None` when the buckets do not add up to the rounds.
+    pub fn hist(&self) -> Option<Histogram> {
+        let buckets: Vec<Bucket> = self
+            .histogram
+            .iter()
+            .map(|b| Bucket {
+                low: b.low,
+                high: b.high,
+                count: b.count,
+            })
+            .collect();
+        let count = buckets.iter().map(|b| b.count).sum();
+        let stats = Stats {
+            count,
+            min: self.min_ns,
+            mean: self.mean_ns,
+            max: self.max_ns,
+            ..Stats::default()
+        };
+        Histogram::from_kernel(&buckets, &stats).ok()
+    }
 }
 
 /// The `--json` file.
@@ -265,6 +326,25 @@ impl Report {
                     rounds_per_s: round3(r.rounds_per_s()),
                     gb_per_s: round6(r.gb_per_s()),
                     p50_vs_floor: self.p50_vs_floor(r).map(round6),
+                    target: r.target,
+                    passed: r.passed(),
+                    error: if r.bad_rounds > 0 {
+                        Some(format!("{} round(s) with bad data", r.bad_rounds))
+                    } else {
+                        r.error.clone()
+                    },
+                    min_ns: r.hist.min(),
+                    mean_ns: r.hist.mean(),
+                    histogram: r
+                        .hist
+                        .buckets()
+                        .iter()
+                        .map(|b| JsonBucket {
+                            low: b.low,
+                            high: b.high,
+                            count: b.count,
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -479,22 +559,52 @@ mod tests {
             keys,
             [
                 "gb_per_s",
+                "histogram",
                 "max_ns",
+                "mean_ns",
                 "mechanism",
+                "min_ns",
                 "p50_ns",
                 "p50_vs_floor",
                 "p99_ns",
+                "passed",
                 "rounds",
                 "rounds_per_s",
-                "size"
+                "size",
+                "target"
             ]
         );
+        assert_eq!(runs[2]["passed"], false);
+        assert_eq!(runs[2]["error"], "round 3 stalled");
+        // The buckets hold every round, and rebuild the same percentiles.
+        let buckets = runs[1]["histogram"].as_array().cloned().unwrap_or_default();
+        let total: u64 = buckets.iter().filter_map(|b| b["count"].as_u64()).sum();
+        assert_eq!(total, 4);
         assert_eq!(runs[1]["mechanism"], "kern2usr");
         assert_eq!(runs[1]["p50_ns"], 20000);
         assert_eq!(runs[1]["max_ns"], 90000);
         assert_eq!(runs[1]["p50_vs_floor"], 2.0);
         let back: JsonReport = serde_json::from_str(&text)?;
         assert_eq!(back, rep.json());
+        for (json, run) in back.runs.iter().zip(&rep.runs) {
+            let hist = json.hist().unwrap_or_default();
+            assert_eq!(hist.count(), run.hist.count());
+            for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+                assert_eq!(hist.percentile(q), run.hist.percentile(q), "{q}");
+            }
+            assert_eq!(json.mechanism(), Some(run.mechanism));
+        }
+        Ok(())
+    }
+
+    /// A JSON file of the older format (no histogram) still reads.
+    #[test]
+    fn older_json_reads_without_the_new_fields() -> anyhow::Result<()> {
+        let text = r#"{"runs":[{"mechanism":"floor","size":4096,"rounds":2,"p50_ns":1,
+            "p99_ns":2,"max_ns":3,"rounds_per_s":1.0,"gb_per_s":0.1,"p50_vs_floor":1.0}]}"#;
+        let back: JsonReport = serde_json::from_str(text)?;
+        assert!(back.runs[0].histogram.is_empty());
+        assert_eq!(back.runs[0].hist().map(|h| h.count()), Some(0));
         Ok(())
     }
 
