@@ -6,6 +6,7 @@
 
 pub mod child;
 mod op;
+mod profile;
 mod rng;
 mod runner;
 
@@ -39,10 +40,15 @@ struct Outcome {
     failure: Option<Failure>,
 }
 
-/// Run ops: from `fixed` if given, else `n` drawn from `rng`.
-fn run_ops(fixed: Option<&[Op]>, rng: &mut Rng, n: usize) -> Result<Outcome> {
+/// Ops between two progress lines.
+const PROGRESS_EVERY: usize = 5000;
+
+/// Run ops: from `fixed` if given, else `n` drawn from `rng`. `report`:
+/// print progress lines and the profile (not while shrinking).
+fn run_ops(fixed: Option<&[Op]>, rng: &mut Rng, n: usize, report: bool) -> Result<Outcome> {
     let mut runner = Runner::start().context("setting up the run")?;
     println!("fuzz: event mode {}", runner.mode().name());
+    let started = Instant::now();
     let mut log = Vec::new();
     let mut ran = 0;
     let mut failure = None;
@@ -54,6 +60,13 @@ fn run_ops(fixed: Option<&[Op]>, rng: &mut Rng, n: usize) -> Result<Outcome> {
             None if index == 0 => Op::Param("period_ms".to_owned(), b"5\n".to_vec()),
             None => generate(rng, &runner.view()),
         };
+        if report && index > 0 && index % PROGRESS_EVERY == 0 {
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "fuzz: progress {index}/{total} ops ({ran} ran), {:.1} ops/s, 0 mismatches",
+                index as f64 / secs.max(1e-3)
+            );
+        }
         log.push(op.clone());
         match runner.step(&op) {
             Ok(true) => ran += 1,
@@ -62,6 +75,17 @@ fn run_ops(fixed: Option<&[Op]>, rng: &mut Rng, n: usize) -> Result<Outcome> {
                 failure = Some(Failure { index, message });
                 break;
             }
+        }
+    }
+    if report {
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "fuzz: {} ops ({ran} ran) in {secs:.1} s without setup: {:.1} ops/s",
+            log.len(),
+            log.len() as f64 / secs.max(1e-3)
+        );
+        for line in runner.profile.lines() {
+            println!("{line}");
         }
     }
     if let Err(e) = runner.finish() {
@@ -97,7 +121,7 @@ fn shrink(log: Vec<Op>, budget: Duration) -> Vec<Op> {
             let end = (start + chunk).min(best.len());
             let mut trial = best.clone();
             trial.drain(start..end);
-            let fails = match run_ops(Some(&trial), &mut rng, 0) {
+            let fails = match run_ops(Some(&trial), &mut rng, 0, false) {
                 Ok(o) => o
                     .failure
                     .map(|f| trial[..=f.index.min(trial.len().saturating_sub(1))].to_vec()),
@@ -137,7 +161,7 @@ pub fn run(opts: &Options) -> Result<bool> {
         }
         None => None,
     };
-    let outcome = run_ops(fixed.as_deref(), &mut rng, opts.ops)?;
+    let outcome = run_ops(fixed.as_deref(), &mut rng, opts.ops, true)?;
     let Some(failure) = outcome.failure else {
         println!(
             "fuzz: seed {} : {} ops ({} ran), 0 mismatches, 0 kernel reports, {:.1} s",
@@ -157,7 +181,7 @@ pub fn run(opts: &Options) -> Result<bool> {
     if opts.shrink_secs > 0 {
         let small = shrink(failing, Duration::from_secs(opts.shrink_secs));
         // Run it once more to show its message.
-        let again = run_ops(Some(&small), &mut rng, 0)?;
+        let again = run_ops(Some(&small), &mut rng, 0, false)?;
         if let Some(f) = again.failure {
             println!(
                 "fuzz: shrunk reproducer fails at op {}: {}",
