@@ -552,8 +552,11 @@ impl Model {
             std::mem::take(&mut self.procs),
             std::mem::take(&mut self.efd_counters),
         );
+        // The log outlives the module.
+        let lines = self.detach_lines;
         *self = Model::new(self.mode, self.dev_noexec);
         (self.procs, self.efd_counters) = world;
+        self.detach_lines = lines;
         self.live = true;
         Ok(())
     }

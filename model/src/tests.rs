@@ -407,4 +407,7 @@ fn only_the_end_of_a_listener_counts_as_a_detach_line() {
     assert_eq!(m.rmmod(), Ok(()));
     assert!(m.listener().is_none());
     assert_eq!(m.detach_lines(), 2);
+    // The count is the log's: a new module keeps it.
+    assert_eq!(m.insmod(), Ok(()));
+    assert_eq!(m.detach_lines(), 2);
 }

@@ -21,9 +21,16 @@ pub struct FuzzArgs {
     /// Seconds the guest may spend shrinking a failing op log.
     #[arg(long, default_value_t = 120)]
     shrink_secs: u64,
-    /// Kill QEMU after this many seconds.
-    #[arg(long, default_value_t = 1800)]
-    timeout: u64,
+    /// Kill QEMU after this many seconds (default: enough for the ops at
+    /// 4 ops/s plus the shrinking and 15 minutes for boot and setup).
+    #[arg(long)]
+    timeout: Option<u64>,
+}
+
+/// The default QEMU time limit of a run: a hang guard, far above what a
+/// run takes (TCG runs 10-100 ops/s; the guest prints progress lines).
+pub fn default_timeout(ops: usize, shrink_secs: u64) -> u64 {
+    900 + (ops as u64).div_ceil(4) + 2 * shrink_secs
 }
 
 /// The guest command of a fuzz run.
@@ -34,7 +41,10 @@ pub fn guest_command(seed: u64, ops: usize, shrink_secs: u64) -> String {
 /// `cargo xtask fuzz`.
 pub fn fuzz(args: &FuzzArgs) -> Result<()> {
     let run = guest_command(args.seed, args.ops, args.shrink_secs);
-    crate::vm(&args.guest, args.timeout, &run)
+    let timeout = args
+        .timeout
+        .unwrap_or_else(|| default_timeout(args.ops, args.shrink_secs));
+    crate::vm(&args.guest, timeout, &run)
 }
 
 #[cfg(test)]
@@ -47,5 +57,12 @@ mod tests {
             guest_command(7, 300, 0),
             "kern2usr-vmtest fuzz --seed 7 --ops 300 --shrink-secs 0"
         );
+    }
+
+    #[test]
+    fn the_time_limit_grows_with_the_ops() {
+        assert_eq!(default_timeout(300, 0), 975);
+        assert!(default_timeout(100_000, 300) >= 100_000 / 4 + 600);
+        assert!(default_timeout(100_000, 0) > default_timeout(1000, 0));
     }
 }

@@ -44,8 +44,15 @@ struct Outcome {
 const PROGRESS_EVERY: usize = 5000;
 
 /// Run ops: from `fixed` if given, else `n` drawn from `rng`. `report`:
-/// print progress lines and the profile (not while shrinking).
-fn run_ops(fixed: Option<&[Op]>, rng: &mut Rng, n: usize, report: bool) -> Result<Outcome> {
+/// print progress lines and the profile (not while shrinking). Past
+/// `deadline` the run stops early, as if it had passed.
+fn run_ops(
+    fixed: Option<&[Op]>,
+    rng: &mut Rng,
+    n: usize,
+    report: bool,
+    deadline: Option<Instant>,
+) -> Result<Outcome> {
     let mut runner = Runner::start().context("setting up the run")?;
     println!("fuzz: event mode {}", runner.mode().name());
     let started = Instant::now();
@@ -54,6 +61,9 @@ fn run_ops(fixed: Option<&[Op]>, rng: &mut Rng, n: usize, report: bool) -> Resul
     let mut failure = None;
     let total = fixed.map_or(n, <[Op]>::len);
     for index in 0..total {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         let op = match fixed {
             Some(ops) => ops[index].clone(),
             // A fast timer first, so that rounds happen.
@@ -121,7 +131,7 @@ fn shrink(log: Vec<Op>, budget: Duration) -> Vec<Op> {
             let end = (start + chunk).min(best.len());
             let mut trial = best.clone();
             trial.drain(start..end);
-            let fails = match run_ops(Some(&trial), &mut rng, 0, false) {
+            let fails = match run_ops(Some(&trial), &mut rng, 0, false, Some(deadline)) {
                 Ok(o) => o
                     .failure
                     .map(|f| trial[..=f.index.min(trial.len().saturating_sub(1))].to_vec()),
@@ -161,7 +171,7 @@ pub fn run(opts: &Options) -> Result<bool> {
         }
         None => None,
     };
-    let outcome = run_ops(fixed.as_deref(), &mut rng, opts.ops, true)?;
+    let outcome = run_ops(fixed.as_deref(), &mut rng, opts.ops, true, None)?;
     let Some(failure) = outcome.failure else {
         println!(
             "fuzz: seed {} : {} ops ({} ran), 0 mismatches, 0 kernel reports, {:.1} s",
@@ -181,7 +191,7 @@ pub fn run(opts: &Options) -> Result<bool> {
     if opts.shrink_secs > 0 {
         let small = shrink(failing, Duration::from_secs(opts.shrink_secs));
         // Run it once more to show its message.
-        let again = run_ops(Some(&small), &mut rng, 0, false)?;
+        let again = run_ops(Some(&small), &mut rng, 0, false, None)?;
         if let Some(f) = again.failure {
             println!(
                 "fuzz: shrunk reproducer fails at op {}: {}",

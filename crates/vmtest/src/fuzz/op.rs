@@ -556,7 +556,8 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
                     }
                 }
             }
-            8 => Op::Wait(*rng.pick(&[1u32, 5, 20, 50])),
+            // Short: a 5 ms timer gives rounds within any of these.
+            8 => Op::Wait(*rng.pick(&[1u32, 5, 10, 20])),
             9 => {
                 if !v.loaded {
                     Op::Insmod

@@ -1099,9 +1099,15 @@ impl Runner {
         // line (it comes in a few ms; a kernel that never detaches fails);
         // when only some do, look briefly and keep both sets: a late line
         // is taken by the next op's orders.
+        // Only these ops close files or end processes.
+        let closes = matches!(
+            op,
+            Op::Kill(_) | Op::Exit(_) | Op::CloseEfd(..) | Op::KillHolder(_)
+        );
         let released = self
             .cands
             .iter()
+            .filter(|_| closes)
             .filter(|c| {
                 let mut m = (*c).clone();
                 predict(&mut m, op, &slots, &maps, &facts, self.me);
@@ -1176,10 +1182,13 @@ impl Runner {
                     }
                     if !expect.matches(&obs) {
                         Some(format!("expects {expect}"))
-                    } else if m.detach_lines() - c.detach_lines() != sync.detaches as u64 {
+                    } else if m.detach_lines().checked_sub(c.detach_lines())
+                        != Some(sync.detaches as u64)
+                    {
                         Some(format!(
-                            "{} detach lines",
-                            m.detach_lines() - c.detach_lines()
+                            "detach lines {} -> {}",
+                            c.detach_lines(),
+                            m.detach_lines()
                         ))
                     } else if let Some(seq_now) = sync.ready_seq {
                         if m.ready_seq() != seq_now {
@@ -1316,6 +1325,7 @@ impl Runner {
         self.klog.check_no_kernel_problems()?;
         self.profile.add("observe kmsg", t.elapsed());
         let detaches = lines.iter().filter(|l| is_detach_line(l)).count();
+        self.klog.forget_consumed(64);
         Ok(Sync {
             ready_seq,
             doorbells,
