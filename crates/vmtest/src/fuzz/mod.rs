@@ -29,6 +29,8 @@ pub struct Options {
     pub replay: Option<std::path::PathBuf>,
     /// Seconds to spend shrinking a failing log (0: do not shrink).
     pub shrink_secs: u64,
+    /// Stop drawing ops after this many seconds (None: run them all).
+    pub max_secs: Option<u64>,
 }
 
 /// The result of running a list (or a stream) of ops.
@@ -171,10 +173,21 @@ pub fn run(opts: &Options) -> Result<bool> {
         }
         None => None,
     };
-    let outcome = run_ops(fixed.as_deref(), &mut rng, opts.ops, true, None)?;
+    let outcome = run_ops(
+        fixed.as_deref(),
+        &mut rng,
+        opts.ops,
+        true,
+        opts.max_secs.map(|s| started + Duration::from_secs(s)),
+    )?;
     let Some(failure) = outcome.failure else {
+        let stopped = if fixed.is_none() && outcome.log.len() < opts.ops {
+            " (stopped by --max-secs)"
+        } else {
+            ""
+        };
         println!(
-            "fuzz: seed {} : {} ops ({} ran), 0 mismatches, 0 kernel reports, {:.1} s",
+            "fuzz: seed {} : {} ops ({} ran), 0 mismatches, 0 kernel reports, {:.1} s{stopped}",
             opts.seed,
             outcome.log.len(),
             outcome.ran,
