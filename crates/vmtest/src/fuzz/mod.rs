@@ -203,8 +203,10 @@ pub fn run(opts: &Options) -> Result<bool> {
     print_log(&format!("seed {} failing log", opts.seed), &failing);
     if opts.shrink_secs > 0 {
         let small = shrink(failing, Duration::from_secs(opts.shrink_secs));
-        // Run it once more to show its message.
-        let again = run_ops(Some(&small), &mut rng, 0, false, None)?;
+        // Run it once more to show its message (a log that did not shrink
+        // gets the budget once more, not its whole length again).
+        let budget = Instant::now() + Duration::from_secs(opts.shrink_secs);
+        let again = run_ops(Some(&small), &mut rng, 0, false, Some(budget))?;
         if let Some(f) = again.failure {
             println!(
                 "fuzz: shrunk reproducer fails at op {}: {}",
