@@ -120,12 +120,41 @@ fn print_log(title: &str, log: &[Op]) {
     println!("--- end ---");
 }
 
-/// Delete-chunk then delete-one passes while the log still fails.
+/// Shrink a failing log in the VM within `budget`.
 fn shrink(log: Vec<Op>, budget: Duration) -> Vec<Op> {
     let deadline = Instant::now() + budget;
-    let mut best = log;
-    let mut chunk = best.len() / 2;
     let mut rng = Rng::new(0);
+    shrink_with(log, deadline, |trial| {
+        match run_ops(Some(trial), &mut rng, 0, false, Some(deadline)) {
+            Ok(o) => o
+                .failure
+                .map(|f| trial[..=f.index.min(trial.len().saturating_sub(1))].to_vec()),
+            Err(_) => None,
+        }
+    })
+}
+
+/// Suffixes of growing length first (a mismatch usually needs only the
+/// recent ops: cheap trials for a long log), then delete-chunk and
+/// delete-one passes, while the log still fails. `fails` runs a trial:
+/// the prefix that fails, or None.
+fn shrink_with(
+    log: Vec<Op>,
+    deadline: Instant,
+    mut fails: impl FnMut(&[Op]) -> Option<Vec<Op>>,
+) -> Vec<Op> {
+    let mut best = log;
+    let mut keep = 16;
+    while keep < best.len() / 2 && Instant::now() < deadline {
+        let trial = best[best.len() - keep..].to_vec();
+        if let Some(prefix) = fails(&trial) {
+            println!("fuzz: shrink: the last {keep} ops fail alone");
+            best = prefix;
+            break;
+        }
+        keep *= 4;
+    }
+    let mut chunk = best.len() / 2;
     while chunk >= 1 && Instant::now() < deadline {
         let mut start = 0;
         let mut progressed = false;
@@ -133,13 +162,7 @@ fn shrink(log: Vec<Op>, budget: Duration) -> Vec<Op> {
             let end = (start + chunk).min(best.len());
             let mut trial = best.clone();
             trial.drain(start..end);
-            let fails = match run_ops(Some(&trial), &mut rng, 0, false, Some(deadline)) {
-                Ok(o) => o
-                    .failure
-                    .map(|f| trial[..=f.index.min(trial.len().saturating_sub(1))].to_vec()),
-                Err(_) => None,
-            };
-            match fails {
+            match fails(&trial) {
                 Some(prefix) if !trial.is_empty() => {
                     println!("fuzz: shrink: {} ops still fail", prefix.len());
                     best = prefix;
@@ -216,4 +239,29 @@ pub fn run(opts: &Options) -> Result<bool> {
         print_log(&format!("seed {} shrunk log", opts.seed), &small);
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinking_finds_the_two_ops_that_fail() {
+        // Fails when a spawn 1 comes before an insmod: the prefix up to it.
+        let fails = |trial: &[Op]| -> Option<Vec<Op>> {
+            let s = trial.iter().position(|o| *o == Op::Spawn(1))?;
+            let i = s + trial[s..].iter().position(|o| *o == Op::Insmod)?;
+            Some(trial[..=i].to_vec())
+        };
+        let mut log = vec![Op::Wait(1); 5000];
+        log[4000] = Op::Spawn(1);
+        log[4990] = Op::Insmod;
+        let mut trials = 0;
+        let small = shrink_with(log, Instant::now() + Duration::from_secs(60), |t| {
+            trials += 1;
+            fails(t)
+        });
+        assert_eq!(small, vec![Op::Spawn(1), Op::Insmod]);
+        assert!(trials < 200, "{trials} trials");
+    }
 }
