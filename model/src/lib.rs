@@ -255,6 +255,9 @@ pub struct Model {
     counted: u64,
     late_acks: u64,
     doorbells_skipped: u64,
+    /// Detaches the kernel logs as a listener's end (its process exited,
+    /// or it closed an eventfd): one log line each.
+    detach_lines: u64,
     spinning: bool,
 }
 
@@ -296,6 +299,7 @@ impl Model {
             counted: 0,
             late_acks: 0,
             doorbells_skipped: 0,
+            detach_lines: 0,
             spinning: false,
         }
     }
@@ -334,6 +338,13 @@ impl Model {
     pub fn ready_seq(&self) -> u64 {
         self.ready_seq
     }
+    /// How many detaches so far logged a listener's end ("listener pid N
+    /// exited: detached" or "listener closed its eventfd: detached"); the
+    /// other detaches (a new FIND, rmmod) log no such line.
+    pub fn detach_lines(&self) -> u64 {
+        self.detach_lines
+    }
+
     /// `doorbells_skipped` of the control page.
     pub fn doorbells_skipped(&self) -> u64 {
         self.doorbells_skipped
@@ -541,8 +552,11 @@ impl Model {
             std::mem::take(&mut self.procs),
             std::mem::take(&mut self.efd_counters),
         );
+        // The log outlives the module.
+        let lines = self.detach_lines;
         *self = Model::new(self.mode, self.dev_noexec);
         (self.procs, self.efd_counters) = world;
+        self.detach_lines = lines;
         self.live = true;
         Ok(())
     }
@@ -684,6 +698,7 @@ impl Model {
         if let Some(l) = self.listener {
             if !self.alive(l.pid) {
                 self.detach();
+                self.detach_lines += 1;
             }
         }
     }
@@ -1105,6 +1120,7 @@ impl Model {
             ));
         }
         self.detach();
+        self.detach_lines += 1;
         Ok(())
     }
 }

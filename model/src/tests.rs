@@ -379,3 +379,35 @@ fn rmmod_detaches_and_insmod_starts_over() {
         "efd still holds 2"
     );
 }
+
+#[test]
+fn only_the_end_of_a_listener_counts_as_a_detach_line() {
+    let (mut m, _, _) = world(Mode::Queue);
+    assert_eq!(find(&mut m, L, 3, 4), Ok(()));
+    // A new FIND of other eventfds replaces the listener silently.
+    let _ = m.new_eventfd(L, 5);
+    let _ = m.new_eventfd(L, 6);
+    assert_eq!(find(&mut m, L, 5, 6), Ok(()));
+    assert_eq!(m.detach_lines(), 0);
+    // A closed eventfd: the EPOLLHUP work logs one line.
+    m.close_fd(L, 5);
+    assert_eq!(m.detach_async(), Ok(()));
+    assert_eq!(m.detach_lines(), 1);
+    assert!(m.detach_async().is_err(), "nothing left to detach");
+    // A dead listener found by the next command: one line.
+    assert_eq!(find(&mut m, L, 3, 4), Ok(()));
+    m.exit(L);
+    assert_eq!(cmd(&mut m, 2), Err(Errno::EPROTO));
+    assert_eq!(m.detach_lines(), 2);
+    // rmmod detaches without such a line.
+    m.spawn(102);
+    let _ = m.new_eventfd(102, 3);
+    let _ = m.new_eventfd(102, 4);
+    assert_eq!(find(&mut m, 102, 3, 4), Ok(()));
+    assert_eq!(m.rmmod(), Ok(()));
+    assert!(m.listener().is_none());
+    assert_eq!(m.detach_lines(), 2);
+    // The count is the log's: a new module keeps it.
+    assert_eq!(m.insmod(), Ok(()));
+    assert_eq!(m.detach_lines(), 2);
+}

@@ -245,6 +245,21 @@ impl KernelLog {
         Ok(())
     }
 
+    /// Drop records consumed and checked, keeping the last `keep` of them
+    /// for error messages (a long run would otherwise hold every record it
+    /// ever read). Dropped records are never shown by
+    /// [`KernelLog::take_unshown`].
+    pub fn forget_consumed(&mut self, keep: usize) {
+        let done = self.cursor.min(self.checked);
+        let drop = done.saturating_sub(keep);
+        if drop > 0 {
+            self.records.drain(..drop);
+            self.cursor -= drop;
+            self.shown = self.shown.saturating_sub(drop);
+            self.checked -= drop;
+        }
+    }
+
     fn recent_ours(&self, n: usize) -> String {
         let ours: Vec<&str> = self.records.iter().filter_map(Record::ours).collect();
         if ours.is_empty() {

@@ -61,6 +61,10 @@ enum Cmd {
         /// Seconds to spend shrinking a failing log.
         #[arg(long, default_value_t = 120)]
         shrink_secs: u64,
+        /// Stop drawing ops after this many seconds (the run passes with
+        /// the ops done so far).
+        #[arg(long)]
+        max_secs: Option<u64>,
     },
     /// The fuzzer's listener role (internal).
     #[command(hide = true)]
@@ -122,6 +126,7 @@ fn fuzz_suite() -> harness::Tally {
         ops: 300,
         replay: None,
         shrink_secs: 60,
+        max_secs: None,
     };
     let result = match fuzz::run(&opts) {
         Ok(true) => Ok(()),
@@ -189,11 +194,13 @@ fn run(cli: Cli) -> Result<bool> {
             ops,
             replay,
             shrink_secs,
+            max_secs,
         } => fuzz::run(&fuzz::Options {
             seed,
             ops,
             replay,
             shrink_secs,
+            max_secs,
         }),
         Cmd::FuzzChild => fuzz::child::run(),
         Cmd::ChannelChild(o) => channels::child_main(&o),

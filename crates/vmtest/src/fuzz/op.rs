@@ -344,12 +344,15 @@ pub struct View {
 
 /// Parameter texts: valid and invalid, in every way the parsers differ.
 fn number_text(rng: &mut Rng, valid: &str) -> Vec<u8> {
-    let n: u64 = valid.parse().unwrap_or(1);
+    // The hex and octal forms keep the sign: "-1" as "0x1" would name
+    // pid 1, a process the model does not know.
+    let (sign, abs) = valid.strip_prefix('-').map_or(("", valid), |a| ("-", a));
+    let n: u64 = abs.parse().unwrap_or(0);
     let forms: Vec<Vec<u8>> = vec![
         format!("{valid}\n").into_bytes(),
         valid.as_bytes().to_vec(),
-        format!("0x{n:x}\n").into_bytes(),
-        format!("0{n:o}").into_bytes(),
+        format!("{sign}0x{n:x}\n").into_bytes(),
+        format!("{sign}0{n:o}").into_bytes(),
         format!("+{valid}\n").into_bytes(),
         format!(" {valid}\n").into_bytes(),
         format!("{valid} \n").into_bytes(),
@@ -556,11 +559,15 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
                     }
                 }
             }
-            8 => Op::Wait(*rng.pick(&[1u32, 5, 20, 50])),
+            // Short: a 5 ms timer gives rounds within any of these.
+            8 => Op::Wait(*rng.pick(&[1u32, 5, 10, 20])),
             9 => {
                 if !v.loaded {
                     Op::Insmod
-                } else if rng.chance(1, 8) {
+                } else if rng.chance(1, 16) {
+                    // Some 4000 writes under a debug kernel take seconds:
+                    // about one in 1300 ops (a full queue then stays
+                    // until a long read drains it).
                     Op::FillQueue
                 } else {
                     Op::Rmmod
@@ -604,6 +611,29 @@ mod tests {
         assert!("find 7 normal".parse::<Op>().is_err());
         assert!("mmap 0 99".parse::<Op>().is_err());
         assert!("bogus".parse::<Op>().is_err());
+    }
+
+    #[test]
+    fn number_forms_name_the_number_or_nothing() {
+        use kern2usr_model::kstrto::{kstrtoint, set_text};
+        for valid in ["-1", "0", "3", "4000000"] {
+            let want: i32 = valid.parse().unwrap_or(i32::MIN);
+            let mut rng = Rng::new(3);
+            for _ in 0..400 {
+                let text = number_text(&mut rng, valid);
+                let Some(Ok(v)) = set_text(&text).map(kstrtoint) else {
+                    continue;
+                };
+                // The valid number, the negation of a positive one, or one
+                // of the fixed out-of-range texts: never a small positive
+                // other number (a pid like 1 names a real process).
+                assert!(
+                    v == want || (want > 0 && v == -want) || !(1..=100).contains(&v),
+                    "{valid}: {:?} reads as {v}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use kern2usr::{CtrlPage, Device};
 use kern2usr_model::{Content, EfdId, Errno, FdKind, MmapReq, Model, Pid};
 
 use super::op::{Names, Op, RoundPick, View, MMAPS, SLOTS};
+use super::profile::Profile;
 use crate::guest;
 use crate::kmsg::KernelLog;
 
@@ -411,6 +412,58 @@ fn is_detach_line(line: &str) -> bool {
         || (line.starts_with("listener pid ") && line.ends_with(" exited: detached"))
 }
 
+/// The parameters and stats the fuzzer reads after every op, kept open
+/// while the module stays loaded: each read at offset 0 runs the
+/// attribute's show again, without the path walk and open of a fresh
+/// file.
+struct SysFiles {
+    params: Vec<(&'static str, std::fs::File)>,
+    stats: std::fs::File,
+}
+
+/// One attribute's text, read from the start.
+fn read_attr(file: &std::fs::File) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        let n = file.read_at(&mut buf[len..], len as u64)?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+impl SysFiles {
+    fn open() -> Result<Self> {
+        let open = |name: &str| {
+            let path = Path::new(PARAMS_DIR).join(name);
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))
+        };
+        let params = WATCHED
+            .iter()
+            .map(|&name| Ok((name, open(name)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SysFiles {
+            params,
+            stats: open(param::STATS)?,
+        })
+    }
+
+    fn count(&self) -> Result<u64> {
+        let text = read_attr(&self.stats).context("reading stats")?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("count ").and_then(|v| v.trim().parse().ok()))
+            .context("stats has no count line")
+    }
+}
+
 /// A failed run: where and why.
 #[derive(Debug)]
 pub struct Failure {
@@ -427,11 +480,15 @@ pub struct Runner {
     holders: Vec<Pid>,
     me: Pid,
     ctrl: Option<(Device, CtrlPage)>,
+    /// Open while `ctrl` is.
+    files: Option<SysFiles>,
     klog: KernelLog,
     ready_seq: Option<u64>,
     mode: EventMode,
     /// What the fuzzer last stored in the control page's listener_state.
     spinning: bool,
+    /// Where the time goes.
+    pub profile: Profile,
 }
 
 fn wait_gone(pid: Pid, timeout: Duration) {
@@ -453,9 +510,60 @@ fn wait_gone(pid: Pid, timeout: Duration) {
     }
 }
 
+/// `rmmod kern2usr` without a process: delete_module(2) with O_NONBLOCK,
+/// as rmmod calls it. True when the module went away.
+fn delete_module() -> bool {
+    let name = c"kern2usr";
+    // SAFETY: a NUL-terminated name that outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
+    r == 0
+}
+
+/// `insmod kern2usr.ko` without a process: finit_module(2) of the module
+/// file with no parameters, as insmod calls it. True when it loaded.
+fn finit_module() -> Result<bool> {
+    let path = Path::new(guest::KERN_DIR).join(guest::MODULE_FILE);
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let params = c"";
+    // SAFETY: an open fd and a NUL-terminated (empty) parameter string that
+    // outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            params.as_ptr(),
+            0,
+        )
+    };
+    Ok(r == 0)
+}
+
 fn kill(pid: Pid, sig: libc::c_int) {
     // SAFETY: kill() takes no pointers; the pid is one of our processes.
     unsafe { libc::kill(pid, sig) };
+}
+
+/// Write MMAP (2) to cur_cmd until a write fails, at most 5000 times:
+/// the successful writes and the last answer. One open file takes every
+/// write (each write() is one store, as with a fresh open).
+fn fill_queue() -> (u64, String) {
+    let path = Path::new(PARAMS_DIR).join(param::CUR_CMD);
+    let mut file = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) => return (0, format!("err {}", e.raw_os_error().unwrap_or(0))),
+    };
+    let mut n = 0;
+    loop {
+        let r = match file.write(b"2\n") {
+            Ok(2) => "ok".to_owned(),
+            Ok(k) => format!("short write {k}"),
+            Err(e) => format!("err {}", e.raw_os_error().unwrap_or(0)),
+        };
+        if r != "ok" || n >= 5000 {
+            return (n, r);
+        }
+        n += 1;
+    }
 }
 
 fn write_param(name: &str, bytes: &[u8]) -> String {
@@ -497,10 +605,12 @@ impl Runner {
             holders: Vec::new(),
             me,
             ctrl: None,
+            files: None,
             klog,
             ready_seq: None,
             mode,
             spinning: false,
+            profile: Profile::default(),
         };
         r.open_ctrl()?;
         Ok(r)
@@ -516,6 +626,7 @@ impl Runner {
         }
         self.ready_seq = Some(ctrl.ready_seq());
         self.ctrl = Some((dev, ctrl));
+        self.files = Some(SysFiles::open()?);
         Ok(())
     }
 
@@ -861,7 +972,9 @@ impl Runner {
             Op::KillHolder(h) => {
                 let pid = self.holders.remove(*h as usize);
                 kill(pid, libc::SIGKILL);
+                let t = Instant::now();
                 wait_gone(pid, scale(5000));
+                self.profile.add("wait gone", t.elapsed());
                 facts.pid = pid;
                 "ok".to_owned()
             }
@@ -898,14 +1011,9 @@ impl Runner {
                 "ok".to_owned()
             }
             Op::FillQueue => {
-                let mut n = 0;
-                let last = loop {
-                    let r = write_param(param::CUR_CMD, b"2\n");
-                    if r != "ok" || n >= 5000 {
-                        break r;
-                    }
-                    n += 1;
-                };
+                let (n, last) = fill_queue();
+                self.profile
+                    .add("fillqueue writes", Duration::from_millis(n));
                 format!("n={n} {last}")
             }
             Op::Rmmod => {
@@ -913,14 +1021,15 @@ impl Runner {
                     self.ready_seq = Some(ctrl.ready_seq());
                 }
                 self.ctrl = None;
-                let out = guest::sh(Path::new("/"), "rmmod kern2usr")?;
+                self.files = None;
+                let unloaded = delete_module();
                 if !guest::module_loaded() {
                     self.spinning = false;
                 }
                 if guest::module_loaded() {
                     self.open_ctrl()?;
                 }
-                if out.status.success() {
+                if unloaded {
                     self.ready_seq = None;
                     "ok".to_owned()
                 } else {
@@ -928,12 +1037,11 @@ impl Runner {
                 }
             }
             Op::Insmod => {
-                let cmd = format!("insmod {}", guest::MODULE_FILE);
-                let out = guest::sh(Path::new(guest::KERN_DIR), &cmd)?;
+                let loaded = finit_module()?;
                 if guest::module_loaded() {
                     self.open_ctrl()?;
                 }
-                if out.status.success() {
+                if loaded {
                     "ok".to_owned()
                 } else {
                     "fail".to_owned()
@@ -962,9 +1070,21 @@ impl Runner {
         if !self.runnable(op) {
             return Ok(false);
         }
+        let t = Instant::now();
+        let r = self.step_timed(op);
+        let text = op.to_string();
+        let kind = text.split_whitespace().next().unwrap_or("?");
+        self.profile.add(&format!("op {kind}"), t.elapsed());
+        r
+    }
+
+    fn step_timed(&mut self, op: &Op) -> Result<bool, String> {
         let (slots, maps) = self.snapshot_slots();
         let r0 = self.ready_seq;
+        let t = Instant::now();
         let (obs, facts) = self.execute(op).map_err(|e| format!("{op}: {e:#}"))?;
+        self.profile.add("execute", t.elapsed());
+        let t = Instant::now();
         // The fuzzer's own bookkeeping of the eventfd ids (the same for all
         // candidates: they share the world's history).
         if let Op::Spawn(l) | Op::NewEfds(l) = op {
@@ -974,29 +1094,69 @@ impl Runner {
                 s.info.efd2_id = EfdId(n as u32 + 1);
             }
         }
-        // Give an expected detach its time (EPOLLHUP work).
-        let may_detach = self.cands.iter().any(|c| {
-            let mut m = c.clone();
-            predict(&mut m, op, &slots, &maps, &facts, self.me);
-            m.listener()
-                .is_some_and(|l| m.efd_released(l.efd) || m.efd_released(l.efd2))
-        });
-        if may_detach {
-            let t = guest::scaled(Duration::from_secs(3));
-            let _ = self.klog.wait_until("a detach", t, |lines| {
-                lines.iter().any(|l| is_detach_line(l))
-            });
+        // An eventfd of the listener released by the op: its EPOLLHUP work
+        // detaches it soon. When every candidate says so, wait for that
+        // line (it comes in a few ms; a kernel that never detaches fails);
+        // when only some do, look briefly and keep both sets: a late line
+        // is taken by the next op's orders.
+        // Only these ops close files or end processes.
+        let closes = matches!(
+            op,
+            Op::Kill(_) | Op::Exit(_) | Op::CloseEfd(..) | Op::KillHolder(_)
+        );
+        let released = self
+            .cands
+            .iter()
+            .filter(|_| closes)
+            .filter(|c| {
+                let mut m = (*c).clone();
+                predict(&mut m, op, &slots, &maps, &facts, self.me);
+                m.listener()
+                    .is_some_and(|l| m.efd_released(l.efd) || m.efd_released(l.efd2))
+            })
+            .count();
+        self.profile.add("model released", t.elapsed());
+        if released > 0 {
+            let must = released == self.cands.len();
+            let t0 = Instant::now();
+            let bound = if must {
+                guest::scaled(Duration::from_secs(3))
+            } else {
+                guest::scaled(Duration::from_millis(20))
+            };
+            let seen = self
+                .klog
+                .wait_until("a detach", bound, |lines| {
+                    lines.iter().any(|l| is_detach_line(l))
+                })
+                .is_ok();
+            let site = match (must, seen) {
+                (true, true) => "wait detach must",
+                (true, false) => "wait detach MISSING",
+                (false, true) => "wait detach may+",
+                (false, false) => "wait detach may-",
+            };
+            self.profile.add(site, t0.elapsed());
+            if must && !seen {
+                return Err(format!(
+                    "{op}: observed {obs:?}; the listener's eventfd is released but the kernel \
+                     logged no detach within {bound:?}"
+                ));
+            }
         }
+        let t = Instant::now();
         // Observe: ready_seq, then (taking the module's lock) stats and
         // the parameters, then the kernel log.
         let sync = self
             .observe()
             .map_err(|e| format!("{op}: observing: {e:#}"))?;
+        self.profile.add("observe", t.elapsed());
+        let t = Instant::now();
         let mut next: Vec<Model> = Vec::new();
         let mut first_expect = None;
         let mut why: Vec<String> = Vec::new();
         for (ci, c) in self.cands.iter().enumerate() {
-            for seq in interleavings(sync.detaches.min(1)) {
+            for seq in interleavings(sync.detaches.min(2)) {
                 let mut m = c.clone();
                 let mut failed_step = None;
                 let mut expect = None;
@@ -1022,6 +1182,14 @@ impl Runner {
                     }
                     if !expect.matches(&obs) {
                         Some(format!("expects {expect}"))
+                    } else if m.detach_lines().checked_sub(c.detach_lines())
+                        != Some(sync.detaches as u64)
+                    {
+                        Some(format!(
+                            "detach lines {} -> {}",
+                            c.detach_lines(),
+                            m.detach_lines()
+                        ))
                     } else if let Some(seq_now) = sync.ready_seq {
                         if m.ready_seq() != seq_now {
                             Some(format!("ready_seq {}", m.ready_seq()))
@@ -1058,6 +1226,7 @@ impl Runner {
             }
         }
         let _ = r0;
+        self.profile.add("model compare", t.elapsed());
         if next.is_empty() {
             let c = &self.cands[0];
             return Err(format!(
@@ -1080,10 +1249,11 @@ impl Runner {
             ) + &format!("; orders tried: {}", why.join("; ")));
         }
         // The stats count may trail the ack by a work item: wait for it.
-        if sync.ready_seq.is_some() {
+        let t = Instant::now();
+        if let Some(first) = sync.count {
             let deadline = Instant::now() + guest::scaled(Duration::from_secs(3));
+            let mut count = first;
             loop {
-                let count = read_count().map_err(|e| format!("{op}: reading stats: {e:#}"))?;
                 let matching: Vec<Model> = next
                     .iter()
                     .filter(|m| m.counted() == count)
@@ -1100,8 +1270,16 @@ impl Runner {
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(2));
+                count = self
+                    .files
+                    .as_ref()
+                    .map_or_else(read_count, SysFiles::count)
+                    .map_err(|e| format!("{op}: reading stats: {e:#}"))?;
             }
         }
+        self.profile.add("wait count", t.elapsed());
+        self.profile
+            .add("candidates", Duration::from_millis(next.len() as u64));
         next.truncate(MAX_CANDIDATES);
         self.cands = next;
         self.ready_seq = sync.ready_seq;
@@ -1112,37 +1290,46 @@ impl Runner {
         let mut ready_seq = self.ctrl.as_ref().map(|(_, c)| c.ready_seq());
         let mut params = Vec::new();
         let mut doorbells = None;
-        if let Some((_, ctrl)) = &self.ctrl {
+        let mut count = None;
+        if let (Some((_, ctrl)), Some(files)) = (&self.ctrl, &self.files) {
             // Reading stats takes the module's lock: a round whose
             // ready_seq we saw is complete after it (doorbells_skipped,
             // stored after ready_seq, included). A newer round may have
             // begun meanwhile: read again until ready_seq holds still
             // around the doorbells_skipped read.
+            let t = Instant::now();
             for _ in 0..1000 {
                 let seq = ctrl.ready_seq();
-                read_count()?;
+                let c = files.count()?;
                 let skipped = ctrl.doorbells_skipped();
                 if ctrl.ready_seq() == seq {
                     ready_seq = Some(seq);
                     doorbells = Some(skipped);
+                    count = Some(c);
                     break;
                 }
             }
             if doorbells.is_none() {
                 bail!("ready_seq never held still (rounds published without pause)");
             }
-            for name in WATCHED {
-                let text = std::fs::read_to_string(Path::new(PARAMS_DIR).join(name))
-                    .with_context(|| format!("reading {name}"))?;
-                params.push((name, text));
+            self.profile.add("observe stats", t.elapsed());
+            let t = Instant::now();
+            for (name, file) in &files.params {
+                let text = read_attr(file).with_context(|| format!("reading {name}"))?;
+                params.push((*name, text));
             }
+            self.profile.add("observe params", t.elapsed());
         }
+        let t = Instant::now();
         let lines = self.klog.take_new_ours()?;
         self.klog.check_no_kernel_problems()?;
+        self.profile.add("observe kmsg", t.elapsed());
         let detaches = lines.iter().filter(|l| is_detach_line(l)).count();
+        self.klog.forget_consumed(64);
         Ok(Sync {
             ready_seq,
             doorbells,
+            count,
             params,
             detaches,
         })
@@ -1161,6 +1348,7 @@ impl Runner {
             wait_gone(pid, guest::scaled(Duration::from_secs(5)));
         }
         self.ctrl = None;
+        self.files = None;
         if guest::module_loaded() {
             guest::rmmod(&mut self.klog)?;
         }
@@ -1189,6 +1377,8 @@ fn read_count() -> Result<u64> {
 struct Sync {
     ready_seq: Option<u64>,
     doorbells: Option<u64>,
+    /// The stats count read with them.
+    count: Option<u64>,
     params: Vec<(&'static str, String)>,
     detaches: usize,
 }
