@@ -111,6 +111,16 @@ impl CtrlPage {
             .load(Ordering::Acquire)
     }
 
+    /// Bytes of data the round `ready_seq` published (`ready_len`, ABI
+    /// v3): the buffer size for test rounds, the producer's length on a
+    /// producer's channel. The module stores it before `ready_seq`, so read
+    /// it after [`CtrlPage::ready_seq`] (whose acquire orders this load).
+    /// Untrusted: clamp it to the buffer before slicing.
+    pub fn ready_len(&self) -> u64 {
+        self.u64_at(offset_of!(Ctrl, ready_len))
+            .load(Ordering::Acquire)
+    }
+
     /// Rounds whose doorbell the module skipped (`doorbells_skipped`).
     pub fn doorbells_skipped(&self) -> u64 {
         self.u64_at(offset_of!(Ctrl, doorbells_skipped))
@@ -157,7 +167,7 @@ impl CtrlPage {
             listener_state: self.listener_state(),
             reserved: 0,
             doorbells_skipped: self.doorbells_skipped(),
-            ready_len: 0,
+            ready_len: self.ready_len(),
         }
     }
 
@@ -166,6 +176,17 @@ impl CtrlPage {
     /// A test double: only with `cfg(test)` or the `testing` feature.
     #[cfg(any(test, feature = "testing"))]
     pub fn publish_as_kernel(&self, seq: u64) -> bool {
+        self.publish_len_as_kernel(seq, None)
+    }
+
+    /// [`CtrlPage::publish_as_kernel`] that also stores `ready_len` (before
+    /// `ready_seq`, as the module does) when `len` is given. A test double.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn publish_len_as_kernel(&self, seq: u64, len: Option<u64>) -> bool {
+        if let Some(len) = len {
+            self.u64_at(offset_of!(Ctrl, ready_len))
+                .store(len, Ordering::Release);
+        }
         self.u64_at(offset_of!(Ctrl, ready_seq))
             .store(seq, Ordering::SeqCst);
         fence(Ordering::SeqCst);
