@@ -5,7 +5,8 @@
 //! usage (clap), 3 the module refused a command, 4 the module or the
 //! device is missing, 5 permission denied, 6 bad data (a buffer that
 //! differs from the fill pattern, a parameter or record this tool cannot
-//! read, a protocol violation, an ABI mismatch).
+//! read, a protocol violation, an ABI mismatch), 7 no such channel
+//! (`stats --channel` with an id the module does not list).
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -16,7 +17,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use kern2usr::abi::{self, param, Code, DEFAULT_POLL_TIMEOUT_MS, DEVICE_PATH, PARAMS_DIR};
-use kern2usr::{AckMode, Device, EventFd, KernelSide, Listener, ListenerConfig, Params};
+use kern2usr::{
+    AckMode, ChannelEntry, Device, EventFd, KernelSide, Listener, ListenerConfig, Params,
+};
 use kern2usr_cli::bench::{self, Mechanism};
 use rustix::process::Pid;
 
@@ -29,10 +32,34 @@ const EXIT_PERMISSION: u8 = 5;
 /// Exit code: bad data (pattern mismatch, unreadable parameter or record,
 /// protocol violation, ABI mismatch).
 const EXIT_BAD_DATA: u8 = 6;
+/// Exit code: `stats --channel ID` names a channel the module does not list.
+const EXIT_NO_CHANNEL: u8 = 7;
 
 const EXIT_CODES_HELP: &str = "Exit codes: 0 success, 1 other failure, 2 bad usage, \
 3 command refused by the module, 4 module or device missing, 5 permission denied, \
-6 bad data (pattern mismatch, unreadable parameter or record, protocol or ABI mismatch)";
+6 bad data (pattern mismatch, unreadable parameter or record, protocol or ABI mismatch), \
+7 no such channel";
+
+/// `stats --channel ID` with an id the `channels` listing does not have.
+#[derive(Debug)]
+struct NoSuchChannel {
+    id: u32,
+    listed: Vec<u32>,
+}
+
+impl std::fmt::Display for NoSuchChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = self.listed.iter().map(u32::to_string).collect();
+        write!(
+            f,
+            "no channel {} (the module lists {}); see `kern2usr status`",
+            self.id,
+            ids.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for NoSuchChannel {}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,8 +110,13 @@ enum Command {
         debug: bool,
     },
     /// Print the round-trip statistics of the current or last test
-    /// (`stats`) and draw its histogram (`histogram`).
+    /// (`stats`) and draw its histogram (`histogram`); with --channel, one
+    /// channel's figures from the `channels` listing.
     Stats {
+        /// Print this channel's line of the `channels` listing instead
+        /// (id as `kern2usr status` shows it; 0 is the default channel).
+        #[arg(long, value_name = "ID")]
+        channel: Option<u32>,
         /// Rows of the chart (adjacent buckets are merged on a log scale).
         #[arg(long, default_value_t = 20)]
         rows: usize,
@@ -92,7 +124,8 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         width: usize,
         /// Print one JSON object instead: `stats` (count, min, mean, p50,
-        /// p90, p99, p99_9, max in ns) and `histogram` (low, high, count).
+        /// p90, p99, p99_9, max in ns) and `histogram` (low, high, count);
+        /// with --channel, `channel` (the fields of the listing).
         #[arg(long)]
         json: bool,
     },
@@ -156,13 +189,15 @@ enum Command {
         #[arg(long)]
         find: bool,
     },
-    /// Print the module's parameters and, with --device, its K2U_IOC_INFO.
+    /// Print the module's parameters, its channels (the `channels`
+    /// listing, ABI v3) and, with --device, its K2U_IOC_INFO.
     Status {
         /// Device node to query with K2U_IOC_INFO.
         #[arg(long)]
         device: Option<PathBuf>,
-        /// Print one JSON object instead: `params` (name -> text) and,
-        /// with --device, `info`.
+        /// Print one JSON object instead: `params` (name -> text),
+        /// `channels` (one object per channel, when the module lists them)
+        /// and, with --device, `info`.
         #[arg(long)]
         json: bool,
     },
@@ -248,12 +283,22 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     use kern2usr::Error as E;
     use rustix::io::Errno;
+    if e.chain()
+        .any(|c| c.downcast_ref::<NoSuchChannel>().is_some())
+    {
+        return EXIT_NO_CHANNEL;
+    }
     let Some(k) = e.chain().find_map(|c| c.downcast_ref::<kern2usr::Error>()) else {
         return 1;
     };
     match k {
-        E::CommandRefused { .. } => return EXIT_REFUSED,
-        E::ModuleNotLoaded => return EXIT_MISSING,
+        E::CommandRefused { .. }
+        | E::ChannelCommand { .. }
+        | E::ChannelLimit { .. }
+        | E::ChannelBusy { .. }
+        | E::ProducerChannel { .. } => return EXIT_REFUSED,
+        E::ModuleNotLoaded | E::NoProducer { .. } => return EXIT_MISSING,
+        E::NotOwner { .. } => return EXIT_PERMISSION,
         E::ParamValue { .. }
         | E::EventSize { .. }
         | E::Protocol(_)
@@ -293,7 +338,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             listen(params, device, poll_timeout, &options)
         }
-        Command::Stats { rows, width, json } => stats(&params, rows, width, json),
+        Command::Stats {
+            channel: Some(id),
+            json,
+            ..
+        } => channel_stats(&params, id, json),
+        Command::Stats {
+            channel: None,
+            rows,
+            width,
+            json,
+        } => stats(&params, rows, width, json),
         Command::Bench {
             sizes,
             rounds,
@@ -353,6 +408,115 @@ const STATUS_PARAMS: [&str; 8] = [
     param::EVENT_MODE,
     param::LAST_ERROR,
 ];
+
+/// Parameters of newer modules, shown by `status` when present.
+const OPTIONAL_PARAMS: [&str; 4] = [
+    param::BACK_TO_BACK,
+    param::ADAPTIVE,
+    param::MAX_CHANNELS,
+    param::MAX_CHANNEL_MEMORY,
+];
+
+/// One channel of the listing as JSON (`status --json`, `stats --channel
+/// --json`): the listing's fields, `null` for no name or no owner.
+fn channel_json(c: &ChannelEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id,
+        "name": c.name,
+        "owner": c.owner,
+        "buffer_size": c.buffer_size,
+        "event_mode": c.event_mode.name(),
+        "pacing": c.pacing.name(),
+        "rounds": c.rounds,
+        "p50_ns": c.p50_ns,
+        "p99_ns": c.p99_ns,
+    })
+}
+
+/// `status`'s table of the channels.
+fn render_channels(list: &[ChannelEntry]) -> String {
+    use kern2usr::stats::format_ns;
+    let mut rows = vec![[
+        "id".to_owned(),
+        "name".to_owned(),
+        "owner".to_owned(),
+        "buffer".to_owned(),
+        "mode".to_owned(),
+        "pacing".to_owned(),
+        "rounds".to_owned(),
+        "p50".to_owned(),
+        "p99".to_owned(),
+    ]];
+    for c in list {
+        let name = match (&c.name, c.is_default()) {
+            (Some(n), _) => n.clone(),
+            (None, true) => "(default)".to_owned(),
+            (None, false) => "-".to_owned(),
+        };
+        rows.push([
+            c.id.to_string(),
+            name,
+            c.owner.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            c.buffer_size.to_string(),
+            c.event_mode.name().to_owned(),
+            c.pacing.name().to_owned(),
+            c.rounds.to_string(),
+            format_ns(c.p50_ns),
+            format_ns(c.p99_ns),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut s = format!("channels ({}):\n", list.len());
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        s.push_str("  ");
+        s.push_str(cells.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// `stats --channel ID`: that channel's line of the listing.
+fn channel_stats(params: &Params, id: u32, json: bool) -> anyhow::Result<ExitCode> {
+    use kern2usr::stats::format_ns;
+    params.ensure_loaded()?;
+    let list = params.channels()?;
+    let Some(c) = list.iter().find(|c| c.id == id) else {
+        return Err(NoSuchChannel {
+            id,
+            listed: list.iter().map(|c| c.id).collect(),
+        }
+        .into());
+    };
+    let mut out = io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "channel": channel_json(c) }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let name = c
+        .name
+        .as_deref()
+        .unwrap_or(if c.is_default() { "default" } else { "-" });
+    let owner = c.owner.map_or_else(|| "none".to_owned(), |p| p.to_string());
+    writeln!(out, "channel {} ({name})", c.id)?;
+    writeln!(out, "owner   {owner}")?;
+    writeln!(out, "buffer  {} bytes", c.buffer_size)?;
+    writeln!(out, "mode    {}", c.event_mode.name())?;
+    writeln!(out, "pacing  {}", c.pacing.name())?;
+    writeln!(out, "rounds  {}", c.rounds)?;
+    writeln!(out, "p50     {}", format_ns(c.p50_ns))?;
+    writeln!(out, "p99     {}", format_ns(c.p99_ns))?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// `listen`'s switches.
 struct ListenOptions {
@@ -463,12 +627,16 @@ fn status_json(
     for name in STATUS_PARAMS {
         map.insert(name.to_owned(), params.read(name)?.into());
     }
-    for name in [param::BACK_TO_BACK, param::ADAPTIVE] {
+    for name in OPTIONAL_PARAMS {
         if params.path(name).exists() {
             map.insert(name.to_owned(), params.read(name)?.into());
         }
     }
     let mut doc = serde_json::json!({ "params": map });
+    if params.path(param::CHANNELS).exists() {
+        let list: Vec<_> = params.channels()?.iter().map(channel_json).collect();
+        doc["channels"] = list.into();
+    }
     if let Some(path) = device {
         let info = kern2usr::Info::try_from(Device::open(&path)?.info()?)?;
         doc["info"] = serde_json::json!({
@@ -476,6 +644,7 @@ fn status_json(
             "event_mode": info.event_mode.name(),
             "buffer_size": info.buffer_size,
             "period_ms": info.period.as_millis(),
+            "channel_id": info.channel_id,
         });
     }
     writeln!(out, "{doc}")?;
@@ -535,10 +704,13 @@ fn status(params: &Params, device: Option<PathBuf>, json: bool) -> anyhow::Resul
         writeln!(out, "{name} = {}", params.read(name)?)?;
     }
     // Newer parameters: shown when the module has them.
-    for name in [param::BACK_TO_BACK, param::ADAPTIVE] {
+    for name in OPTIONAL_PARAMS {
         if params.path(name).exists() {
             writeln!(out, "{name} = {}", params.read(name)?)?;
         }
+    }
+    if params.path(param::CHANNELS).exists() {
+        write!(out, "{}", render_channels(&params.channels()?))?;
     }
     if let Some(path) = device {
         let info = Device::open(&path)?.info()?;
