@@ -9,6 +9,7 @@ mod guest;
 mod harness;
 mod holder;
 mod kmsg;
+mod libchan;
 mod listener;
 mod pattern;
 mod perf;
@@ -87,6 +88,8 @@ enum SuiteName {
     Regress,
     /// The 2017 client's exact calls (tests/seed-client).
     Seedclient,
+    /// The library's channel API against the module (ABI v3; not in `all`).
+    Libchan,
     /// All of the above.
     All,
 }
@@ -158,6 +161,9 @@ fn run(cli: Cli) -> Result<bool> {
                     SuiteName::Seedclient => {
                         harness::run_independent("seedclient", seedclient::TESTS, filter)
                     }
+                    SuiteName::Libchan => {
+                        harness::run_independent("libchan", libchan::TESTS, filter)
+                    }
                     SuiteName::All => harness::Tally::default(),
                 };
                 failed += tally.failed;
@@ -189,6 +195,7 @@ fn run(cli: Cli) -> Result<bool> {
                 ("perf", perf::TESTS),
                 ("regress", regress::TESTS),
                 ("seedclient", seedclient::TESTS),
+                ("libchan", libchan::TESTS),
             ] {
                 println!("{suite}:");
                 for (name, _) in tests {
