@@ -63,6 +63,9 @@ pub struct PackageArgs {
 pub const CLI_PACKAGE: &str = "kern2usr";
 /// The DKMS package.
 pub const DKMS_PACKAGE: &str = "kern2usr-dkms";
+/// The cargo package whose binary `kern2usr` the CLI package ships (the
+/// library is the cargo package `kern2usr`).
+pub const CLI_CRATE: &str = "kern2usr-cli";
 
 /// Host packages `cargo xtask package` needs.
 const PACKAGE_TOOLS: &[&str] = &["dpkg-dev", "lintian", "binutils"];
@@ -507,7 +510,8 @@ fn optional_cli_files() -> Result<Vec<(PathBuf, String, u32, bool)>> {
     Ok(found)
 }
 
-/// `cargo build --release -p kern2usr` for the host; the binary path.
+/// `cargo build --release -p kern2usr-cli --bin kern2usr` for the host;
+/// the binary path.
 fn build_cli() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let dir = target_dir().join("package").join("cargo");
@@ -517,7 +521,7 @@ fn build_cli() -> Result<PathBuf> {
         "--release",
         "--locked",
         "-p",
-        CLI_PACKAGE,
+        CLI_CRATE,
         "--bin",
         CLI_PACKAGE,
     ])

@@ -208,7 +208,9 @@ impl Channel {
     /// non-blocking eventfds and attach them (`K2U_IOC_REGISTER`).
     ///
     /// A module of another ABI version is [`Error::AbiMismatch`], naming
-    /// both versions.
+    /// both versions. Without root (`CAP_SYS_ADMIN`) the module refuses
+    /// the default channel to anyone but its listener:
+    /// [`Error::NotOwner`] (use [`Channel::create`] instead).
     ///
     /// ```no_run
     /// let ch = kern2usr::Channel::open_path("/dev/kern2usr")?;
@@ -218,14 +220,29 @@ impl Channel {
     pub fn open_path(device: impl AsRef<Path>) -> Result<Self> {
         let dev = Device::open(device)?;
         let info = Info::try_from(dev.info()?)?;
-        let buffer = dev.map(info.buffer_size, Access::ReadOnly)?;
+        // EPERM (ABI v3): the default channel is its listener's and
+        // root's; say so, and what to do instead.
+        let perm = |op: &'static str| {
+            move |e: Error| match e.errno() {
+                Some(Errno::PERM) => Error::NotOwner {
+                    op,
+                    channel: 0,
+                    source: Errno::PERM.into(),
+                },
+                _ => e,
+            }
+        };
+        let buffer = dev
+            .map(info.buffer_size, Access::ReadOnly)
+            .map_err(perm("mmap"))?;
         let ctrl = match info.event_mode {
-            EventMode::Counter => Some(dev.map_ctrl()?),
+            EventMode::Counter => Some(dev.map_ctrl().map_err(perm("mmap"))?),
             EventMode::Queue => None,
         };
         let efd = EventFd::new_nonblocking()?;
         let efd2 = EventFd::new_nonblocking()?;
-        dev.register(efd.as_fd(), efd2.as_fd())?;
+        dev.register(efd.as_fd(), efd2.as_fd())
+            .map_err(perm("K2U_IOC_REGISTER"))?;
         Ok(Self::from_parts(
             Session::from_parts(efd, efd2, dev, info.event_mode),
             buffer,
