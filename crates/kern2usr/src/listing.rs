@@ -23,6 +23,11 @@ pub enum Pacing {
     /// Back to back, without doorbells while the listener spins
     /// (`b2b+adaptive`).
     BackToBackAdaptive,
+    /// A round every period, without doorbells while the listener spins
+    /// (`timer+adaptive`: the default channel's `adaptive=1` without
+    /// `back_to_back`, or a channel created with only
+    /// [`crate::abi::CREATE_ADAPTIVE`]).
+    TimerAdaptive,
 }
 
 impl Pacing {
@@ -36,6 +41,7 @@ impl Pacing {
             Pacing::Timer => "timer",
             Pacing::BackToBack => "b2b",
             Pacing::BackToBackAdaptive => "b2b+adaptive",
+            Pacing::TimerAdaptive => "timer+adaptive",
         }
     }
 
@@ -50,6 +56,7 @@ impl Pacing {
             Pacing::Timer,
             Pacing::BackToBack,
             Pacing::BackToBackAdaptive,
+            Pacing::TimerAdaptive,
         ]
         .into_iter()
         .find(|p| p.name() == name)
@@ -149,7 +156,7 @@ pub fn parse_channels(text: &str) -> Result<Vec<ChannelEntry>> {
             bad(
                 line,
                 "9 fields: id, name or -, owner pid, buffer size, counter or queue, \
-                 timer/b2b/b2b+adaptive, rounds, p50_ns, p99_ns",
+                 timer/b2b/b2b+adaptive/timer+adaptive, rounds, p50_ns, p99_ns",
             )
         })?;
         if out.is_empty() != entry.is_default() {
@@ -226,7 +233,7 @@ mod tests {
     fn parses_every_field_of_every_line() -> Result<()> {
         let text = format!(
             "{HEAD}\n0 - 0 4096 queue timer 0 0 0\n1 a.b-c_d 42 1048576 queue b2b+adaptive 7 100 200\n\
-             17 prod 0 8192 queue b2b 3 5 6\n"
+             17 prod 0 8192 queue b2b 3 5 6\n18 - 0 4096 counter timer+adaptive 0 0 0\n"
         );
         let l = parse_channels(&text)?;
         assert_eq!(
@@ -248,6 +255,7 @@ mod tests {
             (l[2].id, l[2].owner, l[2].pacing),
             (17, None, Pacing::BackToBack)
         );
+        assert_eq!(l[3].pacing, Pacing::TimerAdaptive);
         Ok(())
     }
 
