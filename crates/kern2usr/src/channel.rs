@@ -825,6 +825,16 @@ impl Round<'_> {
 
     /// The channel's id (0: the default channel), for checks that depend
     /// on it such as [`abi::channel_pattern_byte`].
+    ///
+    /// ```no_run
+    /// use kern2usr::abi::channel_pattern_byte;
+    /// # let mut ch = kern2usr::ChannelOptions::new().create()?;
+    /// if let Some(round) = ch.round() {
+    ///     let (id, seq) = (round.channel_id(), u64::from(round.id()));
+    ///     assert!(round.iter().enumerate().all(|(i, &b)| b == channel_pattern_byte(id, seq, i)));
+    /// }
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
     pub fn channel_id(&self) -> u32 {
         self.channel.id()
     }

@@ -116,6 +116,15 @@ impl CtrlPage {
     /// producer's channel. The module stores it before `ready_seq`, so read
     /// it after [`CtrlPage::ready_seq`] (whose acquire orders this load).
     /// Untrusted: clamp it to the buffer before slicing.
+    ///
+    /// ```no_run
+    /// let ch = kern2usr::ChannelOptions::new().create()?;
+    /// if let Some(ctrl) = ch.ctrl() {
+    ///     let seq = ctrl.ready_seq();
+    ///     println!("round {seq}: {} bytes", ctrl.ready_len());
+    /// }
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
     pub fn ready_len(&self) -> u64 {
         self.u64_at(offset_of!(Ctrl, ready_len))
             .load(Ordering::Acquire)

@@ -521,6 +521,17 @@ impl Device {
     /// The raw call: [`crate::Channel::create`] and
     /// [`crate::Channel::attach`] check the options first and turn the
     /// errnos into typed errors.
+    ///
+    /// ```no_run
+    /// use std::os::fd::AsRawFd;
+    /// let dev = kern2usr::Device::open("/dev/kern2usr")?;
+    /// let (efd, efd2) = (kern2usr::EventFd::new()?, kern2usr::EventFd::new()?);
+    /// let mut req = kern2usr::ChannelOptions::new().request()?;
+    /// (req.efd, req.efd2) = (efd.as_raw_fd(), efd2.as_raw_fd());
+    /// let made = dev.create(&req)?;
+    /// println!("channel {} of {} bytes", made.id, made.buffer_size);
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
     pub fn create(&self, request: &Create) -> Result<Create> {
         let mut arg = *request;
         // SAFETY: IOC_CREATE is _IOWR(magic, 6, struct k2u_create) and
@@ -540,6 +551,14 @@ impl Device {
     /// file's channel. ENOTCONN when the file is not a channel,
     /// EOPNOTSUPP on a producer's channel, otherwise the refusals
     /// `cur_cmd` has on the default channel.
+    ///
+    /// ```no_run
+    /// # let dev = kern2usr::Device::open("/dev/kern2usr")?;
+    /// let e = dev.channel_command(kern2usr::abi::Code::Mmap.value()).err();
+    /// // Not a channel yet: ENOTCONN.
+    /// assert_eq!(e.and_then(|e| e.errno()), Some(rustix::io::Errno::NOTCONN));
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
     pub fn channel_command(&self, code: u32) -> Result<()> {
         // SAFETY: IOC_CHANNEL_CMD is _IOW(magic, 7, __u32): the kernel
         // reads one u32 through the pointer Setter passes, which points at
@@ -554,6 +573,12 @@ impl Device {
 
     /// `K2U_IOC_CHANNEL_STATS` (ABI v3): this file's channel's figures
     /// (the default channel's, id 0, on a file that is not a channel).
+    ///
+    /// ```no_run
+    /// let raw = kern2usr::Device::open("/dev/kern2usr")?.channel_stats()?;
+    /// assert_eq!(raw.id, 0);
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
     pub fn channel_stats(&self) -> Result<ChannelStats> {
         // SAFETY: IOC_CHANNEL_STATS is _IOR(magic, 8, struct
         // k2u_channel_stats) and ChannelStats is its #[repr(C)] mirror;
