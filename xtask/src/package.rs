@@ -417,8 +417,40 @@ fn stage_dkms(root: &Path, version: &str, maint: &str, date: &str) -> Result<()>
     )
 }
 
+/// The udev rule the CLI package installs (node 0660, group `kern2usr`).
+pub const UDEV_RULE: &str = "packaging/udev/60-kern2usr.rules";
+/// Where the package installs it.
+pub const UDEV_RULE_DEST: &str = "lib/udev/rules.d/60-kern2usr.rules";
+/// The system group the udev rule gives the device to.
+pub const DEVICE_GROUP: &str = "kern2usr";
+
+/// The CLI package's postinst: on configure, create the system group
+/// [`DEVICE_GROUP`] if it is missing (the udev rule names it), then, where
+/// udev runs, reload the rules and re-apply them to the device.
+pub fn cli_postinst() -> String {
+    format!(
+        "#!/bin/sh
+         # kern2usr postinst: the group of the udev rule, then load the rule.
+         set -e
+         
+         if [ \"$1\" = configure ]; then
+         	if ! getent group {DEVICE_GROUP} >/dev/null; then
+         		addgroup --system {DEVICE_GROUP}
+         	fi
+         	if [ -d /run/udev ]; then
+         		udevadm control --reload-rules || true
+         		udevadm trigger --action=change --sysname-match=kern2usr || true
+         	fi
+         fi
+         
+         exit 0
+"
+    )
+}
+
 /// Optional files of the CLI package found in the tree: (source, path in
-/// the package, mode, gzip?). The udev rule (`*.rules`), man pages
+/// the package, mode, gzip?). The udev rule (`*.rules`, required: see
+/// [`UDEV_RULE`]), man pages
 /// (`kern2usr*.1`) and shell completions (`kern2usr.bash`, `_kern2usr`,
 /// `kern2usr.fish`) are packaged once they exist in the repository.
 fn optional_cli_files() -> Result<Vec<(PathBuf, String, u32, bool)>> {
@@ -439,7 +471,7 @@ fn optional_cli_files() -> Result<Vec<(PathBuf, String, u32, bool)>> {
                 continue;
             }
             let dest = if name.ends_with(".rules") && name.contains("kern2usr") {
-                Some((format!("usr/lib/udev/rules.d/{name}"), 0o644, false))
+                Some((format!("lib/udev/rules.d/{name}"), 0o644, false))
             } else if name.starts_with("kern2usr") && name.ends_with(".1") {
                 Some((format!("usr/share/man/man1/{name}.gz"), 0o644, true))
             } else if name == "kern2usr.bash" {
@@ -564,7 +596,11 @@ fn stage_cli(root: &Path, version: &str, maint: &str, date: &str, scratch: &Path
         0o755,
     )?;
     let mut has_udev = false;
-    for (src, dest, mode, gz) in optional_cli_files()? {
+    let files = optional_cli_files()?;
+    if !files.iter().any(|(_, dest, _, _)| dest == UDEV_RULE_DEST) {
+        bail!("{UDEV_RULE} is missing: the package installs it as /{UDEV_RULE_DEST}");
+    }
+    for (src, dest, mode, gz) in files {
         let data =
             std::fs::read(&src).with_context(|| format!("could not read {}", src.display()))?;
         let data = if gz { gzip(&data)? } else { data };
@@ -572,18 +608,18 @@ fn stage_cli(root: &Path, version: &str, maint: &str, date: &str, scratch: &Path
             "package {CLI_PACKAGE}: {} -> /{dest}",
             src.display()
         ));
-        has_udev |= dest.starts_with("usr/lib/udev/");
+        has_udev |= dest.starts_with("lib/udev/");
         write(&root.join(&dest), &data, mode)?;
     }
     if has_udev {
-        let script = "#!/bin/sh\n# kern2usr postinst: load the new udev rule.\nset -e\n\n\
-                      if [ \"$1\" = configure ] && [ -d /run/udev ]; then\n\
-                      \tudevadm control --reload-rules || true\n\
-                      \tudevadm trigger --subsystem-match=kern2usr || true\n\
-                      fi\n\nexit 0\n";
-        write(&root.join("DEBIAN/postinst"), script.as_bytes(), 0o755)?;
+        write(
+            &root.join("DEBIAN/postinst"),
+            cli_postinst().as_bytes(),
+            0o755,
+        )?;
     }
-    let depends = shlib_depends(&bin, scratch)?;
+    // addgroup in the postinst.
+    let depends = format!("{}, adduser", shlib_depends(&bin, scratch)?);
     let size = finish_tree(root)?;
     let control = Control {
         package: CLI_PACKAGE,
@@ -1026,6 +1062,14 @@ case "$ko" in
 *) cp "$ko" /root/kern2usr/kern/kern2usr.ko ;;
 esac
 cp /usr/share/kern2usr/create_chdev.sh /root/kern2usr/scripts/
+test -f /lib/udev/rules.d/60-kern2usr.rules
+grep -q 'KERNEL=="kern2usr", GROUP="kern2usr", MODE="0660"' /lib/udev/rules.d/60-kern2usr.rules
+gid=$(getent group kern2usr | cut -d: -f3)
+test "$gid" -lt 1000
+echo "K2U-PKG: udev rule installed, system group kern2usr (gid $gid)"
+# configure again (an upgrade): the group exists, nothing fails.
+/var/lib/dpkg/info/kern2usr.postinst configure 0.0.0
+test "$(getent group kern2usr | wc -l)" = 1
 cd /root/kern2usr
 /root/k2u/kern2usr-vmtest suite walkthrough
 "#;
@@ -1211,6 +1255,42 @@ mod tests {
         assert!(!text.contains("Recommends"));
         assert!(text.ends_with("Description: short\n one two three\n .\n second paragraph\n"));
         assert_eq!(wrap("aaa bbb ccc", 7), ["aaa bbb", "ccc"]);
+    }
+
+    #[test]
+    fn cli_postinst_makes_the_group_only_when_missing() {
+        let post = cli_postinst();
+        assert!(post.starts_with("#!/bin/sh\n"));
+        assert!(post.contains("set -e\n"));
+        let check = post.find("if ! getent group kern2usr >/dev/null; then");
+        let add = post.find("addgroup --system kern2usr");
+        assert!(
+            matches!((check, add), (Some(c), Some(a)) if c < a),
+            "{post}"
+        );
+        // The group exists before udev applies the rule naming it.
+        let reload = post.find("udevadm control --reload-rules");
+        assert!(
+            matches!((add, reload), (Some(a), Some(r)) if a < r),
+            "{post}"
+        );
+        assert!(post.contains("if [ \"$1\" = configure ]; then"));
+        assert!(post.trim_end().ends_with("exit 0"));
+    }
+
+    #[test]
+    fn the_udev_rule_gives_the_node_to_the_group() -> Result<()> {
+        let text = std::fs::read_to_string(repo_root().join(UDEV_RULE))?;
+        let rules: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        assert_eq!(
+            rules,
+            [r#"KERNEL=="kern2usr", GROUP="kern2usr", MODE="0660""#]
+        );
+        assert_eq!(UDEV_RULE_DEST, "lib/udev/rules.d/60-kern2usr.rules");
+        Ok(())
     }
 
     #[test]

@@ -20,10 +20,12 @@ pub const EXIT_PERMISSION: u8 = 5;
 /// Exit code: bad data (pattern mismatch, unreadable parameter or record,
 /// protocol violation, ABI mismatch).
 pub const EXIT_BAD_DATA: u8 = 6;
+/// Exit code: `stats --channel ID` names a channel the module does not list.
+pub const EXIT_NO_CHANNEL: u8 = 7;
 
 /// Every exit code and what it means, in order (`--help`, the man page and
 /// the README show this list).
-pub const EXIT_CODES: [(u8, &str); 7] = [
+pub const EXIT_CODES: [(u8, &str); 8] = [
     (0, "success"),
     (1, "other failure"),
     (2, "bad usage (unknown subcommand or flag, bad value)"),
@@ -39,6 +41,10 @@ pub const EXIT_CODES: [(u8, &str); 7] = [
     (
         EXIT_BAD_DATA,
         "bad data: pattern mismatch, unreadable parameter or record, protocol or ABI mismatch",
+    ),
+    (
+        EXIT_NO_CHANNEL,
+        "no such channel (`stats --channel` with an id the module does not list)",
     ),
 ];
 
@@ -108,8 +114,13 @@ pub enum Command {
         debug: bool,
     },
     /// Print the round-trip statistics of the current or last test
-    /// (`stats`) and draw its histogram (`histogram`).
+    /// (`stats`) and draw its histogram (`histogram`); with --channel, one
+    /// channel's figures from the `channels` listing.
     Stats {
+        /// Print this channel's line of the `channels` listing instead
+        /// (id as `kern2usr status` shows it; 0 is the default channel).
+        #[arg(long, value_name = "ID")]
+        channel: Option<u32>,
         /// Rows of the chart (adjacent buckets are merged on a log scale).
         #[arg(long, default_value_t = 20)]
         rows: usize,
@@ -117,7 +128,8 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         width: usize,
         /// Print one JSON object instead: `stats` (count, min, mean, p50,
-        /// p90, p99, p99_9, max in ns) and `histogram` (low, high, count).
+        /// p90, p99, p99_9, max in ns) and `histogram` (low, high, count);
+        /// with --channel, `channel` (the fields of the listing).
         #[arg(long)]
         json: bool,
     },
@@ -179,13 +191,15 @@ pub enum Command {
         #[arg(long)]
         find: bool,
     },
-    /// Print the module's parameters and, with --device, its K2U_IOC_INFO.
+    /// Print the module's parameters, its channels (the `channels`
+    /// listing, ABI v3) and, with --device, its K2U_IOC_INFO.
     Status {
         /// Device node to query with K2U_IOC_INFO.
         #[arg(long)]
         device: Option<PathBuf>,
-        /// Print one JSON object instead: `params` (name -> text) and,
-        /// with --device, `info`.
+        /// Print one JSON object instead: `params` (name -> text),
+        /// `channels` (one object per channel, when the module lists them)
+        /// and, with --device, `info`.
         #[arg(long)]
         json: bool,
     },

@@ -14,12 +14,36 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use kern2usr::abi::{self, param, Code, DEVICE_PATH};
-use kern2usr::{AckMode, Device, EventFd, KernelSide, Listener, ListenerConfig, Params};
+use kern2usr::{
+    AckMode, ChannelEntry, Device, EventFd, KernelSide, Listener, ListenerConfig, Params,
+};
 use kern2usr_cli::args::{
-    Cli, Command, FloorCpu, EXIT_BAD_DATA, EXIT_MISSING, EXIT_PERMISSION, EXIT_REFUSED,
+    Cli, Command, FloorCpu, EXIT_BAD_DATA, EXIT_MISSING, EXIT_NO_CHANNEL, EXIT_PERMISSION,
+    EXIT_REFUSED,
 };
 use kern2usr_cli::bench;
 use rustix::process::Pid;
+
+/// `stats --channel ID` with an id the `channels` listing does not have.
+#[derive(Debug)]
+struct NoSuchChannel {
+    id: u32,
+    listed: Vec<u32>,
+}
+
+impl std::fmt::Display for NoSuchChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = self.listed.iter().map(u32::to_string).collect();
+        write!(
+            f,
+            "no channel {} (the module lists {}); see `kern2usr status`",
+            self.id,
+            ids.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for NoSuchChannel {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,12 +61,22 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     use kern2usr::Error as E;
     use rustix::io::Errno;
+    if e.chain()
+        .any(|c| c.downcast_ref::<NoSuchChannel>().is_some())
+    {
+        return EXIT_NO_CHANNEL;
+    }
     let Some(k) = e.chain().find_map(|c| c.downcast_ref::<kern2usr::Error>()) else {
         return 1;
     };
     match k {
-        E::CommandRefused { .. } => return EXIT_REFUSED,
-        E::ModuleNotLoaded => return EXIT_MISSING,
+        E::CommandRefused { .. }
+        | E::ChannelCommand { .. }
+        | E::ChannelLimit { .. }
+        | E::ChannelBusy { .. }
+        | E::ProducerChannel { .. } => return EXIT_REFUSED,
+        E::ModuleNotLoaded | E::NoProducer { .. } => return EXIT_MISSING,
+        E::NotOwner { .. } => return EXIT_PERMISSION,
         E::ParamValue { .. }
         | E::EventSize { .. }
         | E::Protocol(_)
@@ -82,7 +116,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             listen(params, device, poll_timeout, &options)
         }
-        Command::Stats { rows, width, json } => stats(&params, rows, width, json),
+        Command::Stats {
+            channel: Some(id),
+            json,
+            ..
+        } => channel_stats(&params, id, json),
+        Command::Stats {
+            channel: None,
+            rows,
+            width,
+            json,
+        } => stats(&params, rows, width, json),
         Command::Bench {
             sizes,
             rounds,
@@ -141,6 +185,115 @@ const STATUS_PARAMS: [&str; 8] = [
     param::EVENT_MODE,
     param::LAST_ERROR,
 ];
+
+/// Parameters of newer modules, shown by `status` when present.
+const OPTIONAL_PARAMS: [&str; 4] = [
+    param::BACK_TO_BACK,
+    param::ADAPTIVE,
+    param::MAX_CHANNELS,
+    param::MAX_CHANNEL_MEMORY,
+];
+
+/// One channel of the listing as JSON (`status --json`, `stats --channel
+/// --json`): the listing's fields, `null` for no name or no owner.
+fn channel_json(c: &ChannelEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id,
+        "name": c.name,
+        "owner": c.owner,
+        "buffer_size": c.buffer_size,
+        "event_mode": c.event_mode.name(),
+        "pacing": c.pacing.name(),
+        "rounds": c.rounds,
+        "p50_ns": c.p50_ns,
+        "p99_ns": c.p99_ns,
+    })
+}
+
+/// `status`'s table of the channels.
+fn render_channels(list: &[ChannelEntry]) -> String {
+    use kern2usr::stats::format_ns;
+    let mut rows = vec![[
+        "id".to_owned(),
+        "name".to_owned(),
+        "owner".to_owned(),
+        "buffer".to_owned(),
+        "mode".to_owned(),
+        "pacing".to_owned(),
+        "rounds".to_owned(),
+        "p50".to_owned(),
+        "p99".to_owned(),
+    ]];
+    for c in list {
+        let name = match (&c.name, c.is_default()) {
+            (Some(n), _) => n.clone(),
+            (None, true) => "(default)".to_owned(),
+            (None, false) => "-".to_owned(),
+        };
+        rows.push([
+            c.id.to_string(),
+            name,
+            c.owner.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            c.buffer_size.to_string(),
+            c.event_mode.name().to_owned(),
+            c.pacing.name().to_owned(),
+            c.rounds.to_string(),
+            format_ns(c.p50_ns),
+            format_ns(c.p99_ns),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut s = format!("channels ({}):\n", list.len());
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        s.push_str("  ");
+        s.push_str(cells.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// `stats --channel ID`: that channel's line of the listing.
+fn channel_stats(params: &Params, id: u32, json: bool) -> anyhow::Result<ExitCode> {
+    use kern2usr::stats::format_ns;
+    params.ensure_loaded()?;
+    let list = params.channels()?;
+    let Some(c) = list.iter().find(|c| c.id == id) else {
+        return Err(NoSuchChannel {
+            id,
+            listed: list.iter().map(|c| c.id).collect(),
+        }
+        .into());
+    };
+    let mut out = io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "channel": channel_json(c) }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let name = c
+        .name
+        .as_deref()
+        .unwrap_or(if c.is_default() { "default" } else { "-" });
+    let owner = c.owner.map_or_else(|| "none".to_owned(), |p| p.to_string());
+    writeln!(out, "channel {} ({name})", c.id)?;
+    writeln!(out, "owner   {owner}")?;
+    writeln!(out, "buffer  {} bytes", c.buffer_size)?;
+    writeln!(out, "mode    {}", c.event_mode.name())?;
+    writeln!(out, "pacing  {}", c.pacing.name())?;
+    writeln!(out, "rounds  {}", c.rounds)?;
+    writeln!(out, "p50     {}", format_ns(c.p50_ns))?;
+    writeln!(out, "p99     {}", format_ns(c.p99_ns))?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// `listen`'s switches.
 struct ListenOptions {
@@ -251,12 +404,16 @@ fn status_json(
     for name in STATUS_PARAMS {
         map.insert(name.to_owned(), params.read(name)?.into());
     }
-    for name in [param::BACK_TO_BACK, param::ADAPTIVE] {
+    for name in OPTIONAL_PARAMS {
         if params.path(name).exists() {
             map.insert(name.to_owned(), params.read(name)?.into());
         }
     }
     let mut doc = serde_json::json!({ "params": map });
+    if params.path(param::CHANNELS).exists() {
+        let list: Vec<_> = params.channels()?.iter().map(channel_json).collect();
+        doc["channels"] = list.into();
+    }
     if let Some(path) = device {
         let info = kern2usr::Info::try_from(Device::open(&path)?.info()?)?;
         doc["info"] = serde_json::json!({
@@ -264,6 +421,7 @@ fn status_json(
             "event_mode": info.event_mode.name(),
             "buffer_size": info.buffer_size,
             "period_ms": info.period.as_millis(),
+            "channel_id": info.channel_id,
         });
     }
     writeln!(out, "{doc}")?;
@@ -316,10 +474,13 @@ fn status(params: &Params, device: Option<PathBuf>, json: bool) -> anyhow::Resul
         writeln!(out, "{name} = {}", params.read(name)?)?;
     }
     // Newer parameters: shown when the module has them.
-    for name in [param::BACK_TO_BACK, param::ADAPTIVE] {
+    for name in OPTIONAL_PARAMS {
         if params.path(name).exists() {
             writeln!(out, "{name} = {}", params.read(name)?)?;
         }
+    }
+    if params.path(param::CHANNELS).exists() {
+        write!(out, "{}", render_channels(&params.channels()?))?;
     }
     if let Some(path) = device {
         let info = Device::open(&path)?.info()?;

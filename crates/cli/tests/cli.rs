@@ -440,3 +440,108 @@ fn a_device_that_is_not_there_exits_4_and_a_non_device_exits_1() -> Result<()> {
     assert_eq!(code, Some(1), "{err}");
     Ok(())
 }
+
+/// A module with channels: the `channels` listing as the module prints it.
+fn fake_channels(dir: &Path) -> Result<()> {
+    fake_params(dir, "queue")?;
+    std::fs::write(dir.join(param::MAX_CHANNELS), "16\n")?;
+    std::fs::write(
+        dir.join(param::CHANNELS),
+        format!(
+            "{}\n0 - 0 4096 queue timer 0 0 0\n3 cam0 812 65536 queue b2b 120 9000 41000\n\
+             5 prod 0 8192 queue timer 7 1500 2000\n",
+            kern2usr::abi::CHANNELS_HEADER
+        ),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn status_lists_the_channels_as_text_and_json() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_channels(dir.path())?;
+    let params = dir.path().to_string_lossy().into_owned();
+    let out = Command::new(BIN)
+        .args(["--params-dir", &params, "status"])
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("max_channels = 16\n"), "{text}");
+    assert!(text.contains("channels (3):\n"), "{text}");
+    let row = |id: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    };
+    assert_eq!(
+        row("3"),
+        Some(vec![
+            "3", "cam0", "812", "65536", "queue", "b2b", "120", "9.00", "µs", "41.0", "µs"
+        ]),
+        "{text}"
+    );
+    assert_eq!(
+        row("0").map(|r| r[1..3].join(" ")),
+        Some("(default) -".to_owned())
+    );
+    let out = Command::new(BIN)
+        .args(["--params-dir", &params, "status", "--json"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let list = v["channels"].as_array().context("channels array")?;
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0]["id"], 0);
+    assert!(list[0]["name"].is_null() && list[0]["owner"].is_null());
+    assert_eq!(list[1]["name"], "cam0");
+    assert_eq!(list[1]["owner"], 812);
+    assert_eq!(list[1]["pacing"], "b2b");
+    assert_eq!(list[2]["p99_ns"], 2000);
+    assert_eq!(v["params"][param::MAX_CHANNELS], "16");
+    Ok(())
+}
+
+#[test]
+fn stats_channel_reads_one_line_of_the_listing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    fake_channels(dir.path())?;
+    let params = dir.path().to_string_lossy().into_owned();
+    let out = Command::new(BIN)
+        .args(["--params-dir", &params, "stats", "--channel", "3"])
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("channel 3 (cam0)\nowner   812\nbuffer  65536 bytes\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rounds  120\np50     9.00 µs\np99     41.0 µs\n"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args(["--params-dir", &params, "stats", "--channel", "5", "--json"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["channel"]["id"], 5);
+    assert_eq!(v["channel"]["name"], "prod");
+    assert!(v["channel"]["owner"].is_null(), "owner 0 is none");
+    assert_eq!(v["channel"]["rounds"], 7);
+    // An id the module does not list: its own exit code, the ids listed.
+    let (code, err) = run_cmd(&["--params-dir", &params, "stats", "--channel", "4"])?;
+    assert_eq!(code, Some(7), "{err}");
+    assert!(
+        err.contains("no channel 4 (the module lists 0, 3, 5)"),
+        "{err}"
+    );
+    // A listing the tool cannot read is bad data.
+    std::fs::write(dir.path().join(param::CHANNELS), "garbage\n")?;
+    let (code, err) = run_cmd(&["--params-dir", &params, "stats", "--channel", "0"])?;
+    assert_eq!(code, Some(6), "{err}");
+    // A module without channels: the parameter is missing.
+    std::fs::remove_file(dir.path().join(param::CHANNELS))?;
+    let (code, err) = run_cmd(&["--params-dir", &params, "status"])?;
+    assert_eq!(code, Some(0), "{err}");
+    Ok(())
+}

@@ -58,6 +58,24 @@ impl AsyncChannel {
         self.inner.get_ref().info()
     }
 
+    /// The channel itself, for what needs no event: [`Channel::command`],
+    /// [`Channel::stats`], [`Channel::id`], [`Channel::name`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> kern2usr::Result<()> {
+    /// use kern2usr::{aio::AsyncChannel, Channel, ChannelOptions, Command, Event};
+    ///
+    /// let mut ch = AsyncChannel::new(Channel::create(&ChannelOptions::new().name("async"))?)?;
+    /// ch.channel().command(Command::Mmap)?;
+    /// assert_eq!(ch.next().await?, Event::Mmap);
+    /// ch.channel().command(Command::Start)?;
+    /// println!("channel {}: {:?}", ch.channel().id(), ch.channel().stats()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn channel(&self) -> &Channel {
+        self.inner.get_ref()
+    }
+
     /// The next event, waiting without blocking the thread.
     ///
     /// Cancel-safe: an event is taken from the channel only in the step
@@ -164,6 +182,23 @@ mod tests {
         k_efd.write(u64::from(Code::ExitTest.value()))?;
         assert_eq!(rx.recv().await, Some((Event::Exit, None)));
         task.await??;
+        Ok(())
+    }
+
+    /// A channel of its own (counter mode, id 7) over the fakes: its
+    /// rounds show the published `ready_len`, and its id is reachable.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_owned_channels_round_has_the_published_length() -> anyhow::Result<()> {
+        let (ch, k_efd, k_efd2, k_ctrl, _files) = fake()?;
+        let mut ach = AsyncChannel::new(ch.fake_as_channel(crate::ChannelKind::Owned, 7))?;
+        assert_eq!(ach.channel().id(), 7);
+        k_ctrl.publish_len_as_kernel(5, Some(4096));
+        k_efd.write(u64::from(Code::MemoryReady.value()))?;
+        assert_eq!(ach.next().await?, Event::MemoryReady { round: 5 });
+        let round = ach.round().ok_or_else(|| anyhow::anyhow!("no round"))?;
+        assert_eq!(round.len(), 4096);
+        round.ack()?;
+        assert_eq!(k_efd2.read()?, u64::from(Code::MemoryCopied.value()));
         Ok(())
     }
 

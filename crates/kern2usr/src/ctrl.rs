@@ -111,10 +111,20 @@ impl CtrlPage {
             .load(Ordering::Acquire)
     }
 
-    /// Bytes of data of round [`CtrlPage::ready_seq`] (`ready_len`, ABI 3):
-    /// the buffer size for test rounds, the published length on a
-    /// producer's channel. Read after `ready_seq` (acquire), it is that
-    /// round's length.
+    /// Bytes of data the round `ready_seq` published (`ready_len`, ABI
+    /// v3): the buffer size for test rounds, the producer's length on a
+    /// producer's channel. The module stores it before `ready_seq`, so read
+    /// it after [`CtrlPage::ready_seq`] (whose acquire orders this load).
+    /// Untrusted: clamp it to the buffer before slicing.
+    ///
+    /// ```no_run
+    /// let ch = kern2usr::ChannelOptions::new().create()?;
+    /// if let Some(ctrl) = ch.ctrl() {
+    ///     let seq = ctrl.ready_seq();
+    ///     println!("round {seq}: {} bytes", ctrl.ready_len());
+    /// }
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
     pub fn ready_len(&self) -> u64 {
         self.u64_at(offset_of!(Ctrl, ready_len))
             .load(Ordering::Acquire)
@@ -166,7 +176,7 @@ impl CtrlPage {
             listener_state: self.listener_state(),
             reserved: 0,
             doorbells_skipped: self.doorbells_skipped(),
-            ready_len: 0,
+            ready_len: self.ready_len(),
         }
     }
 
@@ -175,6 +185,17 @@ impl CtrlPage {
     /// A test double: only with `cfg(test)` or the `testing` feature.
     #[cfg(any(test, feature = "testing"))]
     pub fn publish_as_kernel(&self, seq: u64) -> bool {
+        self.publish_len_as_kernel(seq, None)
+    }
+
+    /// [`CtrlPage::publish_as_kernel`] that also stores `ready_len` (before
+    /// `ready_seq`, as the module does) when `len` is given. A test double.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn publish_len_as_kernel(&self, seq: u64, len: Option<u64>) -> bool {
+        if let Some(len) = len {
+            self.u64_at(offset_of!(Ctrl, ready_len))
+                .store(len, Ordering::Release);
+        }
         self.u64_at(offset_of!(Ctrl, ready_seq))
             .store(seq, Ordering::SeqCst);
         fence(Ordering::SeqCst);

@@ -21,12 +21,12 @@ use std::sync::OnceLock;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use rustix::ioctl::{Getter, NoArg, Opcode, Setter};
+use rustix::ioctl::{Getter, NoArg, Opcode, Setter, Updater};
 use rustix::mm::{MapFlags, ProtFlags};
 
 use crate::abi::{
-    pattern_byte, Event, Info, ReadBuffer, Register, IOC_ACK, IOC_ACK_ROUND, IOC_INFO,
-    IOC_READ_BUFFER, IOC_REGISTER,
+    pattern_byte, ChannelStats, Create, Event, Info, ReadBuffer, Register, IOC_ACK, IOC_ACK_ROUND,
+    IOC_CHANNEL_CMD, IOC_CHANNEL_STATS, IOC_CREATE, IOC_INFO, IOC_READ_BUFFER, IOC_REGISTER,
 };
 use crate::ctrl::CtrlPage;
 use crate::error::{Error, Result};
@@ -507,6 +507,86 @@ impl Device {
         // SAFETY: see above; the fd is ours and open.
         unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
             name: "K2U_IOC_INFO",
+            source: e.into(),
+        })
+    }
+}
+
+impl Device {
+    /// `K2U_IOC_CREATE` (ABI v3): make this open file a channel of its own
+    /// (or, with [`crate::abi::CREATE_ATTACH`], the listener of a kernel
+    /// producer's channel). Returns the request as the module wrote it
+    /// back: the channel's `id` and `buffer_size`.
+    ///
+    /// The raw call: [`crate::Channel::create`] and
+    /// [`crate::Channel::attach`] check the options first and turn the
+    /// errnos into typed errors.
+    ///
+    /// ```no_run
+    /// use std::os::fd::AsRawFd;
+    /// let dev = kern2usr::Device::open("/dev/kern2usr")?;
+    /// let (efd, efd2) = (kern2usr::EventFd::new()?, kern2usr::EventFd::new()?);
+    /// let mut req = kern2usr::ChannelOptions::new().request()?;
+    /// (req.efd, req.efd2) = (efd.as_raw_fd(), efd2.as_raw_fd());
+    /// let made = dev.create(&req)?;
+    /// println!("channel {} of {} bytes", made.id, made.buffer_size);
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
+    pub fn create(&self, request: &Create) -> Result<Create> {
+        let mut arg = *request;
+        // SAFETY: IOC_CREATE is _IOWR(magic, 6, struct k2u_create) and
+        // Create is its #[repr(C)] mirror from the ABI crate; the kernel
+        // reads and writes exactly size_of::<Create>() bytes through the
+        // pointer, which points at `arg`, borrowed mutably for the call.
+        let ioctl = unsafe { Updater::<{ IOC_CREATE as Opcode }, Create>::new(&mut arg) };
+        // SAFETY: see above; the fd is ours and open.
+        unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
+            name: "K2U_IOC_CREATE",
+            source: e.into(),
+        })?;
+        Ok(arg)
+    }
+
+    /// `K2U_IOC_CHANNEL_CMD` (ABI v3): run command `code` (2-5) on this
+    /// file's channel. ENOTCONN when the file is not a channel,
+    /// EOPNOTSUPP on a producer's channel, otherwise the refusals
+    /// `cur_cmd` has on the default channel.
+    ///
+    /// ```no_run
+    /// # let dev = kern2usr::Device::open("/dev/kern2usr")?;
+    /// let e = dev.channel_command(kern2usr::abi::Code::Mmap.value()).err();
+    /// // Not a channel yet: ENOTCONN.
+    /// assert_eq!(e.and_then(|e| e.errno()), Some(rustix::io::Errno::NOTCONN));
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
+    pub fn channel_command(&self, code: u32) -> Result<()> {
+        // SAFETY: IOC_CHANNEL_CMD is _IOW(magic, 7, __u32): the kernel
+        // reads one u32 through the pointer Setter passes, which points at
+        // `code` for the call.
+        let ioctl = unsafe { Setter::<{ IOC_CHANNEL_CMD as Opcode }, u32>::new(code) };
+        // SAFETY: see above; the fd is ours and open.
+        unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
+            name: "K2U_IOC_CHANNEL_CMD",
+            source: e.into(),
+        })
+    }
+
+    /// `K2U_IOC_CHANNEL_STATS` (ABI v3): this file's channel's figures
+    /// (the default channel's, id 0, on a file that is not a channel).
+    ///
+    /// ```no_run
+    /// let raw = kern2usr::Device::open("/dev/kern2usr")?.channel_stats()?;
+    /// assert_eq!(raw.id, 0);
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
+    pub fn channel_stats(&self) -> Result<ChannelStats> {
+        // SAFETY: IOC_CHANNEL_STATS is _IOR(magic, 8, struct
+        // k2u_channel_stats) and ChannelStats is its #[repr(C)] mirror;
+        // the kernel writes exactly that many bytes.
+        let ioctl = unsafe { Getter::<{ IOC_CHANNEL_STATS as Opcode }, ChannelStats>::new() };
+        // SAFETY: see above; the fd is ours and open.
+        unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
+            name: "K2U_IOC_CHANNEL_STATS",
             source: e.into(),
         })
     }

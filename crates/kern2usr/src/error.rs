@@ -183,6 +183,114 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// [`crate::ChannelOptions`] that the module would refuse (EINVAL),
+    /// caught before any system call.
+    #[error("invalid channel options: {0}")]
+    InvalidOptions(String),
+
+    /// The module's channel limits are reached (ENOSPC from
+    /// `K2U_IOC_CREATE`): `max_channels` channels exist, or the buffer
+    /// would pass `max_channel_memory`.
+    #[error(
+        "cannot create a channel of {buffer_size} bytes: the module's channel limits are reached ({source}); \
+         close a channel, ask for a smaller buffer, or (as root) raise max_channels or max_channel_memory \
+         in /sys/module/kern2usr/parameters (see `kern2usr status` for what exists)"
+    )]
+    ChannelLimit {
+        /// The buffer size asked for.
+        buffer_size: u64,
+        /// ENOSPC.
+        #[source]
+        source: io::Error,
+    },
+
+    /// EPERM on a channel operation: this process is not the channel's
+    /// owner (another process created it; the file was inherited or
+    /// passed), or, on the default channel, neither its listener nor
+    /// privileged.
+    #[error(
+        "{op} refused on {}: this process is not its owner ({source}); {}",
+        channel_name(*channel),
+        owner_hint(*channel)
+    )]
+    NotOwner {
+        /// The operation (`K2U_IOC_*`, `mmap`, `read`).
+        op: &'static str,
+        /// The channel's id (0: the default channel).
+        channel: u32,
+        /// EPERM.
+        #[source]
+        source: io::Error,
+    },
+
+    /// EBUSY from `K2U_IOC_CREATE`: the file is a channel already, or
+    /// the producer's channel to attach to has a listener.
+    #[error("{what} ({source})")]
+    ChannelBusy {
+        /// What is busy and what to do.
+        what: String,
+        /// EBUSY.
+        #[source]
+        source: io::Error,
+    },
+
+    /// ENOENT from an attach: no kernel producer has a channel of that
+    /// name.
+    #[error(
+        "no producer channel is named {name:?} ({source}); load the module that creates it \
+         (e.g. k2u_sample_producer) and check the names in `kern2usr status`"
+    )]
+    NoProducer {
+        /// The name asked for.
+        name: String,
+        /// ENOENT.
+        #[source]
+        source: io::Error,
+    },
+
+    /// ENOTCONN: a channel operation on a file that is not a channel.
+    #[error(
+        "{op}: the file is not a channel ({source}); make it one with Channel::create or Channel::attach"
+    )]
+    NotAChannel {
+        /// The operation.
+        op: &'static str,
+        /// ENOTCONN.
+        #[source]
+        source: io::Error,
+    },
+
+    /// EOPNOTSUPP: a command on a producer's channel (its producer drives
+    /// the rounds; the listener only acknowledges them).
+    #[error(
+        "{command} refused on channel {channel}: a kernel producer drives it and takes no commands ({source})"
+    )]
+    ProducerChannel {
+        /// The command's name.
+        command: &'static str,
+        /// The channel's id.
+        channel: u32,
+        /// EOPNOTSUPP.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The module refused a command on a channel (`K2U_IOC_CHANNEL_CMD`)
+    /// for the reasons `cur_cmd` has on the default channel.
+    #[error(
+        "command {command} refused on channel {channel}: {source}{}",
+        channel_command_hint(source)
+    )]
+    ChannelCommand {
+        /// The command's name (`MMAP`, `START_TEST`, ...).
+        command: &'static str,
+        /// The channel's id.
+        channel: u32,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+
     /// Writing the listener's output failed.
     #[error("cannot write the listener's output: {0}")]
     Output(#[source] io::Error),
@@ -202,6 +310,13 @@ impl Error {
             | Error::Mmap { source, .. }
             | Error::Ioctl { source, .. }
             | Error::EventRead { source }
+            | Error::ChannelLimit { source, .. }
+            | Error::NotOwner { source, .. }
+            | Error::ChannelBusy { source, .. }
+            | Error::NoProducer { source, .. }
+            | Error::NotAChannel { source, .. }
+            | Error::ProducerChannel { source, .. }
+            | Error::ChannelCommand { source, .. }
             | Error::Output(source) => Errno::from_io_error(source),
             Error::ModuleNotLoaded
             | Error::ParamValue { .. }
@@ -209,6 +324,7 @@ impl Error {
             | Error::EventSize { .. }
             | Error::AbiMismatch { .. }
             | Error::UnknownEventMode(_)
+            | Error::InvalidOptions(_)
             | Error::Protocol(_) => None,
         }
     }
@@ -244,6 +360,37 @@ fn read_hint(source: &io::Error) -> &'static str {
         Some(Errno::INVAL) => {
             " (read() is only valid in queue mode, with a buffer of at least one record)"
         }
+        _ => "",
+    }
+}
+
+fn channel_name(id: u32) -> String {
+    if id == 0 {
+        "the default channel".to_owned()
+    } else {
+        format!("channel {id}")
+    }
+}
+
+fn owner_hint(id: u32) -> &'static str {
+    if id == 0 {
+        "the default channel is its listener's and root's (CAP_SYS_ADMIN): run as root, \
+         or create a channel of your own (Channel::create)"
+    } else {
+        "only the process that created a channel may use it: create one in this process \
+         (a channel's file passed to or inherited by another process is refused)"
+    }
+}
+
+fn channel_command_hint(source: &io::Error) -> &'static str {
+    match Errno::from_io_error(source) {
+        Some(Errno::PROTO) => {
+            "; out of order: MMAP before START_TEST, START_TEST before STOP_TEST, nothing after EXIT_TEST \
+             (or the listener is gone)"
+        }
+        Some(Errno::BUSY) => "; the test is running: STOP_TEST first",
+        Some(Errno::AGAIN) => "; the channel's event queue is full: read its events first",
+        Some(Errno::INVAL) => "; not a command the channel takes (2-5)",
         _ => "",
     }
 }

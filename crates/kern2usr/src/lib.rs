@@ -32,6 +32,37 @@
 //! # Ok::<(), kern2usr::Error>(())
 //! ```
 //!
+//! Channels of one's own (ABI v3): [`Channel::create`] makes the open
+//! file a channel with its own buffer size, period and pacing
+//! ([`ChannelOptions`]), driven by [`Channel::command`] and measured by
+//! [`Channel::stats`]; [`Channel::attach`] listens to a kernel producer's
+//! channel, whose rounds show the length it published. [`channels`] lists
+//! every channel of the module.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kern2usr::{abi, Channel, ChannelOptions, Command, Event};
+//!
+//! let mut ch = Channel::create(&ChannelOptions::new().buffer_size(64 << 10).name("mine"))?;
+//! ch.command(Command::Mmap)?;
+//! ch.command(Command::Start)?;
+//! let mut rounds = 0;
+//! while rounds < 10 {
+//!     if let Some(Event::MemoryReady { .. }) = ch.next(Duration::from_secs(2))? {
+//!         let id = ch.id();
+//!         if let Some(round) = ch.round() {
+//!             let seq = u64::from(round.id());
+//!             assert!(round.iter().enumerate().all(|(i, &b)| b == abi::channel_pattern_byte(id, seq, i)));
+//!             round.ack()?;
+//!             rounds += 1;
+//!         }
+//!     }
+//! }
+//! ch.command(Command::Stop)?;
+//! println!("{:?}", ch.stats()?.round_trips);
+//! # Ok::<(), kern2usr::Error>(())
+//! ```
+//!
 //! Waiting elsewhere: [`Channel`] is [`AsFd`](std::os::fd::AsFd) (its
 //! kernel->user eventfd), so it joins an existing epoll/mio loop; when the
 //! fd is readable, call [`Channel::try_next`] until it returns `None`.
@@ -58,16 +89,20 @@ pub mod device;
 pub mod error;
 pub mod eventfd;
 pub mod listener;
+pub mod listing;
+pub mod options;
 pub mod params;
 pub mod session;
 pub mod stats;
 
-pub use channel::{Channel, Event, Info, Round};
+pub use channel::{Channel, ChannelKind, Event, Info, Round};
 pub use ctrl::CtrlPage;
 pub use device::{Access, Device, MappedBuffer, Mismatch};
 pub use error::{Error, Result};
 pub use eventfd::EventFd;
 pub use listener::{AckMode, AckSink, EventSource, KernelSide, Listener, ListenerConfig, Outcome};
+pub use listing::{channels, ChannelEntry, Pacing};
+pub use options::{ChannelOptions, ChannelStats, Command};
 pub use params::Params;
 pub use session::Session;
 pub use stats::{Histogram, Stats};

@@ -93,6 +93,23 @@ impl Session {
     /// each doorbell is followed by reading records until EAGAIN, so none
     /// is left behind for a doorbell that will not come.
     pub fn next_code(&mut self, timeout: Duration) -> Result<Option<u64>> {
+        Ok(self.next_record(timeout)?.map(|(code, _)| code))
+    }
+
+    /// [`Session::next_code`] with the record it came in: in queue mode
+    /// the device's record (its sequence number checked), in counter mode
+    /// `None` (the counter carries only the code). For tests that look at
+    /// sequence numbers and round ids themselves.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let mut s = kern2usr::Session::register("/dev/kern2usr", &kern2usr::Params::new())?;
+    /// if let Some((code, Some(rec))) = s.next_record(Duration::from_secs(1))? {
+    ///     println!("code {code}: seq {}, round {}", rec.seq, rec.round);
+    /// }
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
+    pub fn next_record(&mut self, timeout: Duration) -> Result<Option<(u64, Option<Event>)>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(ev) = self.pending.pop_front() {
@@ -106,7 +123,7 @@ impl Session {
                 if ev.code == Code::MemoryReady.value() {
                     self.last_round = Some(ev.round);
                 }
-                return Ok(Some(u64::from(ev.code)));
+                return Ok(Some((u64::from(ev.code), Some(ev))));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !self.efd.wait_readable(left)? {
@@ -114,7 +131,7 @@ impl Session {
             }
             let counter = self.efd.read()?;
             match self.mode {
-                EventMode::Counter => return Ok(Some(counter)),
+                EventMode::Counter => return Ok(Some((counter, None))),
                 EventMode::Queue => {
                     self.batch.clear();
                     self.dev.read_events(&mut self.batch)?;
@@ -447,8 +464,23 @@ mod tests {
             assert_eq!(s.last_round(), Some(1000 + seq as u32));
         }
         assert_eq!(s.next_code(Duration::ZERO)?, None);
+        // next_record gives the record itself.
+        writer.write_all(&record(N + 1, Code::MemoryReady, 9))?;
+        s.efd().write(1)?;
+        let rec = s.next_record(Duration::ZERO)?;
+        assert_eq!(
+            rec,
+            Some((
+                6,
+                Some(Event {
+                    seq: N + 1,
+                    code: 6,
+                    round: 9
+                })
+            ))
+        );
         // A later doorbell finds the next record in sequence.
-        writer.write_all(&record(N + 1, Code::StopTest, 0))?;
+        writer.write_all(&record(N + 2, Code::StopTest, 0))?;
         s.efd().write(1)?;
         assert_eq!(s.next_code(Duration::from_secs(5))?, Some(4));
         Ok(())

@@ -10,6 +10,7 @@ mod guest;
 mod harness;
 mod holder;
 mod kmsg;
+mod libchan;
 mod listener;
 mod pattern;
 mod perf;
@@ -103,6 +104,8 @@ enum SuiteName {
     Channels,
     /// The kernel producer API with the sample producer module (C module).
     Producer,
+    /// The library's channel API against the module (ABI v3; not in `all`).
+    Libchan,
     /// All of the above.
     All,
 }
@@ -182,6 +185,9 @@ fn run(cli: Cli) -> Result<bool> {
                     SuiteName::Producer => {
                         harness::run_independent("producer", producer::TESTS, filter)
                     }
+                    SuiteName::Libchan => {
+                        harness::run_independent("libchan", libchan::TESTS, filter)
+                    }
                     SuiteName::All => harness::Tally::default(),
                 };
                 failed += tally.failed;
@@ -219,6 +225,7 @@ fn run(cli: Cli) -> Result<bool> {
                 ("seedclient", seedclient::TESTS),
                 ("producer", producer::TESTS),
                 ("channels", channels::TESTS),
+                ("libchan", libchan::TESTS),
             ] {
                 println!("{suite}:");
                 for (name, _) in tests {
