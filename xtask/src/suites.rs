@@ -21,6 +21,7 @@ pub const DEFAULT_SUITES: &[&str] = &[
     "seedclient",
     "channels",
     "producer",
+    "libchan",
     "fuzz",
 ];
 /// Default suites the Rust module skips: it has no producer API (see
@@ -28,7 +29,7 @@ pub const DEFAULT_SUITES: &[&str] = &[
 pub const C_ONLY_SUITES: &[&str] = &["producer"];
 /// Default guest command of `initramfs`.
 pub const DEFAULT_RUN: &str =
-    "kern2usr-vmtest suite walkthrough badinput burst perf regress seedclient channels producer fuzz";
+    "kern2usr-vmtest suite walkthrough badinput burst perf regress seedclient channels producer libchan fuzz";
 /// Guest command of `demo`.
 pub const DEMO_RUN: &str = "kern2usr-vmtest demo";
 

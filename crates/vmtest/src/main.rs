@@ -104,9 +104,9 @@ enum SuiteName {
     Channels,
     /// The kernel producer API with the sample producer module (C module).
     Producer,
-    /// The library's channel API against the module (ABI v3; not in `all`).
+    /// The library's channel API against the module (ABI v3).
     Libchan,
-    /// All of the above.
+    /// All of the above but producer (C module only).
     All,
 }
 
@@ -157,6 +157,7 @@ fn run(cli: Cli) -> Result<bool> {
                         SuiteName::Regress,
                         SuiteName::Seedclient,
                         SuiteName::Channels,
+                        SuiteName::Libchan,
                         SuiteName::Fuzz,
                     ]),
                     other => expanded.push(other),
