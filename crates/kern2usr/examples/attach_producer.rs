@@ -10,14 +10,17 @@
 //! cargo run -p kern2usr --example attach_producer -- NAME [ROUNDS] [/dev/kern2usr]
 //! ```
 //!
-//! The check here is generic: every round is non-empty, fits the buffer,
-//! and its id follows the last one by exactly one (no round lost). The
-//! sample producer's own byte format is checked by the in-VM suites.
+//! Every round must be non-empty, fit the buffer, and have the id after the
+//! last one (no round lost). On the sample producer's channel (name
+//! `sample`) each round is also checked byte by byte: its counter stamp
+//! (bytes 0-7) follows the last by one, its length is
+//! `sample_producer_len(seq, size)` and every later byte is
+//! `sample_producer_byte(seq, i)`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kern2usr::abi::DEVICE_PATH;
+use kern2usr::abi::{sample_producer_byte, sample_producer_len, DEVICE_PATH, SAMPLE_PRODUCER_NAME};
 use kern2usr::{Channel, Error, Event};
 
 fn run(device: &str, name: &str, max_rounds: u64) -> Result<u64, Error> {
@@ -32,6 +35,7 @@ fn run(device: &str, name: &str, max_rounds: u64) -> Result<u64, Error> {
     );
     let size = ch.info().buffer_size;
     let mut last: Option<u32> = None;
+    let mut last_seq: Option<u64> = None;
     let mut rounds = 0;
     while rounds < max_rounds {
         match ch.next(Duration::from_secs(5))? {
@@ -50,6 +54,10 @@ fn run(device: &str, name: &str, max_rounds: u64) -> Result<u64, Error> {
                         return Err(Error::Protocol(format!("round {id} followed round {prev}")));
                     }
                 }
+                if name == SAMPLE_PRODUCER_NAME {
+                    let seq = check_sample(&round, size as u64, last_seq)?;
+                    last_seq = Some(seq);
+                }
                 let head: Vec<u8> = round.iter().take(8).copied().collect();
                 println!("round {id}: {} bytes, starts {head:02x?}", round.len());
                 round.ack()?;
@@ -64,6 +72,35 @@ fn run(device: &str, name: &str, max_rounds: u64) -> Result<u64, Error> {
         }
     }
     Ok(rounds)
+}
+
+/// The sample producer's round: its stamp (returned), length and bytes.
+fn check_sample(data: &[u8], size: u64, last_seq: Option<u64>) -> Result<u64, Error> {
+    let stamp: [u8; 8] = data
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Protocol(format!("a {}-byte round has no stamp", data.len())))?;
+    let seq = u64::from_le_bytes(stamp);
+    if last_seq.is_some_and(|prev| seq != prev + 1) {
+        return Err(Error::Protocol(format!(
+            "stamp {seq} after {last_seq:?}: a round was lost"
+        )));
+    }
+    let want = sample_producer_len(seq, size);
+    if data.len() as u64 != want {
+        return Err(Error::Protocol(format!(
+            "round {seq}: {} bytes, the sample publishes {want}",
+            data.len()
+        )));
+    }
+    if let Some(i) = (8..data.len()).find(|&i| data[i] != sample_producer_byte(seq, i)) {
+        return Err(Error::Protocol(format!(
+            "round {seq}: byte {i} is {} where {} was expected",
+            data[i],
+            sample_producer_byte(seq, i)
+        )));
+    }
+    Ok(seq)
 }
 
 fn main() -> ExitCode {
