@@ -247,10 +247,14 @@ mod tests {
     fn a_new_flag_changes_the_table() {
         let before = markdown(command());
         let after = markdown(command().mut_subcommand("stats", |s| {
-            s.arg(Arg::new("colour").long("colour").help("A colour."))
+            s.arg(
+                Arg::new("not-a-flag")
+                    .long("not-a-flag")
+                    .help("A new flag."),
+            )
         }));
         assert_ne!(before, after);
-        assert!(after.contains("`--colour <COLOUR>`"));
+        assert!(after.contains("| | `--not-a-flag <NOT-A-FLAG>` | | A new flag. |"));
     }
 
     #[test]
