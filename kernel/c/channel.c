@@ -101,7 +101,8 @@ int k2u_check_name(const char *name)
 	size_t i;
 
 	if (len == K2U_CHANNEL_NAME_LEN) {
-		pr_notice("CREATE refused: name %.*s: longer than %d bytes\n",
+		/* Escaped: the bytes are the caller's, not checked yet. */
+		pr_notice("CREATE refused: name %*pE: longer than %d bytes\n",
 			  K2U_CHANNEL_NAME_LEN, name, K2U_CHANNEL_NAME_LEN - 1);
 		return -EINVAL;
 	}
@@ -151,6 +152,11 @@ static int k2u_check_create(const struct k2u_create *cr)
 	if (cr->period_ms > K2U_MAX_PERIOD_MS) {
 		pr_notice("CREATE refused: period_ms %u: above the maximum %u\n",
 			  cr->period_ms, K2U_MAX_PERIOD_MS);
+		return -EINVAL;
+	}
+	if (attach && (cr->flags & ~K2U_CREATE_ATTACH & K2U_CREATE_FLAGS)) {
+		pr_notice("CREATE refused: flags 0x%x: a producer's channel has no pacing flags\n",
+			  cr->flags);
 		return -EINVAL;
 	}
 	if (cr->flags & ~K2U_CREATE_FLAGS) {
@@ -214,7 +220,7 @@ int k2u_chan_limits(struct k2u_device *d, u64 size)
  * listener, the answer to userspace; 0 or an errno, every step undone.
  */
 static int k2u_chan_publish(struct k2u_device *d, struct file *filp,
-			    struct k2u_create *cr, struct k2u_create __user *arg,
+			    struct k2u_create *cr,
 			    struct file *efd, struct file *efd2)
 {
 	char why[K2U_LAST_ERROR_LEN];
@@ -242,10 +248,6 @@ static int k2u_chan_publish(struct k2u_device *d, struct file *filp,
 	c->owner = get_task_pid(current, PIDTYPE_TGID);
 
 	cr->id = c->id;
-	if (copy_to_user(arg, cr, sizeof(*cr))) {
-		ret = -EFAULT;
-		goto err_id;
-	}
 	mutex_lock(&c->lock);
 	ret = k2u_attach(c, current, efd, efd2, why, sizeof(why));
 	if (!ret)
@@ -319,11 +321,17 @@ long k2u_chan_create_ioctl(struct file *filp, void __user *uarg)
 			  k2u_file_chan(filp)->id);
 		ret = -EBUSY;
 	} else if (cr.flags & K2U_CREATE_ATTACH) {
-		ret = k2u_producer_attach(d, filp, &cr, arg, efd, efd2);
+		ret = k2u_producer_attach(d, filp, &cr, efd, efd2);
 	} else {
-		ret = k2u_chan_publish(d, filp, &cr, arg, efd, efd2);
+		ret = k2u_chan_publish(d, filp, &cr, efd, efd2);
 	}
 	mutex_unlock(&d->chan_lock);
+	/*
+	 * The answer is written back with no lock held (a stalled page must
+	 * not block other channels); the file is a channel even if it fails.
+	 */
+	if (!ret && copy_to_user(arg, &cr, sizeof(cr)))
+		ret = -EFAULT;
 out:
 	if (efd2)
 		fput(efd2);

@@ -114,6 +114,18 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 				    c->tag);
 		return -EINVAL;
 	}
+	/*
+	 * A producer's buffer is written by the producer only: its listener
+	 * maps it read-only when shared (a private copy is its own).
+	 */
+	if (c->producer && area == c->buffer && (vma->vm_flags & VM_SHARED)) {
+		if (vma->vm_flags & VM_WRITE) {
+			pr_info_ratelimited("%smmap refused: a producer's buffer is read-only (MAP_SHARED with PROT_WRITE)\n",
+					    c->tag);
+			return -EACCES;
+		}
+		k2u_vm_flags_clear(vma, VM_MAYWRITE);
+	}
 	/* vmalloc_user() zeroed both areas before they could be mapped. */
 	if (k2u_is_default(c))
 		return remap_vmalloc_range(vma, area, 0);
@@ -305,6 +317,12 @@ static long k2u_chan_ioctl(struct file *filp, struct k2u_chan *c,
 	case K2U_IOC_ACK_ROUND:
 		return k2u_ioctl_ack(c, true, arg);
 	case K2U_IOC_READ_BUFFER:
+		if (c->producer) {
+			/* The producer writes its buffer without c->lock. */
+			pr_notice("%sREAD_BUFFER refused: a producer's buffer is read through the mapping\n",
+				  c->tag);
+			return -EOPNOTSUPP;
+		}
 		return k2u_ioctl_read_buffer(c, arg);
 	case K2U_IOC_CHANNEL_CMD:
 		return k2u_ioctl_channel_cmd(c, arg);

@@ -89,8 +89,10 @@ static inline bool k2u_dumpable_or_capable(struct task_struct *task)
 /* 6.3 made vma->vm_flags read-only: set flags through vm_flags_set(). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
 #define k2u_vm_flags_set(vma, flags) vm_flags_set(vma, flags)
+#define k2u_vm_flags_clear(vma, flags) vm_flags_clear(vma, flags)
 #else
 #define k2u_vm_flags_set(vma, flags) ((vma)->vm_flags |= (flags))
+#define k2u_vm_flags_clear(vma, flags) ((vma)->vm_flags &= ~(flags))
 #endif
 
 /* 6.13 replaced hrtimer_init() + ->function by hrtimer_setup(). */

@@ -12,6 +12,7 @@
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/string.h>
+#include <linux/sysfs.h>
 #include <linux/workqueue.h>
 
 #include "include/kern2usr_producer.h"
@@ -30,9 +31,20 @@ MODULE_PARM_DESC(period_ms, "Milliseconds between rounds (default: 20)");
 
 /* Read-only counters for tests: rounds published and rounds acked. */
 static unsigned long published;
-module_param(published, ulong, 0444);
 static unsigned long acked;
-module_param(acked, ulong, 0444);
+
+/* The tick writes them while sysfs reads them: a marked load. */
+static int sample_counter_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%lu\n", READ_ONCE(*(unsigned long *)kp->arg));
+}
+
+static const struct kernel_param_ops sample_counter_ops = {
+	.get = sample_counter_get,
+};
+
+module_param_cb(published, &sample_counter_ops, &published, 0444);
+module_param_cb(acked, &sample_counter_ops, &acked, 0444);
 
 static struct k2u_channel *channel;
 static struct delayed_work tick;

@@ -222,7 +222,7 @@ int k2u_channels_show(char *buf);
 
 /* producer.c */
 int k2u_producer_attach(struct k2u_device *d, struct file *filp,
-			struct k2u_create *cr, struct k2u_create __user *arg,
+			struct k2u_create *cr,
 			struct file *efd, struct file *efd2);
 void k2u_producer_listener_release(struct k2u_chan *c);
 

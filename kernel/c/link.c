@@ -609,15 +609,20 @@ out_efd:
 void k2u_detach(struct k2u_chan *c)
 {
 	unsigned long irqflags;
+	struct pid *pid;
 
 	lockdep_assert_held(&c->lock);
 	if (!c->attached)
 		return;
 	k2u_round_stop(c);
+	/* A producer's round an ack closed still counts (and wakes its waiter). */
+	if (c->producer)
+		k2u_round_collect(c);
 	k2u_hook_remove(&c->efd, false);
 	k2u_hook_remove(&c->efd2, true);
-	put_pid(c->listener);
+	pid = c->listener;
 	WRITE_ONCE(c->listener, NULL);
+	put_pid(pid);
 	c->attached = false;
 	c->mmap_sent = false;
 	c->exit_sent = false;

@@ -34,8 +34,15 @@ struct k2u_channel {
 static void k2u_producer_free(struct kref *ref)
 {
 	struct k2u_chan *c = container_of(ref, struct k2u_chan, ref);
+	struct k2u_device *d = &k2u_dev;
 
 	k2u_round_cancel_sync(c);
+	/* Its id and memory count until they are really returned. */
+	mutex_lock(&d->chan_lock);
+	d->nr_channels--;
+	d->memory -= c->buffer_size;
+	ida_free(&d->ids, c->id);
+	mutex_unlock(&d->chan_lock);
 	k2u_chan_free(ref);
 }
 
@@ -62,8 +69,7 @@ struct k2u_channel *k2u_producer_create(const char *name, size_t size)
 	int id, ret;
 
 	if (!name || !name[0] || strscpy(padded, name, sizeof(padded)) < 0) {
-		pr_notice("producer refused: name %.*s: 1 to %d bytes\n",
-			  K2U_CHANNEL_NAME_LEN, name ?: "(null)",
+		pr_notice("producer refused: name: 1 to %d bytes\n",
 			  K2U_CHANNEL_NAME_LEN - 1);
 		return ERR_PTR(-EINVAL);
 	}
@@ -131,13 +137,11 @@ void k2u_producer_destroy(struct k2u_channel *ch)
 
 	mutex_lock(&d->chan_lock);
 	list_del_init(&c->node);
-	d->nr_channels--;
-	d->memory -= c->buffer_size;
-	ida_free(&d->ids, c->id);
 	mutex_unlock(&d->chan_lock);
 
 	mutex_lock(&c->lock);
 	WRITE_ONCE(c->live, false);
+	wake_up_interruptible(&c->readq);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	k2u_round_reset_locked(c);
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
@@ -218,10 +222,14 @@ int k2u_producer_wait_ack(struct k2u_channel *ch, u64 round,
 	int res = 0;
 	long left;
 
+	/* The listener's release may drop the last other reference meanwhile. */
+	kref_get(&c->ref);
 	left = wait_event_interruptible_timeout(c->ack_wait,
 						k2u_producer_settled(c, round,
 								     &res),
-						timeout);
+						min_t(unsigned long, timeout,
+						      MAX_SCHEDULE_TIMEOUT));
+	kref_put(&c->ref, k2u_producer_free);
 	if (left < 0)
 		return left;
 	return left ? res : -ETIMEDOUT;
@@ -233,7 +241,7 @@ EXPORT_SYMBOL_GPL(k2u_producer_wait_ack);
  * listener's handle of the producer channel named in @cr.
  */
 int k2u_producer_attach(struct k2u_device *d, struct file *filp,
-			struct k2u_create *cr, struct k2u_create __user *arg,
+			struct k2u_create *cr,
 			struct file *efd, struct file *efd2)
 {
 	char why[K2U_LAST_ERROR_LEN];
@@ -254,17 +262,13 @@ int k2u_producer_attach(struct k2u_device *d, struct file *filp,
 		ret = -EBUSY;
 		goto out;
 	}
-	cr->id = c->id;
-	cr->buffer_size = c->buffer_size;
-	if (copy_to_user(arg, cr, sizeof(*cr))) {
-		ret = -EFAULT;
-		goto out;
-	}
 	ret = k2u_attach(c, current, efd, efd2, why, sizeof(why));
 	if (ret) {
 		pr_notice("CREATE refused: %s\n", why);
 		goto out;
 	}
+	cr->id = c->id;
+	cr->buffer_size = c->buffer_size;
 	WRITE_ONCE(c->owner, get_task_pid(current, PIDTYPE_TGID));
 	c->listener_filp = filp;
 	kref_get(&c->ref);

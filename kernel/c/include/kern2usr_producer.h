@@ -54,9 +54,11 @@ struct k2u_channel *k2u_producer_create(const char *name, size_t size);
  * k2u_producer_destroy() - end a producer's channel
  * @ch: a channel from k2u_producer_create()
  *
- * An attached listener receives EXIT_TEST and is detached; an outstanding
- * round is abandoned and its waiters return -ENOTCONN. The memory is freed
- * once the listener's file is released too.
+ * The channel is unlisted; an attached listener receives EXIT_TEST and
+ * keeps its file until it closes it; an outstanding round is abandoned and
+ * its waiters return -ENOTCONN. The id and memory return to the limits
+ * once the listener's file is released too. No other call on @ch may
+ * start once this one has.
  *
  * Context: process context, may sleep.
  */
