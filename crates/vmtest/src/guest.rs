@@ -180,6 +180,7 @@ pub fn check_node() -> Result<()> {
 
 /// A freshly loaded module (unloading a leftover one first) with its node.
 pub fn fresh_module(klog: &mut KernelLog) -> Result<()> {
+    unload_sample_producer()?;
     if module_loaded() {
         rmmod(klog).context("unloading a module left loaded")?;
     }
@@ -187,10 +188,21 @@ pub fn fresh_module(klog: &mut KernelLog) -> Result<()> {
     create_node()
 }
 
-/// Unload the module if it is loaded, reporting failure.
+/// Unload the module if it is loaded (the sample producer first, which
+/// holds it), reporting failure.
 pub fn unload_if_loaded(klog: &mut KernelLog) -> Result<()> {
+    unload_sample_producer()?;
     if module_loaded() {
         rmmod(klog)?;
+    }
+    Ok(())
+}
+
+/// `rmmod k2u_sample_producer` if it is loaded.
+pub fn unload_sample_producer() -> Result<()> {
+    let name = kern2usr::abi::SAMPLE_PRODUCER_MODULE;
+    if Path::new("/sys/module").join(name).exists() {
+        sh_ok(Path::new("/"), &format!("rmmod {name}"))?;
     }
     Ok(())
 }

@@ -50,29 +50,15 @@ fn sample_ko() -> String {
 
 /// kern2usr freshly loaded, then the sample producer (a round every 5 ms).
 fn both_loaded(ctx: &mut Ctx) -> Result<()> {
-    unload_sample_if_loaded()?;
     guest::fresh_module(&mut ctx.klog)?;
     guest::sh_ok(
         Path::new(KERN_DIR),
         &format!("insmod {} size={SAMPLE_SIZE} period_ms=5", sample_ko()),
     )?;
     ctx.klog.wait_for(
-        &format!("channel {SAMPLE_PRODUCER_NAME}: {SAMPLE_SIZE} bytes, a round every 5 ms"),
+        &format!("channel <any> created: name={SAMPLE_PRODUCER_NAME} size={SAMPLE_SIZE} owner=0"),
         timeout(),
     )?;
-    Ok(())
-}
-
-fn sample_loaded() -> bool {
-    Path::new("/sys/module")
-        .join(SAMPLE_PRODUCER_MODULE)
-        .exists()
-}
-
-fn unload_sample_if_loaded() -> Result<()> {
-    if sample_loaded() {
-        guest::sh_ok(Path::new("/"), &format!("rmmod {SAMPLE_PRODUCER_MODULE}"))?;
-    }
     Ok(())
 }
 
@@ -283,7 +269,7 @@ fn attach_refusals(ctx: &mut Ctx) -> Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("attach after the first listener left: {}", errno_text(e)))?;
     drop(f2);
-    unload_sample_if_loaded()?;
+    guest::unload_sample_producer()?;
     guest::rmmod(&mut ctx.klog)
 }
 
