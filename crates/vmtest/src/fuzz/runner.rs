@@ -1252,6 +1252,11 @@ impl Runner {
         let t = Instant::now();
         if let Some(first) = sync.count {
             let deadline = Instant::now() + guest::scaled(Duration::from_secs(3));
+            // Orders that disagree on the count (an ack just before or
+            // just after a publish): a lower count read now may be the
+            // higher one not yet counted. Give the work item a moment
+            // before settling on the lower one.
+            let settle = Instant::now() + guest::scaled(Duration::from_millis(200));
             let mut count = first;
             loop {
                 let matching: Vec<Model> = next
@@ -1259,7 +1264,8 @@ impl Runner {
                     .filter(|m| m.counted() == count)
                     .cloned()
                     .collect();
-                if !matching.is_empty() {
+                let higher = next.iter().any(|m| m.counted() > count);
+                if !matching.is_empty() && (!higher || Instant::now() >= settle) {
                     next = matching;
                     break;
                 }
