@@ -19,7 +19,7 @@ fn cmd_name(cmd: u32) -> &'static str {
 /// A write to `cur_cmd` (under the parameter lock).
 pub(crate) fn write(val: &CStr) -> Result {
     let dev = state::device().ok_or(ENODEV)?;
-    let mut k = Locked::new(&dev);
+    let mut k = Locked::new(&dev.default);
     if k.dead {
         return Err(ENODEV);
     }
@@ -37,7 +37,8 @@ impl Locked<'_> {
     fn refuse(&mut self, cmd: u32, err: Error, why: fmt::Arguments<'_>) -> Error {
         self.last_error.set(why);
         pr_notice!(
-            "command {} ({}) refused: {}\n",
+            "{}command {} ({}) refused: {}\n",
+            self.dev.tag(),
             cmd,
             cmd_name(cmd),
             self.last_error.as_bstr()
@@ -49,7 +50,12 @@ impl Locked<'_> {
     /// `<op> refused: <why>`, `why` kept in `last_error`.
     pub(crate) fn refuse_op(&mut self, op: &str, err: Error, why: fmt::Arguments<'_>) -> Error {
         self.last_error.set(why);
-        pr_notice!("{} refused: {}\n", op, self.last_error.as_bstr());
+        pr_notice!(
+            "{}{} refused: {}\n",
+            self.dev.tag(),
+            op,
+            self.last_error.as_bstr()
+        );
         err
     }
 
@@ -67,10 +73,24 @@ impl Locked<'_> {
         EINVAL
     }
 
+    /// `K2U_IOC_CHANNEL_CMD` on a created channel: command `cmd`, 2-5
+    /// only (the listener is attached at CREATE).
+    pub(crate) fn channel_cmd(&mut self, cmd: u32) -> Result {
+        if self.dead {
+            return Err(ENODEV);
+        }
+        if cmd == Code::Find.value() {
+            return Err(self.refuse(cmd, EINVAL, fmt!("unknown command {} (valid: 2-5)", cmd)));
+        }
+        self.run(cmd)?;
+        self.last_error.clear();
+        Ok(())
+    }
+
     /// Runs command `cmd`.
     fn run(&mut self, cmd: u32) -> Result {
         let code = match Code::from_value(u64::from(cmd)) {
-            Some(Code::Find) => return self.find(),
+            Some(Code::Find) if self.dev.is_default() => return self.find(),
             Some(code @ (Code::Mmap | Code::StartTest | Code::StopTest | Code::ExitTest)) => code,
             _ => {
                 return Err(self.refuse(cmd, EINVAL, fmt!("unknown command {} (valid: 1-5)", cmd)))
@@ -102,22 +122,23 @@ impl Locked<'_> {
                 }
                 self.post(code, 0);
                 self.round_start();
-                pr_info!("Timer is started.\n");
+                pr_info!("{}Timer is started.\n", self.dev.tag());
             }
             Code::StopTest => {
                 if !self.testing {
                     return Err(self.refuse(cmd, EPROTO, fmt!("test is not running")));
                 }
                 self.round_stop();
-                pr_info!("Timer is deleted.\n");
-                pr_info!("Avg copy time = {}\n", self.round_average());
+                let tag = self.dev.tag();
+                pr_info!("{}Timer is deleted.\n", tag);
+                pr_info!("{}Avg copy time = {}\n", tag, self.round_average());
                 self.post(code, 0);
             }
             _ => {
                 // EXIT_TEST
                 if self.testing {
                     self.round_stop();
-                    pr_info!("Timer is deleted.\n");
+                    pr_info!("{}Timer is deleted.\n", self.dev.tag());
                 }
                 self.post(code, 0);
                 self.exit_sent = true;

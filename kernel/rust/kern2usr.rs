@@ -17,15 +17,15 @@
 //! `eventfd.rs` and `sys.rs` safe wrappers of C APIs that 7.3 has no Rust
 //! abstraction for.
 //!
-//! Locking, as in C: `Shared::inner` (a mutex) guards the state. The eventfd
+//! Locking, as in C: `Channel::inner` (a mutex) guards the state. The eventfd
 //! wake-up callbacks run under the eventfd's wait-queue spinlock, so they
 //! never take the mutex: the efd2 callback consumes the acks and decides,
-//! under `Shared::ack` (a spinlock that also holds the outstanding round),
-//! which round they close; the EPOLLHUP callbacks set `Shared::hup`; both
+//! under `Channel::ack` (a spinlock that also holds the outstanding round),
+//! which round they close; the EPOLLHUP callbacks set `Channel::hup`; both
 //! queue a work item that does the rest under the mutex. The timer
 //! callback only queues work. Lock order: the module's parameter lock
 //! (held by the sysfs parameter callbacks), then the mutex, then an
-//! eventfd's wait-queue lock, then `Shared::ack`. The `DEVICE` lock that
+//! eventfd's wait-queue lock, then `Channel::ack`. The `DEVICE` lock that
 //! publishes the state is only held to take a reference.
 
 use kernel::{
@@ -37,6 +37,7 @@ use kernel::{
 #[path = "../../abi/src/defs.rs"]
 pub mod abi;
 
+mod channel;
 mod cmd;
 mod device;
 mod eventfd;
@@ -75,7 +76,7 @@ impl kernel::InPlaceModule for Kern2usr {
         // Fields are initialised in this order: the device node comes last,
         // once everything it serves exists.
         try_pin_init!(Self {
-            dev: state::Published::new(state::Shared::new()?),
+            dev: state::Published::new(state::Device::new()?),
             miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: c"kern2usr",
             }),
