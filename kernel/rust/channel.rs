@@ -33,81 +33,97 @@ fn name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
 }
 
-/// Whether `name` is a valid name: up to `CHANNEL_NAME_LEN - 1` name
-/// bytes, then NULs only.
-fn valid_name(name: &[u8; abi::CHANNEL_NAME_LEN]) -> bool {
-    let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    len < name.len()
-        && name.iter().take(len).all(|&b| name_byte(b))
-        && name.iter().skip(len).all(|&b| b == 0)
-}
-
-/// Checks the fields of `req` (EINVAL), in the order of PROTOCOL.md's
-/// table: size, period, flags, name, `reserved`, `id`.
-fn check_fields(req: &Create) -> Result {
-    let attach = req.flags & abi::CREATE_ATTACH != 0;
-    let size = req.buffer_size;
-    if attach {
-        if size != 0 {
-            return Err(refuse(
-                EINVAL,
-                fmt!("buffer_size {}: must be 0 with CREATE_ATTACH", size),
-            ));
-        }
-        if req.period_ms != 0 {
-            return Err(refuse(
-                EINVAL,
-                fmt!("period_ms {}: must be 0 with CREATE_ATTACH", req.period_ms),
-            ));
-        }
-    } else {
-        if size == 0 || size > abi::MAX_BUFFER_SIZE || size % PAGE_SIZE as u64 != 0 {
-            return Err(refuse(
-                EINVAL,
-                fmt!(
-                    "buffer_size {}: must be a multiple of {} from {} to {}",
-                    size,
-                    PAGE_SIZE,
-                    PAGE_SIZE,
-                    abi::MAX_BUFFER_SIZE
-                ),
-            ));
-        }
-        if req.period_ms > abi::MAX_PERIOD_MS {
-            return Err(refuse(
-                EINVAL,
-                fmt!(
-                    "period_ms {}: must be at most {}",
-                    req.period_ms,
-                    abi::MAX_PERIOD_MS
-                ),
-            ));
-        }
-    }
-    if req.flags & !abi::CREATE_FLAGS != 0 {
-        return Err(refuse(EINVAL, fmt!("flags {:#x}: unknown flag", req.flags)));
-    }
-    if !valid_name(&req.name) {
+/// Checks the name: up to `CHANNEL_NAME_LEN - 1` name bytes, then NULs
+/// only (EINVAL).
+fn check_name(name: &[u8; abi::CHANNEL_NAME_LEN]) -> Result {
+    let Some(len) = name.iter().position(|&b| b == 0) else {
         return Err(refuse(
             EINVAL,
             fmt!(
-                "name {}: up to {} bytes of [A-Za-z0-9_.-], NUL-padded",
-                BStr::from_bytes(&req.name),
+                "name {}: longer than {} bytes",
+                BStr::from_bytes(name),
                 abi::CHANNEL_NAME_LEN - 1
             ),
         ));
+    };
+    for (i, &b) in name.iter().enumerate() {
+        if i < len && !name_byte(b) {
+            return Err(refuse(
+                EINVAL,
+                fmt!("name byte {} {:#04x}: not in [A-Za-z0-9_.-]", i, b),
+            ));
+        }
+        if i > len && b != 0 {
+            return Err(refuse(
+                EINVAL,
+                fmt!("name byte {} {:#04x}: not NUL after the name's end", i, b),
+            ));
+        }
     }
+    Ok(())
+}
+
+/// Checks the fields of `req` (EINVAL), in the order of PROTOCOL.md:
+/// `buffer_size`, `period_ms`, `flags`, `name`, `id`, `reserved`.
+fn check_fields(req: &Create) -> Result {
+    let attach = req.flags & abi::CREATE_ATTACH != 0;
+    let size = req.buffer_size;
+    if attach && size != 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!("buffer_size {}: must be 0 with K2U_CREATE_ATTACH", size),
+        ));
+    }
+    if !attach && (size == 0 || size > abi::MAX_BUFFER_SIZE || size % PAGE_SIZE as u64 != 0) {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "buffer_size {}: must be a multiple of {} from {} to {}",
+                size,
+                PAGE_SIZE,
+                PAGE_SIZE,
+                abi::MAX_BUFFER_SIZE
+            ),
+        ));
+    }
+    if attach && req.period_ms != 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "period_ms {}: must be 0 with K2U_CREATE_ATTACH",
+                req.period_ms
+            ),
+        ));
+    }
+    if req.period_ms > abi::MAX_PERIOD_MS {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "period_ms {}: above the maximum {}",
+                req.period_ms,
+                abi::MAX_PERIOD_MS
+            ),
+        ));
+    }
+    let unknown = req.flags & !abi::CREATE_FLAGS;
+    if unknown != 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!("flags {:#x}: unknown flag {:#x}", req.flags, unknown),
+        ));
+    }
+    check_name(&req.name)?;
     if attach && req.name[0] == 0 {
         return Err(refuse(
             EINVAL,
-            fmt!("name \"\": CREATE_ATTACH needs a name"),
+            fmt!("name -: K2U_CREATE_ATTACH needs a name"),
         ));
-    }
-    if req.reserved != 0 {
-        return Err(refuse(EINVAL, fmt!("reserved {}: must be 0", req.reserved)));
     }
     if req.id != 0 {
         return Err(refuse(EINVAL, fmt!("id {}: must be 0", req.id)));
+    }
+    if req.reserved != 0 {
+        return Err(refuse(EINVAL, fmt!("reserved {}: must be 0", req.reserved)));
     }
     Ok(())
 }
@@ -128,6 +144,14 @@ fn caller_file(which: &str, fd: i32, pid: i32) -> Result<ARef<LocalFile>> {
 /// channel, attaches the caller as its listener and registers it.
 pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     check_fields(req)?;
+    let name = BStr::from_bytes(req.name.split(|&b| b == 0).next().unwrap_or_default());
+    if req.flags & abi::CREATE_ATTACH != 0 {
+        // This module has no kernel producers (see PROTOCOL.md).
+        return Err(refuse(
+            ENOENT,
+            fmt!("name {}: no producer channel has this name", name),
+        ));
+    }
     let task = current!();
     let pid = task.tgid_nr_ns(None);
     let file = caller_file("efd", req.efd, pid)?;
@@ -137,14 +161,6 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
         EventFdFile::new(&file2).map_err(|_| refuse(EINVAL, fmt!("efd2 is not an eventfd")))?;
     if efd.same_eventfd(&efd2) {
         return Err(refuse(EINVAL, fmt!("efd and efd2 are the same eventfd")));
-    }
-    let name = BStr::from_bytes(req.name.split(|&b| b == 0).next().unwrap_or_default());
-    if req.flags & abi::CREATE_ATTACH != 0 {
-        // This module has no kernel producers (see PROTOCOL.md).
-        return Err(refuse(
-            ENOENT,
-            fmt!("no producer channel is named {}", name),
-        ));
     }
     let owner = PidRef::tgid_of(task).ok_or(ESRCH)?;
     let listener = owner.clone_ref();

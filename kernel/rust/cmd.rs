@@ -79,8 +79,8 @@ impl Locked<'_> {
         if self.dead {
             return Err(ENODEV);
         }
-        if cmd == Code::Find.value() {
-            return Err(self.refuse(cmd, EINVAL, fmt!("unknown command {} (valid: 2-5)", cmd)));
+        if !(Code::Mmap.value()..=Code::ExitTest.value()).contains(&cmd) {
+            return Err(self.refuse(cmd, EINVAL, fmt!("not a channel command (valid: 2-5)")));
         }
         self.run(cmd)?;
         self.last_error.clear();
@@ -122,23 +122,29 @@ impl Locked<'_> {
                 }
                 self.post(code, 0);
                 self.round_start();
-                pr_info!("{}Timer is started.\n", self.dev.tag());
+                // A created channel logs no accepted command.
+                if self.dev.is_default() {
+                    pr_info!("Timer is started.\n");
+                }
             }
             Code::StopTest => {
                 if !self.testing {
                     return Err(self.refuse(cmd, EPROTO, fmt!("test is not running")));
                 }
                 self.round_stop();
-                let tag = self.dev.tag();
-                pr_info!("{}Timer is deleted.\n", tag);
-                pr_info!("{}Avg copy time = {}\n", tag, self.round_average());
+                if self.dev.is_default() {
+                    pr_info!("Timer is deleted.\n");
+                    pr_info!("Avg copy time = {}\n", self.round_average());
+                }
                 self.post(code, 0);
             }
             _ => {
                 // EXIT_TEST
                 if self.testing {
                     self.round_stop();
-                    pr_info!("{}Timer is deleted.\n", self.dev.tag());
+                    if self.dev.is_default() {
+                        pr_info!("Timer is deleted.\n");
+                    }
                 }
                 self.post(code, 0);
                 self.exit_sent = true;
@@ -151,15 +157,24 @@ impl Locked<'_> {
     /// room for their event.
     fn need_listener(&mut self, cmd: u32, code: Code) -> Result {
         self.listener_gone();
+        let default = self.dev.is_default();
         if self.link.is_none() {
-            return Err(self.refuse(cmd, EPROTO, fmt!("no listener: run FIND (1) first")));
+            return Err(if default {
+                self.refuse(cmd, EPROTO, fmt!("no listener: run FIND (1) first"))
+            } else {
+                self.refuse(cmd, EPROTO, fmt!("no listener: it has left the channel"))
+            });
         }
         if self.exit_sent {
-            return Err(self.refuse(
-                cmd,
-                EPROTO,
-                fmt!("listener was told to exit (5): run FIND (1) for a new one"),
-            ));
+            return Err(if default {
+                self.refuse(
+                    cmd,
+                    EPROTO,
+                    fmt!("listener was told to exit (5): run FIND (1) for a new one"),
+                )
+            } else {
+                self.refuse(cmd, EPROTO, fmt!("listener was told to exit (5)"))
+            });
         }
         if !self.has_room(code) {
             return Err(self.refuse(

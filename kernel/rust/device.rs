@@ -101,7 +101,7 @@ impl MiscDevice for K2uFile {
 
     fn mmap(me: Pin<&K2uFile>, _file: &File, vma: &VmaNew) -> Result {
         let chan = me.reach("mmap", Rule::Listener)?;
-        chan.mem.mmap(vma, &chan.mmap_log)
+        chan.mem.mmap(vma, &chan.mmap_log, chan.tag())
     }
 
     fn read_iter(kiocb: Kiocb<'_, Pin<KBox<Self>>>, iov: &mut IovIterDest<'_>) -> Result<usize> {
@@ -128,7 +128,7 @@ impl MiscDevice for K2uFile {
             abi::IOC_CREATE => me.create(arg),
             abi::IOC_CHANNEL_CMD => {
                 let chan = me.own().ok_or(ENOTCONN)?;
-                check_owner(&chan, "CHANNEL_CMD")?;
+                check_owner(&me.dev, &chan, "CHANNEL_CMD")?;
                 let code: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
                 Locked::new(&chan).channel_cmd(code)?;
                 Ok(0)
@@ -152,10 +152,13 @@ fn current_pid() -> i32 {
 
 /// EPERM unless the caller's process owns `chan` (a created channel):
 /// `channel <id>: pid <p> is not its owner: <op> refused`.
-fn check_owner(chan: &Channel, op: &str) -> Result {
+fn check_owner(dev: &Device, chan: &Channel, op: &str) -> Result {
     let me = PidRef::current().ok_or(ESRCH)?;
     if chan.cfg.owner.as_ref().is_some_and(|owner| owner.same(&me)) {
         return Ok(());
+    }
+    if !dev.perm_log() {
+        return Err(EPERM);
     }
     pr_notice!(
         "channel {}: pid {} is not its owner: {} refused\n",
@@ -167,7 +170,8 @@ fn check_owner(chan: &Channel, op: &str) -> Result {
 }
 
 /// EPERM unless the caller may do `op` on the default channel under `rule`.
-fn check_default(chan: &Channel, op: &str, rule: Rule) -> Result {
+fn check_default(dev: &Device, op: &str, rule: Rule) -> Result {
+    let chan = &dev.default;
     let allowed = match rule {
         Rule::Anyone => true,
         Rule::Listener => {
@@ -178,11 +182,22 @@ fn check_default(chan: &Channel, op: &str, rule: Rule) -> Result {
     if allowed {
         return Ok(());
     }
-    pr_notice!(
-        "default channel: pid {} is neither its listener nor privileged: {} refused\n",
-        current_pid(),
-        op
-    );
+    if !dev.perm_log() {
+        return Err(EPERM);
+    }
+    if rule == Rule::Admin {
+        pr_notice!(
+            "default channel: pid {} is not privileged (CAP_SYS_ADMIN): {} refused\n",
+            current_pid(),
+            op
+        );
+    } else {
+        pr_notice!(
+            "default channel: pid {} is neither its listener nor privileged: {} refused\n",
+            current_pid(),
+            op
+        );
+    }
     Err(EPERM)
 }
 
@@ -197,11 +212,11 @@ impl K2uFile {
     fn reach(&self, op: &str, rule: Rule) -> Result<Arc<Channel>> {
         match self.own() {
             Some(chan) => {
-                check_owner(&chan, op)?;
+                check_owner(&self.dev, &chan, op)?;
                 Ok(chan)
             }
             None => {
-                check_default(&self.dev.default, op, rule)?;
+                check_default(&self.dev, op, rule)?;
                 Ok(self.dev.default.clone())
             }
         }
@@ -214,14 +229,11 @@ impl K2uFile {
     /// <reason>` and kept in `last_error`. On a channel's file: EBUSY.
     fn register(&self, mut reader: UserSliceReader) -> Result<isize> {
         if let Some(chan) = self.own() {
-            check_owner(&chan, "REGISTER")?;
-            pr_notice!(
-                "REGISTER refused: this file is channel {} already\n",
-                chan.id()
-            );
+            check_owner(&self.dev, &chan, "REGISTER")?;
+            pr_notice!("{}REGISTER refused: this file is a channel\n", chan.tag());
             return Err(EBUSY);
         }
-        check_default(&self.dev.default, "REGISTER", Rule::Admin)?;
+        check_default(&self.dev, "REGISTER", Rule::Admin)?;
         let reg: Register = reader.read()?;
         // Negative fds become huge unsigned ones: EBADF, as C's fget().
         let efd = LocalFile::fget(reg.efd as u32).ok();
@@ -303,17 +315,19 @@ impl K2uFile {
 
     /// `K2U_IOC_CREATE`: make this file a channel.
     fn create(&self, arg: UserPtr) -> Result<isize> {
+        if let Some(chan) = self.own() {
+            check_owner(&self.dev, &chan, "CREATE")?;
+        }
+        let (mut reader, mut writer) = UserSlice::new(arg, size_of::<Create>()).reader_writer();
+        let mut req: Create = reader.read()?;
         let mut slot = self.chan.lock();
         if let Some(chan) = &*slot {
-            check_owner(chan, "CREATE")?;
             pr_notice!(
                 "CREATE refused: this file is channel {} already\n",
                 chan.id()
             );
             return Err(EBUSY);
         }
-        let (mut reader, mut writer) = UserSlice::new(arg, size_of::<Create>()).reader_writer();
-        let mut req: Create = reader.read()?;
         let chan = channel::create(&self.dev, &req)?;
         req.id = chan.id();
         req.buffer_size = chan.mem.size() as u64;

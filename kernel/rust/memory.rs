@@ -20,7 +20,7 @@ use kernel::{
 };
 
 use crate::abi::{self, pattern_byte, Ctrl};
-use crate::state::{Locked, RateLimit};
+use crate::state::{Locked, RateLimit, Tag};
 use crate::sys;
 
 /// `vm_pgoff` of the control page.
@@ -125,7 +125,8 @@ impl Memory {
 
     /// The `mmap` hook: the data buffer at offset 0, the control page at
     /// `CTRL_MMAP_OFFSET`, each at most its size long.
-    pub(crate) fn mmap(&self, vma: &VmaNew, log: &SpinLock<RateLimit>) -> Result {
+    /// Refusals are logged with `tag` (the channel's prefix).
+    pub(crate) fn mmap(&self, vma: &VmaNew, log: &SpinLock<RateLimit>, tag: Tag) -> Result {
         let len = vma.end() - vma.start();
         let pgoff = sys::vma_pgoff(vma);
         let pages: &[Page] = if pgoff == CTRL_PGOFF {
@@ -133,7 +134,8 @@ impl Memory {
         } else if pgoff != 0 {
             if log.lock().check() {
                 pr_info!(
-                    "mmap refused: offset {}, must be 0 (or the control page's)\n",
+                    "{}mmap refused: offset {}, must be 0 (or the control page's)\n",
+                    tag,
                     pgoff << PAGE_SHIFT
                 );
             }
@@ -144,7 +146,7 @@ impl Memory {
         let size = pages.len() * PAGE_SIZE;
         if len > size {
             if log.lock().check() {
-                pr_info!("mmap refused: length {} exceeds {}\n", len, size);
+                pr_info!("{}mmap refused: length {} exceeds {}\n", tag, len, size);
             }
             return Err(EINVAL);
         }
@@ -157,7 +159,7 @@ impl Memory {
         // VM_SHARED but VM_MAYSHARE), not by its protection.
         if pgoff == CTRL_PGOFF && vma.flags() & flags::MAYSHARE == 0 {
             if log.lock().check() {
-                pr_info!("mmap refused: the control page must be MAP_SHARED\n");
+                pr_info!("{}mmap refused: the control page must be MAP_SHARED\n", tag);
             }
             return Err(EINVAL);
         }

@@ -94,13 +94,12 @@ impl Locked<'_> {
         if !self.testing {
             return;
         }
-        let log = self.round.log.check();
-        let tag = self.dev.tag();
+        // The per-round lines are the default channel's only.
+        let log = self.dev.is_default() && self.round.log.check();
         if log && !self.dev.back_to_back() {
-            pr_info!("{}Timer handler called\n", tag);
+            pr_info!("Timer handler called\n");
             pr_info!(
-                "{}In handler: buffer_filled = {}, calculation_done = {}\n",
-                tag,
+                "In handler: buffer_filled = {}, calculation_done = {}\n",
                 u8::from(self.round.buffer_filled),
                 u8::from(self.round.calculation_done)
             );
@@ -136,7 +135,7 @@ impl Locked<'_> {
             return;
         }
         if log {
-            pr_info!("{}Start monitoring for efd2...\n", dev.tag());
+            pr_info!("Start monitoring for efd2...\n");
         }
         let id = self.rounds.wrapping_add(1);
         dev.mem.fill(self, id);
@@ -160,7 +159,7 @@ impl Locked<'_> {
             self.post(Code::MemoryReady, id as u32);
         }
         if log {
-            pr_info!("{}Buffer filled\n", dev.tag());
+            pr_info!("Buffer filled\n");
         }
     }
 
@@ -229,13 +228,13 @@ impl Locked<'_> {
         self.round.stats.add(took);
         self.round.calculation_done = true;
         if self.round.log_round {
-            pr_info!("{}Time to copy = {}\n", tag, took);
-            pr_info!("{}Exit from __monitor_efd2\n", tag);
+            pr_info!("Time to copy = {}\n", took);
+            pr_info!("Exit from __monitor_efd2\n");
         }
         // A dead listener is detached by the next command or timer round.
         let alive = self.link.as_ref().is_some_and(|l| !l.exited());
         if self.dev.back_to_back() && self.testing && alive {
-            let log = self.round.log.check();
+            let log = self.dev.is_default() && self.round.log.check();
             self.round_begin(log);
         }
     }

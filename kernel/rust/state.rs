@@ -376,7 +376,8 @@ impl Channel {
     /// The pacing as the listing names it.
     pub(crate) fn pacing(&self) -> &'static str {
         match (self.back_to_back(), self.adaptive()) {
-            (false, _) => "timer",
+            (false, false) => "timer",
+            (false, true) => "timer+adaptive",
             (true, false) => "b2b",
             (true, true) => "b2b+adaptive",
         }
@@ -471,9 +472,17 @@ pub(crate) struct Device {
     pub(crate) default: Arc<Channel>,
     #[pin]
     pub(crate) registry: Mutex<Registry>,
+    /// One limit for every ownership refusal line: 100 per 5 s.
+    #[pin]
+    perm_log: SpinLock<RateLimit>,
 }
 
 impl Device {
+    /// Whether an ownership refusal may be logged now.
+    pub(crate) fn perm_log(&self) -> bool {
+        self.perm_log.lock().check()
+    }
+
     pub(crate) fn new() -> Result<Arc<Self>> {
         let default = Channel::new_default()?;
         let channels = KVec::with_capacity(abi::MAX_CHANNELS_LIMIT as usize, GFP_KERNEL)?;
@@ -484,6 +493,7 @@ impl Device {
                     channels,
                     memory: 0,
                 }),
+                perm_log <- new_spinlock!(RateLimit::new("k2u_may", 5000, 100)),
             }),
             GFP_KERNEL,
         )
