@@ -11,35 +11,93 @@
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/moduleparam.h>
+#include <linux/ratelimit.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
 #include "kern2usr.h"
 
+/* Refusals of callers who do not own what they call: bounded, not silent. */
+static DEFINE_RATELIMIT_STATE(k2u_perm_log, 5 * HZ, 100);
+
 static int k2u_open(struct inode *inode, struct file *filp)
 {
-	filp->private_data = &k2u_dev;
+	filp->private_data = NULL;	/* not a channel: the default one */
 	return 0;
+}
+
+static int k2u_release(struct inode *inode, struct file *filp)
+{
+	struct k2u_chan *c = k2u_file_chan(filp);
+
+	if (c)
+		k2u_chan_release(c);
+	return 0;
+}
+
+/*
+ * Whether the caller's process is the default channel's listener. No
+ * lock: mmap() calls this under mmap_lock, which c->lock nests outside
+ * (copy_to_user() under it). The pointers are only compared: if the
+ * value read is the caller's own struct pid, which lives as long as the
+ * caller, the caller was the listener when it was read.
+ */
+static bool k2u_is_listener(struct k2u_chan *c)
+{
+	return READ_ONCE(c->listener) == task_tgid(current);
+}
+
+/*
+ * Whether the caller may do @op on channel @c: a created channel's owner
+ * process; on the default channel its listener process or CAP_SYS_ADMIN.
+ * 0, or -EPERM with one (rate-limited) line.
+ */
+static int k2u_may(struct k2u_chan *c, const char *op)
+{
+	if (!k2u_is_default(c)) {
+		if (c->owner == task_tgid(current))
+			return 0;
+		if (__ratelimit(&k2u_perm_log))
+			pr_notice("channel %u: pid %d is not its owner: %s refused\n",
+				  c->id, task_tgid_vnr(current), op);
+		return -EPERM;
+	}
+	if (k2u_is_listener(c) || capable(CAP_SYS_ADMIN))
+		return 0;
+	if (__ratelimit(&k2u_perm_log))
+		pr_notice("default channel: pid %d is neither its listener nor privileged: %s refused\n",
+			  task_tgid_vnr(current), op);
+	return -EPERM;
+}
+
+/* The file's channel, or the default one. */
+static struct k2u_chan *k2u_chan_of(struct file *filp)
+{
+	return k2u_file_chan(filp) ?: &k2u_dev.def;
 }
 
 static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 {
-	struct k2u *k = filp->private_data;
+	struct k2u_chan *c = k2u_chan_of(filp);
 	unsigned long len = vma->vm_end - vma->vm_start;
-	void *area = k->buffer;
-	size_t size = k->buffer_size;
+	void *area = c->buffer;
+	size_t size = c->buffer_size;
+	int ret;
 
+	ret = k2u_may(c, "mmap");
+	if (ret)
+		return ret;
 	if (vma->vm_pgoff == K2U_CTRL_MMAP_OFFSET >> PAGE_SHIFT) {
-		area = k->ctrl;
+		area = c->ctrl;
 		size = PAGE_SIZE;
 	} else if (vma->vm_pgoff) {
-		pr_info_ratelimited("mmap refused: offset %lu, must be 0 (or the control page's)\n",
-				    vma->vm_pgoff << PAGE_SHIFT);
+		pr_info_ratelimited("%smmap refused: offset %lu, must be 0 (or the control page's)\n",
+				    c->tag, vma->vm_pgoff << PAGE_SHIFT);
 		return -EINVAL;
 	}
 	if (len > size) {
-		pr_info_ratelimited("mmap refused: length %lu exceeds %zu\n",
-				    len, size);
+		pr_info_ratelimited("%smmap refused: length %lu exceeds %zu\n",
+				    c->tag, len, size);
 		return -EINVAL;
 	}
 	/*
@@ -48,32 +106,47 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 	 * (the 2017 client maps it so). A private control page would hide
 	 * listener_state from the module.
 	 */
-	if (!(vma->vm_flags & VM_MAYSHARE) && area == k->ctrl) {
-		pr_info_ratelimited("mmap refused: the control page must be MAP_SHARED\n");
+	if (!(vma->vm_flags & VM_MAYSHARE) && area == c->ctrl) {
+		pr_info_ratelimited("%smmap refused: the control page must be MAP_SHARED\n",
+				    c->tag);
 		return -EINVAL;
 	}
 	/* vmalloc_user() zeroed both areas before they could be mapped. */
-	return remap_vmalloc_range(vma, area, 0);
+	if (k2u_is_default(c))
+		return remap_vmalloc_range(vma, area, 0);
+	/*
+	 * A created channel's zeroed pages, inserted as remap_vmalloc_range()
+	 * does (vm_insert_page(): COW in a private mapping), and as fixed.
+	 */
+	k2u_vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
+	if (area == c->ctrl)
+		return vm_map_pages_zero(vma, &c->ctrl_page, 1);
+	return vm_map_pages_zero(vma, c->pages, c->npages);
 }
 
 static ssize_t k2u_read(struct file *filp, char __user *buf, size_t count,
 			loff_t *ppos)
 {
-	return k2u_read_events(filp->private_data, buf, count,
-			       filp->f_flags & O_NONBLOCK);
+	struct k2u_chan *c = k2u_chan_of(filp);
+	int ret;
+
+	ret = k2u_may(c, "read");
+	if (ret)
+		return ret;
+	return k2u_read_events(c, buf, count, filp->f_flags & O_NONBLOCK);
 }
 
 static __poll_t k2u_poll(struct file *filp, poll_table *wait)
 {
-	struct k2u *k = filp->private_data;
+	struct k2u_chan *c = k2u_chan_of(filp);
 
-	poll_wait(filp, &k->readq, wait);
-	if (K2U_QUEUE_MODE && READ_ONCE(k->ring_count))
+	poll_wait(filp, &c->readq, wait);
+	if (K2U_QUEUE_MODE && READ_ONCE(c->ring_count))
 		return EPOLLIN | EPOLLRDNORM;
 	return 0;
 }
 
-static long k2u_ioctl_register(struct k2u *k, void __user *arg)
+static long k2u_ioctl_register(struct k2u_chan *c, void __user *arg)
 {
 	char why[K2U_LAST_ERROR_LEN];
 	struct k2u_register reg;
@@ -85,29 +158,29 @@ static long k2u_ioctl_register(struct k2u *k, void __user *arg)
 		return -EFAULT;
 	efd = fget(reg.efd);
 	efd2 = fget(reg.efd2);
-	/* Lock order as in a sysfs write: param lock, then k->lock. */
+	/* Lock order as in a sysfs write: param lock, then c->lock. */
 	kernel_param_lock(THIS_MODULE);
-	mutex_lock(&k->lock);
-	if (!k->live) {
+	mutex_lock(&c->lock);
+	if (!c->live) {
 		ret = -ENODEV;
 	} else if (!efd || !efd2) {
-		ret = k2u_refuse_op(k, "REGISTER", -EBADF,
+		ret = k2u_refuse_op(c, "REGISTER", -EBADF,
 				    "%s=%d is not an open fd of pid %d",
 				    efd ? "efd2" : "efd", efd ? reg.efd2 : reg.efd,
 				    nr);
-	} else if (k2u_check_listener(k) && k->testing) {
-		ret = k2u_refuse_op(k, "REGISTER", -EBUSY,
+	} else if (k2u_check_listener(c) && c->testing) {
+		ret = k2u_refuse_op(c, "REGISTER", -EBUSY,
 				    "test is running: stop it (4) first");
 	} else {
-		ret = k2u_attach(k, current, efd, efd2, why, sizeof(why));
+		ret = k2u_attach(c, current, efd, efd2, why, sizeof(why));
 		if (ret)
-			k2u_refuse_op(k, "REGISTER", ret, "%s", why);
+			k2u_refuse_op(c, "REGISTER", ret, "%s", why);
 	}
 	if (!ret) {
 		k2u_note_registered(nr, reg.efd, reg.efd2);
-		k->last_error[0] = '\0';
+		c->last_error[0] = '\0';
 	}
-	mutex_unlock(&k->lock);
+	mutex_unlock(&c->lock);
 	kernel_param_unlock(THIS_MODULE);
 	if (efd2)
 		fput(efd2);
@@ -119,7 +192,7 @@ static long k2u_ioctl_register(struct k2u *k, void __user *arg)
 }
 
 /* The classic path: copy the buffer out instead of mapping it. */
-static long k2u_ioctl_read_buffer(struct k2u *k, void __user *arg)
+static long k2u_ioctl_read_buffer(struct k2u_chan *c, void __user *arg)
 {
 	struct k2u_read_buffer rb;
 	size_t len;
@@ -127,65 +200,179 @@ static long k2u_ioctl_read_buffer(struct k2u *k, void __user *arg)
 
 	if (copy_from_user(&rb, arg, sizeof(rb)))
 		return -EFAULT;
-	len = min_t(u64, rb.len, k->buffer_size);
+	len = min_t(u64, rb.len, c->buffer_size);
 	/* Under the lock a round's fill cannot write the buffer meanwhile. */
-	ret = mutex_lock_interruptible(&k->lock);
+	ret = mutex_lock_interruptible(&c->lock);
 	if (ret)
 		return ret;
-	if (copy_to_user(u64_to_user_ptr(rb.addr), k->buffer, len))
+	if (copy_to_user(u64_to_user_ptr(rb.addr), c->buffer, len))
 		ret = -EFAULT;
 	else
 		ret = len;
-	mutex_unlock(&k->lock);
+	mutex_unlock(&c->lock);
 	return ret;
 }
 
 /* K2U_IOC_ACK (@by_id false) and K2U_IOC_ACK_ROUND. */
-static long k2u_ioctl_ack(struct k2u *k, bool by_id, void __user *arg)
+static long k2u_ioctl_ack(struct k2u_chan *c, bool by_id, void __user *arg)
 {
 	u32 id = 0;
 	long ret;
 
 	if (by_id && get_user(id, (u32 __user *)arg))
 		return -EFAULT;
-	mutex_lock(&k->lock);
-	if (k2u_check_listener(k))
-		ret = k2u_round_ack_ioctl(k, by_id, id);
+	mutex_lock(&c->lock);
+	if (k2u_check_listener(c))
+		ret = k2u_round_ack_ioctl(c, by_id, id);
 	else
 		ret = -EPROTO;
-	mutex_unlock(&k->lock);
+	mutex_unlock(&c->lock);
 	return ret;
+}
+
+static long k2u_ioctl_info(struct k2u_chan *c, void __user *arg)
+{
+	struct k2u_info info = {
+		.abi_version = K2U_ABI_VERSION,
+		.event_mode = K2U_EVENT_MODE,
+		.buffer_size = c->buffer_size,
+		.period_ms = div_u64(k2u_period_ns(c), NSEC_PER_MSEC),
+		.channel_id = c->id,
+	};
+
+	return copy_to_user(arg, &info, sizeof(info)) ? -EFAULT : 0;
+}
+
+static long k2u_ioctl_stats(struct k2u_chan *c, void __user *arg)
+{
+	struct k2u_channel_stats st = {
+		.id = c->id,
+		.event_mode = K2U_EVENT_MODE,
+		.buffer_size = c->buffer_size,
+	};
+	unsigned long irqflags;
+
+	mutex_lock(&c->lock);
+	k2u_stats_get(&c->stats, &st);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	st.rounds_published = c->rounds_published;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	mutex_unlock(&c->lock);
+	return copy_to_user(arg, &st, sizeof(st)) ? -EFAULT : 0;
+}
+
+static long k2u_ioctl_channel_cmd(struct k2u_chan *c, void __user *arg)
+{
+	u32 code;
+
+	if (get_user(code, (u32 __user *)arg))
+		return -EFAULT;
+	return k2u_channel_cmd(c, code);
+}
+
+/* REGISTER on the default channel replaces the listener root chose. */
+static int k2u_may_register(struct k2u_chan *c)
+{
+	if (capable(CAP_SYS_ADMIN))
+		return 0;
+	if (__ratelimit(&k2u_perm_log))
+		pr_notice("default channel: pid %d is not privileged (CAP_SYS_ADMIN): REGISTER refused\n",
+			  task_tgid_vnr(current));
+	return -EPERM;
+}
+
+/* The ioctls of a file that is a channel (@c), owned by the caller. */
+static long k2u_chan_ioctl(struct file *filp, struct k2u_chan *c,
+			   unsigned int cmd, void __user *arg)
+{
+	switch (cmd) {
+	case K2U_IOC_REGISTER:
+		pr_notice("%sREGISTER refused: this file is a channel\n",
+			  c->tag);
+		return -EBUSY;
+	case K2U_IOC_CREATE:
+		return k2u_chan_create_ioctl(filp, arg);
+	case K2U_IOC_ACK:
+		return k2u_ioctl_ack(c, false, NULL);
+	case K2U_IOC_ACK_ROUND:
+		return k2u_ioctl_ack(c, true, arg);
+	case K2U_IOC_READ_BUFFER:
+		return k2u_ioctl_read_buffer(c, arg);
+	case K2U_IOC_CHANNEL_CMD:
+		return k2u_ioctl_channel_cmd(c, arg);
+	case K2U_IOC_CHANNEL_STATS:
+		return k2u_ioctl_stats(c, arg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const char *k2u_ioctl_name(unsigned int cmd)
+{
+	switch (cmd) {
+	case K2U_IOC_REGISTER:
+		return "REGISTER";
+	case K2U_IOC_ACK:
+		return "ACK";
+	case K2U_IOC_ACK_ROUND:
+		return "ACK_ROUND";
+	case K2U_IOC_READ_BUFFER:
+		return "READ_BUFFER";
+	case K2U_IOC_CREATE:
+		return "CREATE";
+	case K2U_IOC_CHANNEL_CMD:
+		return "CHANNEL_CMD";
+	case K2U_IOC_CHANNEL_STATS:
+		return "CHANNEL_STATS";
+	default:
+		return NULL;
+	}
 }
 
 static long k2u_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 {
-	struct k2u *k = filp->private_data;
-	struct k2u_info info = {};
+	struct k2u_chan *c = k2u_file_chan(filp);
+	struct k2u_chan *def = &k2u_dev.def;
+	void __user *argp = (void __user *)arg;
+	const char *name = k2u_ioctl_name(cmd);
+	long ret;
 
-	switch (cmd) {
-	case K2U_IOC_REGISTER:
-		return k2u_ioctl_register(k, (void __user *)arg);
-	case K2U_IOC_ACK:
-		return k2u_ioctl_ack(k, false, NULL);
-	case K2U_IOC_ACK_ROUND:
-		return k2u_ioctl_ack(k, true, (void __user *)arg);
-	case K2U_IOC_READ_BUFFER:
-		return k2u_ioctl_read_buffer(k, (void __user *)arg);
-	case K2U_IOC_INFO:
-		info.abi_version = K2U_ABI_VERSION;
-		info.event_mode = K2U_EVENT_MODE;
-		info.buffer_size = k->buffer_size;
-		info.period_ms = div_u64(k2u_period_ns(), NSEC_PER_MSEC);
-		return copy_to_user((void __user *)arg, &info, sizeof(info)) ?
-		       -EFAULT : 0;
-	default:
+	if (cmd == K2U_IOC_INFO)
+		return k2u_ioctl_info(c ?: def, argp);
+	if (!name)
 		return -ENOTTY;
+	if (c) {
+		ret = k2u_may(c, name);
+		return ret ? ret : k2u_chan_ioctl(filp, c, cmd, argp);
+	}
+	switch (cmd) {
+	case K2U_IOC_CREATE:
+		return k2u_chan_create_ioctl(filp, argp);
+	case K2U_IOC_CHANNEL_STATS:
+		return k2u_ioctl_stats(def, argp);
+	case K2U_IOC_CHANNEL_CMD:
+		return -ENOTCONN;
+	case K2U_IOC_REGISTER:
+		ret = k2u_may_register(def);
+		return ret ? ret : k2u_ioctl_register(def, argp);
+	}
+	ret = k2u_may(def, name);
+	if (ret)
+		return ret;
+	switch (cmd) {
+	case K2U_IOC_ACK:
+		return k2u_ioctl_ack(def, false, NULL);
+	case K2U_IOC_ACK_ROUND:
+		return k2u_ioctl_ack(def, true, argp);
+	default:
+		return k2u_ioctl_read_buffer(def, argp);
 	}
 }
 
 static const struct file_operations k2u_fops = {
 	.owner = THIS_MODULE,
 	.open = k2u_open,
+	.release = k2u_release,
 	.mmap = k2u_mmap,
 	.read = k2u_read,
 	.poll = k2u_poll,
@@ -201,45 +388,45 @@ static char *k2u_devnode(K2U_DEVNODE_DEV *dev, umode_t *mode)
 	return NULL;
 }
 
-int k2u_chrdev_create(struct k2u *k)
+int k2u_chrdev_create(struct k2u_device *d)
 {
 	int ret;
 
-	ret = alloc_chrdev_region(&k->devt, 0, 1, K2U_DEVICE_NAME);
+	ret = alloc_chrdev_region(&d->devt, 0, 1, K2U_DEVICE_NAME);
 	if (ret)
 		return ret;
-	cdev_init(&k->cdev, &k2u_fops);
-	k->cdev.owner = THIS_MODULE;
-	ret = cdev_add(&k->cdev, k->devt, 1);
+	cdev_init(&d->cdev, &k2u_fops);
+	d->cdev.owner = THIS_MODULE;
+	ret = cdev_add(&d->cdev, d->devt, 1);
 	if (ret)
 		goto err_region;
-	k->class = k2u_class_create(K2U_DEVICE_NAME);
-	if (IS_ERR(k->class)) {
-		ret = PTR_ERR(k->class);
+	d->class = k2u_class_create(K2U_DEVICE_NAME);
+	if (IS_ERR(d->class)) {
+		ret = PTR_ERR(d->class);
 		goto err_cdev;
 	}
-	k->class->devnode = k2u_devnode;
-	k->device = device_create(k->class, NULL, k->devt, NULL,
+	d->class->devnode = k2u_devnode;
+	d->device = device_create(d->class, NULL, d->devt, NULL,
 				  K2U_DEVICE_NAME);
-	if (IS_ERR(k->device)) {
-		ret = PTR_ERR(k->device);
+	if (IS_ERR(d->device)) {
+		ret = PTR_ERR(d->device);
 		goto err_class;
 	}
 	return 0;
 
 err_class:
-	class_destroy(k->class);
+	class_destroy(d->class);
 err_cdev:
-	cdev_del(&k->cdev);
+	cdev_del(&d->cdev);
 err_region:
-	unregister_chrdev_region(k->devt, 1);
+	unregister_chrdev_region(d->devt, 1);
 	return ret;
 }
 
-void k2u_chrdev_destroy(struct k2u *k)
+void k2u_chrdev_destroy(struct k2u_device *d)
 {
-	device_destroy(k->class, k->devt);
-	class_destroy(k->class);
-	cdev_del(&k->cdev);
-	unregister_chrdev_region(k->devt, 1);
+	device_destroy(d->class, d->devt);
+	class_destroy(d->class);
+	cdev_del(&d->cdev);
+	unregister_chrdev_region(d->devt, 1);
 }

@@ -10,6 +10,7 @@
 #include <linux/eventfd.h>
 #include <linux/capability.h>
 #include <linux/hrtimer.h>
+#include <linux/mm.h>
 #include <linux/sched.h>
 #include <linux/version.h>
 
@@ -83,6 +84,13 @@ static inline bool k2u_dumpable_or_capable(struct task_struct *task)
 	return !mm || get_dumpable(mm) == SUID_DUMP_USER ||
 	       ns_capable(mm->user_ns, CAP_SYS_PTRACE);
 }
+#endif
+
+/* 6.3 made vma->vm_flags read-only: set flags through vm_flags_set(). */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+#define k2u_vm_flags_set(vma, flags) vm_flags_set(vma, flags)
+#else
+#define k2u_vm_flags_set(vma, flags) ((vma)->vm_flags |= (flags))
 #endif
 
 /* 6.13 replaced hrtimer_init() + ->function by hrtimer_setup(). */

@@ -2,18 +2,27 @@
 /*
  * kern2usr: internal interfaces between the parts of the C module.
  *
- * main.c   module init/exit and the sysfs parameters (commands)
- * chrdev.c the character device: mmap, read (event records), ioctl
- * link.c   the listener's eventfds: attach, detach, event delivery, acks
- * round.c  the periodic test rounds and their timing
+ * main.c    module init/exit and the sysfs parameters (commands)
+ * chrdev.c  the character device: mmap, read (event records), ioctl
+ * channel.c channels: create, look up, release, list
+ * link.c    the listener's eventfds: attach, detach, event delivery, acks
+ * round.c   the periodic test rounds and their timing
  *
- * Locking: k2u.lock (a mutex) guards everything below it in struct k2u.
- * The eventfd wake-up callbacks run under the eventfd's wait-queue spinlock,
- * so they never take k2u.lock: they record what happened (the round and the
- * counter-mode delivery state under ack_lock, bits in k2u.events) and queue
- * a work item that does the rest under the mutex.
+ * struct k2u_device is the device (cdev, class, workqueue) and the list of
+ * channels with their limits; struct k2u_chan is one channel. The default
+ * channel (id 0) is part of the device and lives as long as the module; a
+ * created channel is allocated at K2U_IOC_CREATE, referenced by its file
+ * (private_data) and freed at the file's release.
+ *
+ * Locking: k2u_chan.lock (a mutex) guards everything below it in struct
+ * k2u_chan. The eventfd wake-up callbacks run under the eventfd's
+ * wait-queue spinlock, so they never take the mutex: they record what
+ * happened (the round and the counter-mode delivery state under ack_lock,
+ * bits in events) and queue a work item that does the rest under the mutex.
+ * k2u_device.chan_lock guards the list of channels, their count and memory.
  * Lock order: the module's param lock (held by sysfs parameter callbacks),
- * then k2u.lock, then an eventfd's wait-queue lock, then ack_lock.
+ * then chan_lock, then a channel's lock, then an eventfd's wait-queue lock,
+ * then ack_lock.
  */
 #ifndef _KERN2USR_H
 #define _KERN2USR_H
@@ -21,6 +30,9 @@
 #include <linux/cdev.h>
 #include <linux/eventfd.h>
 #include <linux/hrtimer.h>
+#include <linux/idr.h>
+#include <linux/kref.h>
+#include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/poll.h>
 #include <linux/wait.h>
@@ -48,7 +60,7 @@ struct k2u_hook {
 	struct eventfd_ctx *ctx;
 };
 
-/* Bits in k2u.events, set by the wake-up callbacks. */
+/* Bits in k2u_chan.events, set by the wake-up callbacks. */
 enum k2u_event_bits {
 	K2U_EV_HUP,		/* listener closed efd or efd2 */
 	K2U_EV_EFD_UNDRAINED,	/* counter mode: a read left efd non-zero */
@@ -57,7 +69,7 @@ enum k2u_event_bits {
 /*
  * The round in progress. Guarded by ack_lock, because the efd2 wake-up
  * callback decides which round an ack closes (and takes the end time)
- * right where the ack is consumed; writers also hold k2u.lock.
+ * right where the ack is consumed; writers also hold k2u_chan.lock.
  */
 struct k2u_round {
 	u64 id;			/* the ready_seq value this round published */
@@ -68,16 +80,25 @@ struct k2u_round {
 	bool closed;		/* closed by an ack, not yet counted */
 };
 
-struct k2u {
-	/* Set once at init, read-only afterwards. */
+/* Prefix of a created channel's log lines: "channel <id>: ". */
+#define K2U_TAG_LEN 24
+
+struct k2u_chan {
+	/* Set once at init (or CREATE), read-only afterwards. */
+	u32 id;				/* 0: the default channel */
+	char name[K2U_CHANNEL_NAME_LEN];
+	char tag[K2U_TAG_LEN];		/* "" for the default channel */
+	struct pid *owner;		/* creator's thread group; NULL: default */
+	struct kref ref;		/* the file's, later a producer's */
+	struct list_head node;		/* in k2u_device.channels */
+	u64 period_ns;			/* created channels' period */
 	void *buffer;
 	size_t buffer_size;
+	struct page **pages;		/* created channels: the buffer's pages */
+	unsigned int npages;
+	struct page *ctrl_page;		/* created channels: the control page */
 	struct k2u_ctrl *ctrl;		/* the control page, shared with userspace */
 	struct workqueue_struct *wq;
-	dev_t devt;
-	struct cdev cdev;
-	struct class *class;
-	struct device *device;
 	struct work_struct round_work;
 	struct work_struct ack_work;
 	struct work_struct post_work;
@@ -125,7 +146,41 @@ struct k2u {
 	char last_error[K2U_LAST_ERROR_LEN];
 };
 
-extern struct k2u k2u_dev;
+struct k2u_device {
+	/* Set once at init, read-only afterwards. */
+	struct workqueue_struct *wq;
+	dev_t devt;
+	struct cdev cdev;
+	struct class *class;
+	struct device *device;
+
+	/* Guarded by chan_lock. */
+	struct mutex chan_lock;
+	struct list_head channels;	/* created channels, by id */
+	struct ida ids;
+	unsigned int nr_channels;
+	u64 memory;			/* their buffer bytes */
+
+	/* Parameters, read with READ_ONCE. */
+	unsigned int max_channels;
+	u64 max_memory;
+
+	struct k2u_chan def;		/* the default channel, id 0 */
+};
+
+extern struct k2u_device k2u_dev;
+
+static inline bool k2u_is_default(const struct k2u_chan *c)
+{
+	return !c->id;
+}
+
+/* The channel a file is, or NULL: its calls reach the default channel. */
+static inline struct k2u_chan *k2u_file_chan(struct file *filp)
+{
+	/* Acquire: pairs with CREATE's release, the channel is complete. */
+	return smp_load_acquire(&filp->private_data);
+}
 
 /* stats.c */
 void k2u_stats_reset(struct k2u_stats *st);
@@ -133,42 +188,56 @@ void k2u_stats_add(struct k2u_stats *st, u64 ns);
 int k2u_stats_show(const struct k2u_stats *st, char *buf);
 int k2u_histogram_show(const struct k2u_stats *st, char *buf);
 
+/* stats.c (continued) */
+void k2u_stats_get(const struct k2u_stats *st, struct k2u_channel_stats *out);
+
 /* main.c */
 const char *k2u_cmd_name(unsigned int cmd);
-u64 k2u_period_ns(void);
+u64 k2u_period_ns(struct k2u_chan *c);
 void k2u_note_registered(pid_t pid, int efd, int efd2);
-__printf(4, 5) int k2u_refuse_op(struct k2u *k, const char *op, int err,
+__printf(4, 5) int k2u_refuse_op(struct k2u_chan *c, const char *op, int err,
 				 const char *fmt, ...);
+int k2u_channel_cmd(struct k2u_chan *c, u32 cmd);
 
 /* chrdev.c */
-int k2u_chrdev_create(struct k2u *k);
-void k2u_chrdev_destroy(struct k2u *k);
+int k2u_chrdev_create(struct k2u_device *d);
+void k2u_chrdev_destroy(struct k2u_device *d);
+
+/* channel.c */
+void k2u_chan_init(struct k2u_chan *c);
+long k2u_chan_create_ioctl(struct file *filp, void __user *arg);
+void k2u_chan_release(struct k2u_chan *c);
+int k2u_channels_show(char *buf);
 
 /* link.c */
-void k2u_link_init(struct k2u *k);
-int k2u_attach(struct k2u *k, struct task_struct *task, struct file *efd_file,
-	       struct file *efd2_file, char *why, size_t why_len);
-void k2u_detach(struct k2u *k);
-bool k2u_check_listener(struct k2u *k);
-bool k2u_listener_alive(struct k2u *k);
+void k2u_link_init(struct k2u_chan *c);
+int k2u_attach(struct k2u_chan *c, struct task_struct *task,
+	       struct file *efd_file, struct file *efd2_file, char *why,
+	       size_t why_len);
+int k2u_check_eventfds(struct file *efd_file, struct file *efd2_file,
+		       pid_t nr, char *why, size_t why_len);
+void k2u_detach(struct k2u_chan *c);
+bool k2u_check_listener(struct k2u_chan *c);
+bool k2u_listener_alive(struct k2u_chan *c);
 struct task_struct *k2u_get_task(pid_t nr);
 bool k2u_may_reach_files(struct task_struct *task);
 struct file *k2u_fget_task(struct task_struct *task, unsigned int fd);
 bool k2u_is_eventfd(struct file *file);
-bool k2u_post_has_room(struct k2u *k, unsigned int code);
-void k2u_post(struct k2u *k, unsigned int code);
-ssize_t k2u_read_events(struct k2u *k, char __user *buf, size_t count,
+bool k2u_post_has_room(struct k2u_chan *c, unsigned int code);
+void k2u_post(struct k2u_chan *c, unsigned int code);
+ssize_t k2u_read_events(struct k2u_chan *c, char __user *buf, size_t count,
 			bool nonblock);
 
 /* round.c */
-void k2u_round_init(struct k2u *k);
-void k2u_round_start(struct k2u *k);
-void k2u_round_stop(struct k2u *k);
-u64 k2u_round_average(struct k2u *k);
-void k2u_round_collect(struct k2u *k);
-void k2u_round_efd2_locked(struct k2u *k, u64 value);
-int k2u_round_ack_ioctl(struct k2u *k, bool by_id, u32 id);
-void k2u_round_shown_locked(struct k2u *k, u32 id);
-void k2u_round_reset_locked(struct k2u *k);
+void k2u_round_init(struct k2u_chan *c);
+void k2u_round_cancel_sync(struct k2u_chan *c);
+void k2u_round_start(struct k2u_chan *c);
+void k2u_round_stop(struct k2u_chan *c);
+u64 k2u_round_average(struct k2u_chan *c);
+void k2u_round_collect(struct k2u_chan *c);
+void k2u_round_efd2_locked(struct k2u_chan *c, u64 value);
+int k2u_round_ack_ioctl(struct k2u_chan *c, bool by_id, u32 id);
+void k2u_round_shown_locked(struct k2u_chan *c, u32 id);
+void k2u_round_reset_locked(struct k2u_chan *c);
 
 #endif /* _KERN2USR_H */

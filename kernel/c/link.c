@@ -27,32 +27,32 @@
  * means one code reaches the listener as several reads (EFD_SEMAPHORE) or
  * another writer adds to efd: have the listener detached.
  */
-static void k2u_efd_consumed(struct k2u *k)
+static void k2u_efd_consumed(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 	bool was_in_flight;
 	u64 rest;
 
-	eventfd_ctx_do_read(k->efd.ctx, &rest);
+	eventfd_ctx_do_read(c->efd.ctx, &rest);
 	if (rest) {
 		/* Left as it is: a semaphore count may be huge. */
-		set_bit(K2U_EV_EFD_UNDRAINED, &k->events);
-		queue_work(k->wq, &k->hup_work);
+		set_bit(K2U_EV_EFD_UNDRAINED, &c->events);
+		queue_work(c->wq, &c->hup_work);
 		return;
 	}
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	was_in_flight = k->in_flight;
-	if (k->in_flight) {
-		k->in_flight = false;
-		if (k->in_flight_code == K2U_CMD_MEMORY_READY)
-			k2u_round_shown_locked(k, k->in_flight_round);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	was_in_flight = c->in_flight;
+	if (c->in_flight) {
+		c->in_flight = false;
+		if (c->in_flight_code == K2U_CMD_MEMORY_READY)
+			k2u_round_shown_locked(c, c->in_flight_round);
 	}
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	if (was_in_flight)
-		queue_work(k->wq, &k->post_work);
+		queue_work(c->wq, &c->post_work);
 }
 #else
-static void k2u_efd_consumed(struct k2u *k)
+static void k2u_efd_consumed(struct k2u_chan *c)
 {
 	/* Queue mode: the counter is a doorbell, its reads tell nothing. */
 }
@@ -62,14 +62,14 @@ static void k2u_efd_consumed(struct k2u *k)
 static int k2u_efd_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 			void *key)
 {
-	struct k2u *k = container_of(wait, struct k2u, efd.wait);
+	struct k2u_chan *c = container_of(wait, struct k2u_chan, efd.wait);
 	__poll_t flags = key_to_poll(key);
 
 	if (flags & EPOLLHUP) {
-		set_bit(K2U_EV_HUP, &k->events);
-		queue_work(k->wq, &k->hup_work);
+		set_bit(K2U_EV_HUP, &c->events);
+		queue_work(c->wq, &c->hup_work);
 	} else if (flags & EPOLLOUT) {
-		k2u_efd_consumed(k);
+		k2u_efd_consumed(c);
 	}
 	return 0;
 }
@@ -81,7 +81,7 @@ static int k2u_efd_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 static int k2u_efd2_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 			 void *key)
 {
-	struct k2u *k = container_of(wait, struct k2u, efd2.wait);
+	struct k2u_chan *c = container_of(wait, struct k2u_chan, efd2.wait);
 	__poll_t flags = key_to_poll(key);
 	unsigned long irqflags;
 	u64 value, part;
@@ -95,21 +95,21 @@ static int k2u_efd2_wake(wait_queue_entry_t *wait, unsigned int mode, int sync,
 		 */
 		value = 0;
 		for (i = 0; i < K2U_EFD2_READS; i++) {
-			eventfd_ctx_do_read(k->efd2.ctx, &part);
+			eventfd_ctx_do_read(c->efd2.ctx, &part);
 			if (!part)
 				break;
 			value += part;
 		}
 		if (value) {
-			spin_lock_irqsave(&k->ack_lock, irqflags);
-			k2u_round_efd2_locked(k, value);
-			spin_unlock_irqrestore(&k->ack_lock, irqflags);
-			queue_work(k->wq, &k->ack_work);
+			spin_lock_irqsave(&c->ack_lock, irqflags);
+			k2u_round_efd2_locked(c, value);
+			spin_unlock_irqrestore(&c->ack_lock, irqflags);
+			queue_work(c->wq, &c->ack_work);
 		}
 	}
 	if (flags & EPOLLHUP) {
-		set_bit(K2U_EV_HUP, &k->events);
-		queue_work(k->wq, &k->hup_work);
+		set_bit(K2U_EV_HUP, &c->events);
+		queue_work(c->wq, &c->hup_work);
 	}
 	return 0;
 }
@@ -159,45 +159,45 @@ static void k2u_hook_remove(struct k2u_hook *hook, bool drain)
 }
 
 /* Events queued or sitting in efd that the listener has not received. */
-static unsigned int k2u_undelivered(struct k2u *k)
+static unsigned int k2u_undelivered(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 	unsigned int n;
 
-	lockdep_assert_held(&k->lock);
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	n = k->ring_count + k->in_flight;
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	lockdep_assert_held(&c->lock);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	n = c->ring_count + c->in_flight;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	return n;
 }
 
 #if !K2U_QUEUE_MODE
 /* Signal the code at the ring's head, if the last one was read. */
-static void k2u_post_next(struct k2u *k)
+static void k2u_post_next(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 	struct k2u_event *ev;
 
-	lockdep_assert_held(&k->lock);
-	if (!k->ring_count)
+	lockdep_assert_held(&c->lock);
+	if (!c->ring_count)
 		return;
-	ev = &k->ring[k->ring_head];
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	if (k->in_flight) {
-		spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	ev = &c->ring[c->ring_head];
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	if (c->in_flight) {
+		spin_unlock_irqrestore(&c->ack_lock, irqflags);
 		return;
 	}
-	k->in_flight = true;
-	k->in_flight_code = ev->code;
-	k->in_flight_round = ev->round;
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
-	k->ring_head = (k->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
-	WRITE_ONCE(k->ring_count, k->ring_count - 1);
+	c->in_flight = true;
+	c->in_flight_code = ev->code;
+	c->in_flight_round = ev->round;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	c->ring_head = (c->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
+	WRITE_ONCE(c->ring_count, c->ring_count - 1);
 	/* Outside ack_lock: signalling takes efd's wait-queue lock. */
-	k2u_eventfd_ring(k->efd.ctx, ev->code);
+	k2u_eventfd_ring(c->efd.ctx, ev->code);
 }
 #else
-static void k2u_post_next(struct k2u *k)
+static void k2u_post_next(struct k2u_chan *c)
 {
 	/* Queue mode: efd is a doorbell; records leave through read(). */
 }
@@ -205,51 +205,51 @@ static void k2u_post_next(struct k2u *k)
 
 static void k2u_post_work(struct work_struct *work)
 {
-	struct k2u *k = container_of(work, struct k2u, post_work);
+	struct k2u_chan *c = container_of(work, struct k2u_chan, post_work);
 
-	mutex_lock(&k->lock);
-	if (k->attached)
-		k2u_post_next(k);
-	mutex_unlock(&k->lock);
+	mutex_lock(&c->lock);
+	if (c->attached)
+		k2u_post_next(c);
+	mutex_unlock(&c->lock);
 }
 
 static void k2u_hup_work(struct work_struct *work)
 {
-	struct k2u *k = container_of(work, struct k2u, hup_work);
+	struct k2u_chan *c = container_of(work, struct k2u_chan, hup_work);
 	pid_t pid;
 
-	mutex_lock(&k->lock);
-	pid = k->pid;
-	if (k->attached && test_and_clear_bit(K2U_EV_EFD_UNDRAINED, &k->events)) {
-		k2u_detach(k);
-		k2u_refuse_op(k, "listener", -EINVAL,
+	mutex_lock(&c->lock);
+	pid = c->pid;
+	if (c->attached && test_and_clear_bit(K2U_EV_EFD_UNDRAINED, &c->events)) {
+		k2u_detach(c);
+		k2u_refuse_op(c, "listener", -EINVAL,
 			      "efd of pid %d is not drained by read() (EFD_SEMAPHORE?): detached",
 			      pid);
 	}
-	if (k->attached && test_and_clear_bit(K2U_EV_HUP, &k->events)) {
-		k2u_detach(k);
-		pr_info("listener closed its eventfd: detached\n");
+	if (c->attached && test_and_clear_bit(K2U_EV_HUP, &c->events)) {
+		k2u_detach(c);
+		pr_info("%slistener closed its eventfd: detached\n", c->tag);
 	}
-	mutex_unlock(&k->lock);
+	mutex_unlock(&c->lock);
 }
 
 static void k2u_ack_work(struct work_struct *work)
 {
-	struct k2u *k = container_of(work, struct k2u, ack_work);
+	struct k2u_chan *c = container_of(work, struct k2u_chan, ack_work);
 
-	mutex_lock(&k->lock);
-	if (k->attached)
-		k2u_round_collect(k);
-	mutex_unlock(&k->lock);
+	mutex_lock(&c->lock);
+	if (c->attached)
+		k2u_round_collect(c);
+	mutex_unlock(&c->lock);
 }
 
-void k2u_link_init(struct k2u *k)
+void k2u_link_init(struct k2u_chan *c)
 {
-	spin_lock_init(&k->ack_lock);
-	init_waitqueue_head(&k->readq);
-	INIT_WORK(&k->post_work, k2u_post_work);
-	INIT_WORK(&k->hup_work, k2u_hup_work);
-	INIT_WORK(&k->ack_work, k2u_ack_work);
+	spin_lock_init(&c->ack_lock);
+	init_waitqueue_head(&c->readq);
+	INIT_WORK(&c->post_work, k2u_post_work);
+	INIT_WORK(&c->hup_work, k2u_hup_work);
+	INIT_WORK(&c->ack_work, k2u_ack_work);
 }
 
 /*
@@ -257,61 +257,61 @@ void k2u_link_init(struct k2u *k)
  * for STOP_TEST and EXIT_TEST, so a listener that never drains its
  * events can still be stopped and told to exit.
  */
-bool k2u_post_has_room(struct k2u *k, unsigned int code)
+bool k2u_post_has_room(struct k2u_chan *c, unsigned int code)
 {
 	unsigned int need;
 
-	lockdep_assert_held(&k->lock);
+	lockdep_assert_held(&c->lock);
 	if (code == K2U_CMD_EXIT_TEST)
 		need = 1;
 	else if (code == K2U_CMD_STOP_TEST)
 		need = K2U_EVENT_QUEUE_RESERVE;
 	else
 		need = K2U_EVENT_QUEUE_RESERVE + 1;
-	return K2U_EVENT_QUEUE_LEN - k->ring_count >= need;
+	return K2U_EVENT_QUEUE_LEN - c->ring_count >= need;
 }
 
 /*
  * Queue a code for the listener. Callers check k2u_post_has_room() first,
  * before they change any state, so a full queue refuses a command whole.
  */
-void k2u_post(struct k2u *k, unsigned int code)
+void k2u_post(struct k2u_chan *c, unsigned int code)
 {
 	unsigned int tail;
 
-	lockdep_assert_held(&k->lock);
-	if (WARN_ON_ONCE(!k2u_post_has_room(k, code)))
+	lockdep_assert_held(&c->lock);
+	if (WARN_ON_ONCE(!k2u_post_has_room(c, code)))
 		return;
-	tail = (k->ring_head + k->ring_count) % K2U_EVENT_QUEUE_LEN;
-	k->ring[tail] = (struct k2u_event){
-		.seq = k->next_seq++,
+	tail = (c->ring_head + c->ring_count) % K2U_EVENT_QUEUE_LEN;
+	c->ring[tail] = (struct k2u_event){
+		.seq = c->next_seq++,
 		.code = code,
-		.round = code == K2U_CMD_MEMORY_READY ? (u32)k->round.id : 0,
+		.round = code == K2U_CMD_MEMORY_READY ? (u32)c->round.id : 0,
 	};
-	WRITE_ONCE(k->ring_count, k->ring_count + 1);
+	WRITE_ONCE(c->ring_count, c->ring_count + 1);
 	if (K2U_QUEUE_MODE) {
 		/* The counter is a doorbell; the record carries the code. */
-		k2u_eventfd_ring(k->efd.ctx, code);
-		wake_up_interruptible(&k->readq);
+		k2u_eventfd_ring(c->efd.ctx, code);
+		wake_up_interruptible(&c->readq);
 	} else {
-		k2u_post_next(k);
+		k2u_post_next(c);
 	}
 }
 
 /* A MEMORY_READY record is handed out: its round is shown. */
-static void k2u_record_read(struct k2u *k, const struct k2u_event *ev)
+static void k2u_record_read(struct k2u_chan *c, const struct k2u_event *ev)
 {
 	unsigned long irqflags;
 
 	if (ev->code != K2U_CMD_MEMORY_READY)
 		return;
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	k2u_round_shown_locked(k, ev->round);
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	k2u_round_shown_locked(c, ev->round);
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 }
 
 /* Queue mode: hand out records, oldest first. */
-ssize_t k2u_read_events(struct k2u *k, char __user *buf, size_t count,
+ssize_t k2u_read_events(struct k2u_chan *c, char __user *buf, size_t count,
 			bool nonblock)
 {
 	size_t done = 0;
@@ -320,26 +320,26 @@ ssize_t k2u_read_events(struct k2u *k, char __user *buf, size_t count,
 	if (!K2U_QUEUE_MODE || count < sizeof(struct k2u_event))
 		return -EINVAL;
 
-	ret = mutex_lock_interruptible(&k->lock);
+	ret = mutex_lock_interruptible(&c->lock);
 	if (ret)
 		return ret;
-	while (!k->ring_count) {
-		mutex_unlock(&k->lock);
+	while (!c->ring_count) {
+		mutex_unlock(&c->lock);
 		if (nonblock)
 			return -EAGAIN;
-		ret = wait_event_interruptible(k->readq,
-					       READ_ONCE(k->ring_count) ||
-					       !READ_ONCE(k->live));
+		ret = wait_event_interruptible(c->readq,
+					       READ_ONCE(c->ring_count) ||
+					       !READ_ONCE(c->live));
 		if (ret)
 			return ret;
-		if (!READ_ONCE(k->live))
+		if (!READ_ONCE(c->live))
 			return -ENODEV;
-		ret = mutex_lock_interruptible(&k->lock);
+		ret = mutex_lock_interruptible(&c->lock);
 		if (ret)
 			return ret;
 	}
-	while (k->ring_count && count - done >= sizeof(struct k2u_event)) {
-		const struct k2u_event *ev = &k->ring[k->ring_head];
+	while (c->ring_count && count - done >= sizeof(struct k2u_event)) {
+		const struct k2u_event *ev = &c->ring[c->ring_head];
 
 		/* A record leaves the ring only once it reached the reader. */
 		if (copy_to_user(buf + done, ev, sizeof(*ev))) {
@@ -347,12 +347,12 @@ ssize_t k2u_read_events(struct k2u *k, char __user *buf, size_t count,
 				done = -EFAULT;
 			break;
 		}
-		k2u_record_read(k, ev);
-		k->ring_head = (k->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
-		WRITE_ONCE(k->ring_count, k->ring_count - 1);
+		k2u_record_read(c, ev);
+		c->ring_head = (c->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
+		WRITE_ONCE(c->ring_count, c->ring_count - 1);
 		done += sizeof(struct k2u_event);
 	}
-	mutex_unlock(&k->lock);
+	mutex_unlock(&c->lock);
 	return done;
 }
 
@@ -447,14 +447,14 @@ bool k2u_may_reach_files(struct task_struct *task)
  * Whether the attached listener process still exists. Its eventfds may
  * outlive it in a child it forked; the child got the files, not the role.
  */
-bool k2u_listener_alive(struct k2u *k)
+bool k2u_listener_alive(struct k2u_chan *c)
 {
 	struct task_struct *task;
 	bool alive;
 
-	lockdep_assert_held(&k->lock);
+	lockdep_assert_held(&c->lock);
 	rcu_read_lock();
-	task = pid_task(k->listener, PIDTYPE_TGID);
+	task = pid_task(c->listener, PIDTYPE_TGID);
 	/* Threads still running, even if the main thread has exited. */
 	alive = task && atomic_read(&task->signal->live) > 0;
 	rcu_read_unlock();
@@ -462,18 +462,56 @@ bool k2u_listener_alive(struct k2u *k)
 }
 
 /* Detach a listener whose process has exited. True if one is attached. */
-bool k2u_check_listener(struct k2u *k)
+bool k2u_check_listener(struct k2u_chan *c)
 {
-	pid_t pid = k->pid;
+	pid_t pid = c->pid;
 
-	lockdep_assert_held(&k->lock);
-	if (!k->attached)
+	lockdep_assert_held(&c->lock);
+	if (!c->attached)
 		return false;
-	if (k2u_listener_alive(k))
+	if (k2u_listener_alive(c))
 		return true;
-	k2u_detach(k);
-	pr_info("listener pid %d exited: detached\n", pid);
+	k2u_detach(c);
+	pr_info("%slistener pid %d exited: detached\n", c->tag, pid);
 	return false;
+}
+
+/*
+ * The checks of a new listener's eventfds that need no channel (CREATE
+ * runs them before it allocates one): both eventfds, not the same one,
+ * and in counter mode an efd with nothing pending. 0 or an errno, with
+ * the reason in @why.
+ */
+int k2u_check_eventfds(struct file *efd_file, struct file *efd2_file,
+		       pid_t nr, char *why, size_t why_len)
+{
+	struct eventfd_ctx *efd, *efd2;
+	int ret = 0;
+
+	efd = eventfd_ctx_fileget(efd_file);
+	if (IS_ERR(efd)) {
+		snprintf(why, why_len, "efd is not an eventfd");
+		return PTR_ERR(efd);
+	}
+	efd2 = eventfd_ctx_fileget(efd2_file);
+	if (IS_ERR(efd2)) {
+		snprintf(why, why_len, "efd2 is not an eventfd");
+		ret = PTR_ERR(efd2);
+		goto out_efd;
+	}
+	if (efd == efd2) {
+		snprintf(why, why_len, "efd and efd2 are the same eventfd");
+		ret = -EINVAL;
+	} else if (!K2U_QUEUE_MODE && (vfs_poll(efd_file, NULL) & EPOLLIN)) {
+		snprintf(why, why_len,
+			 "efd of pid %d has a pending count: pass a fresh eventfd",
+			 nr);
+		ret = -EINVAL;
+	}
+	eventfd_ctx_put(efd2);
+out_efd:
+	eventfd_ctx_put(efd);
+	return ret;
 }
 
 /*
@@ -481,7 +519,7 @@ bool k2u_check_listener(struct k2u *k)
  * anything changes, so a refusal (reason in @why) leaves the previous
  * listener attached as it was.
  */
-int k2u_attach(struct k2u *k, struct task_struct *task, struct file *efd_file,
+int k2u_attach(struct k2u_chan *c, struct task_struct *task, struct file *efd_file,
 	       struct file *efd2_file, char *why, size_t why_len)
 {
 	pid_t nr = task_tgid_vnr(task);
@@ -489,8 +527,8 @@ int k2u_attach(struct k2u *k, struct task_struct *task, struct file *efd_file,
 	unsigned int pending;
 	int ret;
 
-	lockdep_assert_held(&k->lock);
-	k2u_check_listener(k);
+	lockdep_assert_held(&c->lock);
+	k2u_check_listener(c);
 	efd = eventfd_ctx_fileget(efd_file);
 	if (IS_ERR(efd)) {
 		snprintf(why, why_len, "efd is not an eventfd");
@@ -507,22 +545,24 @@ int k2u_attach(struct k2u *k, struct task_struct *task, struct file *efd_file,
 		snprintf(why, why_len, "efd and efd2 are the same eventfd");
 		goto out_efd2;
 	}
-	if (k->attached && !k->exit_sent && efd == k->efd.ctx &&
-	    efd2 == k->efd2.ctx) {
+	if (c->attached && !c->exit_sent && efd == c->efd.ctx &&
+	    efd2 == c->efd2.ctx) {
 		/* The same listener again: keep its events and its round. */
-		put_pid(k->listener);
-		k->listener = get_task_pid(task, PIDTYPE_TGID);
-		k->pid = nr;
-		pr_info("listener pid %d re-attached: %u pending events kept\n",
-			nr, k2u_undelivered(k));
+		struct pid *old = c->listener;
+
+		WRITE_ONCE(c->listener, get_task_pid(task, PIDTYPE_TGID));
+		put_pid(old);
+		c->pid = nr;
+		pr_info("%slistener pid %d re-attached: %u pending events kept\n",
+			c->tag, nr, k2u_undelivered(c));
 		ret = 0;
 		goto out_efd2;
 	}
-	pending = k->attached ? k2u_undelivered(k) : 0;
+	pending = c->attached ? k2u_undelivered(c) : 0;
 	if (pending) {
 		snprintf(why, why_len,
 			 "listener pid %d still has %u undelivered events",
-			 k->pid, pending);
+			 c->pid, pending);
 		ret = -EBUSY;
 		goto out_efd2;
 	}
@@ -534,30 +574,30 @@ int k2u_attach(struct k2u *k, struct task_struct *task, struct file *efd_file,
 		goto out_efd2;
 	}
 
-	k2u_detach(k);
-	clear_bit(K2U_EV_HUP, &k->events);
-	clear_bit(K2U_EV_EFD_UNDRAINED, &k->events);
-	ret = k2u_hook_add(&k->efd, efd_file, efd, k2u_efd_wake);
+	k2u_detach(c);
+	clear_bit(K2U_EV_HUP, &c->events);
+	clear_bit(K2U_EV_EFD_UNDRAINED, &c->events);
+	ret = k2u_hook_add(&c->efd, efd_file, efd, k2u_efd_wake);
 	if (ret)
 		goto err_hook;
-	ret = k2u_hook_add(&k->efd2, efd2_file, efd2, k2u_efd2_wake);
+	ret = k2u_hook_add(&c->efd2, efd2_file, efd2, k2u_efd2_wake);
 	if (ret) {
-		k2u_hook_unhook(&k->efd, false);
+		k2u_hook_unhook(&c->efd, false);
 		goto err_hook;
 	}
-	k->listener = get_task_pid(task, PIDTYPE_TGID);
-	k->pid = nr;
-	k->attached = true;
-	k->next_seq = 1;
-	if (K2U_QUEUE_MODE)
+	WRITE_ONCE(c->listener, get_task_pid(task, PIDTYPE_TGID));
+	c->pid = nr;
+	c->attached = true;
+	c->next_seq = 1;
+	if (K2U_QUEUE_MODE && k2u_is_default(c))
 		pr_info("queue mode: codes are records read from /dev/%s; a client that reads codes from efd (the 2017 KernUsr) cannot follow them on this kernel\n",
 			K2U_DEVICE_NAME);
 	return 0;
 
 err_hook:
 	snprintf(why, why_len, "cannot watch the eventfds (error %d)", ret);
-	k->efd.ctx = NULL;
-	k->efd2.ctx = NULL;
+	c->efd.ctx = NULL;
+	c->efd2.ctx = NULL;
 out_efd2:
 	eventfd_ctx_put(efd2);
 out_efd:
@@ -566,26 +606,26 @@ out_efd:
 }
 
 /* Forget the listener: stop the test, unhook, drop pending events. */
-void k2u_detach(struct k2u *k)
+void k2u_detach(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 
-	lockdep_assert_held(&k->lock);
-	if (!k->attached)
+	lockdep_assert_held(&c->lock);
+	if (!c->attached)
 		return;
-	k2u_round_stop(k);
-	k2u_hook_remove(&k->efd, false);
-	k2u_hook_remove(&k->efd2, true);
-	put_pid(k->listener);
-	k->listener = NULL;
-	k->attached = false;
-	k->mmap_sent = false;
-	k->exit_sent = false;
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	k->in_flight = false;
-	k2u_round_reset_locked(k);
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
-	k->ring_head = 0;
-	WRITE_ONCE(k->ring_count, 0);
-	wake_up_interruptible(&k->readq);
+	k2u_round_stop(c);
+	k2u_hook_remove(&c->efd, false);
+	k2u_hook_remove(&c->efd2, true);
+	put_pid(c->listener);
+	WRITE_ONCE(c->listener, NULL);
+	c->attached = false;
+	c->mmap_sent = false;
+	c->exit_sent = false;
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	c->in_flight = false;
+	k2u_round_reset_locked(c);
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	c->ring_head = 0;
+	WRITE_ONCE(c->ring_count, 0);
+	wake_up_interruptible(&c->readq);
 }

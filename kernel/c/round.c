@@ -13,41 +13,62 @@
 /* Log every round at the seed's pace; a fast timer cannot flood the log. */
 static DEFINE_RATELIMIT_STATE(k2u_round_log, HZ, 20);
 
+/* Only the default channel logs its rounds, as the seed did. */
+static bool k2u_round_logs(struct k2u_chan *c)
+{
+	return k2u_is_default(c) && __ratelimit(&k2u_round_log);
+}
+
 static enum hrtimer_restart k2u_timer_fn(struct hrtimer *timer)
 {
-	struct k2u *k = container_of(timer, struct k2u, timer);
+	struct k2u_chan *c = container_of(timer, struct k2u_chan, timer);
 
-	queue_work(k->wq, &k->round_work);
-	hrtimer_forward_now(timer, ns_to_ktime(k2u_period_ns()));
+	queue_work(c->wq, &c->round_work);
+	hrtimer_forward_now(timer, ns_to_ktime(k2u_period_ns(c)));
 	return HRTIMER_RESTART;
 }
 
-static void k2u_fill(struct k2u *k)
+/*
+ * The default channel's bytes are the seed's i % 255; a created channel's
+ * are K2U_CHANNEL_PATTERN_BYTE(id, round, i): the value at 0, then +1
+ * modulo 251.
+ */
+static void k2u_fill(struct k2u_chan *c, u64 round)
 {
-	u8 *p = k->buffer;
+	u8 *p = c->buffer;
+	unsigned int v;
 	size_t i;
 
-	for (i = 0; i < k->buffer_size; i++)
-		p[i] = K2U_PATTERN_BYTE(i);
+	if (k2u_is_default(c)) {
+		for (i = 0; i < c->buffer_size; i++)
+			p[i] = K2U_PATTERN_BYTE(i);
+		return;
+	}
+	v = K2U_CHANNEL_PATTERN_BYTE(c->id, round, 0);
+	for (i = 0; i < c->buffer_size; i++) {
+		p[i] = v;
+		if (++v == K2U_CHANNEL_PATTERN_MODULUS)
+			v = 0;
+	}
 }
 
 /* Under ack_lock: forget the round (a new test, or the listener left). */
-void k2u_round_reset_locked(struct k2u *k)
+void k2u_round_reset_locked(struct k2u_chan *c)
 {
-	lockdep_assert_held(&k->ack_lock);
-	k->round.open = false;
-	k->round.shown = false;
-	k->round.closed = false;
-	k->acks_late = 0;
-	k->ack_bad_value = 0;
+	lockdep_assert_held(&c->ack_lock);
+	c->round.open = false;
+	c->round.shown = false;
+	c->round.closed = false;
+	c->acks_late = 0;
+	c->ack_bad_value = 0;
 }
 
 /* Under ack_lock: the MEMORY_READY of round @id reached the listener. */
-void k2u_round_shown_locked(struct k2u *k, u32 id)
+void k2u_round_shown_locked(struct k2u_chan *c, u32 id)
 {
-	lockdep_assert_held(&k->ack_lock);
-	if (k->round.open && (u32)k->round.id == id)
-		k->round.shown = true;
+	lockdep_assert_held(&c->ack_lock);
+	if (c->round.open && (u32)c->round.id == id)
+		c->round.shown = true;
 }
 
 /*
@@ -55,11 +76,11 @@ void k2u_round_shown_locked(struct k2u *k, u32 id)
  * (7 on efd2, K2U_IOC_ACK) needs the round to be shown; an ack by id
  * needs the id. 0, -EPROTO (no round outstanding) or -ESTALE.
  */
-static int k2u_round_close_locked(struct k2u *k, bool by_id, u32 id)
+static int k2u_round_close_locked(struct k2u_chan *c, bool by_id, u32 id)
 {
-	struct k2u_round *r = &k->round;
+	struct k2u_round *r = &c->round;
 
-	lockdep_assert_held(&k->ack_lock);
+	lockdep_assert_held(&c->ack_lock);
 	if (!r->open)
 		return -EPROTO;
 	if (by_id ? (u32)r->id != id : !r->shown)
@@ -75,35 +96,35 @@ static int k2u_round_close_locked(struct k2u *k, bool by_id, u32 id)
  * Under ack_lock, from efd2's wake-up: @value is what its counter held,
  * k acks of 7 when several were written before it was read.
  */
-void k2u_round_efd2_locked(struct k2u *k, u64 value)
+void k2u_round_efd2_locked(struct k2u_chan *c, u64 value)
 {
 	u64 acks;
 	u32 rest;
 
-	lockdep_assert_held(&k->ack_lock);
+	lockdep_assert_held(&c->ack_lock);
 	acks = div_u64_rem(value, K2U_CMD_MEMORY_COPIED, &rest);
 	if (rest) {
-		k->ack_bad_value = value;
+		c->ack_bad_value = value;
 		return;
 	}
-	if (!k2u_round_close_locked(k, false, 0))
+	if (!k2u_round_close_locked(c, false, 0))
 		acks--;
-	k->acks_late += acks;
+	c->acks_late += acks;
 }
 
 /* K2U_IOC_ACK (@by_id false) and K2U_IOC_ACK_ROUND. */
-int k2u_round_ack_ioctl(struct k2u *k, bool by_id, u32 id)
+int k2u_round_ack_ioctl(struct k2u_chan *c, bool by_id, u32 id)
 {
 	unsigned long irqflags;
 	int ret;
 
-	lockdep_assert_held(&k->lock);
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	ret = k2u_round_close_locked(k, by_id, id);
+	lockdep_assert_held(&c->lock);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	ret = k2u_round_close_locked(c, by_id, id);
 	if (ret)
-		k->acks_late++;
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
-	k2u_round_collect(k);
+		c->acks_late++;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	k2u_round_collect(c);
 	return ret;
 }
 
@@ -113,9 +134,9 @@ int k2u_round_ack_ioctl(struct k2u *k, bool by_id, u32 id)
  * there and the doorbell is skipped (the store, the full barrier, then the
  * load of listener_state pair with the listener's mirror image).
  */
-static void k2u_round_begin(struct k2u *k, bool log)
+static void k2u_round_begin(struct k2u_chan *c, bool log)
 {
-	struct k2u_ctrl *ctrl = k->ctrl;
+	struct k2u_ctrl *ctrl = c->ctrl;
 	unsigned long irqflags;
 	bool busy;
 
@@ -125,109 +146,126 @@ static void k2u_round_begin(struct k2u *k, bool log)
 	 * here again). Only this function opens rounds, under k2u.lock, so
 	 * the answer holds until the round below is opened.
 	 */
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	busy = k->round.open || k->round.closed;
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	busy = c->round.open || c->round.closed;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	if (busy)
 		return;
-	if (!k2u_post_has_room(k, K2U_CMD_MEMORY_READY)) {
-		pr_notice_ratelimited("event queue full: round skipped\n");
+	if (!k2u_post_has_room(c, K2U_CMD_MEMORY_READY)) {
+		pr_notice_ratelimited("%sevent queue full: round skipped\n",
+				      c->tag);
 		/* Back to back has no timer to try again: arm it. */
-		if (k->back_to_back && !hrtimer_active(&k->timer))
-			hrtimer_start(&k->timer, ns_to_ktime(k2u_period_ns()),
+		if (c->back_to_back && !hrtimer_active(&c->timer))
+			hrtimer_start(&c->timer, ns_to_ktime(k2u_period_ns(c)),
 				      HRTIMER_MODE_REL);
 		return;
 	}
 	if (log)
 		pr_info("Start monitoring for efd2...\n");
-	k2u_fill(k);
-	k->buffer_filled = true;
-	k->calculation_done = false;
-	k->log_round = log;
+	k2u_fill(c, c->rounds_published + 1);
+	c->buffer_filled = true;
+	c->calculation_done = false;
+	c->log_round = log;
 	/*
 	 * Open the round and publish its id in one ack_lock section: an ack
 	 * either comes before (and cannot close it) or after the round is
 	 * visible. In adaptive mode the control page shows every round, so
-	 * it counts as shown from its publish. Release: the filled buffer is
-	 * visible before the new sequence.
+	 * it counts as shown from its publish.
 	 */
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	k->round.id = ++k->rounds_published;
-	k->round.open = true;
-	k->round.shown = k->adaptive;
-	k->round.start_ns = ktime_get_ns();
-	smp_store_release(&ctrl->ready_seq, k->round.id);
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	WRITE_ONCE(ctrl->ready_len, c->buffer_size);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	c->round.id = ++c->rounds_published;
+	c->round.open = true;
+	c->round.shown = c->adaptive;
+	c->round.start_ns = ktime_get_ns();
+	/* Release: the buffer and ready_len are visible before the sequence. */
+	smp_store_release(&ctrl->ready_seq, c->round.id);
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	/* Pairs with the listener's barrier between ASLEEP and its re-read. */
 	smp_mb();
-	if (k->adaptive &&
+	if (c->adaptive &&
 	    READ_ONCE(ctrl->listener_state) == K2U_LISTENER_SPINNING)
 		WRITE_ONCE(ctrl->doorbells_skipped,
 			   READ_ONCE(ctrl->doorbells_skipped) + 1);
 	else
-		k2u_post(k, K2U_CMD_MEMORY_READY);
+		k2u_post(c, K2U_CMD_MEMORY_READY);
 	if (log)
 		pr_info("Buffer filled\n");
 }
 
 /* Whether a round is published and neither acked nor abandoned. */
-static bool k2u_round_outstanding(struct k2u *k)
+static bool k2u_round_outstanding(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 	bool open;
 
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	open = k->round.open;
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	open = c->round.open;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	return open;
 }
 
 static void k2u_round_work(struct work_struct *work)
 {
-	struct k2u *k = container_of(work, struct k2u, round_work);
+	struct k2u_chan *c = container_of(work, struct k2u_chan, round_work);
 	bool log;
 
-	mutex_lock(&k->lock);
-	if (!k->testing || !k2u_check_listener(k))
+	mutex_lock(&c->lock);
+	if (!c->testing || !k2u_check_listener(c))
 		goto out;
-	k2u_round_collect(k);
-	if (!k->testing)
+	k2u_round_collect(c);
+	if (!c->testing)
 		goto out;
-	log = __ratelimit(&k2u_round_log);
-	if (log && !k->back_to_back) {
+	log = k2u_round_logs(c);
+	if (log && !c->back_to_back) {
 		pr_info("Timer handler called\n");
 		pr_info("In handler: buffer_filled = %d, calculation_done = %d\n",
-			k->buffer_filled, k->calculation_done);
+			c->buffer_filled, c->calculation_done);
 	}
-	if (k2u_round_outstanding(k))
+	if (k2u_round_outstanding(c))
 		goto out;	/* the last round is still outstanding */
-	k2u_round_begin(k, log);
+	k2u_round_begin(c, log);
 out:
-	mutex_unlock(&k->lock);
+	mutex_unlock(&c->lock);
 }
 
-void k2u_round_init(struct k2u *k)
+void k2u_round_init(struct k2u_chan *c)
 {
-	INIT_WORK(&k->round_work, k2u_round_work);
-	k2u_hrtimer_setup(&k->timer, k2u_timer_fn);
+	INIT_WORK(&c->round_work, k2u_round_work);
+	k2u_hrtimer_setup(&c->timer, k2u_timer_fn);
 }
 
-void k2u_round_start(struct k2u *k)
+/*
+ * A channel going away: after this neither the timer nor a work item of
+ * @c runs. Call without c->lock, after k2u_detach(): with no test and no
+ * hooks nothing queues them or arms the timer again. The timer first, as
+ * it queues the round work.
+ */
+void k2u_round_cancel_sync(struct k2u_chan *c)
+{
+	hrtimer_cancel(&c->timer);
+	cancel_work_sync(&c->round_work);
+	cancel_work_sync(&c->ack_work);
+	cancel_work_sync(&c->post_work);
+	cancel_work_sync(&c->hup_work);
+}
+
+void k2u_round_start(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 
-	lockdep_assert_held(&k->lock);
-	k->testing = true;
-	k->buffer_filled = false;
-	k->calculation_done = false;
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	k2u_round_reset_locked(k);
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
-	k2u_stats_reset(&k->stats);
-	if (k->back_to_back)
-		queue_work(k->wq, &k->round_work);
+	lockdep_assert_held(&c->lock);
+	c->testing = true;
+	c->buffer_filled = false;
+	c->calculation_done = false;
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	k2u_round_reset_locked(c);
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	k2u_stats_reset(&c->stats);
+	if (c->back_to_back)
+		queue_work(c->wq, &c->round_work);
 	else
-		hrtimer_start(&k->timer, ns_to_ktime(k2u_period_ns()),
+		hrtimer_start(&c->timer, ns_to_ktime(k2u_period_ns(c)),
 			      HRTIMER_MODE_REL);
 }
 
@@ -235,28 +273,28 @@ void k2u_round_start(struct k2u *k)
  * Stop the timer. A round acked before this point still counts; one
  * still outstanding is abandoned: no later ack closes it.
  */
-void k2u_round_stop(struct k2u *k)
+void k2u_round_stop(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 
-	lockdep_assert_held(&k->lock);
-	if (!k->testing)
+	lockdep_assert_held(&c->lock);
+	if (!c->testing)
 		return;
-	hrtimer_cancel(&k->timer);
-	k->testing = false;
+	hrtimer_cancel(&c->timer);
+	c->testing = false;
 	/* Abandon first: an ack from here on finds no round to close. */
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	k->round.open = false;
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
-	k2u_round_collect(k);
-	k->buffer_filled = false;
-	k->calculation_done = false;
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	c->round.open = false;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	k2u_round_collect(c);
+	c->buffer_filled = false;
+	c->calculation_done = false;
 }
 
-u64 k2u_round_average(struct k2u *k)
+u64 k2u_round_average(struct k2u_chan *c)
 {
-	lockdep_assert_held(&k->lock);
-	return k->stats.count ? div64_u64(k->stats.total, k->stats.count) : 0;
+	lockdep_assert_held(&c->lock);
+	return c->stats.count ? div64_u64(c->stats.total, c->stats.count) : 0;
 }
 
 /*
@@ -264,38 +302,38 @@ u64 k2u_round_average(struct k2u *k)
  * into the log), report ignored acks, and in back-to-back mode start the
  * next round.
  */
-void k2u_round_collect(struct k2u *k)
+void k2u_round_collect(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 	u64 took, late, bad;
 	bool closed;
 
-	lockdep_assert_held(&k->lock);
-	spin_lock_irqsave(&k->ack_lock, irqflags);
-	closed = k->round.closed;
-	took = k->round.took_ns;
-	k->round.closed = false;
-	late = k->acks_late;
-	k->acks_late = 0;
-	bad = k->ack_bad_value;
-	k->ack_bad_value = 0;
-	spin_unlock_irqrestore(&k->ack_lock, irqflags);
+	lockdep_assert_held(&c->lock);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	closed = c->round.closed;
+	took = c->round.took_ns;
+	c->round.closed = false;
+	late = c->acks_late;
+	c->acks_late = 0;
+	bad = c->ack_bad_value;
+	c->ack_bad_value = 0;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 
 	if (bad)
-		pr_notice_ratelimited("unexpected value %llu on efd2 ignored\n",
-				      bad);
+		pr_notice_ratelimited("%sunexpected value %llu on efd2 ignored\n",
+				      c->tag, bad);
 	if (late)
-		pr_notice_ratelimited("%llu late ack(s) ignored: no shown round outstanding\n",
-				      late);
+		pr_notice_ratelimited("%s%llu late ack(s) ignored: no shown round outstanding\n",
+				      c->tag, late);
 	if (!closed)
 		return;
-	k2u_stats_add(&k->stats, took);
-	k->calculation_done = true;
-	if (k->log_round) {
+	k2u_stats_add(&c->stats, took);
+	c->calculation_done = true;
+	if (c->log_round) {
 		pr_info("Time to copy = %llu\n", took);
 		pr_info("Exit from __monitor_efd2\n");
 	}
 	/* A dead listener is detached by the next command or timer round. */
-	if (k->back_to_back && k->testing && k2u_listener_alive(k))
-		k2u_round_begin(k, __ratelimit(&k2u_round_log));
+	if (c->back_to_back && c->testing && k2u_listener_alive(c))
+		k2u_round_begin(c, k2u_round_logs(c));
 }

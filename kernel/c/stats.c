@@ -125,3 +125,18 @@ int k2u_histogram_show(const struct k2u_stats *st, char *buf)
 	}
 	return len;
 }
+
+/* The figures of K2U_IOC_CHANNEL_STATS: all 0 before the first round. */
+void k2u_stats_get(const struct k2u_stats *st, struct k2u_channel_stats *out)
+{
+	if (!st->count)
+		return;
+	out->count = st->count;
+	out->min_ns = st->min;
+	out->mean_ns = div64_u64(st->total, st->count);
+	out->p50_ns = k2u_stats_percentile(st, 500);
+	out->p90_ns = k2u_stats_percentile(st, 900);
+	out->p99_ns = k2u_stats_percentile(st, 990);
+	out->p999_ns = k2u_stats_percentile(st, 999);
+	out->max_ns = st->max;
+}

@@ -19,11 +19,12 @@ pub const DEFAULT_SUITES: &[&str] = &[
     "perf",
     "regress",
     "seedclient",
+    "channels",
     "fuzz",
 ];
 /// Default guest command of `initramfs`.
 pub const DEFAULT_RUN: &str =
-    "kern2usr-vmtest suite walkthrough badinput burst perf regress seedclient fuzz";
+    "kern2usr-vmtest suite walkthrough badinput burst perf regress seedclient channels fuzz";
 /// Guest command of `demo`.
 pub const DEMO_RUN: &str = "kern2usr-vmtest demo";
 
@@ -41,7 +42,7 @@ pub struct TestArgs {
     #[arg(long)]
     vm_only: bool,
     /// VM suite to run (repeatable; default: walkthrough badinput burst
-    /// perf regress seedclient fuzz).
+    /// perf regress seedclient channels fuzz).
     #[arg(long = "suite", value_name = "NAME")]
     suites: Vec<String>,
     /// Module implementation, the directory under kernel/ (repeatable;

@@ -3,6 +3,7 @@
 
 mod badinput;
 mod burst;
+mod channels;
 mod common;
 mod fuzz;
 mod guest;
@@ -63,6 +64,12 @@ enum Cmd {
     /// The fuzzer's listener role (internal).
     #[command(hide = true)]
     FuzzChild,
+    /// A channel's listener process of the `channels` suite (internal).
+    #[command(hide = true)]
+    ChannelChild(channels::ChildOpts),
+    /// Receive a channel's fd on stdin and try every operation (internal).
+    #[command(hide = true)]
+    ChannelIntruder,
     /// Hold two inheritable eventfds until killed (a listener for tests).
     HoldEventfds {
         /// Share them with a forked child (`sleep 3600`).
@@ -87,6 +94,8 @@ enum SuiteName {
     Regress,
     /// The 2017 client's exact calls (tests/seed-client).
     Seedclient,
+    /// Channels (issue 8): several at once, ownership, limits, group use.
+    Channels,
     /// All of the above.
     All,
 }
@@ -136,6 +145,7 @@ fn run(cli: Cli) -> Result<bool> {
                         SuiteName::Perf,
                         SuiteName::Regress,
                         SuiteName::Seedclient,
+                        SuiteName::Channels,
                         SuiteName::Fuzz,
                     ]),
                     other => expanded.push(other),
@@ -152,6 +162,9 @@ fn run(cli: Cli) -> Result<bool> {
                     SuiteName::Burst => harness::run_independent("burst", burst::TESTS, filter),
                     SuiteName::Perf => harness::run_independent("perf", perf::TESTS, filter),
                     SuiteName::Fuzz => fuzz_suite(),
+                    SuiteName::Channels => {
+                        harness::run_independent("channels", channels::TESTS, filter)
+                    }
                     SuiteName::Regress => {
                         harness::run_independent("regress", regress::TESTS, filter)
                     }
@@ -177,6 +190,8 @@ fn run(cli: Cli) -> Result<bool> {
             shrink_secs,
         }),
         Cmd::FuzzChild => fuzz::child::run(),
+        Cmd::ChannelChild(o) => channels::child_main(&o),
+        Cmd::ChannelIntruder => channels::intruder_main(),
         Cmd::HoldEventfds { fork } => holder::run(fork).map(|()| true),
         Cmd::List => {
             println!("walkthrough:");
@@ -189,6 +204,7 @@ fn run(cli: Cli) -> Result<bool> {
                 ("perf", perf::TESTS),
                 ("regress", regress::TESTS),
                 ("seedclient", seedclient::TESTS),
+                ("channels", channels::TESTS),
             ] {
                 println!("{suite}:");
                 for (name, _) in tests {
