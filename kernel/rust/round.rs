@@ -6,6 +6,7 @@
 //! (the `ready_seq` they publish); an ack closes only its own round.
 
 use kernel::{
+    alloc::Flags,
     impl_has_hr_timer,
     prelude::*,
     sync::{Arc, ArcBorrow},
@@ -41,12 +42,13 @@ pub(crate) struct Round {
 }
 
 impl Round {
-    pub(crate) fn new() -> Result<Self> {
+    /// `gfp`: the allocation flags of the channel's memory.
+    pub(crate) fn new(gfp: Flags) -> Result<Self> {
         Ok(Self {
             buffer_filled: false,
             calculation_done: false,
             log_round: false,
-            stats: Stats::new()?,
+            stats: Stats::new(gfp)?,
             timer: None,
             log: RateLimit::new("k2u_round_work", 1000, 20),
             skip_log: RateLimit::new("k2u_round_begin", 5000, 10),

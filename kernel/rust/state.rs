@@ -279,11 +279,17 @@ impl Channel {
     }
 
     /// A channel of `size` bytes (checked by the caller). A created
-    /// channel's pages are charged to the caller's memory cgroup.
+    /// channel's memory (buffer, control page, queue, state) is charged to
+    /// the caller's memory cgroup.
     pub(crate) fn new(cfg: Config, size: usize) -> Result<Arc<Self>> {
+        let gfp = if cfg.id == 0 {
+            GFP_KERNEL
+        } else {
+            GFP_KERNEL_ACCOUNT
+        };
         let mem = Memory::new(size, cfg.id)?;
-        let ring = KVVec::from_elem(Event::default(), QUEUE_LEN, GFP_KERNEL_ACCOUNT)?;
-        let round = Round::new()?;
+        let ring = KVVec::from_elem(Event::default(), QUEUE_LEN, gfp)?;
+        let round = Round::new(gfp)?;
         let wq = OwnedQueue::new(c"kern2usr")?;
         Arc::pin_init(
             try_pin_init!(Self {
@@ -314,7 +320,7 @@ impl Channel {
                 hup_work <- new_work!("kern2usr::hup_work"),
                 timer <- HrTimer::new(),
             }),
-            GFP_KERNEL,
+            gfp,
         )
     }
 
@@ -451,10 +457,12 @@ impl Registry {
             .iter()
             .position(|c| c.id() > chan.id())
             .unwrap_or(self.channels.len());
-        self.memory += chan.mem.size() as u64;
+        let size = chan.mem.size() as u64;
         self.channels
             .insert_within_capacity(at, chan)
-            .map_err(|_| ENOMEM)
+            .map_err(|_| ENOMEM)?;
+        self.memory += size;
+        Ok(())
     }
 
     /// Takes `chan` out.

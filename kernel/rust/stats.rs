@@ -4,7 +4,7 @@
 //! 3 % wide) plus count, min, max and sum; read through the `stats` and
 //! `histogram` parameters.
 
-use kernel::{fmt, prelude::*};
+use kernel::{alloc::Flags, fmt, prelude::*};
 
 use crate::abi::{self, hist_bucket, hist_bucket_low, HIST_BUCKETS, STATS_KEYS};
 
@@ -21,13 +21,13 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn new() -> Result<Self> {
+    pub(crate) fn new(gfp: Flags) -> Result<Self> {
         Ok(Self {
             count: 0,
             total: 0,
             min: u64::MAX,
             max: 0,
-            hist: KVec::from_elem(0, HIST_BUCKETS, GFP_KERNEL)?,
+            hist: KVec::from_elem(0, HIST_BUCKETS, gfp)?,
         })
     }
 
