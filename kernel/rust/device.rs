@@ -9,9 +9,9 @@ use kernel::{
     iov::IovIterDest,
     miscdevice::{MiscDevice, MiscDeviceRegistration},
     mm::virt::VmaNew,
-    new_mutex,
+    new_mutex, new_spinlock,
     prelude::*,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, SpinLock},
     transmute::{AsBytes, FromBytes},
     uaccess::{UserSlice, UserSliceReader, UserSliceWriter},
 };
@@ -56,12 +56,16 @@ const _: () = {
 #[pin_data]
 pub(crate) struct K2uFile {
     dev: Arc<Device>,
-    /// The file's channel (C's `file->private_data` channel). The mutex
-    /// serialises CREATE; every other operation takes a reference and lets
-    /// it go at once. Lock order: this, then the registry, then a
-    /// channel's mutex.
+    /// Serialises CREATE on this file. Lock order: this, then the
+    /// registry, then a channel's mutex.
     #[pin]
-    chan: Mutex<Option<Arc<Channel>>>,
+    create_lock: Mutex<()>,
+    /// The file's channel (C's `file->private_data` channel), set once by
+    /// CREATE. A leaf lock: operations take a reference and let it go at
+    /// once (mmap does so under the mm lock, which a channel's mutex
+    /// nests: `read()` copies out under it).
+    #[pin]
+    chan: SpinLock<Option<Arc<Channel>>>,
 }
 
 /// Who may reach the default channel through a file that is not a channel.
@@ -84,7 +88,8 @@ impl MiscDevice for K2uFile {
         KBox::try_pin_init(
             try_pin_init!(Self {
                 dev,
-                chan <- new_mutex!(None),
+                create_lock <- new_mutex!(()),
+                chan <- new_spinlock!(None),
             }),
             GFP_KERNEL,
         )
@@ -320,8 +325,8 @@ impl K2uFile {
         }
         let (mut reader, mut writer) = UserSlice::new(arg, size_of::<Create>()).reader_writer();
         let mut req: Create = reader.read()?;
-        let mut slot = self.chan.lock();
-        if let Some(chan) = &*slot {
+        let _create = self.create_lock.lock();
+        if let Some(chan) = self.own() {
             pr_notice!(
                 "CREATE refused: this file is channel {} already\n",
                 chan.id()
@@ -336,7 +341,7 @@ impl K2uFile {
             channel::release(&self.dev, chan);
             return Err(e);
         }
-        *slot = Some(chan);
+        *self.chan.lock() = Some(chan);
         Ok(0)
     }
 
