@@ -19,7 +19,7 @@ fn cmd_name(cmd: u32) -> &'static str {
 /// A write to `cur_cmd` (under the parameter lock).
 pub(crate) fn write(val: &CStr) -> Result {
     let dev = state::device().ok_or(ENODEV)?;
-    let mut k = Locked::new(&dev);
+    let mut k = Locked::new(&dev.default);
     if k.dead {
         return Err(ENODEV);
     }
@@ -37,7 +37,8 @@ impl Locked<'_> {
     fn refuse(&mut self, cmd: u32, err: Error, why: fmt::Arguments<'_>) -> Error {
         self.last_error.set(why);
         pr_notice!(
-            "command {} ({}) refused: {}\n",
+            "{}command {} ({}) refused: {}\n",
+            self.dev.tag(),
             cmd,
             cmd_name(cmd),
             self.last_error.as_bstr()
@@ -49,7 +50,12 @@ impl Locked<'_> {
     /// `<op> refused: <why>`, `why` kept in `last_error`.
     pub(crate) fn refuse_op(&mut self, op: &str, err: Error, why: fmt::Arguments<'_>) -> Error {
         self.last_error.set(why);
-        pr_notice!("{} refused: {}\n", op, self.last_error.as_bstr());
+        pr_notice!(
+            "{}{} refused: {}\n",
+            self.dev.tag(),
+            op,
+            self.last_error.as_bstr()
+        );
         err
     }
 
@@ -67,10 +73,24 @@ impl Locked<'_> {
         EINVAL
     }
 
+    /// `K2U_IOC_CHANNEL_CMD` on a created channel: command `cmd`, 2-5
+    /// only (the listener is attached at CREATE).
+    pub(crate) fn channel_cmd(&mut self, cmd: u32) -> Result {
+        if self.dead {
+            return Err(ENODEV);
+        }
+        if !(Code::Mmap.value()..=Code::ExitTest.value()).contains(&cmd) {
+            return Err(self.refuse(cmd, EINVAL, fmt!("not a channel command (valid: 2-5)")));
+        }
+        self.run(cmd)?;
+        self.last_error.clear();
+        Ok(())
+    }
+
     /// Runs command `cmd`.
     fn run(&mut self, cmd: u32) -> Result {
         let code = match Code::from_value(u64::from(cmd)) {
-            Some(Code::Find) => return self.find(),
+            Some(Code::Find) if self.dev.is_default() => return self.find(),
             Some(code @ (Code::Mmap | Code::StartTest | Code::StopTest | Code::ExitTest)) => code,
             _ => {
                 return Err(self.refuse(cmd, EINVAL, fmt!("unknown command {} (valid: 1-5)", cmd)))
@@ -102,22 +122,29 @@ impl Locked<'_> {
                 }
                 self.post(code, 0);
                 self.round_start();
-                pr_info!("Timer is started.\n");
+                // A created channel logs no accepted command.
+                if self.dev.is_default() {
+                    pr_info!("Timer is started.\n");
+                }
             }
             Code::StopTest => {
                 if !self.testing {
                     return Err(self.refuse(cmd, EPROTO, fmt!("test is not running")));
                 }
                 self.round_stop();
-                pr_info!("Timer is deleted.\n");
-                pr_info!("Avg copy time = {}\n", self.round_average());
+                if self.dev.is_default() {
+                    pr_info!("Timer is deleted.\n");
+                    pr_info!("Avg copy time = {}\n", self.round_average());
+                }
                 self.post(code, 0);
             }
             _ => {
                 // EXIT_TEST
                 if self.testing {
                     self.round_stop();
-                    pr_info!("Timer is deleted.\n");
+                    if self.dev.is_default() {
+                        pr_info!("Timer is deleted.\n");
+                    }
                 }
                 self.post(code, 0);
                 self.exit_sent = true;
@@ -130,15 +157,24 @@ impl Locked<'_> {
     /// room for their event.
     fn need_listener(&mut self, cmd: u32, code: Code) -> Result {
         self.listener_gone();
+        let default = self.dev.is_default();
         if self.link.is_none() {
-            return Err(self.refuse(cmd, EPROTO, fmt!("no listener: run FIND (1) first")));
+            return Err(if default {
+                self.refuse(cmd, EPROTO, fmt!("no listener: run FIND (1) first"))
+            } else {
+                self.refuse(cmd, EPROTO, fmt!("no listener: it has left the channel"))
+            });
         }
         if self.exit_sent {
-            return Err(self.refuse(
-                cmd,
-                EPROTO,
-                fmt!("listener was told to exit (5): run FIND (1) for a new one"),
-            ));
+            return Err(if default {
+                self.refuse(
+                    cmd,
+                    EPROTO,
+                    fmt!("listener was told to exit (5): run FIND (1) for a new one"),
+                )
+            } else {
+                self.refuse(cmd, EPROTO, fmt!("listener was told to exit (5)"))
+            });
         }
         if !self.has_room(code) {
             return Err(self.refuse(

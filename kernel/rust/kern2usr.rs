@@ -13,20 +13,35 @@
 //! refusals; `device.rs` the misc device (mmap, read, ioctl); `memory.rs`
 //! the data buffer and the control page; `link.rs` the listener's eventfds,
 //! event delivery and acks; `round.rs` the rounds and their timing;
-//! `stats.rs` the round-trip histogram; `state.rs` the shared state;
+//! `stats.rs` the round-trip histogram; `state.rs` the channel (`Channel`:
+//! the default one, id 0, and those `K2U_IOC_CREATE` makes) and the device
+//! (`Device`: the default channel and the registry of the others);
+//! `channel.rs` CREATE's checks and limits and a channel's end;
 //! `eventfd.rs` and `sys.rs` safe wrappers of C APIs that 7.3 has no Rust
 //! abstraction for.
 //!
-//! Locking, as in C: `Shared::inner` (a mutex) guards the state. The eventfd
+//! Lifetime: a channel is an `Arc<Channel>`. The default channel's
+//! references are the module's, the hooks' and the queued work's; a
+//! created channel's are its file's (`K2uFile::chan`), the registry's, the
+//! hooks' and the work's. The file's release stops it (`shutdown()`:
+//! timer cancelled, eventfds unhooked, its own workqueue drained), takes it
+//! out of the registry and drops the last reference, which frees it.
+//!
+//! Locking, as in C, per channel: `Channel::inner` (a mutex) guards the state. The eventfd
 //! wake-up callbacks run under the eventfd's wait-queue spinlock, so they
 //! never take the mutex: the efd2 callback consumes the acks and decides,
-//! under `Shared::ack` (a spinlock that also holds the outstanding round),
-//! which round they close; the EPOLLHUP callbacks set `Shared::hup`; both
+//! under `Channel::ack` (a spinlock that also holds the outstanding round),
+//! which round they close; the EPOLLHUP callbacks set `Channel::hup`; both
 //! queue a work item that does the rest under the mutex. The timer
 //! callback only queues work. Lock order: the module's parameter lock
 //! (held by the sysfs parameter callbacks), then the mutex, then an
-//! eventfd's wait-queue lock, then `Shared::ack`. The `DEVICE` lock that
-//! publishes the state is only held to take a reference.
+//! eventfd's wait-queue lock, then `Channel::ack`. Around it: a file's
+//! `create_lock`, then `Device::registry`, then a channel's mutex (CREATE,
+//! and the listing under the parameter lock); the file's channel slot, a
+//! channel's `listener` copy and the refusal rate limit are leaf spinlocks
+//! (mmap takes them under the mm lock, which `read()` and
+//! `K2U_IOC_READ_BUFFER` take under a channel's mutex). The `DEVICE` lock
+//! that publishes the state is only held to take a reference.
 
 use kernel::{
     bindings,
@@ -37,6 +52,7 @@ use kernel::{
 #[path = "../../abi/src/defs.rs"]
 pub mod abi;
 
+mod channel;
 mod cmd;
 mod device;
 mod eventfd;
@@ -75,7 +91,7 @@ impl kernel::InPlaceModule for Kern2usr {
         // Fields are initialised in this order: the device node comes last,
         // once everything it serves exists.
         try_pin_init!(Self {
-            dev: state::Published::new(state::Shared::new()?),
+            dev: state::Published::new(state::Device::new()?),
             miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: c"kern2usr",
             }),

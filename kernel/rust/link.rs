@@ -21,7 +21,7 @@ use crate::abi::{self, Code, Event};
 use crate::eventfd::{
     EventFd, EventFdFile, Hook, LockedEventFd, Unhook, WakeHandler, EPOLLHUP, EPOLLIN,
 };
-use crate::state::{Locked, Shared, ACK_WORK, HUP_WORK, QUEUE_LEN};
+use crate::state::{Channel, Locked, ACK_WORK, HUP_WORK, QUEUE_LEN};
 use crate::sys::PidRef;
 
 /// Bytes of one event record.
@@ -70,7 +70,7 @@ enum Role {
 /// device outlives the hook (the reference goes in `detach()`, under the
 /// mutex, never the last one).
 pub(crate) struct Waker {
-    dev: Arc<Shared>,
+    dev: Arc<Channel>,
     role: Role,
 }
 
@@ -100,17 +100,17 @@ impl WakeHandler for Waker {
                 value
             };
             if value != 0 {
-                let _ = dev.wq.enqueue::<Arc<Shared>, ACK_WORK>(dev.clone());
+                let _ = dev.wq.enqueue::<Arc<Channel>, ACK_WORK>(dev.clone());
             }
         }
         if events & EPOLLHUP != 0 {
             dev.hup.store(true, Release);
-            let _ = dev.wq.enqueue::<Arc<Shared>, HUP_WORK>(dev.clone());
+            let _ = dev.wq.enqueue::<Arc<Channel>, HUP_WORK>(dev.clone());
         }
     }
 }
 
-impl WorkItem<ACK_WORK> for Shared {
+impl WorkItem<ACK_WORK> for Channel {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
@@ -121,14 +121,14 @@ impl WorkItem<ACK_WORK> for Shared {
     }
 }
 
-impl WorkItem<HUP_WORK> for Shared {
+impl WorkItem<HUP_WORK> for Channel {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
         let mut k = Locked::new(&this);
         if k.link.is_some() && this.hup.xchg(false, Release) {
             k.detach();
-            pr_info!("listener closed its eventfd: detached\n");
+            pr_info!("{}listener closed its eventfd: detached\n", this.tag());
         }
     }
 }
@@ -186,13 +186,17 @@ impl Locked<'_> {
         }
         let pending = self.ring_count;
         let exit_sent = self.exit_sent;
+        let dev = self.dev;
         if let Some(link) = &mut self.link {
             // After EXIT_TEST the same eventfds attach afresh.
             if !exit_sent && efd.is(link.efd()) && efd2.is(link.efd2()) {
+                let old = dev.listener.lock().replace(pid.clone_ref());
+                drop(old);
                 link.pid = pid;
                 link.pid_nr = pid_nr;
                 pr_info!(
-                    "listener pid {} re-attached: {} pending events kept\n",
+                    "{}listener pid {} re-attached: {} pending events kept\n",
+                    dev.tag(),
                     pid_nr,
                     pending
                 );
@@ -203,7 +207,6 @@ impl Locked<'_> {
             }
         }
         self.detach();
-        let dev = self.dev;
         dev.hup.store(false, Release);
         let waker = |role| Waker {
             dev: dev.clone(),
@@ -213,6 +216,8 @@ impl Locked<'_> {
             .map_err(AttachError::Hook)?;
         let efd2 =
             Hook::install(efd2, waker(Role::Ack), Unhook::DrainCount).map_err(AttachError::Hook)?;
+        let old = dev.listener.lock().replace(pid.clone_ref());
+        drop(old);
         self.link = Some(Link {
             efd,
             efd2,
@@ -220,11 +225,14 @@ impl Locked<'_> {
             pid_nr,
         });
         self.next_seq = 1;
-        pr_info!(
-            "queue mode: codes are records read from {}; a client that reads codes from efd \
-             (the 2017 KernUsr) cannot follow them on this kernel\n",
-            abi::DEVICE_PATH
-        );
+        // A note for the seed's client, which only knows the default channel.
+        if dev.is_default() {
+            pr_info!(
+                "queue mode: codes are records read from {}; a client that reads codes from efd \
+                 (the 2017 KernUsr) cannot follow them on this kernel\n",
+                abi::DEVICE_PATH
+            );
+        }
         Ok(())
     }
 
@@ -250,6 +258,9 @@ impl Locked<'_> {
         self.round_stop();
         self.dev.ack.lock().reset();
         self.link = None;
+        // Dropped outside the spinlock (`put_pid()` may free).
+        let old = self.dev.listener.lock().take();
+        drop(old);
         self.mmap_sent = false;
         self.exit_sent = false;
         self.ring_head = 0;
@@ -269,7 +280,11 @@ impl Locked<'_> {
         }
         let pid_nr = link.pid_nr;
         self.detach();
-        pr_info!("listener pid {} exited: detached\n", pid_nr);
+        pr_info!(
+            "{}listener pid {} exited: detached\n",
+            self.dev.tag(),
+            pid_nr
+        );
         true
     }
 
@@ -319,7 +334,7 @@ impl Locked<'_> {
 /// `read()`: hands out records, oldest first; blocks for the first one
 /// unless `nonblock`.
 pub(crate) fn read_events(
-    dev: &Arc<Shared>,
+    dev: &Arc<Channel>,
     iov: &mut IovIterDest<'_>,
     nonblock: bool,
 ) -> Result<usize> {

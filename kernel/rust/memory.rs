@@ -20,38 +20,73 @@ use kernel::{
 };
 
 use crate::abi::{self, pattern_byte, Ctrl};
-use crate::state::{Locked, RateLimit};
+use crate::state::{Locked, RateLimit, Tag};
 use crate::sys;
 
 /// `vm_pgoff` of the control page.
 const CTRL_PGOFF: usize = (abi::CTRL_MMAP_OFFSET >> PAGE_SHIFT) as usize;
 
-/// The data buffer and the control page.
+/// Period of the default channel's pattern (`pattern_byte()`).
+const DEFAULT_MODULUS: usize = 255;
+// The two patterns are told apart by their period.
+const _: () = assert!(abi::CHANNEL_PATTERN_MODULUS as usize != DEFAULT_MODULUS);
+const _: () = assert!(pattern_byte(DEFAULT_MODULUS + 7) == 7);
+
+/// The data buffer and the control page of a channel.
 pub(crate) struct Memory {
     pages: KVec<Page>,
-    /// `pattern[i] = i % 255` for a page plus a period, so that page `n`'s
-    /// fill is the slice starting at `(n * PAGE_SIZE) % 255`.
+    /// `pattern[i] = i % modulus` for a page plus a period, so that the
+    /// fill of page `n` is the slice starting at `(n * PAGE_SIZE + shift)
+    /// % modulus`: the default channel's `i % 255` (shift 0), or a created
+    /// channel's `channel_pattern_byte()` (modulus 251, shifted by the
+    /// channel and the round).
     pattern: KVec<u8>,
+    /// 255 (the default channel) or `CHANNEL_PATTERN_MODULUS`.
+    modulus: usize,
+    /// `channel_pattern_byte()`'s offset of this channel, 0 for the default.
+    shift: usize,
     pub(crate) ctrl: CtrlPage,
 }
 
 impl Memory {
     /// `size` bytes (a multiple of the page size) of zeroed pages, and the
-    /// control page.
-    pub(crate) fn new(size: usize) -> Result<Self> {
+    /// control page, for channel `id`. A created channel's (`id` not 0)
+    /// are charged to the caller's memory cgroup (`GFP_KERNEL_ACCOUNT`).
+    pub(crate) fn new(size: usize, id: u32) -> Result<Self> {
         let count = size / PAGE_SIZE;
-        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        let gfp = if id == 0 {
+            GFP_KERNEL
+        } else {
+            GFP_KERNEL_ACCOUNT
+        };
+        let mut pages = KVec::with_capacity(count, gfp)?;
         for _ in 0..count {
-            pages.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, GFP_KERNEL)?;
+            pages.push(Page::alloc_page(gfp | __GFP_ZERO)?, gfp)?;
         }
-        let mut pattern = KVec::with_capacity(PAGE_SIZE + 255, GFP_KERNEL)?;
-        for i in 0..PAGE_SIZE + 255 {
-            pattern.push(pattern_byte(i), GFP_KERNEL)?;
+        let (modulus, shift) = if id == 0 {
+            (DEFAULT_MODULUS, 0)
+        } else {
+            // channel_pattern_byte(id, 0, 0): the channel's own offset.
+            (
+                abi::CHANNEL_PATTERN_MODULUS as usize,
+                usize::from(abi::channel_pattern_byte(id, 0, 0)),
+            )
+        };
+        let mut pattern = KVec::with_capacity(PAGE_SIZE + modulus, gfp)?;
+        for i in 0..PAGE_SIZE + modulus {
+            let byte = if id == 0 {
+                pattern_byte(i)
+            } else {
+                (i % modulus) as u8
+            };
+            pattern.push(byte, gfp)?;
         }
         Ok(Self {
             pages,
             pattern,
-            ctrl: CtrlPage(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?),
+            modulus,
+            shift,
+            ctrl: CtrlPage(Page::alloc_page(gfp | __GFP_ZERO)?),
         })
     }
 
@@ -60,16 +95,26 @@ impl Memory {
         self.pages.len() * PAGE_SIZE
     }
 
-    /// Writes the pattern (byte `i` = `i % 255`) into the whole buffer.
+    /// Writes round `round`'s pattern into the whole buffer: byte `i` is
+    /// `i % 255` on the default channel, `channel_pattern_byte(id, round,
+    /// i)` on channel `id`.
     ///
     /// Taking the lock guard serialises the fills, the only kernel writes.
-    pub(crate) fn fill(&self, _locked: &mut Locked<'_>) {
+    pub(crate) fn fill(&self, _locked: &mut Locked<'_>, round: u64) {
+        let modulus = self.modulus;
+        // Zero for the default channel (modulus 255, shift 0), whose
+        // pattern does not move with the round.
+        let start = if modulus == DEFAULT_MODULUS {
+            0
+        } else {
+            (self.shift + (round % modulus as u64) as usize) % modulus
+        };
         for (n, page) in self.pages.iter().enumerate() {
-            let Some(src) = self.pattern.get((n * PAGE_SIZE) % 255..) else {
+            let Some(src) = self.pattern.get((n * PAGE_SIZE + start) % modulus..) else {
                 continue;
             };
             // SAFETY: `src` is at least `PAGE_SIZE` bytes long (`pattern`
-            // holds a page and 255 more). The only kernel writer is this
+            // holds a page and `modulus` more, and it starts below `modulus`). The only kernel writer is this
             // function, serialised by the lock guard. User space may access
             // the page through its mapping concurrently: as with C's fill of
             // a vmalloc_user() buffer, that is the byte-wise race inherent
@@ -80,7 +125,8 @@ impl Memory {
 
     /// The `mmap` hook: the data buffer at offset 0, the control page at
     /// `CTRL_MMAP_OFFSET`, each at most its size long.
-    pub(crate) fn mmap(&self, vma: &VmaNew, log: &SpinLock<RateLimit>) -> Result {
+    /// Refusals are logged with `tag` (the channel's prefix).
+    pub(crate) fn mmap(&self, vma: &VmaNew, log: &SpinLock<RateLimit>, tag: Tag) -> Result {
         let len = vma.end() - vma.start();
         let pgoff = sys::vma_pgoff(vma);
         let pages: &[Page] = if pgoff == CTRL_PGOFF {
@@ -88,7 +134,8 @@ impl Memory {
         } else if pgoff != 0 {
             if log.lock().check() {
                 pr_info!(
-                    "mmap refused: offset {}, must be 0 (or the control page's)\n",
+                    "{}mmap refused: offset {}, must be 0 (or the control page's)\n",
+                    tag,
                     pgoff << PAGE_SHIFT
                 );
             }
@@ -99,7 +146,7 @@ impl Memory {
         let size = pages.len() * PAGE_SIZE;
         if len > size {
             if log.lock().check() {
-                pr_info!("mmap refused: length {} exceeds {}\n", len, size);
+                pr_info!("{}mmap refused: length {} exceeds {}\n", tag, len, size);
             }
             return Err(EINVAL);
         }
@@ -112,7 +159,7 @@ impl Memory {
         // VM_SHARED but VM_MAYSHARE), not by its protection.
         if pgoff == CTRL_PGOFF && vma.flags() & flags::MAYSHARE == 0 {
             if log.lock().check() {
-                pr_info!("mmap refused: the control page must be MAP_SHARED\n");
+                pr_info!("{}mmap refused: the control page must be MAP_SHARED\n", tag);
             }
             return Err(EINVAL);
         }
@@ -153,6 +200,7 @@ pub(crate) struct CtrlPage(Page);
 /// The control page's fields, for the length of one [`CtrlPage::with`] call.
 struct CtrlFields<'a> {
     ready_seq: &'a Atomic<u64>,
+    ready_len: &'a Atomic<u64>,
     listener_state: &'a Atomic<u32>,
     doorbells_skipped: &'a Atomic<u64>,
 }
@@ -164,12 +212,13 @@ impl CtrlPage {
         sys::with_page_mapped(&self.0, |addr| {
             let ctrl = addr.cast::<Ctrl>();
             // SAFETY: `addr` maps the whole page for this call, and a
-            // `Ctrl` (24 bytes, 8-aligned) fits at its start, so the field
+            // `Ctrl` (32 bytes, 8-aligned) fits at its start, so the field
             // pointers are valid and aligned. The kernel accesses them only
             // here, atomically; the listener uses atomic accesses as well.
             let fields = unsafe {
                 CtrlFields {
                     ready_seq: Atomic::from_ptr(&raw mut (*ctrl).ready_seq),
+                    ready_len: Atomic::from_ptr(&raw mut (*ctrl).ready_len),
                     listener_state: Atomic::from_ptr(&raw mut (*ctrl).listener_state),
                     doorbells_skipped: Atomic::from_ptr(&raw mut (*ctrl).doorbells_skipped),
                 }
@@ -178,10 +227,14 @@ impl CtrlPage {
         })
     }
 
-    /// Publishes round `id`: stores it in `ready_seq` (release: the filled
-    /// buffer is visible first).
-    pub(crate) fn store_ready_seq(&self, id: u64) {
-        self.with(|c| c.ready_seq.store(id, Release));
+    /// Publishes round `id` of `len` bytes: stores `ready_len`, then `id`
+    /// in `ready_seq` (release: the filled buffer and the length are
+    /// visible first).
+    pub(crate) fn store_ready_seq(&self, id: u64, len: u64) {
+        self.with(|c| {
+            c.ready_len.store(len, Relaxed);
+            c.ready_seq.store(id, Release);
+        });
     }
 
     /// After [`Self::store_ready_seq`]: a full barrier (pairs with the

@@ -18,12 +18,11 @@ use kernel::{
     prelude::*,
     str::{kstrtobool_bytes, Formatter},
     sync::atomic::{Atomic, Relaxed},
-    time::Delta,
 };
 
 use crate::abi::{self, param, EventMode};
 use crate::cmd;
-use crate::state::{self, Locked};
+use crate::state::{self, Channel, Locked};
 use crate::stats::Stats;
 use crate::sys;
 
@@ -36,6 +35,8 @@ static BUFFER_SIZE: Atomic<usize> = Atomic::new(abi::DEFAULT_BUFFER_SIZE as usiz
 /// Changed only while no test runs (under the device mutex once it exists).
 static BACK_TO_BACK: Atomic<bool> = Atomic::new(false);
 static ADAPTIVE: Atomic<bool> = Atomic::new(false);
+static MAX_CHANNELS: Atomic<u32> = Atomic::new(abi::DEFAULT_MAX_CHANNELS);
+static MAX_CHANNEL_MEMORY: Atomic<u64> = Atomic::new(abi::DEFAULT_MAX_CHANNEL_MEMORY);
 
 /// `usr_pid`, `usr_efd`, `usr_efd2`.
 pub(crate) fn usr() -> (i32, i32, i32) {
@@ -62,11 +63,6 @@ pub(crate) fn period_ms() -> u32 {
     PERIOD_MS.load(Relaxed)
 }
 
-/// The round period.
-pub(crate) fn period() -> Delta {
-    Delta::from_millis(i64::from(period_ms()))
-}
-
 pub(crate) fn buffer_size() -> usize {
     BUFFER_SIZE.load(Relaxed)
 }
@@ -77,6 +73,14 @@ pub(crate) fn back_to_back() -> bool {
 
 pub(crate) fn adaptive() -> bool {
     ADAPTIVE.load(Relaxed)
+}
+
+pub(crate) fn max_channels() -> u32 {
+    MAX_CHANNELS.load(Relaxed)
+}
+
+pub(crate) fn max_channel_memory() -> u64 {
+    MAX_CHANNEL_MEMORY.load(Relaxed)
 }
 
 /// The callbacks of one parameter.
@@ -188,6 +192,11 @@ module_params! {
     stats: StatsParam, 0o444,
         "Round trips of the current test: count, min, mean, p50, p90, p99, p99.9, max (ns)";
     histogram: Histogram, 0o444, "Round-trip histogram: low high count per non-empty bucket (ns)";
+    max_channels: MaxChannels, 0o644, "Most channels besides the default one (1-40, default 16)";
+    max_channel_memory: MaxChannelMemory, 0o644,
+        "Most buffer bytes of all channels besides the default one (default 64 MiB)";
+    channels: Channels, 0o444,
+        "Every channel: id name owner buffer_size mode pacing rounds p50_ns p99_ns";
 }
 
 // `module_param(buffer_size, ulong, 0444)` also emits its type.
@@ -210,6 +219,9 @@ const _: () = {
     assert!(sys::str_eq(param::LAST_ERROR, "last_error"));
     assert!(sys::str_eq(param::STATS, "stats"));
     assert!(sys::str_eq(param::HISTOGRAM, "histogram"));
+    assert!(sys::str_eq(param::MAX_CHANNELS, "max_channels"));
+    assert!(sys::str_eq(param::MAX_CHANNEL_MEMORY, "max_channel_memory"));
+    assert!(sys::str_eq(param::CHANNELS, "channels"));
 };
 
 /// `kstrtoint()` setter with a lower bound (C's `int_at_least_set()`).
@@ -300,7 +312,7 @@ fn set_mode_flag(val: &CStr, flag: &Atomic<bool>) -> Result {
         flag.store(v, Relaxed);
         return Ok(());
     };
-    let k = Locked::new(&dev);
+    let k = Locked::new(&dev.default);
     if k.testing {
         return Err(EBUSY);
     }
@@ -345,7 +357,7 @@ impl Param for LastError {
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
         match state::device() {
-            Some(dev) => f.write_fmt(fmt!("{}\n", Locked::new(&dev).last_error.as_bstr())),
+            Some(dev) => f.write_fmt(fmt!("{}\n", Locked::new(&dev.default).last_error.as_bstr())),
             None => f.write_str("\n"),
         }
     }
@@ -358,7 +370,7 @@ impl Param for StatsParam {
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
         match state::device() {
-            Some(dev) => Locked::new(&dev).round.stats.show(f),
+            Some(dev) => Locked::new(&dev.default).round.stats.show(f),
             None => Stats::show_empty(f),
         }
     }
@@ -371,10 +383,88 @@ impl Param for Histogram {
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
         match state::device() {
-            Some(dev) => Locked::new(&dev).round.stats.show_histogram(f),
+            Some(dev) => Locked::new(&dev.default).round.stats.show_histogram(f),
             None => Ok(()),
         }
     }
+}
+
+struct MaxChannels;
+impl Param for MaxChannels {
+    fn set(val: &CStr) -> Result {
+        match kstrtouint(val) {
+            Ok(v) if (1..=abi::MAX_CHANNELS_LIMIT).contains(&v) => {
+                MAX_CHANNELS.store(v, Relaxed);
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", max_channels()))
+    }
+}
+
+struct MaxChannelMemory;
+impl Param for MaxChannelMemory {
+    fn set(val: &CStr) -> Result {
+        match kstrtoull(val) {
+            Ok(v) if (PAGE_SIZE as u64..=abi::MAX_CHANNEL_MEMORY_LIMIT).contains(&v) => {
+                MAX_CHANNEL_MEMORY.store(v, Relaxed);
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", max_channel_memory()))
+    }
+}
+
+struct Channels;
+impl Param for Channels {
+    fn set(_val: &CStr) -> Result {
+        Err(EPERM)
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", abi::CHANNELS_HEADER))?;
+        let Some(dev) = state::device() else {
+            return Ok(());
+        };
+        channel_line(f, &dev.default)?;
+        let registry = dev.registry.lock();
+        for chan in registry.channels.iter() {
+            channel_line(f, chan)?;
+        }
+        Ok(())
+    }
+}
+
+/// One line of the `channels` listing (see `CHANNELS_HEADER`).
+fn channel_line(f: &mut Formatter<'_>, chan: &Channel) -> fmt::Result {
+    // The owner: a created channel's creator, the default channel's
+    // listener; 0 when there is none or the reader's namespace cannot see it.
+    let owner = match &chan.cfg.owner {
+        Some(owner) => owner.vnr(),
+        None => chan.listener.lock().as_ref().map_or(0, |l| l.vnr()),
+    };
+    let (rounds, p50, p99) = {
+        let k = chan.inner.lock();
+        let v = k.round.stats.values();
+        (v[0], v[3], v[5])
+    };
+    f.write_fmt(fmt!(
+        "{} {} {} {} {} {} {} {} {}\n",
+        chan.id(),
+        chan.name(),
+        owner,
+        chan.mem.size(),
+        EventMode::Queue.name(),
+        chan.pacing(),
+        rounds,
+        p50,
+        p99
+    ))
 }
 
 /// `kstrtoull(s, 0, &v)`, the kernel's own parser (as C's

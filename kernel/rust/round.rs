@@ -6,6 +6,7 @@
 //! (the `ready_seq` they publish); an ack closes only its own round.
 
 use kernel::{
+    alloc::Flags,
     impl_has_hr_timer,
     prelude::*,
     sync::{Arc, ArcBorrow},
@@ -20,8 +21,7 @@ use kernel::{
 };
 
 use crate::abi::Code;
-use crate::params;
-use crate::state::{Locked, RateLimit, Shared, ROUND_WORK};
+use crate::state::{Channel, Locked, RateLimit, ROUND_WORK};
 use crate::stats::Stats;
 
 /// The current test (part of the state under the mutex). Which round is
@@ -33,7 +33,7 @@ pub(crate) struct Round {
     log_round: bool,
     pub(crate) stats: Stats,
     /// The running timer; dropping the handle cancels it.
-    timer: Option<ArcHrTimerHandle<Shared>>,
+    timer: Option<ArcHrTimerHandle<Channel>>,
     /// Per-round lines: every round at the seed's pace, at most 20 a second.
     log: RateLimit,
     skip_log: RateLimit,
@@ -42,12 +42,13 @@ pub(crate) struct Round {
 }
 
 impl Round {
-    pub(crate) fn new() -> Result<Self> {
+    /// `gfp`: the allocation flags of the channel's memory.
+    pub(crate) fn new(gfp: Flags) -> Result<Self> {
         Ok(Self {
             buffer_filled: false,
             calculation_done: false,
             log_round: false,
-            stats: Stats::new()?,
+            stats: Stats::new(gfp)?,
             timer: None,
             log: RateLimit::new("k2u_round_work", 1000, 20),
             skip_log: RateLimit::new("k2u_round_begin", 5000, 10),
@@ -58,12 +59,12 @@ impl Round {
 }
 
 impl_has_hr_timer! {
-    impl HasHrTimer<Self> for Shared {
+    impl HasHrTimer<Self> for Channel {
         mode: RelativeMode<Monotonic>, field: self.timer
     }
 }
 
-impl HrTimerCallback for Shared {
+impl HrTimerCallback for Channel {
     type Pointer<'a> = Arc<Self>;
 
     /// Hard-interrupt context: queue the round's work, rearm.
@@ -71,12 +72,12 @@ impl HrTimerCallback for Shared {
         // Already queued is fine: the round is under way. (The reference
         // dropped on that path is never the last: the timer handle has one.)
         let _ = this.wq.enqueue::<Arc<Self>, ROUND_WORK>(this.into());
-        ctx.forward_now(params::period());
+        ctx.forward_now(this.period());
         HrTimerRestart::Restart
     }
 }
 
-impl WorkItem<ROUND_WORK> for Shared {
+impl WorkItem<ROUND_WORK> for Channel {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
@@ -95,8 +96,9 @@ impl Locked<'_> {
         if !self.testing {
             return;
         }
-        let log = self.round.log.check();
-        if log && !params::back_to_back() {
+        // The per-round lines are the default channel's only.
+        let log = self.dev.is_default() && self.round.log.check();
+        if log && !self.dev.back_to_back() {
             pr_info!("Timer handler called\n");
             pr_info!(
                 "In handler: buffer_filled = {}, calculation_done = {}\n",
@@ -126,32 +128,32 @@ impl Locked<'_> {
         }
         if !self.has_room(Code::MemoryReady) {
             if self.round.skip_log.check() {
-                pr_notice!("event queue full: round skipped\n");
+                pr_notice!("{}event queue full: round skipped\n", dev.tag());
             }
             // Back to back has no timer to try again: arm it.
-            if params::back_to_back() && self.round.timer.is_none() {
-                self.round.timer = Some(dev.clone().start(params::period()));
+            if dev.back_to_back() && self.round.timer.is_none() {
+                self.round.timer = Some(dev.clone().start(dev.period()));
             }
             return;
         }
         if log {
             pr_info!("Start monitoring for efd2...\n");
         }
-        dev.mem.fill(self);
+        let id = self.rounds.wrapping_add(1);
+        dev.mem.fill(self, id);
         self.round.buffer_filled = true;
         self.round.calculation_done = false;
         self.round.log_round = log;
-        self.rounds = self.rounds.wrapping_add(1);
-        let id = self.rounds;
+        self.rounds = id;
         // Open the round and publish its id in one ack-lock section: an
         // ack comes either before (and cannot close it) or after the round
         // is visible. In adaptive mode the control page shows every round,
         // so it counts as shown from its publish.
-        let adaptive = params::adaptive();
+        let adaptive = dev.adaptive();
         {
             let mut ack = dev.ack.lock();
             ack.open(id, adaptive);
-            dev.mem.ctrl.store_ready_seq(id);
+            dev.mem.ctrl.store_ready_seq(id, dev.mem.size() as u64);
         }
         if adaptive && dev.mem.ctrl.listener_spinning() {
             dev.mem.ctrl.count_skipped_doorbell();
@@ -171,10 +173,10 @@ impl Locked<'_> {
         self.dev.ack.lock().reset();
         self.round.stats.reset();
         let dev = self.dev;
-        if params::back_to_back() {
-            let _ = dev.wq.enqueue::<Arc<Shared>, ROUND_WORK>(dev.clone());
+        if dev.back_to_back() {
+            let _ = dev.wq.enqueue::<Arc<Channel>, ROUND_WORK>(dev.clone());
         } else {
-            self.round.timer = Some(dev.clone().start(params::period()));
+            self.round.timer = Some(dev.clone().start(dev.period()));
         }
     }
 
@@ -211,11 +213,16 @@ impl Locked<'_> {
                 core::mem::take(&mut ack.bad),
             )
         };
+        let tag = self.dev.tag();
         if bad != 0 && self.round.value_log.check() {
-            pr_notice!("unexpected value {} on efd2 ignored\n", bad);
+            pr_notice!("{}unexpected value {} on efd2 ignored\n", tag, bad);
         }
         if late != 0 && self.round.late_log.check() {
-            pr_notice!("{} late ack(s) ignored: no shown round outstanding\n", late);
+            pr_notice!(
+                "{}{} late ack(s) ignored: no shown round outstanding\n",
+                tag,
+                late
+            );
         }
         let Some(took) = took else {
             return;
@@ -228,8 +235,8 @@ impl Locked<'_> {
         }
         // A dead listener is detached by the next command or timer round.
         let alive = self.link.as_ref().is_some_and(|l| !l.exited());
-        if params::back_to_back() && self.testing && alive {
-            let log = self.round.log.check();
+        if self.dev.back_to_back() && self.testing && alive {
+            let log = self.dev.is_default() && self.round.log.check();
             self.round_begin(log);
         }
     }

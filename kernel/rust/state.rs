@@ -25,9 +25,9 @@ use crate::link::Link;
 use crate::memory::Memory;
 use crate::params;
 use crate::round::Round;
-use crate::sys::OwnedQueue;
+use crate::sys::{OwnedQueue, PidRef};
 
-/// Ids of the three work items of [`Shared`].
+/// Ids of the three work items of a [`Channel`].
 pub(crate) const ROUND_WORK: u64 = 1;
 pub(crate) const ACK_WORK: u64 = 2;
 pub(crate) const HUP_WORK: u64 = 3;
@@ -141,10 +141,59 @@ impl AckState {
     }
 }
 
-/// Everything the module shares: created at load, freed when the last
-/// reference (the module's, a file's, a parameter callback's) goes.
+/// What a channel is, fixed when it is made.
+pub(crate) struct Config {
+    /// 0: the default channel, driven by the parameters.
+    pub(crate) id: u32,
+    /// NUL-padded, valid characters only (checked at CREATE).
+    name: [u8; abi::CHANNEL_NAME_LEN],
+    /// Round period of a created channel (the default channel's is
+    /// `period_ms`).
+    period_ms: u32,
+    /// `CREATE_*` bits of a created channel.
+    flags: u32,
+    /// The creator's thread group; `None` for the default channel.
+    pub(crate) owner: Option<PidRef>,
+}
+
+impl Config {
+    /// The default channel's.
+    pub(crate) fn default_channel() -> Self {
+        Self {
+            id: 0,
+            name: [0; abi::CHANNEL_NAME_LEN],
+            period_ms: 0,
+            flags: 0,
+            owner: None,
+        }
+    }
+
+    /// A created channel's; `name` is checked already.
+    pub(crate) fn created(
+        id: u32,
+        name: [u8; abi::CHANNEL_NAME_LEN],
+        period_ms: u32,
+        flags: u32,
+        owner: PidRef,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            period_ms,
+            flags,
+            owner: Some(owner),
+        }
+    }
+}
+
+/// A channel (C's `struct k2u_channel`): the default one, made at load and
+/// freed at unload, or one a file made with `K2U_IOC_CREATE`, freed after
+/// that file's release. Shared by the file, the parameters, the work items
+/// and the callbacks: it goes when the last reference does.
 #[pin_data]
-pub(crate) struct Shared {
+pub(crate) struct Channel {
+    /// Its id, name, pacing and owner.
+    pub(crate) cfg: Config,
     /// The state that changes, under one mutex (C's `k2u.lock`).
     #[pin]
     pub(crate) inner: Mutex<Inner>,
@@ -155,35 +204,42 @@ pub(crate) struct Shared {
     /// efd2 callback and the ack ioctls, counted by the work items.
     #[pin]
     pub(crate) ack: SpinLockIrq<AckState>,
+    /// The listener's thread group, as `inner`'s link has it, for the
+    /// checks that cannot take the mutex (mmap runs under the mm lock,
+    /// which `K2U_IOC_READ_BUFFER` takes under the mutex).
+    #[pin]
+    pub(crate) listener: SpinLock<Option<PidRef>>,
     /// The listener closed efd or efd2 (C's `K2U_EV_HUP`).
     pub(crate) hup: Atomic<bool>,
-    /// The data buffer and the control page; fixed at load.
+    /// The data buffer and the control page; fixed at creation.
     pub(crate) mem: Memory,
     /// Rate limit of the `mmap refused` lines (mmap cannot take `inner`).
     #[pin]
     pub(crate) mmap_log: SpinLock<RateLimit>,
-    /// The module's workqueue; `ROUND_WORK`, `ACK_WORK`, `HUP_WORK` run on it.
+    /// The channel's workqueue; `ROUND_WORK`, `ACK_WORK`, `HUP_WORK` run on
+    /// it. Its own, so that draining it at the end waits for this
+    /// channel's work only.
     pub(crate) wq: OwnedQueue,
     #[pin]
-    pub(crate) round_work: Work<Shared, ROUND_WORK>,
+    pub(crate) round_work: Work<Channel, ROUND_WORK>,
     #[pin]
-    pub(crate) ack_work: Work<Shared, ACK_WORK>,
+    pub(crate) ack_work: Work<Channel, ACK_WORK>,
     #[pin]
-    pub(crate) hup_work: Work<Shared, HUP_WORK>,
+    pub(crate) hup_work: Work<Channel, HUP_WORK>,
     /// The round timer (unused with `back_to_back`).
     #[pin]
-    pub(crate) timer: HrTimer<Shared>,
+    pub(crate) timer: HrTimer<Channel>,
 }
 
 impl_has_work! {
-    impl HasWork<Self, ROUND_WORK> for Shared { self.round_work }
-    impl HasWork<Self, ACK_WORK> for Shared { self.ack_work }
-    impl HasWork<Self, HUP_WORK> for Shared { self.hup_work }
+    impl HasWork<Self, ROUND_WORK> for Channel { self.round_work }
+    impl HasWork<Self, ACK_WORK> for Channel { self.ack_work }
+    impl HasWork<Self, HUP_WORK> for Channel { self.hup_work }
 }
 
-/// The state under [`Shared::inner`].
+/// The state under [`Channel::inner`].
 pub(crate) struct Inner {
-    /// The module is going away.
+    /// The module is going away, or (a created channel) its file is.
     pub(crate) dead: bool,
     /// The attached listener: its two hooked eventfds.
     pub(crate) link: Option<Link>,
@@ -205,9 +261,9 @@ pub(crate) struct Inner {
     pub(crate) last_error: ErrorText,
 }
 
-impl Shared {
-    /// Allocates everything, as C's `k2u_init()` does before the device.
-    pub(crate) fn new() -> Result<Arc<Self>> {
+impl Channel {
+    /// The default channel, as C's `k2u_init()` makes it before the device.
+    pub(crate) fn new_default() -> Result<Arc<Self>> {
         let size = params::buffer_size();
         let max = abi::MAX_BUFFER_SIZE as usize;
         if size == 0 || size > max || size % kernel::page::PAGE_SIZE != 0 {
@@ -219,12 +275,25 @@ impl Shared {
             );
             return Err(EINVAL);
         }
-        let mem = Memory::new(size)?;
-        let ring = KVVec::from_elem(Event::default(), QUEUE_LEN, GFP_KERNEL)?;
-        let round = Round::new()?;
+        Self::new(Config::default_channel(), size)
+    }
+
+    /// A channel of `size` bytes (checked by the caller). A created
+    /// channel's memory (buffer, control page, queue, state) is charged to
+    /// the caller's memory cgroup.
+    pub(crate) fn new(cfg: Config, size: usize) -> Result<Arc<Self>> {
+        let gfp = if cfg.id == 0 {
+            GFP_KERNEL
+        } else {
+            GFP_KERNEL_ACCOUNT
+        };
+        let mem = Memory::new(size, cfg.id)?;
+        let ring = KVVec::from_elem(Event::default(), QUEUE_LEN, gfp)?;
+        let round = Round::new(gfp)?;
         let wq = OwnedQueue::new(c"kern2usr")?;
         Arc::pin_init(
             try_pin_init!(Self {
+                cfg,
                 inner <- new_mutex!(Inner {
                     dead: false,
                     link: None,
@@ -241,6 +310,7 @@ impl Shared {
                 }),
                 readq <- new_condvar!(),
                 ack <- new_spinlock_irq!(AckState::new()),
+                listener <- new_spinlock!(None),
                 hup: Atomic::new(false),
                 mem,
                 mmap_log <- new_spinlock!(RateLimit::new("k2u_mmap", 5000, 10)),
@@ -250,6 +320,189 @@ impl Shared {
                 hup_work <- new_work!("kern2usr::hup_work"),
                 timer <- HrTimer::new(),
             }),
+            gfp,
+        )
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.cfg.id
+    }
+
+    /// Whether this is the default channel (id 0).
+    pub(crate) fn is_default(&self) -> bool {
+        self.cfg.id == 0
+    }
+
+    /// Its name, `-` when empty (as the listing and the log show it).
+    pub(crate) fn name(&self) -> &BStr {
+        let len = self
+            .cfg
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.cfg.name.len());
+        match self.cfg.name.get(..len) {
+            Some(name) if !name.is_empty() => BStr::from_bytes(name),
+            _ => BStr::from_bytes(b"-"),
+        }
+    }
+
+    /// Round period in ms.
+    pub(crate) fn period_ms(&self) -> u32 {
+        if self.is_default() {
+            params::period_ms()
+        } else {
+            self.cfg.period_ms
+        }
+    }
+
+    /// Round period.
+    pub(crate) fn period(&self) -> Delta {
+        Delta::from_millis(i64::from(self.period_ms()))
+    }
+
+    /// The next round starts at the ack (no timer).
+    pub(crate) fn back_to_back(&self) -> bool {
+        if self.is_default() {
+            params::back_to_back()
+        } else {
+            self.cfg.flags & abi::CREATE_BACK_TO_BACK != 0
+        }
+    }
+
+    /// No doorbell while the listener spins.
+    pub(crate) fn adaptive(&self) -> bool {
+        if self.is_default() {
+            params::adaptive()
+        } else {
+            self.cfg.flags & abi::CREATE_ADAPTIVE != 0
+        }
+    }
+
+    /// The pacing as the listing names it.
+    pub(crate) fn pacing(&self) -> &'static str {
+        match (self.back_to_back(), self.adaptive()) {
+            (false, false) => "timer",
+            (false, true) => "timer+adaptive",
+            (true, false) => "b2b",
+            (true, true) => "b2b+adaptive",
+        }
+    }
+
+    /// Prefix of this channel's log lines: none for the default channel
+    /// (its lines are the seed's), `channel <id>: ` for the others.
+    pub(crate) fn tag(&self) -> Tag {
+        Tag(self.cfg.id)
+    }
+
+    /// Whether the current process is the listener.
+    pub(crate) fn is_listener(&self, me: &PidRef) -> bool {
+        self.listener.lock().as_ref().is_some_and(|l| l.same(me))
+    }
+
+    /// Stops the channel for good (module exit for the default channel,
+    /// the file's release for the others; C's `k2u_channel_stop()`): mark
+    /// dead, detach (stops the timer, unhooks the eventfds), wake readers,
+    /// and wait for the work items; none can be queued after this. Calling
+    /// it again does nothing more.
+    pub(crate) fn shutdown(self: &Arc<Self>) {
+        {
+            let mut k = Locked::new(self);
+            k.dead = true;
+            k.detach();
+        }
+        self.readq.notify_all();
+        self.wq.drain();
+    }
+}
+
+/// See [`Channel::tag`].
+pub(crate) struct Tag(u32);
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            Ok(())
+        } else {
+            f.write_fmt(fmt!("channel {}: ", self.0))
+        }
+    }
+}
+
+/// The channels made with `K2U_IOC_CREATE` (the default one is not here).
+pub(crate) struct Registry {
+    /// In id order.
+    pub(crate) channels: KVec<Arc<Channel>>,
+    /// Sum of their buffer sizes.
+    pub(crate) memory: u64,
+}
+
+impl Registry {
+    /// The smallest id not in use (1 and up).
+    pub(crate) fn free_id(&self) -> u32 {
+        let mut id = 1;
+        for c in self.channels.iter() {
+            if c.id() != id {
+                break;
+            }
+            id += 1;
+        }
+        id
+    }
+
+    /// Adds `chan`, keeping the id order.
+    pub(crate) fn insert(&mut self, chan: Arc<Channel>) -> Result {
+        let at = self
+            .channels
+            .iter()
+            .position(|c| c.id() > chan.id())
+            .unwrap_or(self.channels.len());
+        let size = chan.mem.size() as u64;
+        self.channels
+            .insert_within_capacity(at, chan)
+            .map_err(|_| ENOMEM)?;
+        self.memory += size;
+        Ok(())
+    }
+
+    /// Takes `chan` out.
+    pub(crate) fn remove(&mut self, chan: &Arc<Channel>) {
+        if let Some(at) = self.channels.iter().position(|c| Arc::ptr_eq(c, chan)) {
+            let _ = self.channels.remove(at);
+            self.memory = self.memory.saturating_sub(chan.mem.size() as u64);
+        }
+    }
+}
+
+/// The module's state: the default channel and the channel registry.
+#[pin_data]
+pub(crate) struct Device {
+    pub(crate) default: Arc<Channel>,
+    #[pin]
+    pub(crate) registry: Mutex<Registry>,
+    /// One limit for every ownership refusal line: 100 per 5 s.
+    #[pin]
+    perm_log: SpinLock<RateLimit>,
+}
+
+impl Device {
+    /// Whether an ownership refusal may be logged now.
+    pub(crate) fn perm_log(&self) -> bool {
+        self.perm_log.lock().check()
+    }
+
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        let default = Channel::new_default()?;
+        let channels = KVec::with_capacity(abi::MAX_CHANNELS_LIMIT as usize, GFP_KERNEL)?;
+        Arc::pin_init(
+            try_pin_init!(Self {
+                default,
+                registry <- new_mutex!(Registry {
+                    channels,
+                    memory: 0,
+                }),
+                perm_log <- new_spinlock!(RateLimit::new("k2u_may", 5000, 100)),
+            }),
             GFP_KERNEL,
         )
     }
@@ -258,13 +511,13 @@ impl Shared {
 /// The mutex held, with the [`Arc`] it belongs to (some steps need one:
 /// starting the timer, queueing work, hooking eventfds).
 pub(crate) struct Locked<'a> {
-    pub(crate) dev: &'a Arc<Shared>,
+    pub(crate) dev: &'a Arc<Channel>,
     guard: MutexGuard<'a, Inner>,
 }
 
 impl<'a> Locked<'a> {
     /// Locks `dev`'s state.
-    pub(crate) fn new(dev: &'a Arc<Shared>) -> Self {
+    pub(crate) fn new(dev: &'a Arc<Channel>) -> Self {
         Self {
             dev,
             guard: dev.inner.lock(),
@@ -295,7 +548,7 @@ impl DerefMut for Locked<'_> {
 kernel::sync::global_lock! {
     // SAFETY: `Published::new()` initialises it, once per load, before it
     // sets `DEVICE_READY`; nothing locks it before seeing `DEVICE_READY`.
-    unsafe(uninit) static DEVICE: Mutex<Option<Arc<Shared>>> = None;
+    unsafe(uninit) static DEVICE: Mutex<Option<Arc<Device>>> = None;
 }
 
 /// `DEVICE` is initialised. Parameters are parsed (and may be written in
@@ -305,7 +558,7 @@ static DEVICE_READY: Atomic<bool> = Atomic::new(false);
 
 /// The device, for the parameter callbacks and `open()`; `None` before init
 /// and from unload on.
-pub(crate) fn device() -> Option<Arc<Shared>> {
+pub(crate) fn device() -> Option<Arc<Device>> {
     if !DEVICE_READY.load(Acquire) {
         return None;
     }
@@ -314,11 +567,11 @@ pub(crate) fn device() -> Option<Arc<Shared>> {
 
 /// The module's reference on the device, published in `DEVICE` while it
 /// lives.
-pub(crate) struct Published(Arc<Shared>);
+pub(crate) struct Published(Arc<Device>);
 
 impl Published {
     /// Publishes `dev`.
-    pub(crate) fn new(dev: Arc<Shared>) -> Self {
+    pub(crate) fn new(dev: Arc<Device>) -> Self {
         if !DEVICE_READY.load(Relaxed) {
             // SAFETY: Module init is the only caller, once per load, and
             // `DEVICE_READY` is still unset: `DEVICE` is not initialised and
@@ -330,20 +583,13 @@ impl Published {
         Self(dev)
     }
 
-    /// Module exit (C's `k2u_exit()` up to the device): unpublish, mark
-    /// dead, detach (stops the timer, unhooks the eventfds), wake readers,
-    /// and wait for the work items; none can be queued after this. Calling
-    /// it again does nothing more.
+    /// Module exit (C's `k2u_exit()` up to the device): unpublish, then
+    /// stop the default channel. No other channel exists (each one's file
+    /// holds a module reference).
     pub(crate) fn shutdown(&self) {
         let old = DEVICE.lock().take();
         drop(old);
-        {
-            let mut k = Locked::new(&self.0);
-            k.dead = true;
-            k.detach();
-        }
-        self.0.readq.notify_all();
-        self.0.wq.drain();
+        self.0.default.shutdown();
     }
 }
 

@@ -4,7 +4,7 @@
 //! 3 % wide) plus count, min, max and sum; read through the `stats` and
 //! `histogram` parameters.
 
-use kernel::{fmt, prelude::*};
+use kernel::{alloc::Flags, fmt, prelude::*};
 
 use crate::abi::{self, hist_bucket, hist_bucket_low, HIST_BUCKETS, STATS_KEYS};
 
@@ -21,13 +21,13 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn new() -> Result<Self> {
+    pub(crate) fn new(gfp: Flags) -> Result<Self> {
         Ok(Self {
             count: 0,
             total: 0,
             min: u64::MAX,
             max: 0,
-            hist: KVec::from_elem(0, HIST_BUCKETS, GFP_KERNEL)?,
+            hist: KVec::from_elem(0, HIST_BUCKETS, gfp)?,
         })
     }
 
@@ -68,9 +68,10 @@ impl Stats {
         self.max
     }
 
-    /// The `stats` parameter: one `key value` line per [`STATS_KEYS`] entry.
-    pub(crate) fn show(&self, f: &mut impl fmt::Write) -> fmt::Result {
-        let values = if self.count == 0 {
+    /// The figures of [`STATS_KEYS`], in that order (all 0 before the
+    /// first round).
+    pub(crate) fn values(&self) -> [u64; STATS_KEYS.len()] {
+        if self.count == 0 {
             [0; STATS_KEYS.len()]
         } else {
             [
@@ -83,8 +84,12 @@ impl Stats {
                 self.percentile(999),
                 self.max,
             ]
-        };
-        for (key, value) in STATS_KEYS.iter().zip(values) {
+        }
+    }
+
+    /// The `stats` parameter: one `key value` line per [`STATS_KEYS`] entry.
+    pub(crate) fn show(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        for (key, value) in STATS_KEYS.iter().zip(self.values()) {
             f.write_fmt(fmt!("{} {}\n", key, value))?;
         }
         Ok(())

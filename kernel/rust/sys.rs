@@ -195,6 +195,41 @@ impl PidRef {
     }
 }
 
+impl PidRef {
+    /// The calling process' thread group.
+    pub(crate) fn current() -> Option<Self> {
+        Self::tgid_of(current!())
+    }
+
+    /// Another reference on the same `struct pid` (`get_pid()`).
+    pub(crate) fn clone_ref(&self) -> Self {
+        // SAFETY: By the type invariant `self.0` is a valid `struct pid` on
+        // which we own a reference, so its count is not zero and may be
+        // raised (what `get_pid()` does).
+        unsafe { bindings::refcount_inc(&raw mut (*self.0.as_ptr()).count) };
+        // INVARIANT: The reference taken above is the new value's.
+        Self(self.0)
+    }
+
+    /// Whether both are the same thread group.
+    pub(crate) fn same(&self, other: &PidRef) -> bool {
+        self.0 == other.0
+    }
+
+    /// The number the caller's pid namespace gives it (`pid_vnr()`); 0 if
+    /// it has none there.
+    pub(crate) fn vnr(&self) -> i32 {
+        // SAFETY: By the type invariant `self.0` is a valid `struct pid`.
+        unsafe { bindings::pid_vnr(self.0.as_ptr()) }
+    }
+}
+
+/// Whether the current task has `CAP_SYS_ADMIN` (`capable()`).
+pub(crate) fn capable_sys_admin() -> bool {
+    // SAFETY: `capable()` only checks the current task's credentials.
+    unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) }
+}
+
 impl Drop for PidRef {
     fn drop(&mut self) {
         // SAFETY: By the type invariant we own one reference; it is given

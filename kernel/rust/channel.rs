@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! Channels made by `K2U_IOC_CREATE`: their checks, limits, creation and
+//! end. Each is an `Arc<Channel>` held by its file (`K2uFile::chan`) and
+//! by the registry (`Device::registry`), which counts them against
+//! `max_channels` and `max_channel_memory` and lists them; the file's
+//! release ends it.
+
+use kernel::{
+    fmt,
+    fs::LocalFile,
+    page::PAGE_SIZE,
+    prelude::*,
+    str::BStr,
+    sync::{aref::ARef, Arc},
+};
+
+use crate::abi::{self, Create};
+use crate::eventfd::EventFdFile;
+use crate::link::AttachError;
+use crate::params;
+use crate::state::{Channel, Config, Device, Locked};
+use crate::sys::PidRef;
+
+/// Refuses CREATE with `err`: `CREATE refused: <why>`.
+fn refuse(err: Error, why: fmt::Arguments<'_>) -> Error {
+    pr_notice!("CREATE refused: {}\n", why);
+    err
+}
+
+/// Whether `b` may be part of a channel name.
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+/// Checks the name: up to `CHANNEL_NAME_LEN - 1` name bytes, then NULs
+/// only (EINVAL).
+fn check_name(name: &[u8; abi::CHANNEL_NAME_LEN]) -> Result {
+    let Some(len) = name.iter().position(|&b| b == 0) else {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "name {}: longer than {} bytes",
+                BStr::from_bytes(name),
+                abi::CHANNEL_NAME_LEN - 1
+            ),
+        ));
+    };
+    for (i, &b) in name.iter().enumerate() {
+        if i < len && !name_byte(b) {
+            return Err(refuse(
+                EINVAL,
+                fmt!("name byte {} {:#04x}: not in [A-Za-z0-9_.-]", i, b),
+            ));
+        }
+        if i > len && b != 0 {
+            return Err(refuse(
+                EINVAL,
+                fmt!("name byte {} {:#04x}: not NUL after the name's end", i, b),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the fields of `req` (EINVAL), in the order of PROTOCOL.md:
+/// `buffer_size`, `period_ms`, `flags`, `name`, `id`, `reserved`.
+fn check_fields(req: &Create) -> Result {
+    let attach = req.flags & abi::CREATE_ATTACH != 0;
+    let size = req.buffer_size;
+    if attach && size != 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!("buffer_size {}: must be 0 with K2U_CREATE_ATTACH", size),
+        ));
+    }
+    if !attach && (size == 0 || size > abi::MAX_BUFFER_SIZE || size % PAGE_SIZE as u64 != 0) {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "buffer_size {}: must be a multiple of {} from {} to {}",
+                size,
+                PAGE_SIZE,
+                PAGE_SIZE,
+                abi::MAX_BUFFER_SIZE
+            ),
+        ));
+    }
+    if attach && req.period_ms != 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "period_ms {}: must be 0 with K2U_CREATE_ATTACH",
+                req.period_ms
+            ),
+        ));
+    }
+    if req.period_ms > abi::MAX_PERIOD_MS {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "period_ms {}: above the maximum {}",
+                req.period_ms,
+                abi::MAX_PERIOD_MS
+            ),
+        ));
+    }
+    let unknown = req.flags & !abi::CREATE_FLAGS;
+    if unknown != 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!("flags {:#x}: unknown flag {:#x}", req.flags, unknown),
+        ));
+    }
+    check_name(&req.name)?;
+    if attach && req.name[0] == 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!("name -: K2U_CREATE_ATTACH needs a name"),
+        ));
+    }
+    if req.id != 0 {
+        return Err(refuse(EINVAL, fmt!("id {}: must be 0", req.id)));
+    }
+    if req.reserved != 0 {
+        return Err(refuse(EINVAL, fmt!("reserved {}: must be 0", req.reserved)));
+    }
+    Ok(())
+}
+
+/// One of the caller's eventfds, `which` (`efd` or `efd2`) for the log.
+fn caller_file(which: &str, fd: i32, pid: i32) -> Result<ARef<LocalFile>> {
+    // Negative fds become huge unsigned ones: EBADF, as C's fget().
+    LocalFile::fget(fd as u32).map_err(|_| {
+        refuse(
+            EBADF,
+            fmt!("{}={} is not an open fd of pid {}", which, fd, pid),
+        )
+    })
+}
+
+/// `K2U_IOC_CREATE` on a file that is no channel yet (the caller holds its
+/// slot): checks `req`, the caller's eventfds and the limits, makes the
+/// channel, attaches the caller as its listener and registers it.
+pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
+    check_fields(req)?;
+    let name = BStr::from_bytes(req.name.split(|&b| b == 0).next().unwrap_or_default());
+    if req.flags & abi::CREATE_ATTACH != 0 {
+        // This module has no kernel producers (see PROTOCOL.md).
+        return Err(refuse(
+            ENOENT,
+            fmt!("name {}: no producer channel has this name", name),
+        ));
+    }
+    let task = current!();
+    let pid = task.tgid_nr_ns(None);
+    let file = caller_file("efd", req.efd, pid)?;
+    let file2 = caller_file("efd2", req.efd2, pid)?;
+    let efd = EventFdFile::new(&file).map_err(|_| refuse(EINVAL, fmt!("efd is not an eventfd")))?;
+    let efd2 =
+        EventFdFile::new(&file2).map_err(|_| refuse(EINVAL, fmt!("efd2 is not an eventfd")))?;
+    if efd.same_eventfd(&efd2) {
+        return Err(refuse(EINVAL, fmt!("efd and efd2 are the same eventfd")));
+    }
+    let owner = PidRef::tgid_of(task).ok_or(ESRCH)?;
+    let listener = owner.clone_ref();
+    // A multiple of the page size up to MAX_BUFFER_SIZE: fits.
+    let size = req.buffer_size as usize;
+    let period_ms = if req.period_ms == 0 {
+        abi::DEFAULT_PERIOD_MS
+    } else {
+        req.period_ms
+    };
+
+    let mut reg = dev.registry.lock();
+    let max = params::max_channels();
+    let count = reg.channels.len();
+    if count >= max as usize {
+        return Err(refuse(
+            ENOSPC,
+            fmt!("{} channels exist (max_channels={})", count, max),
+        ));
+    }
+    let cap = params::max_channel_memory();
+    if reg.memory.saturating_add(size as u64) > cap {
+        return Err(refuse(
+            ENOSPC,
+            fmt!(
+                "{} more bytes would pass max_channel_memory={} ({} in use)",
+                size,
+                cap,
+                reg.memory
+            ),
+        ));
+    }
+    let id = reg.free_id();
+    let cfg = Config::created(id, req.name, period_ms, req.flags, owner);
+    let chan = Channel::new(cfg, size)
+        .map_err(|_| refuse(ENOMEM, fmt!("out of memory for {} bytes", size)))?;
+    let attached = Locked::new(&chan).attach(pid, listener, efd, efd2);
+    if let Err(e) = attached {
+        let err = match &e {
+            AttachError::Hook(err) => *err,
+            _ => EINVAL,
+        };
+        chan.shutdown();
+        return Err(e.refuse(|_, why| refuse(err, why)));
+    }
+    if let Err(e) = reg.insert(chan.clone()) {
+        chan.shutdown();
+        return Err(e);
+    }
+    drop(reg);
+    pr_info!(
+        "channel {} created: name={} size={} owner={}\n",
+        id,
+        chan.name(),
+        size,
+        pid
+    );
+    Ok(chan)
+}
+
+/// The end of a channel, at its file's release: stop it (timer, work,
+/// eventfds), unregister it, free it.
+pub(crate) fn release(dev: &Device, chan: Arc<Channel>) {
+    chan.shutdown();
+    dev.registry.lock().remove(&chan);
+    let id = chan.id();
+    // The last reference: the file's (the registry's went above, the
+    // eventfd hooks' and the work items' in `shutdown()`). Frees the pages.
+    drop(chan);
+    pr_info!("channel {} released\n", id);
+}
