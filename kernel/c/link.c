@@ -477,6 +477,45 @@ bool k2u_check_listener(struct k2u_chan *c)
 }
 
 /*
+ * References on both eventfds of a new listener, which must be two
+ * different eventfds. 0 or an errno, with the reason in @why.
+ */
+static int k2u_get_eventfds(struct file *efd_file, struct file *efd2_file,
+			    struct eventfd_ctx **efd, struct eventfd_ctx **efd2,
+			    char *why, size_t why_len)
+{
+	*efd = eventfd_ctx_fileget(efd_file);
+	if (IS_ERR(*efd)) {
+		snprintf(why, why_len, "efd is not an eventfd");
+		return PTR_ERR(*efd);
+	}
+	*efd2 = eventfd_ctx_fileget(efd2_file);
+	if (IS_ERR(*efd2)) {
+		snprintf(why, why_len, "efd2 is not an eventfd");
+		eventfd_ctx_put(*efd);
+		return PTR_ERR(*efd2);
+	}
+	if (*efd == *efd2) {
+		snprintf(why, why_len, "efd and efd2 are the same eventfd");
+		eventfd_ctx_put(*efd2);
+		eventfd_ctx_put(*efd);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Counter mode: a count already in efd would add up with a code. */
+static int k2u_check_efd_empty(struct file *efd_file, pid_t nr, char *why,
+			       size_t why_len)
+{
+	if (K2U_QUEUE_MODE || !(vfs_poll(efd_file, NULL) & EPOLLIN))
+		return 0;
+	snprintf(why, why_len,
+		 "efd of pid %d has a pending count: pass a fresh eventfd", nr);
+	return -EINVAL;
+}
+
+/*
  * The checks of a new listener's eventfds that need no channel (CREATE
  * runs them before it allocates one): both eventfds, not the same one,
  * and in counter mode an efd with nothing pending. 0 or an errno, with
@@ -486,30 +525,13 @@ int k2u_check_eventfds(struct file *efd_file, struct file *efd2_file,
 		       pid_t nr, char *why, size_t why_len)
 {
 	struct eventfd_ctx *efd, *efd2;
-	int ret = 0;
+	int ret;
 
-	efd = eventfd_ctx_fileget(efd_file);
-	if (IS_ERR(efd)) {
-		snprintf(why, why_len, "efd is not an eventfd");
-		return PTR_ERR(efd);
-	}
-	efd2 = eventfd_ctx_fileget(efd2_file);
-	if (IS_ERR(efd2)) {
-		snprintf(why, why_len, "efd2 is not an eventfd");
-		ret = PTR_ERR(efd2);
-		goto out_efd;
-	}
-	if (efd == efd2) {
-		snprintf(why, why_len, "efd and efd2 are the same eventfd");
-		ret = -EINVAL;
-	} else if (!K2U_QUEUE_MODE && (vfs_poll(efd_file, NULL) & EPOLLIN)) {
-		snprintf(why, why_len,
-			 "efd of pid %d has a pending count: pass a fresh eventfd",
-			 nr);
-		ret = -EINVAL;
-	}
+	ret = k2u_get_eventfds(efd_file, efd2_file, &efd, &efd2, why, why_len);
+	if (ret)
+		return ret;
+	ret = k2u_check_efd_empty(efd_file, nr, why, why_len);
 	eventfd_ctx_put(efd2);
-out_efd:
 	eventfd_ctx_put(efd);
 	return ret;
 }
@@ -529,22 +551,9 @@ int k2u_attach(struct k2u_chan *c, struct task_struct *task, struct file *efd_fi
 
 	lockdep_assert_held(&c->lock);
 	k2u_check_listener(c);
-	efd = eventfd_ctx_fileget(efd_file);
-	if (IS_ERR(efd)) {
-		snprintf(why, why_len, "efd is not an eventfd");
-		return PTR_ERR(efd);
-	}
-	efd2 = eventfd_ctx_fileget(efd2_file);
-	if (IS_ERR(efd2)) {
-		snprintf(why, why_len, "efd2 is not an eventfd");
-		ret = PTR_ERR(efd2);
-		goto out_efd;
-	}
-	ret = -EINVAL;
-	if (efd == efd2) {
-		snprintf(why, why_len, "efd and efd2 are the same eventfd");
-		goto out_efd2;
-	}
+	ret = k2u_get_eventfds(efd_file, efd2_file, &efd, &efd2, why, why_len);
+	if (ret)
+		return ret;
 	if (c->attached && !c->exit_sent && efd == c->efd.ctx &&
 	    efd2 == c->efd2.ctx) {
 		/* The same listener again: keep its events and its round. */
@@ -566,13 +575,9 @@ int k2u_attach(struct k2u_chan *c, struct task_struct *task, struct file *efd_fi
 		ret = -EBUSY;
 		goto out_efd2;
 	}
-	/* Counter mode: a count already in efd would add up with a code. */
-	if (!K2U_QUEUE_MODE && (vfs_poll(efd_file, NULL) & EPOLLIN)) {
-		snprintf(why, why_len,
-			 "efd of pid %d has a pending count: pass a fresh eventfd",
-			 nr);
+	ret = k2u_check_efd_empty(efd_file, nr, why, why_len);
+	if (ret)
 		goto out_efd2;
-	}
 
 	k2u_detach(c);
 	clear_bit(K2U_EV_HUP, &c->events);
@@ -600,7 +605,6 @@ err_hook:
 	c->efd2.ctx = NULL;
 out_efd2:
 	eventfd_ctx_put(efd2);
-out_efd:
 	eventfd_ctx_put(efd);
 	return ret;
 }
