@@ -7,8 +7,9 @@
 //!   `rust-version`, with the toolchain this machine has;
 //! - every package the workspace resolves to declares a `rust-version` no
 //!   newer than ours (a dependency cannot raise our minimum unnoticed);
-//! - when rustup has a toolchain of exactly that version, `cargo +V check`
-//!   builds the library with it (language features the lint cannot see).
+//! - when rustup has (or can install) a toolchain of exactly that
+//!   version, `rustup run V cargo check` builds the library with it
+//!   (language features the lint cannot see).
 
 use std::process::{Command, Stdio};
 
@@ -99,6 +100,15 @@ fn rustup_has(name: &str) -> bool {
         })
 }
 
+/// Ask rustup for the minimal profile of toolchain `name`; false when
+/// it cannot (no rustup, no network to its server).
+fn rustup_install(name: &str) -> bool {
+    let mut c = Command::new("rustup");
+    c.args(["toolchain", "install", name, "--profile", "minimal"]);
+    say(format!("host: {}", describe(&c)));
+    c.stdin(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
 /// Run the check; `Some(reason)` if it failed.
 pub fn check() -> Result<Option<String>> {
     let (ours, newer) = newer_dependencies()?;
@@ -137,10 +147,17 @@ pub fn check() -> Result<Option<String>> {
         )));
     }
 
-    if rustup_has(&ours_text) {
-        let mut c = cargo();
-        c.arg(format!("+{ours_text}"))
-            .args(["check", "-p", "kern2usr", "--all-features", "--quiet"])
+    if rustup_has(&ours_text) || rustup_install(&ours_text) {
+        // Through rustup: the cargo that runs xtask is a toolchain's own
+        // binary, which does not understand `+toolchain`.
+        let mut c = Command::new("rustup");
+        c.args(["run", &ours_text, "cargo", "check", "-p", "kern2usr"])
+            .args(["--all-features", "--quiet"])
+            // What the outer cargo set would pick the newer compiler.
+            .env_remove("RUSTC")
+            .env_remove("RUSTDOC")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
             .current_dir(repo_root());
         say(format!("host: {}", describe(&c)));
         let status = c
@@ -154,7 +171,7 @@ pub fn check() -> Result<Option<String>> {
         }
     } else {
         say(format!(
-            "host: no Rust {ours_text} toolchain in rustup: the build with it is skipped (the lint and the dependency check ran)"
+            "host: no Rust {ours_text} toolchain from rustup: the build with it is skipped (the lint and the dependency check ran)"
         ));
     }
     Ok(None)
