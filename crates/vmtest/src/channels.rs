@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use kern2usr::abi::{
-    channel_pattern_byte, ChannelStats, Code, Create, Event, EventMode, CHANNEL_NAME_LEN,
-    CREATE_ATTACH, CREATE_BACK_TO_BACK, CTRL_MMAP_OFFSET, DEVICE_NAME, PARAMS_DIR,
+    ChannelStats, Code, Create, Event, EventMode, CHANNEL_NAME_LEN, CREATE_ATTACH,
+    CREATE_BACK_TO_BACK, CTRL_MMAP_OFFSET, DEVICE_NAME, PARAMS_DIR,
 };
 use kern2usr::{
     Access, ChannelEntry, CtrlPage, Device, EventFd, Info, MappedBuffer, Pacing, Session,
@@ -24,6 +24,7 @@ use kern2usr::{
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
 
+use crate::common::check_round;
 use crate::guest::{self, timeout};
 use crate::harness::{Ctx, Test};
 
@@ -284,18 +285,6 @@ impl Maps {
     }
 }
 
-/// Check every byte of round `round` of channel `id`.
-fn check_bytes(id: u32, round: u64, data: &[u8]) -> Result<()> {
-    for (i, &b) in data.iter().enumerate() {
-        let want = channel_pattern_byte(id, round, i);
-        ensure!(
-            b == want,
-            "channel {id} round {round}: byte {i} is {b}, expected {want}"
-        );
-    }
-    Ok(())
-}
-
 /// Wait for MEMORY_READY, check the round's id, length and bytes, and ack
 /// it (by efd2 or by id). Returns the round id.
 fn take_round(
@@ -328,7 +317,7 @@ fn take_round(
         c.size
     );
     m.buf.copy_to_vec(data);
-    check_bytes(c.id, want_round, data)?;
+    check_round(c.id, want_round, data)?;
     if by_id {
         c.dev()
             .ack_round(u32::try_from(want_round & 0xffff_ffff)?)
@@ -1351,7 +1340,7 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
     c.expect(Code::MemoryReady, false)?;
     ensure!(m.ctrl.ready_seq() == 3);
     m.buf.copy_to_vec(&mut data);
-    check_bytes(id, 3, &data)?;
+    check_round(id, 3, &data)?;
     let mut copy = vec![0u8; 4096];
     c.dev().read_buffer(&mut copy)?;
     ensure!(copy == data, "READ_BUFFER differs from the mapping");

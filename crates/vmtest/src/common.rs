@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use kern2usr::abi::{param, Code, Event, SEED_DEVICE_PATH};
+use kern2usr::abi::{channel_pattern_byte, param, pattern_byte, Code, Event, SEED_DEVICE_PATH};
 use kern2usr::{Device, Error, EventFd, Session};
 use rustix::io::Errno;
 use rustix::process::getpid;
@@ -106,6 +106,23 @@ pub fn exit_listener(ctx: &mut Ctx, l: &mut ListenerProc) -> Result<()> {
     l.expect_clean_exit()?;
     ctx.klog
         .wait_for("listener closed its eventfd: detached", timeout())?;
+    Ok(())
+}
+
+/// Every byte of round `seq` of channel `id`: the default channel's
+/// pattern (id 0) or the channel's own.
+pub fn check_round(id: u32, seq: u64, data: &[u8]) -> Result<()> {
+    let want = |i: usize| match id {
+        0 => pattern_byte(i),
+        _ => channel_pattern_byte(id, seq, i),
+    };
+    if let Some((i, &got)) = data.iter().enumerate().find(|&(i, &b)| b != want(i)) {
+        bail!(
+            "channel {id} round {seq}: byte {i} of {} is {got:#04x}, expected {:#04x}",
+            data.len(),
+            want(i)
+        );
+    }
     Ok(())
 }
 

@@ -13,12 +13,13 @@ use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use kern2usr::abi::{channel_pattern_byte, param, pattern_byte, DEVICE_PATH};
+use kern2usr::abi::{param, DEVICE_PATH};
 use kern2usr::aio::AsyncChannel;
 use kern2usr::{Channel, ChannelKind, ChannelOptions, Command, Error, Event};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use crate::common::check_round;
 use crate::guest::{self, timeout};
 use crate::harness::{Ctx, Test};
 
@@ -75,23 +76,6 @@ fn drain(ch: &mut Channel, seen: &mut Seen) -> Result<()> {
             Event::Exit => seen.exit_seen = true,
             Event::Mmap | Event::Start => {}
         }
-    }
-    Ok(())
-}
-
-/// Every byte of round `seq` of channel `id`: the default channel's
-/// pattern (id 0) or the channel's own.
-fn check_round(id: u32, seq: u64, data: &[u8]) -> Result<()> {
-    let want = |i: usize| match id {
-        0 => pattern_byte(i),
-        _ => channel_pattern_byte(id, seq, i),
-    };
-    if let Some((i, &got)) = data.iter().enumerate().find(|&(i, &b)| b != want(i)) {
-        bail!(
-            "channel {id} round {seq}: byte {i} of {} is {got:#04x}, expected {:#04x}",
-            data.len(),
-            want(i)
-        );
     }
     Ok(())
 }
