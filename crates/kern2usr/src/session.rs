@@ -47,8 +47,23 @@ impl Session {
         Ok(Self::from_parts(efd, efd2, dev, mode))
     }
 
-    /// A session over eventfds and a device that are attached already.
-    pub(crate) fn from_parts(efd: EventFd, efd2: EventFd, dev: Device, mode: EventMode) -> Self {
+    /// A session over these eventfds and this device, attached already or
+    /// to be attached by the caller (through the parameters and FIND, or
+    /// [`Device::register`]); `mode` is the module's event mode
+    /// ([`Params::event_mode`]). The event sequence starts at 1. For tools
+    /// and tests that attach in ways [`Session::register`] does not.
+    ///
+    /// ```no_run
+    /// use std::os::fd::AsFd;
+    /// use kern2usr::{Device, EventFd, Params, Session};
+    ///
+    /// let (efd, efd2) = (EventFd::new()?, EventFd::new()?);
+    /// let dev = Device::open("/dev/kern2usr")?;
+    /// dev.register(efd.as_fd(), efd2.as_fd())?;
+    /// let s = Session::from_parts(efd, efd2, dev, Params::new().event_mode()?);
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
+    pub fn from_parts(efd: EventFd, efd2: EventFd, dev: Device, mode: EventMode) -> Self {
         Self {
             efd,
             efd2,

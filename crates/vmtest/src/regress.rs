@@ -134,7 +134,7 @@ fn reattach_keeps_pending(ctx: &mut Ctx) -> Result<()> {
     // And by REGISTER, with START pending.
     ctx.params.command(Code::StartTest)?;
     ctx.params.command(Code::StopTest)?;
-    l.dev.register(l.efd.as_fd(), l.efd2.as_fd())?;
+    l.dev().register(l.efd().as_fd(), l.efd2().as_fd())?;
     l.expect_code(Code::StartTest)?;
     l.expect_code(Code::StopTest)?;
     Ok(())
@@ -148,8 +148,8 @@ fn replace_with_pending_is_ebusy(ctx: &mut Ctx) -> Result<()> {
     let b = SelfListener::new(ctx)?;
     ctx.params.attach(
         rustix::process::getpid(),
-        b.efd.as_raw_fd(),
-        b.efd2.as_raw_fd(),
+        b.efd().as_raw_fd(),
+        b.efd2().as_raw_fd(),
     )?;
     let why = expect_refused(ctx, "1", Errno::BUSY)?;
     ensure!(
@@ -158,7 +158,7 @@ fn replace_with_pending_is_ebusy(ctx: &mut Ctx) -> Result<()> {
     );
     expect_errno(
         "REGISTER of other eventfds",
-        b.dev.register(b.efd.as_fd(), b.efd2.as_fd()),
+        b.dev().register(b.efd().as_fd(), b.efd2().as_fd()),
         Errno::BUSY,
     )?;
     a.expect_code(Code::Mmap)?;
@@ -181,7 +181,7 @@ fn late_acks_never_close_later_rounds(ctx: &mut Ctx) -> Result<()> {
             if code == u64::from(Code::MemoryReady.value()) {
                 // The behaviour under test: every ack comes DELAY late.
                 thread::sleep(DELAY);
-                l.efd2.write(7)?;
+                l.efd2().write(7)?;
             } else if code == u64::from(Code::ExitTest.value()) {
                 let _ = done_tx.send(());
                 return Ok(());
@@ -236,7 +236,7 @@ fn ack_round_ids(ctx: &mut Ctx) -> Result<()> {
     ctx.params.set_back_to_back(true)?;
     let mode = ctx.params.event_mode()?;
     let mut l = SelfListener::new(ctx)?;
-    let ctrl = l.dev.map_ctrl()?;
+    let ctrl = l.dev().map_ctrl()?;
     l.attach_by_params(ctx)?;
     map_and_start(ctx, &mut l)?;
     let id = next_round_id(&mut l, &ctrl, mode)?;
@@ -247,10 +247,10 @@ fn ack_round_ids(ctx: &mut Ctx) -> Result<()> {
     );
     expect_errno(
         "K2U_IOC_ACK_ROUND with another id",
-        l.dev.ack_round(id.wrapping_add(1)),
+        l.dev().ack_round(id.wrapping_add(1)),
         Errno::STALE,
     )?;
-    l.dev
+    l.dev()
         .ack_round(id)
         .context("K2U_IOC_ACK_ROUND with the round's id")?;
     ensure!(
@@ -264,12 +264,12 @@ fn ack_round_ids(ctx: &mut Ctx) -> Result<()> {
     );
     expect_errno(
         "K2U_IOC_ACK before the round's MEMORY_READY was read",
-        l.dev.ack(),
+        l.dev().ack(),
         Errno::STALE,
     )?;
     let id2 = next_round_id(&mut l, &ctrl, mode)?;
     ensure!(id2 == id + 1, "second round id {id2}, expected {}", id + 1);
-    l.dev
+    l.dev()
         .ack()
         .context("K2U_IOC_ACK once the round was shown")?;
     ensure!(
@@ -280,7 +280,7 @@ fn ack_round_ids(ctx: &mut Ctx) -> Result<()> {
     ctx.params.command(Code::StopTest)?;
     expect_errno(
         "K2U_IOC_ACK_ROUND after STOP (round abandoned)",
-        l.dev.ack_round(id3),
+        l.dev().ack_round(id3),
         Errno::PROTO,
     )?;
     ensure!(
@@ -297,7 +297,7 @@ fn two_acks_in_one_read(ctx: &mut Ctx) -> Result<()> {
     l.attach_by_params(ctx)?;
     map_and_start(ctx, &mut l)?;
     l.expect_code(Code::MemoryReady)?;
-    l.efd2.write(14)?;
+    l.efd2().write(14)?;
     ctx.klog.wait_for(
         "1 late ack(s) ignored: no shown round outstanding",
         timeout(),
@@ -308,7 +308,7 @@ fn two_acks_in_one_read(ctx: &mut Ctx) -> Result<()> {
         ctx.params.stats()?.count == 1,
         "14 did not close exactly one round"
     );
-    l.efd2.write(7)?;
+    l.efd2().write(7)?;
     l.expect_code(Code::MemoryReady)?;
     ctx.params.command(Code::StopTest)?;
     ensure!(ctx.params.stats()?.count == 2, "the next ack did not count");
@@ -322,7 +322,7 @@ fn stop_exit_with_full_queue(ctx: &mut Ctx) -> Result<()> {
     // No timer retry while the queue is full.
     ctx.params.set_period(Duration::from_secs(60))?;
     let mut l = SelfListener::new(ctx)?;
-    let ctrl = l.dev.map_ctrl()?;
+    let ctrl = l.dev().map_ctrl()?;
     l.attach_by_params(ctx)?;
     ctx.params.command(Code::Mmap)?;
     let before = ctrl.ready_seq();
@@ -340,7 +340,7 @@ fn stop_exit_with_full_queue(ctx: &mut Ctx) -> Result<()> {
     let mut rounds = 0u64;
     loop {
         let seq = ctrl.ready_seq();
-        l.dev.ack_round(seq as u32).context("ack by id")?;
+        l.dev().ack_round(seq as u32).context("ack by id")?;
         rounds += 1;
         if ctrl.ready_seq() == seq {
             break;
@@ -391,22 +391,22 @@ fn pending_count_at_find(ctx: &mut Ctx) -> Result<()> {
     loaded(ctx)?;
     let mode = ctx.params.event_mode()?;
     let mut l = SelfListener::new(ctx)?;
-    l.efd.write(1)?;
+    l.efd().write(1)?;
     ctx.params.attach(
         rustix::process::getpid(),
-        l.efd.as_raw_fd(),
-        l.efd2.as_raw_fd(),
+        l.efd().as_raw_fd(),
+        l.efd2().as_raw_fd(),
     )?;
     match mode {
         EventMode::Counter => {
             let why = expect_refused(ctx, "1", Errno::INVAL)?;
             ensure!(why.contains("has a pending count"), "reason {why:?}");
-            l.efd.read()?;
+            l.efd().read()?;
             l.attach_by_params(ctx)?;
         }
         EventMode::Queue => {
             l.attach_by_params(ctx)?;
-            l.efd.read()?;
+            l.efd().read()?;
         }
     }
     ctx.params.command(Code::Mmap)?;
@@ -423,8 +423,8 @@ fn semaphore_efd(ctx: &mut Ctx) -> Result<()> {
     match mode {
         EventMode::Counter => {
             // A semaphore read gives 1, not the code.
-            ensure!(l.efd.wait_readable(timeout())?, "no doorbell");
-            let got = l.efd.read()?;
+            ensure!(l.efd().wait_readable(timeout())?, "no doorbell");
+            let got = l.efd().read()?;
             ensure!(got == 1, "a semaphore eventfd read {got}");
             let line = ctx.klog.wait_for(
                 "listener refused: efd of pid <n> is not drained by read() (EFD_SEMAPHORE?): detached",
@@ -536,7 +536,7 @@ fn private_mapping(ctx: &mut Ctx) -> Result<()> {
             len,
             ProtFlags::READ | ProtFlags::WRITE,
             MapFlags::PRIVATE,
-            l.dev.as_fd(),
+            l.dev().as_fd(),
             0,
         )
     }
@@ -563,7 +563,7 @@ fn private_mapping(ctx: &mut Ctx) -> Result<()> {
         // SAFETY: within the mapping, which is writable and private.
         unsafe { bytes.write_volatile(0xAA) };
         let mut kernel = vec![0u8; len];
-        l.dev.read_buffer(&mut kernel)?;
+        l.dev().read_buffer(&mut kernel)?;
         ensure!(
             kernel[0] == 0 && kern2usr::device::first_pattern_mismatch(&kernel).is_none(),
             "the listener's write reached the kernel's buffer (byte 0 is {})",
@@ -585,7 +585,7 @@ fn private_mapping(ctx: &mut Ctx) -> Result<()> {
             4096,
             ProtFlags::READ,
             MapFlags::PRIVATE,
-            l.dev.as_fd(),
+            l.dev().as_fd(),
             CTRL_MMAP_OFFSET,
         )
     };
