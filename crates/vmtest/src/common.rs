@@ -234,6 +234,13 @@ impl SelfListener {
     /// The next delivered event: the record in queue mode (its sequence
     /// number checked), the code with seq and round 0 in counter mode.
     pub fn next_event(&mut self, timeout: Duration) -> Result<Event> {
+        self.event_within(timeout)?
+            .with_context(|| format!("no code delivered within {timeout:?}"))
+    }
+
+    /// As [`SelfListener::next_event`], `None` when none is delivered
+    /// within `timeout`.
+    pub fn event_within(&mut self, timeout: Duration) -> Result<Option<Event>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(ev) = self.pending.pop_front() {
@@ -244,22 +251,22 @@ impl SelfListener {
                     self.next_seq
                 );
                 self.next_seq += 1;
-                return Ok(ev);
+                return Ok(Some(ev));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !self.efd.wait_readable(left)? {
-                bail!("no code delivered within {timeout:?}");
+                return Ok(None);
             }
             let counter = self.efd.read()?;
             match self.mode {
                 EventMode::Counter => {
                     let code =
                         u32::try_from(counter).with_context(|| format!("efd read {counter}"))?;
-                    return Ok(Event {
+                    return Ok(Some(Event {
                         seq: 0,
                         code,
                         round: 0,
-                    });
+                    }));
                 }
                 EventMode::Queue => {
                     let mut v = Vec::new();
