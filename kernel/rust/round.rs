@@ -134,11 +134,10 @@ impl Locked<'_> {
                 None
             }
         };
-        if let Some(held) = held {
-            if let Some(id) = held {
-                self.note_lent(id);
-            }
-            return;
+        match held {
+            Some(Some(id)) => return self.note_lent(id),
+            Some(None) => return,
+            None => {}
         }
         if !self.has_room(Code::MemoryReady) {
             if self.round.skip_log.check() {
