@@ -78,6 +78,13 @@ struct k2u_round {
 	bool open;		/* published, neither closed nor abandoned */
 	bool shown;		/* its MEMORY_READY reached the listener */
 	bool closed;		/* closed by an ack, not yet counted */
+	/*
+	 * Published and not acked: the listener may hold a view of the
+	 * buffer, so nothing fills it. Outlives STOP's abandon (and START);
+	 * ended by the round's ack or the listener's detach.
+	 */
+	bool lent;
+	bool returned;		/* an ack ended an abandoned round's lend */
 };
 
 /* Prefix of a created channel's log lines: "channel <id>: ". */
@@ -141,6 +148,7 @@ struct k2u_chan {
 	bool log_round;			/* this round's lines are not rate-limited */
 	bool back_to_back;		/* next round right after the ack */
 	bool adaptive;			/* no doorbell while the listener spins */
+	bool lend_logged;		/* "still lent" said for this round */
 	struct k2u_stats stats;
 
 	char last_error[K2U_LAST_ERROR_LEN];

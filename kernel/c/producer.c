@@ -168,8 +168,13 @@ void *k2u_producer_reserve(struct k2u_channel *ch, size_t *size)
 	unsigned long irqflags;
 	bool busy;
 
+	/*
+	 * Not while the listener may hold a view: a round outstanding (lent),
+	 * or closed and not yet counted. A producer's channel has no STOP, so
+	 * no round of it is ever abandoned and left lent; a detach ends both.
+	 */
 	spin_lock_irqsave(&c->ack_lock, irqflags);
-	busy = c->round.open || c->round.closed;
+	busy = c->round.open || c->round.lent || c->round.closed;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	if (busy)
 		return ERR_PTR(-EBUSY);

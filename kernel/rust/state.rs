@@ -50,6 +50,12 @@ pub(crate) struct AckState {
     /// An ack closed it and the work has not counted it yet. No round is
     /// opened while this is set, so one close never overwrites another.
     pub(crate) closed: bool,
+    /// Published and not acked: the listener may hold a view of the
+    /// buffer, so nothing fills it. Outlives STOP's abandon (and START);
+    /// ended by the round's ack or the listener's detach.
+    pub(crate) lent: bool,
+    /// An ack ended an abandoned round's lend; the work has not looked.
+    returned: bool,
     /// The round's id: the `ready_seq` it published.
     id: u64,
     /// When it was opened and published: the round trip starts here.
@@ -68,6 +74,8 @@ impl AckState {
             open: false,
             shown: false,
             closed: false,
+            lent: false,
+            returned: false,
             id: 0,
             start: None,
             took: 0,
@@ -76,22 +84,46 @@ impl AckState {
         }
     }
 
-    /// Forgets the round (a new test, or the listener left).
+    /// Forgets the round, its lend included (the listener left).
     pub(crate) fn reset(&mut self) {
         *self = Self::new();
+    }
+
+    /// A new test (C's `k2u_round_start()`): a round the last STOP
+    /// abandoned keeps the buffer lent (its id and whether it was shown
+    /// stay), so the first round waits for its ack.
+    pub(crate) fn new_test(&mut self) {
+        self.open = false;
+        self.closed = false;
+        self.late = 0;
+        self.bad = 0;
+    }
+
+    /// A round is due but the buffer is lent for a round STOP abandoned:
+    /// its id.
+    pub(crate) fn held_for(&self) -> Option<u64> {
+        (self.lent && !self.open).then_some(self.id)
+    }
+
+    /// An ack ended an abandoned round's lend since the last look.
+    pub(crate) fn take_returned(&mut self) -> bool {
+        core::mem::replace(&mut self.returned, false)
     }
 
     /// Opens round `id`, shown already or not; the time starts now.
     pub(crate) fn open(&mut self, id: u64, shown: bool) {
         self.open = true;
+        self.lent = true;
+        self.returned = false;
         self.shown = shown;
         self.id = id;
         self.start = Some(Instant::now());
     }
 
     /// The MEMORY_READY record of round `round` (low 32 bits) was read.
+    /// A round STOP abandoned is still lent: its record may be read later.
     pub(crate) fn shown(&mut self, round: u32) {
-        if self.open && self.id as u32 == round {
+        if (self.open || self.lent) && self.id as u32 == round {
             self.shown = true;
         }
     }
@@ -103,15 +135,21 @@ impl AckState {
 
     /// Closes the outstanding round now: a plain ack (`round` `None`, 7 on
     /// efd2 or `K2U_IOC_ACK`) needs it shown, an ack by id the id. EPROTO:
-    /// no round outstanding; ESTALE: not this ack's round.
+    /// no round outstanding; ESTALE: not this ack's round. An ack that
+    /// would close a round STOP abandoned ends its lend instead, and is
+    /// refused (EPROTO) as any ack with no round outstanding.
     pub(crate) fn close(&mut self, round: Option<u32>) -> Result {
-        if !self.open {
-            return Err(EPROTO);
-        }
         let mine = match round {
             Some(id) => self.id as u32 == id,
             None => self.shown,
         };
+        if !self.open {
+            if self.lent && mine {
+                self.lent = false;
+                self.returned = true;
+            }
+            return Err(EPROTO);
+        }
         if !mine {
             return Err(ESTALE);
         }
@@ -120,6 +158,7 @@ impl AckState {
             .map_or(0, |start| (Instant::<Monotonic>::now() - start).as_nanos());
         self.took = u64::try_from(took).unwrap_or(0);
         self.open = false;
+        self.lent = false;
         self.closed = true;
         Ok(())
     }

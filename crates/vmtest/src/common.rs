@@ -256,17 +256,24 @@ impl SelfListener {
     /// The next delivered event: the record in queue mode (its sequence
     /// number checked), the code with seq and round 0 in counter mode.
     pub fn next_event(&mut self, timeout: Duration) -> Result<Event> {
+        self.event_within(timeout)?
+            .with_context(|| format!("no code delivered within {timeout:?}"))
+    }
+
+    /// As [`SelfListener::next_event`], `None` when none is delivered
+    /// within `timeout`.
+    pub fn event_within(&mut self, timeout: Duration) -> Result<Option<Event>> {
         match self.session.next_record(timeout)? {
-            Some((_, Some(ev))) => Ok(ev),
+            Some((_, Some(ev))) => Ok(Some(ev)),
             Some((counter, None)) => {
                 let code = u32::try_from(counter).with_context(|| format!("efd read {counter}"))?;
-                Ok(Event {
+                Ok(Some(Event {
                     seq: 0,
                     code,
                     round: 0,
-                })
+                }))
             }
-            None => bail!("no code delivered within {timeout:?}"),
+            None => Ok(None),
         }
     }
 

@@ -71,7 +71,8 @@ void k2u_producer_destroy(struct k2u_channel *ch);
  *
  * Context: any context but hard irq.
  * Return: the buffer (vmapped kernel memory), or ERR_PTR(-EBUSY) while a
- * round is outstanding.
+ * round is outstanding: the buffer is lent to the listener from the publish
+ * to the ack (or the listener's detach), and nothing may write it then.
  */
 void *k2u_producer_reserve(struct k2u_channel *ch, size_t *size);
 
