@@ -409,5 +409,8 @@ void k2u_producer_listener_release(struct k2u_chan *c, struct file *filp)
 	put_pid(owner);
 	if (mine)
 		pr_info("channel %u: listener left\n", c->id);
+	else
+		pr_info("channel %u: a file its exited listener left behind is closed\n",
+			c->id);
 	kref_put(&c->ref, k2u_producer_free);
 }
