@@ -1810,6 +1810,17 @@ fn stalled_read_buffer(ctx: &mut Ctx) -> Result<()> {
     c.run(Code::StartTest)?;
     let mut data = Vec::new();
     let mut round = take_round(&mut c, &m, 1, false, &mut data)?;
+    // Its ack is counted by a work item: wait for it, so that the listing
+    // read during the stall has a known count.
+    let deadline = Instant::now() + timeout();
+    while c.stats()?.count < 1 {
+        ensure!(
+            Instant::now() < deadline,
+            "round 1's ack not counted within {:?}",
+            timeout()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let Some(mut stall) = crate::uffd::StallRange::new(SIZE, CHUNK)? else {
         c.run(Code::StopTest)?;
         let mut copy = vec![0u8; SIZE];
