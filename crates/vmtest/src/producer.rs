@@ -533,6 +533,8 @@ fn orphaned_listener_file(ctx: &mut Ctx) -> Result<()> {
                 // and leaves with _exit.
                 let c_pid = unsafe { libc::fork() };
                 if c_pid == 0 {
+                    // Only L writes the report: the test reads it to EOF.
+                    drop(out);
                     let mut hold = hold_rd;
                     let mut b = [0u8; 1];
                     let _ = hold.read(&mut b);
