@@ -16,7 +16,6 @@ use kernel::{
         barrier::{smp_mb, Full},
         SpinLock,
     },
-    uaccess::UserPtr,
 };
 
 use crate::abi::{self, pattern_byte, Ctrl};
@@ -173,24 +172,25 @@ impl Memory {
         Ok(())
     }
 
-    /// `K2U_IOC_READ_BUFFER`: copies `len` bytes (at most the buffer) to
-    /// user address `to`; returns the bytes copied.
+    /// `K2U_IOC_READ_BUFFER`'s step under the mutex: copies the buffer's
+    /// bytes from `offset` on into `dst` (kernel memory; as many as fit,
+    /// up to the buffer's end). Returns the bytes copied.
     ///
     /// Taking the lock guard keeps [`Self::fill`] (a back-to-back round
     /// may start in an ack's work item) from writing the pages meanwhile.
-    pub(crate) fn copy_to_user(&self, _locked: &Locked<'_>, to: u64, len: u64) -> Result<usize> {
-        let len = usize::try_from(len).unwrap_or(usize::MAX).min(self.size());
-        let to = UserPtr::from_addr(to as usize);
+    pub(crate) fn copy_out(&self, _locked: &Locked<'_>, offset: usize, dst: &mut [u8]) -> usize {
         let mut done = 0;
-        for page in self.pages.iter() {
-            if done == len {
+        while done < dst.len() {
+            let at = offset + done;
+            let Some(page) = self.pages.get(at / PAGE_SIZE) else {
                 break;
-            }
-            let chunk = (len - done).min(PAGE_SIZE);
-            sys::copy_page_to_user(page, to.wrapping_byte_add(done), chunk)?;
-            done += chunk;
+            };
+            let in_page = at % PAGE_SIZE;
+            let n = (dst.len() - done).min(PAGE_SIZE - in_page);
+            sys::copy_from_page(page, in_page, &mut dst[done..done + n]);
+            done += n;
         }
-        Ok(len)
+        done
     }
 }
 

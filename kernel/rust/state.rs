@@ -25,6 +25,7 @@ use crate::link::Link;
 use crate::memory::Memory;
 use crate::params;
 use crate::round::Round;
+use crate::stats::Stats;
 use crate::sys::{OwnedQueue, PidRef};
 
 /// Ids of the three work items of a [`Channel`].
@@ -252,6 +253,9 @@ pub(crate) struct Channel {
     pub(crate) hup: Atomic<bool>,
     /// The data buffer and the control page; fixed at creation.
     pub(crate) mem: Memory,
+    /// The round-trip statistics (a handle on the figures `inner`'s round
+    /// adds to): readers take their spinlock, never `inner`.
+    pub(crate) stats: Stats,
     /// Rate limit of the `mmap refused` lines (mmap cannot take `inner`).
     #[pin]
     pub(crate) mmap_log: SpinLock<RateLimit>,
@@ -294,6 +298,13 @@ pub(crate) struct Inner {
     pub(crate) ring: KVVec<Event>,
     pub(crate) ring_head: usize,
     pub(crate) ring_count: usize,
+    /// One more each time the ring is emptied whole (a detach): a reader
+    /// that copied records out without the mutex takes them off only if
+    /// the ring is still the one it copied them from.
+    pub(crate) ring_epoch: u64,
+    /// A `read()` is copying records out (without the mutex); other
+    /// readers wait for it (or, non-blocking, get EAGAIN).
+    pub(crate) reading: bool,
     /// The current test.
     pub(crate) round: Round,
     /// Why the last refused command was refused.
@@ -329,6 +340,7 @@ impl Channel {
         let mem = Memory::new(size, cfg.id)?;
         let ring = KVVec::from_elem(Event::default(), QUEUE_LEN, gfp)?;
         let round = Round::new(gfp)?;
+        let stats = round.stats.clone();
         let wq = OwnedQueue::new(c"kern2usr")?;
         Arc::pin_init(
             try_pin_init!(Self {
@@ -344,6 +356,8 @@ impl Channel {
                     ring,
                     ring_head: 0,
                     ring_count: 0,
+                    ring_epoch: 0,
+                    reading: false,
                     round,
                     last_error: ErrorText::new(),
                 }),
@@ -352,6 +366,7 @@ impl Channel {
                 listener <- new_spinlock!(None),
                 hup: Atomic::new(false),
                 mem,
+                stats,
                 mmap_log <- new_spinlock!(RateLimit::new("k2u_mmap", 5000, 10)),
                 wq,
                 round_work <- new_work!("kern2usr::round_work"),

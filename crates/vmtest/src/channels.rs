@@ -58,6 +58,10 @@ pub const TESTS: &[Test] = &[
         "figures: memory per channel, rounds/s with 1, 2, 4 and 8 channels at once",
         figures,
     ),
+    (
+        "a READ_BUFFER stalled on its destination (userfaultfd) holds up neither the listing nor the channel's rounds and acks; its bytes are one round's",
+        stalled_read_buffer,
+    ),
 ];
 
 /// The node every channel test opens (devtmpfs makes it).
@@ -75,6 +79,19 @@ const USER_UID: u32 = 1000;
 
 // ---------------------------------------------------------------------
 // Requests and outcomes.
+
+/// `K2U_IOC_READ_BUFFER` of `len` bytes to user address `addr`.
+fn read_buffer_at(fd: BorrowedFd<'_>, addr: u64, len: u64) -> rustix::io::Result<()> {
+    let rb = kern2usr::abi::ReadBuffer { addr, len };
+    // SAFETY: IOC_READ_BUFFER is _IOW(magic, 4, struct k2u_read_buffer);
+    // the kernel reads `rb` and writes at most `len` bytes at `addr`, which
+    // the caller keeps mapped and writable, and otherwise untouched, for
+    // the whole call.
+    let ioctl =
+        unsafe { Setter::<{ IOC_READ_BUFFER as Opcode }, kern2usr::abi::ReadBuffer>::new(rb) };
+    // SAFETY: see above; the fd is open for the call.
+    unsafe { rustix::ioctl::ioctl(fd, ioctl) }.map(drop)
+}
 
 /// A `Create` for a channel of `size` bytes on the caller's eventfds.
 fn create_arg(efd: &EventFd, efd2: &EventFd, size: u64) -> Create {
@@ -1571,3 +1588,125 @@ fn figures(ctx: &mut Ctx) -> Result<()> {
 /// rounds up to 16 KiB.
 const STATE_BYTES: usize = 16384;
 const _: () = assert!(kern2usr::abi::HIST_BUCKETS * 8 + 1024 <= STATE_BYTES);
+
+/// The `channels` listing, read on a thread of its own: an error if it
+/// takes longer than `within` (a reader blocked behind a channel's lock;
+/// the thread then finishes by itself once that lock is free).
+fn listing_within(within: Duration) -> Result<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = Path::new(PARAMS_DIR).join(kern2usr::abi::param::CHANNELS);
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read_to_string(path));
+    });
+    match rx.recv_timeout(within) {
+        Ok(text) => Ok(text?),
+        Err(_) => bail!("reading the channels listing took longer than {within:?}"),
+    }
+}
+
+/// The rounds column of channel `id` in a listing's text.
+fn listed_rounds(text: &str, id: u32) -> Option<u64> {
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.first()?.parse::<u32>().ok()? != id {
+            return None;
+        }
+        f.get(6)?.parse().ok()
+    })
+}
+
+/// READ_BUFFER copies each chunk (64 KiB) out with no lock of the channel
+/// held. Its destination's second chunk is a userfaultfd page: the call
+/// stalls there, having copied round 1's first chunk. Meanwhile the
+/// listing reads back, and three more rounds are published and acked
+/// (each MEMORY_READY comes after the last round was counted). After
+/// STOP the pages are let go: the call restarts (the buffer was refilled
+/// mid-copy) and returns the last round's bytes throughout.
+fn stalled_read_buffer(ctx: &mut Ctx) -> Result<()> {
+    const SIZE: usize = 256 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    loaded(ctx)?;
+    let mut c = Chan::create(SIZE as u64, 5, 0, "stall")?;
+    c.run(Code::Mmap)?;
+    let m = Maps::new(&c)?;
+    c.run(Code::StartTest)?;
+    let mut data = Vec::new();
+    let mut round = take_round(&mut c, &m, 1, false, &mut data)?;
+    // Its ack is counted by a work item: wait for it, so that the listing
+    // read during the stall has a known count.
+    let deadline = Instant::now() + timeout();
+    while c.stats()?.count < 1 {
+        ensure!(
+            Instant::now() < deadline,
+            "round 1's ack not counted within {:?}",
+            timeout()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let Some(mut stall) = crate::uffd::StallRange::new(SIZE, CHUNK)? else {
+        c.run(Code::StopTest)?;
+        let mut copy = vec![0u8; SIZE];
+        read_buffer(c.dev.as_fd(), &mut copy).context("READ_BUFFER")?;
+        check_bytes(c.id, m.ctrl.ready_seq(), &copy)?;
+        println!("# userfaultfd: not in this kernel (CONFIG_USERFAULTFD off): no stalled copy; READ_BUFFER checked unstalled");
+        return Ok(());
+    };
+    let (addr, len) = stall.addr_len();
+    let dup = rustix::io::fcntl_dupfd_cloexec(c.dev.as_fd(), 0)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let _ = tx.send(read_buffer_at(dup.as_fd(), addr, len));
+    });
+    let mut during = || -> Result<()> {
+        let at = stall.wait_fault(timeout())?;
+        let second = addr + CHUNK as u64..addr + 2 * CHUNK as u64;
+        ensure!(
+            second.contains(&at),
+            "fault at {at:#x}, expected in the second chunk {second:x?}"
+        );
+        let text = listing_within(timeout())?;
+        ensure!(
+            listed_rounds(&text, c.id) == Some(1),
+            "while READ_BUFFER stalls the listing shows {:?} rounds, expected 1:\n{text}",
+            listed_rounds(&text, c.id)
+        );
+        for _ in 0..3 {
+            round += 1;
+            take_round(&mut c, &m, round, false, &mut data)
+                .with_context(|| format!("round {round} while READ_BUFFER stalls"))?;
+        }
+        let text = listing_within(timeout())?;
+        let counted = listed_rounds(&text, c.id).unwrap_or(0);
+        ensure!(
+            counted >= round - 1,
+            "while READ_BUFFER stalls the listing counts {counted} rounds, expected at least {}",
+            round - 1
+        );
+        c.run(Code::StopTest)?;
+        ensure!(
+            rx.try_recv().is_err(),
+            "READ_BUFFER returned while its destination was stalled"
+        );
+        Ok(())
+    };
+    let result = during();
+    // Always let the reader go, then collect it.
+    let released = stall.release();
+    let read = rx.recv_timeout(timeout());
+    if read.is_ok() {
+        let _ = reader.join();
+    }
+    result?;
+    released?;
+    match read {
+        Ok(r) => r.context("READ_BUFFER after its pages were let go")?,
+        Err(_) => bail!(
+            "READ_BUFFER did not return within {:?} of the release",
+            timeout()
+        ),
+    }
+    let last = m.ctrl.ready_seq();
+    ensure!(last > 1, "no round after the first: ready_seq {last}");
+    check_bytes(c.id, last, stall.bytes()?)
+        .context("READ_BUFFER's bytes are not all of the last round")
+}
