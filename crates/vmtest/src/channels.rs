@@ -6,7 +6,7 @@
 //! option of the udev rule; and the figures (rounds/s with 1-8 channels).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -16,12 +16,13 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use kern2usr::abi::{
     ChannelStats, Code, Create, Event, EventMode, CHANNEL_NAME_LEN, CREATE_ATTACH,
-    CREATE_BACK_TO_BACK, CTRL_MMAP_OFFSET, DEVICE_NAME, PARAMS_DIR,
+    CREATE_BACK_TO_BACK, CTRL_MMAP_OFFSET, DEVICE_NAME, IOC_READ_BUFFER, PARAMS_DIR,
 };
 use kern2usr::{
     Access, ChannelEntry, CtrlPage, Device, EventFd, Info, MappedBuffer, Pacing, Session,
 };
 use rustix::io::Errno;
+use rustix::ioctl::{Opcode, Setter};
 use rustix::process::{Pid, Signal};
 
 use crate::common::check_round;
@@ -1646,13 +1647,13 @@ fn stalled_read_buffer(ctx: &mut Ctx) -> Result<()> {
     let Some(mut stall) = crate::uffd::StallRange::new(SIZE, CHUNK)? else {
         c.run(Code::StopTest)?;
         let mut copy = vec![0u8; SIZE];
-        read_buffer(c.dev.as_fd(), &mut copy).context("READ_BUFFER")?;
-        check_bytes(c.id, m.ctrl.ready_seq(), &copy)?;
+        c.dev().read_buffer(&mut copy).context("READ_BUFFER")?;
+        check_round(c.id, m.ctrl.ready_seq(), &copy)?;
         println!("# userfaultfd: not in this kernel (CONFIG_USERFAULTFD off): no stalled copy; READ_BUFFER checked unstalled");
         return Ok(());
     };
     let (addr, len) = stall.addr_len();
-    let dup = rustix::io::fcntl_dupfd_cloexec(c.dev.as_fd(), 0)?;
+    let dup = rustix::io::fcntl_dupfd_cloexec(c.dev().as_fd(), 0)?;
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let _ = tx.send(read_buffer_at(dup.as_fd(), addr, len));
@@ -1707,6 +1708,6 @@ fn stalled_read_buffer(ctx: &mut Ctx) -> Result<()> {
     }
     let last = m.ctrl.ready_seq();
     ensure!(last > 1, "no round after the first: ready_seq {last}");
-    check_bytes(c.id, last, stall.bytes()?)
+    check_round(c.id, last, stall.bytes()?)
         .context("READ_BUFFER's bytes are not all of the last round")
 }
