@@ -1177,6 +1177,25 @@ impl ChanSide {
                 .collect();
         }
         profile.add("chan wait count", t.elapsed());
+        // Activity, for the report: total = rounds published / counted.
+        let (mut published, mut counted) = (0u64, 0u64);
+        for (id, (p, c)) in &seen {
+            if let Some(ch) = self.cands[0].chan(*id) {
+                published += p.saturating_sub(ch.state.ready_seq());
+                counted += counts
+                    .get(id)
+                    .map_or(0, |c2| c2.max(c).saturating_sub(ch.state.counted()));
+            }
+        }
+        if published > 0 {
+            profile.add("chan published(=ms)", Duration::from_millis(published));
+        }
+        if counted > 0 {
+            profile.add("chan counted(=ms)", Duration::from_millis(counted));
+        }
+        if matches!(op, Some(ChanOp::Create(..))) && obs.starts_with("ok") {
+            profile.add("chan created", Duration::ZERO);
+        }
         next.truncate(MAX_CANDIDATES);
         self.cands = next;
         Ok(())
