@@ -335,7 +335,8 @@ fn create_req(rng: &mut Rng) -> CreateReq {
         *rng.pick(&[0u64, 100, 4097, MAX_BUFFER_SIZE + 4096, 1 << 40])
     };
     let period_ms = if valid || rng.chance(1, 2) {
-        *rng.pick(&[0u32, 5, 5, 20, 100])
+        // 0 is the default, 500 ms: rarely, or its rounds are few.
+        *rng.pick(&[5u32, 5, 5, 20, 20, 100, 0])
     } else {
         *rng.pick(&[60_001u32, u32::MAX])
     };
@@ -394,7 +395,7 @@ pub fn generate(rng: &mut Rng, slots: &[SlotView]) -> Option<ChanOp> {
             1 => limit(rng),
             _ => ChanOp::Create(c, create_req(rng)),
         },
-        SlotView::Plain => match rng.below(4) {
+        SlotView::Plain => match rng.below(6) {
             0 => ChanOp::Cmd(c, 2),
             1 => ChanOp::Stats(c),
             2 => ChanOp::Close(c),
@@ -405,54 +406,68 @@ pub fn generate(rng: &mut Rng, slots: &[SlotView]) -> Option<ChanOp> {
             1 => ChanOp::List,
             _ => ChanOp::Munmap(c),
         },
-        SlotView::Open { maps } => match rng.weighted(&[10, 6, 8, 8, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1])
-        {
-            0 => {
-                let code = if rng.chance(9, 10) {
-                    *rng.pick(&[2u32, 3, 3, 4, 4, 5])
-                } else {
-                    rng.below(10) as u32
-                };
-                ChanOp::Cmd(c, code)
-            }
-            1 => ChanOp::ReadEfd(c),
-            2 => ChanOp::Records(c, *rng.pick(&[16u32, 16 * 64, 8])),
-            3 => match rng.below(6) {
-                0 | 1 => ChanOp::WriteEfd2(c, 7),
-                2 => ChanOp::WriteEfd2(c, *rng.pick(&[14u64, 6, 1])),
-                3 => ChanOp::Ack(c),
-                _ => ChanOp::AckRound(
-                    c,
-                    match rng.below(5) {
-                        0 => RoundPick::Prev,
-                        1 => RoundPick::Next,
-                        2 => RoundPick::Value(rng.next_u64() as u32),
-                        _ => RoundPick::Current,
-                    },
-                ),
-            },
-            4 => ChanOp::Mmap(c, rng.below(CHAN_MMAPS.len() as u64) as u8),
-            5 if maps > 0 => ChanOp::Check(c),
-            5 | 6 => ChanOp::ReadBuf(c, *rng.pick(&[4096u32, 100, 8192, 1 << 20, 2 << 20])),
-            7 => ChanOp::Stats(c),
-            8 => ChanOp::List,
-            9 => ChanOp::Info(c),
-            10 => ChanOp::Munmap(c),
-            11 => ChanOp::Close(c),
-            12 => ChanOp::Foreign(c),
-            _ => {
-                if rng.chance(1, 2) {
-                    ChanOp::Recreate(c)
-                } else {
-                    limit(rng)
+        SlotView::Open { maps } => {
+            match rng.weighted(&[12, 4, 10, 12, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1]) {
+                0 => {
+                    // Mostly MMAP, START and STOP, so that rounds run; EXIT
+                    // (the channel is done until its file is closed) rarely.
+                    let code = if rng.chance(9, 10) {
+                        *rng.pick(&[2u32, 3, 3, 3, 4])
+                    } else if rng.chance(1, 3) {
+                        5
+                    } else {
+                        rng.below(10) as u32
+                    };
+                    ChanOp::Cmd(c, code)
+                }
+                1 => ChanOp::ReadEfd(c),
+                2 => ChanOp::Records(c, *rng.pick(&[16u32, 16 * 64, 8])),
+                3 => match rng.below(6) {
+                    0 | 1 => ChanOp::WriteEfd2(c, 7),
+                    2 => ChanOp::WriteEfd2(c, *rng.pick(&[14u64, 6, 1])),
+                    3 => ChanOp::Ack(c),
+                    _ => ChanOp::AckRound(
+                        c,
+                        match rng.below(5) {
+                            0 => RoundPick::Prev,
+                            1 => RoundPick::Next,
+                            2 => RoundPick::Value(rng.next_u64() as u32),
+                            _ => RoundPick::Current,
+                        },
+                    ),
+                },
+                4 => ChanOp::Mmap(c, rng.below(CHAN_MMAPS.len() as u64) as u8),
+                5 if maps > 0 => ChanOp::Check(c),
+                5 | 6 => ChanOp::ReadBuf(c, *rng.pick(&[4096u32, 100, 8192, 1 << 20, 2 << 20])),
+                7 => ChanOp::Stats(c),
+                8 => ChanOp::List,
+                9 => ChanOp::Info(c),
+                10 => ChanOp::Munmap(c),
+                11 => ChanOp::Close(c),
+                12 => ChanOp::Foreign(c),
+                _ => {
+                    if rng.chance(1, 2) {
+                        ChanOp::Recreate(c)
+                    } else {
+                        limit(rng)
+                    }
                 }
             }
-        },
+        }
     };
     Some(op)
 }
 
 fn limit(rng: &mut Rng) -> ChanOp {
+    // Mostly back to roomy limits: a low cap refuses every CREATE until
+    // the next write.
+    if rng.chance(2, 3) {
+        return if rng.chance(1, 2) {
+            ChanOp::Limit(param::MAX_CHANNELS.to_owned(), b"16\n".to_vec())
+        } else {
+            ChanOp::Limit(param::MAX_CHANNEL_MEMORY.to_owned(), b"67108864\n".to_vec())
+        };
+    }
     if rng.chance(1, 2) {
         let v = *rng.pick(&["1", "2", "3", "16", "40", "0", "41"]);
         ChanOp::Limit(param::MAX_CHANNELS.to_owned(), number_text(rng, v))
@@ -498,5 +513,150 @@ mod tests {
         assert!(ChanOp::parse("ch.cmd 3 2").is_err());
         assert!(ChanOp::parse("ch.mmap 0 99").is_err());
         assert!(ChanOp::parse("ch.limit period_ms 5").is_err());
+    }
+
+    /// The generator's ops, applied to the channel model with a kernel
+    /// that publishes whenever it may: channels get created and rounds
+    /// run and get acked (the fuzzer exercises the round paths).
+    #[test]
+    fn generated_ops_run_rounds_on_the_model() {
+        use kern2usr_model::channels::{Channels, EfdArg, FileId};
+        use kern2usr_model::{MmapReq, Mode as EventMode};
+        const ME: i32 = 10;
+        #[derive(Clone, Copy)]
+        struct S {
+            file: FileId,
+            open: bool,
+            maps: u32,
+            id: Option<u32>,
+        }
+        let mut m = Channels::new(EventMode::Queue, false);
+        let mut slots: [Option<S>; CHAN_SLOTS as usize] = [None; CHAN_SLOTS as usize];
+        let mut rng = Rng::new(12);
+        let (mut next_file, mut obj) = (1, 1);
+        let (mut created, mut published, mut acked) = (0, 0, 0);
+        for _ in 0..3000 {
+            let view: Vec<SlotView> = slots
+                .iter()
+                .map(|s| match s {
+                    None => SlotView::Empty,
+                    Some(s) if !s.open => SlotView::Mapped,
+                    Some(s) if s.id.is_none() => SlotView::Plain,
+                    Some(s) => SlotView::Open {
+                        maps: s.maps as usize,
+                    },
+                })
+                .collect();
+            let Some(op) = generate(&mut rng, &view) else {
+                continue;
+            };
+            let c = op.slot().unwrap_or(0) as usize;
+            let file = slots[c].map_or(0, |s| s.file);
+            let id = slots[c].and_then(|s| s.id).unwrap_or(0);
+            match &op {
+                ChanOp::Create(_, r) => {
+                    if slots[c].is_none() {
+                        m.open(next_file);
+                        slots[c] = Some(S {
+                            file: next_file,
+                            open: true,
+                            maps: 0,
+                            id: None,
+                        });
+                        next_file += 1;
+                    }
+                    let f = slots[c].map_or(0, |s| s.file);
+                    let ev = |o: u32| EfdArg::Eventfd {
+                        object: o,
+                        count: 0,
+                    };
+                    let (a, b) = match r.efds {
+                        EfdPick::Normal | EfdPick::Pending => (ev(obj), ev(obj + 1)),
+                        EfdPick::Same => (ev(obj), ev(obj)),
+                        EfdPick::NotOpen => (ev(obj), EfdArg::NotOpen),
+                        EfdPick::NotEventfd => (EfdArg::NotEventfd, ev(obj + 1)),
+                    };
+                    obj += 2;
+                    let req = kern2usr::abi::Create {
+                        buffer_size: r.size,
+                        period_ms: r.period_ms,
+                        flags: r.flags,
+                        name: r.name_field(),
+                        id: r.id,
+                        reserved: r.reserved,
+                        ..Default::default()
+                    };
+                    if let Ok(out) = m.create(f, ME, &req, a, b) {
+                        created += 1;
+                        if let Some(s) = slots[c].as_mut() {
+                            s.id = Some(out.id);
+                        }
+                    }
+                }
+                ChanOp::Cmd(_, code) => {
+                    let _ = m.command(file, ME, *code);
+                }
+                ChanOp::ReadEfd(_) => {
+                    let _ = m.efd_read(id);
+                }
+                ChanOp::Records(_, n) => {
+                    let _ = m.read_records(file, ME, *n as usize);
+                }
+                ChanOp::WriteEfd2(_, v) => acked += m.efd2_write(id, *v).closed,
+                ChanOp::Ack(_) => acked += u32::from(m.ack(file, ME).is_ok()),
+                ChanOp::AckRound(..) => {
+                    let r = m
+                        .chan(id)
+                        .and_then(|ch| ch.state.round())
+                        .map_or(0, |r| r.id);
+                    acked += u32::from(m.ack_round(file, ME, r as u32).is_ok());
+                }
+                ChanOp::Mmap(..) => {
+                    let req = MmapReq {
+                        len: 4096,
+                        offset: 0,
+                        shared: true,
+                        write: false,
+                        exec: false,
+                    };
+                    if m.mmap(file, ME, req).is_ok() {
+                        if let Some(s) = slots[c].as_mut() {
+                            s.maps += 1;
+                        }
+                    }
+                }
+                ChanOp::Munmap(_) => {
+                    if let Some(s) = slots[c].as_mut() {
+                        if s.maps > 0 {
+                            s.maps -= 1;
+                            m.unmapped(file);
+                        }
+                    }
+                }
+                ChanOp::Close(_) => {
+                    if let Some(s) = slots[c].as_mut() {
+                        s.open = false;
+                        m.close(file);
+                    }
+                }
+                ChanOp::Limit(name, bytes) => {
+                    let _ = m.param_write(name, bytes);
+                }
+                _ => {}
+            }
+            if slots[c].is_some_and(|s| !s.open && s.maps == 0) {
+                slots[c] = None;
+            }
+            let ids: Vec<u32> = m.chans().map(|ch| ch.id).collect();
+            for id in ids {
+                if m.can_publish(id) && m.publish(id).is_ok() {
+                    published += 1;
+                }
+            }
+        }
+        println!("{created} channels, {published} rounds published, {acked} acked");
+        assert!(created >= 20, "{created} channels created");
+        assert!(published >= 50, "{published} rounds published");
+        assert!(acked >= 20, "{acked} rounds acked");
     }
 }

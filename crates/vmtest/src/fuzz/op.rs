@@ -432,7 +432,7 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
             4,  // 8 time passes
             1,  // 9 module
             2,  // 10 spawn
-            18, // 11 channels
+            24, // 11 channels
         ]);
         let op = match family {
             0 => {
