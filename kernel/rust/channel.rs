@@ -105,6 +105,16 @@ fn check_fields(req: &Create) -> Result {
             ),
         ));
     }
+    let pacing = abi::CREATE_BACK_TO_BACK | abi::CREATE_ADAPTIVE;
+    if attach && req.flags & pacing != 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "flags {:#x}: a producer's channel has no pacing flags",
+                req.flags
+            ),
+        ));
+    }
     let unknown = req.flags & !abi::CREATE_FLAGS;
     if unknown != 0 {
         return Err(refuse(
@@ -144,14 +154,6 @@ fn caller_file(which: &str, fd: i32, pid: i32) -> Result<ARef<LocalFile>> {
 /// channel, attaches the caller as its listener and registers it.
 pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     check_fields(req)?;
-    let name = BStr::from_bytes(req.name.split(|&b| b == 0).next().unwrap_or_default());
-    if req.flags & abi::CREATE_ATTACH != 0 {
-        // This module has no kernel producers (see PROTOCOL.md).
-        return Err(refuse(
-            ENOENT,
-            fmt!("name {}: no producer channel has this name", name),
-        ));
-    }
     let task = current!();
     let pid = task.tgid_nr_ns(None);
     let file = caller_file("efd", req.efd, pid)?;
@@ -161,6 +163,15 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
         EventFdFile::new(&file2).map_err(|_| refuse(EINVAL, fmt!("efd2 is not an eventfd")))?;
     if efd.same_eventfd(&efd2) {
         return Err(refuse(EINVAL, fmt!("efd and efd2 are the same eventfd")));
+    }
+    if req.flags & abi::CREATE_ATTACH != 0 {
+        // This module has no kernel producers (see PROTOCOL.md); the
+        // eventfds are checked first, as in the C module.
+        let name = BStr::from_bytes(req.name.split(|&b| b == 0).next().unwrap_or_default());
+        return Err(refuse(
+            ENOENT,
+            fmt!("name {}: no producer channel has this name", name),
+        ));
     }
     let owner = PidRef::tgid_of(task).ok_or(ESRCH)?;
     let listener = owner.clone_ref();

@@ -17,6 +17,7 @@
 //! eventfd, the device, or something else), the eventfd counters and who
 //! holds the device open or mapped.
 
+pub mod channels;
 pub mod kstrto;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -60,11 +61,17 @@ pub enum Errno {
     EPROTO = 71,
     /// Stale (an ack for another round).
     ESTALE = 116,
+    /// No space left (a channel limit).
+    ENOSPC = 28,
+    /// Not supported (a producer's channel).
+    EOPNOTSUPP = 95,
+    /// Not connected (a channel call on a file that is no channel).
+    ENOTCONN = 107,
 }
 
 impl Errno {
     /// Every errno of the model.
-    pub const ALL: [Errno; 14] = [
+    pub const ALL: [Errno; 17] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ESRCH,
@@ -79,6 +86,9 @@ impl Errno {
         Errno::ERANGE,
         Errno::EPROTO,
         Errno::ESTALE,
+        Errno::ENOSPC,
+        Errno::EOPNOTSUPP,
+        Errno::ENOTCONN,
     ];
 
     /// The Linux number.
@@ -378,6 +388,11 @@ impl Model {
     /// The buffer size (load time).
     pub fn buffer_size(&self) -> u64 {
         self.buffer_size
+    }
+    /// Set the buffer size (a created channel's, from its CREATE; the
+    /// default channel's is the load-time parameter).
+    pub fn set_buffer_size(&mut self, size: u64) {
+        self.buffer_size = size;
     }
     /// `period_ms`.
     pub fn period_ms(&self) -> u32 {

@@ -4,6 +4,8 @@
 //! op index and the op log, shrinks the log while it still fails (within
 //! a time budget) and exits non-zero; `--replay FILE` runs a log again.
 
+mod chanop;
+mod chanrun;
 pub mod child;
 mod op;
 mod profile;

@@ -6,6 +6,7 @@ use std::fmt;
 use anyhow::{bail, Context, Result};
 use kern2usr::abi::{param, CTRL_MMAP_OFFSET};
 
+use super::chanop::{self, ChanOp, SlotView, CHAN_SLOTS};
 use super::rng::Rng;
 
 /// Listener slots (processes the fuzzer drives).
@@ -142,9 +143,11 @@ pub enum Op {
     Rmmod,
     /// insmod.
     Insmod,
+    /// A channel operation (`ch.` lines).
+    Chan(ChanOp),
 }
 
-fn escape(bytes: &[u8]) -> String {
+pub(super) fn escape(bytes: &[u8]) -> String {
     let mut s = String::new();
     for &b in bytes {
         if b.is_ascii_graphic() && b != b'\\' {
@@ -159,7 +162,7 @@ fn escape(bytes: &[u8]) -> String {
     s
 }
 
-fn unescape(s: &str) -> Result<Vec<u8>> {
+pub(super) fn unescape(s: &str) -> Result<Vec<u8>> {
     if s == "\\e" {
         return Ok(Vec::new());
     }
@@ -235,6 +238,7 @@ impl fmt::Display for Op {
             Op::FillQueue => write!(f, "fillqueue"),
             Op::Rmmod => write!(f, "rmmod"),
             Op::Insmod => write!(f, "insmod"),
+            Op::Chan(c) => c.fmt(f),
         }
     }
 }
@@ -243,6 +247,9 @@ impl std::str::FromStr for Op {
     type Err = anyhow::Error;
 
     fn from_str(line: &str) -> Result<Op> {
+        if line.starts_with("ch.") {
+            return ChanOp::parse(line).map(Op::Chan);
+        }
         let w: Vec<&str> = line.split_whitespace().collect();
         let arg = |i: usize| -> Result<&str> {
             w.get(i)
@@ -340,10 +347,12 @@ pub struct View {
     pub loaded: bool,
     /// Some slot is attached (per the model).
     pub attached: Option<u8>,
+    /// The channel slots.
+    pub chans: [SlotView; CHAN_SLOTS as usize],
 }
 
 /// Parameter texts: valid and invalid, in every way the parsers differ.
-fn number_text(rng: &mut Rng, valid: &str) -> Vec<u8> {
+pub(super) fn number_text(rng: &mut Rng, valid: &str) -> Vec<u8> {
     // The hex and octal forms keep the sign: "-1" as "0x1" would name
     // pid 1, a process the model does not know.
     let (sign, abs) = valid.strip_prefix('-').map_or(("", valid), |a| ("-", a));
@@ -423,6 +432,7 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
             4,  // 8 time passes
             1,  // 9 module
             2,  // 10 spawn
+            24, // 11 channels
         ]);
         let op = match family {
             0 => {
@@ -573,12 +583,21 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
                     Op::Rmmod
                 }
             }
-            _ => {
+            10 => {
                 let l = slot(rng);
                 if v.running[l as usize] {
                     continue;
                 }
                 Op::Spawn(l)
+            }
+            _ => {
+                if !v.loaded {
+                    continue;
+                }
+                let Some(op) = chanop::generate(rng, &v.chans) else {
+                    continue;
+                };
+                Op::Chan(op)
             }
         };
         return op;

@@ -19,6 +19,7 @@ use kern2usr::abi::{param, EventMode, CTRL_MMAP_OFFSET, DEVICE_PATH, PARAMS_DIR}
 use kern2usr::{CtrlPage, Device};
 use kern2usr_model::{Content, EfdId, Errno, FdKind, MmapReq, Model, Pid};
 
+use super::chanrun::{ChanFacts, ChanSide};
 use super::op::{Names, Op, RoundPick, View, MMAPS, SLOTS};
 use super::profile::Profile;
 use crate::guest;
@@ -99,11 +100,17 @@ struct Facts {
     pid: Pid,
     fds: Vec<i32>,
     id: u32,
+    /// A channel op's facts.
+    chan: ChanFacts,
+    /// Channel files were open or mapped at an rmmod.
+    chan_busy: bool,
 }
 
 /// What the model expects an observation to be.
 #[derive(Clone, Debug)]
 enum Expect {
+    /// Anything (a channel op: the channel side compares it).
+    Any,
     /// This line.
     Exact(String),
     /// `maps <c>,<c>,...`: per mapping, the data content (None: control page).
@@ -123,6 +130,7 @@ fn class_ok(class: &str, content: Content) -> bool {
 impl Expect {
     fn matches(&self, obs: &str) -> bool {
         match self {
+            Expect::Any => true,
             Expect::Exact(s) => s == obs,
             Expect::Maps(maps) => {
                 let Some(rest) = obs.strip_prefix("maps ") else {
@@ -152,6 +160,7 @@ impl Expect {
 impl std::fmt::Display for Expect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Expect::Any => write!(f, "anything"),
             Expect::Exact(s) => write!(f, "{s:?}"),
             Expect::Maps(m) => write!(f, "maps {m:?}"),
             Expect::ReadBuf(n, c) => write!(f, "n {n} {c:?}"),
@@ -374,6 +383,9 @@ fn predict(
             };
             exact(format!("n={n} {}", res(last)))
         }
+        Op::Chan(_) => Expect::Any,
+        // A channel's file holds the module.
+        Op::Rmmod if f.chan_busy => exact("fail"),
         Op::Rmmod => {
             m.close_fd(me, MY_DEV_FD);
             m.unmapped(me);
@@ -487,6 +499,8 @@ pub struct Runner {
     mode: EventMode,
     /// What the fuzzer last stored in the control page's listener_state.
     spinning: bool,
+    /// The channels the fuzzer owns, and their model.
+    chan: ChanSide,
     /// Where the time goes.
     pub profile: Profile,
 }
@@ -610,6 +624,7 @@ impl Runner {
             ready_seq: None,
             mode,
             spinning: false,
+            chan: ChanSide::new(me, mode, noexec),
             profile: Profile::default(),
         };
         r.open_ctrl()?;
@@ -640,6 +655,7 @@ impl Runner {
         let mut v = View {
             holders: self.holders.len(),
             loaded: self.ctrl.is_some(),
+            chans: self.chan.view(),
             ..View::default()
         };
         for (i, s) in self.slots.iter().enumerate() {
@@ -714,6 +730,7 @@ impl Runner {
             Op::Param(..) | Op::Spin(_) | Op::FillQueue => loaded,
             Op::Insmod => !loaded,
             Op::Wait(_) => true,
+            Op::Chan(c) => loaded && self.chan.runnable(c),
         }
     }
 
@@ -755,7 +772,11 @@ impl Runner {
         };
         let fds = Self::new_efds(&mut slot)?;
         self.slots[l as usize] = Some(slot);
-        Ok(Facts { pid, fds, id: 0 })
+        Ok(Facts {
+            pid,
+            fds,
+            ..Facts::default()
+        })
     }
 
     fn new_efds(slot: &mut Slot) -> Result<Vec<i32>> {
@@ -1017,7 +1038,13 @@ impl Runner {
                     .add("fillqueue writes", Duration::from_millis(n));
                 format!("n={n} {last}")
             }
+            Op::Chan(c) => {
+                let (obs, chan) = self.chan.execute(c, &mut self.profile)?;
+                facts.chan = chan;
+                obs
+            }
             Op::Rmmod => {
+                facts.chan_busy = self.chan.in_use();
                 if let Some((_, ctrl)) = &self.ctrl {
                     self.ready_seq = Some(ctrl.ready_seq());
                 }
@@ -1041,6 +1068,9 @@ impl Runner {
                 let loaded = finit_module()?;
                 if guest::module_loaded() {
                     self.open_ctrl()?;
+                }
+                if loaded {
+                    self.chan.reset();
                 }
                 if loaded {
                     "ok".to_owned()
@@ -1286,6 +1316,13 @@ impl Runner {
             }
         }
         self.profile.add("wait count", t.elapsed());
+        let chan_op = match op {
+            Op::Chan(c) => Some(c),
+            _ => None,
+        };
+        self.chan
+            .step(chan_op, &obs, &facts.chan, &mut self.profile)
+            .map_err(|e| format!("{op}: {e}"))?;
         self.profile
             .add("candidates", Duration::from_millis(next.len() as u64));
         next.truncate(MAX_CANDIDATES);
@@ -1355,6 +1392,7 @@ impl Runner {
             kill(pid, libc::SIGKILL);
             wait_gone(pid, guest::scaled(Duration::from_secs(5)));
         }
+        self.chan.close_all();
         self.ctrl = None;
         self.files = None;
         if guest::module_loaded() {

@@ -1,0 +1,338 @@
+//! Unit tests of the channel model.
+
+use super::*;
+use crate::{Code, Content};
+
+const OWNER: Pid = 200;
+const OTHER: Pid = 201;
+
+fn efds(a: u32) -> (EfdArg, EfdArg) {
+    (
+        EfdArg::Eventfd {
+            object: a,
+            count: 0,
+        },
+        EfdArg::Eventfd {
+            object: a + 1,
+            count: 0,
+        },
+    )
+}
+
+fn req(size: u64) -> Create {
+    Create {
+        buffer_size: size,
+        ..Create::default()
+    }
+}
+
+/// A created channel on file `f` of `size` bytes: its id.
+fn make(ch: &mut Channels, f: FileId, size: u64) -> Result<u32, Errno> {
+    ch.open(f);
+    let (a, b) = efds(f * 2);
+    ch.create(f, OWNER, &req(size), a, b).map(|c| c.id)
+}
+
+#[test]
+fn ids_are_the_lowest_free_from_one_and_return_at_release() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    assert_eq!(make(&mut ch, 1, 4096), Ok(1));
+    assert_eq!(make(&mut ch, 2, 4096), Ok(2));
+    assert_eq!(make(&mut ch, 3, 4096), Ok(3));
+    assert_eq!(ch.close(2), Some(2));
+    assert_eq!(make(&mut ch, 4, 4096), Ok(2), "the gap is reused first");
+    assert_eq!(make(&mut ch, 5, 4096), Ok(4));
+    assert_eq!(ch.released(), 1);
+}
+
+#[test]
+fn create_checks_run_in_the_documented_order() {
+    let mut ch = Channels::new(Mode::Counter, false);
+    ch.open(1);
+    let (a, b) = efds(10);
+    // A bad size comes before a missing eventfd.
+    assert_eq!(
+        ch.create(1, OWNER, &req(100), EfdArg::NotOpen, b),
+        Err(Errno::EINVAL)
+    );
+    for size in [0, 100, MAX_BUFFER_SIZE + 4096] {
+        assert_eq!(ch.create(1, OWNER, &req(size), a, b), Err(Errno::EINVAL));
+    }
+    let mut r = req(4096);
+    r.period_ms = MAX_PERIOD_MS + 1;
+    assert_eq!(ch.create(1, OWNER, &r, a, b), Err(Errno::EINVAL));
+    let mut r = req(4096);
+    r.flags = 8;
+    assert_eq!(ch.create(1, OWNER, &r, a, b), Err(Errno::EINVAL));
+    for name in [&b"bad name"[..], b"0123456789abcdef", b"a\0b"] {
+        let mut r = req(4096);
+        r.name[..name.len()].copy_from_slice(name);
+        assert_eq!(
+            ch.create(1, OWNER, &r, a, b),
+            Err(Errno::EINVAL),
+            "{name:?}"
+        );
+    }
+    let mut r = req(4096);
+    r.id = 3;
+    assert_eq!(ch.create(1, OWNER, &r, a, b), Err(Errno::EINVAL));
+    // Attach: size and period 0, no pacing flags, a name; then the
+    // eventfds; then ENOENT (no producer).
+    let mut r = req(0);
+    r.flags = CREATE_ATTACH;
+    assert_eq!(ch.create(1, OWNER, &r, a, b), Err(Errno::EINVAL), "no name");
+    r.name[..3].copy_from_slice(b"cam");
+    assert_eq!(
+        ch.create(1, OWNER, &r, a, EfdArg::NotOpen),
+        Err(Errno::EBADF)
+    );
+    assert_eq!(ch.create(1, OWNER, &r, a, b), Err(Errno::ENOENT));
+    r.flags |= CREATE_BACK_TO_BACK;
+    assert_eq!(ch.create(1, OWNER, &r, a, b), Err(Errno::EINVAL));
+    // Eventfds: not open, not an eventfd, the same, a pending count.
+    assert_eq!(
+        ch.create(1, OWNER, &req(4096), EfdArg::NotOpen, b),
+        Err(Errno::EBADF)
+    );
+    assert_eq!(
+        ch.create(1, OWNER, &req(4096), EfdArg::NotEventfd, b),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(ch.create(1, OWNER, &req(4096), a, a), Err(Errno::EINVAL));
+    let pending = EfdArg::Eventfd {
+        object: 10,
+        count: 1,
+    };
+    assert_eq!(
+        ch.create(1, OWNER, &req(4096), pending, b),
+        Err(Errno::EINVAL),
+        "counter mode refuses a pending count"
+    );
+    assert_eq!(ch.count(), 0, "nothing was created");
+    assert_eq!(ch.create(1, OWNER, &req(4096), a, b).map(|c| c.id), Ok(1));
+    // A channel's file again: EBUSY for its owner, EPERM for another.
+    assert_eq!(ch.create(1, OWNER, &req(4096), a, b), Err(Errno::EBUSY));
+    assert_eq!(ch.create(1, OTHER, &req(4096), a, b), Err(Errno::EPERM));
+}
+
+#[test]
+fn queue_mode_takes_a_pending_efd_as_doorbells() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    ch.open(1);
+    let a = EfdArg::Eventfd {
+        object: 1,
+        count: 3,
+    };
+    let (_, b) = efds(1);
+    let id = ch.create(1, OWNER, &req(4096), a, b).map(|c| c.id);
+    assert_eq!(id, Ok(1));
+    assert_eq!(ch.command(1, OWNER, 2), Ok(()));
+    assert_eq!(ch.efd_read(1), Some(4), "3 pending + MMAP's doorbell");
+}
+
+#[test]
+fn limits_refuse_new_channels_only() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    assert_eq!(ch.param_write(param::MAX_CHANNELS, b"2\n"), Ok(()));
+    assert_eq!(make(&mut ch, 1, 8192), Ok(1));
+    assert_eq!(make(&mut ch, 2, 4096), Ok(2));
+    assert_eq!(make(&mut ch, 3, 4096), Err(Errno::ENOSPC));
+    // Below what exists: accepted, the channels stay.
+    assert_eq!(ch.param_write(param::MAX_CHANNELS, b"1"), Ok(()));
+    assert_eq!(ch.count(), 2);
+    assert_eq!(ch.param_write(param::MAX_CHANNELS, b"40"), Ok(()));
+    assert_eq!(
+        ch.param_write(param::MAX_CHANNEL_MEMORY, b"16384\n"),
+        Ok(())
+    );
+    assert_eq!(make(&mut ch, 4, 8192), Err(Errno::ENOSPC), "12288 in use");
+    assert_eq!(make(&mut ch, 5, 4096), Ok(3));
+    assert_eq!(ch.memory(), 16384);
+    for (name, bad) in [
+        (param::MAX_CHANNELS, &b"0\n"[..]),
+        (param::MAX_CHANNELS, b"41"),
+        (param::MAX_CHANNELS, b" 3"),
+        (param::MAX_CHANNEL_MEMORY, b"4095"),
+        (param::MAX_CHANNEL_MEMORY, b"1073741825"),
+        (param::MAX_CHANNEL_MEMORY, b"-4096"),
+    ] {
+        assert_eq!(ch.param_write(name, bad), Err(Errno::EINVAL), "{bad:?}");
+    }
+    assert_eq!(ch.param_read(param::MAX_CHANNELS).as_deref(), Some("40\n"));
+    assert_eq!(
+        ch.param_read(param::MAX_CHANNEL_MEMORY).as_deref(),
+        Some("16384\n")
+    );
+    assert_eq!(
+        ch.param_write(param::MAX_CHANNEL_MEMORY, b"0x100000"),
+        Ok(())
+    );
+    assert_eq!(ch.max_memory(), 1 << 20);
+    assert_eq!(
+        ch.param_write(param::MAX_CHANNELS, b""),
+        Ok(()),
+        "empty write"
+    );
+}
+
+#[test]
+fn a_channel_runs_the_default_channels_protocol() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    ch.open(1);
+    let (a, b) = efds(1);
+    let mut r = req(8192);
+    r.period_ms = 5;
+    r.flags = CREATE_BACK_TO_BACK;
+    r.name[..3].copy_from_slice(b"cam");
+    assert_eq!(ch.create(1, OWNER, &r, a, b).map(|c| c.id), Ok(1));
+    assert_eq!(
+        ch.info(1),
+        Some((ABI_VERSION, Mode::Queue as u32, 8192, 5, 1))
+    );
+    // Codes outside 2-5 are EINVAL (1, FIND, is not a channel command).
+    for code in [0, 1, 6, 7, 9] {
+        assert_eq!(ch.command(1, OWNER, code), Err(Errno::EINVAL));
+    }
+    assert_eq!(
+        ch.command(1, OWNER, 3),
+        Err(Errno::EPROTO),
+        "START before MMAP"
+    );
+    assert_eq!(
+        ch.command(1, OWNER, 4),
+        Err(Errno::EPROTO),
+        "STOP while idle"
+    );
+    assert_eq!(ch.command(1, OWNER, 2), Ok(()));
+    assert_eq!(ch.command(1, OWNER, 3), Ok(()));
+    assert!(ch.can_publish(1));
+    assert_eq!(ch.publish(1), Ok(()));
+    assert!(!ch.can_publish(1), "one round at a time");
+    let recs = ch.read_records(1, OWNER, 16 * 8);
+    let codes: Vec<u32> = recs.iter().flatten().map(|e| e.code).collect();
+    assert_eq!(codes, vec![2, 3, Code::MemoryReady.value()]);
+    assert_eq!(
+        ch.chan(1).map(|c| c.state.content()),
+        Some(Content::Pattern)
+    );
+    assert_eq!(ch.efd2_write(1, 7).closed, 1);
+    let st = ch.stats(1, OWNER);
+    assert_eq!(
+        st.map(|s| s.map(|s| (s.rounds_published, s.count))),
+        Ok(Some((1, 1)))
+    );
+    assert_eq!(ch.ack(1, OWNER), Err(Errno::EPROTO), "nothing outstanding");
+    assert_eq!(ch.publish(1), Ok(()));
+    assert_eq!(ch.ack_round(1, OWNER, 1), Err(Errno::ESTALE));
+    assert_eq!(ch.ack_round(1, OWNER, 2), Ok(()));
+    let list = ch.listing();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (
+            list[0].name.as_str(),
+            list[0].pacing,
+            list[0].rounds,
+            list[0].owner
+        ),
+        ("cam", "b2b", 2, OWNER)
+    );
+    assert_eq!(ch.command(1, OWNER, 5), Ok(()));
+    assert_eq!(ch.command(1, OWNER, 2), Err(Errno::EPROTO), "after EXIT");
+    // Another channel is untouched by all this.
+    assert_eq!(make(&mut ch, 2, 4096), Ok(2));
+    assert_eq!(ch.chan(2).map(|c| c.state.ready_seq()), Some(0));
+    assert_eq!(ch.chan(2).map(|c| c.pacing()), Some("timer"));
+}
+
+#[test]
+fn another_process_is_refused_everything_but_info() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    assert_eq!(make(&mut ch, 1, 4096), Ok(1));
+    let map = MmapReq {
+        len: 4096,
+        offset: 0,
+        shared: true,
+        write: false,
+        exec: false,
+    };
+    assert_eq!(ch.command(1, OTHER, 2), Err(Errno::EPERM));
+    assert_eq!(
+        ch.command(1, OTHER, 9),
+        Err(Errno::EPERM),
+        "EPERM before EINVAL"
+    );
+    assert_eq!(ch.ack(1, OTHER), Err(Errno::EPERM));
+    assert_eq!(ch.ack_round(1, OTHER, 1), Err(Errno::EPERM));
+    assert_eq!(ch.read_records(1, OTHER, 16), Err(Errno::EPERM));
+    assert_eq!(ch.read_buffer(1, OTHER, 4096), Err(Errno::EPERM));
+    assert_eq!(ch.stats(1, OTHER), Err(Errno::EPERM));
+    assert_eq!(ch.mmap(1, OTHER, map), Err(Errno::EPERM));
+    assert_eq!(ch.foreign_call(1, OTHER), Err(Errno::EPERM));
+    assert!(ch.info(1).is_some());
+    assert_eq!(ch.file(1).map(|f| f.maps), Some(0));
+    // The owner's calls still work.
+    assert_eq!(ch.mmap(1, OWNER, map), Ok(()));
+    assert_eq!(ch.command(1, OWNER, 2), Ok(()));
+}
+
+#[test]
+fn a_file_that_is_no_channel_has_no_channel_calls() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    ch.open(1);
+    assert_eq!(ch.command(1, OWNER, 2), Err(Errno::ENOTCONN));
+    assert_eq!(ch.stats(1, OWNER), Ok(None), "the default channel's");
+    assert_eq!(ch.info(1), None);
+    assert_eq!(ch.close(1), None);
+    assert!(!ch.in_use());
+}
+
+#[test]
+fn the_release_waits_for_the_last_mapping() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    assert_eq!(make(&mut ch, 1, 8192), Ok(1));
+    let map = |len, offset, shared| MmapReq {
+        len,
+        offset,
+        shared,
+        write: false,
+        exec: false,
+    };
+    assert_eq!(ch.mmap(1, OWNER, map(8192, 0, false)), Ok(()));
+    assert_eq!(ch.mmap(1, OWNER, map(12288, 0, true)), Err(Errno::EINVAL));
+    assert_eq!(ch.mmap(1, OWNER, map(4096, 4096, true)), Err(Errno::EINVAL));
+    assert_eq!(
+        ch.mmap(1, OWNER, map(4096, kern2usr_abi::CTRL_MMAP_OFFSET, false)),
+        Err(Errno::EINVAL),
+        "the control page is MAP_SHARED only"
+    );
+    assert_eq!(
+        ch.mmap(1, OWNER, map(4096, kern2usr_abi::CTRL_MMAP_OFFSET, true)),
+        Ok(())
+    );
+    assert_eq!(ch.close(1), None, "two mappings keep it");
+    assert_eq!(ch.count(), 1);
+    assert_eq!(ch.listing().len(), 1);
+    assert_eq!(ch.unmapped(1), None);
+    assert!(ch.in_use());
+    assert_eq!(ch.unmapped(1), Some(1));
+    assert_eq!(ch.count(), 0);
+    assert_eq!(ch.memory(), 0);
+    assert!(!ch.in_use());
+    assert_eq!(make(&mut ch, 2, 4096), Ok(1), "its id is free again");
+}
+
+#[test]
+fn counter_mode_channels_deliver_one_code_per_read() {
+    let mut ch = Channels::new(Mode::Counter, false);
+    assert_eq!(make(&mut ch, 1, 4096), Ok(1));
+    assert_eq!(ch.command(1, OWNER, 2), Ok(()));
+    assert_eq!(ch.command(1, OWNER, 3), Ok(()));
+    assert_eq!(ch.read_records(1, OWNER, 16), Err(Errno::EINVAL));
+    assert_eq!(ch.efd_read(1), Some(2));
+    assert_eq!(ch.efd_read(1), Some(3));
+    assert_eq!(ch.efd_read(1), None);
+    assert_eq!(ch.publish(1), Ok(()));
+    assert_eq!(ch.efd2_write(1, 7).late, 1, "not shown yet: late");
+    assert_eq!(ch.efd_read(1), Some(6));
+    assert_eq!(ch.efd2_write(1, 7).closed, 1);
+}
