@@ -469,7 +469,7 @@ fn limit(rng: &mut Rng) -> ChanOp {
         };
     }
     if rng.chance(1, 2) {
-        let v = *rng.pick(&["1", "2", "3", "16", "40", "0", "41"]);
+        let v = *rng.pick(&["1", "2", "3", "16", "32", "33", "40", "0"]);
         ChanOp::Limit(param::MAX_CHANNELS.to_owned(), number_text(rng, v))
     } else {
         let v = *rng.pick(&[
