@@ -352,27 +352,34 @@ pub(crate) fn read_events(
     if iov.len() < EVENT_SIZE {
         return Err(EINVAL);
     }
-    {
-        let mut k = Locked::new(dev);
-        while k.ring_count == 0 || k.reading {
-            if nonblock {
-                return Err(EAGAIN);
+    loop {
+        {
+            let mut k = Locked::new(dev);
+            while k.ring_count == 0 || k.reading {
+                if nonblock {
+                    return Err(EAGAIN);
+                }
+                if k.wait_readable() {
+                    return Err(ERESTARTSYS);
+                }
+                if k.dead && k.ring_count == 0 {
+                    return Err(ENODEV);
+                }
             }
-            if k.wait_readable() {
-                return Err(ERESTARTSYS);
-            }
-            if k.dead && k.ring_count == 0 {
-                return Err(ENODEV);
-            }
+            k.reading = true;
         }
-        k.reading = true;
+        let ret = read_batches(dev, iov);
+        let mut k = Locked::new(dev);
+        k.reading = false;
+        // The next reader's turn.
+        dev.readq.notify_all();
+        match ret {
+            // Emptied by a detach before the first record was taken: wait
+            // on (EAGAIN when non-blocking), as C does; never 0 (EOF).
+            Ok(0) => continue,
+            other => return other,
+        }
     }
-    let ret = read_batches(dev, iov);
-    let mut k = Locked::new(dev);
-    k.reading = false;
-    // The next reader's turn.
-    dev.readq.notify_all();
-    ret
 }
 
 /// The body of [`read_events`], its turn taken.
