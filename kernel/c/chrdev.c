@@ -41,8 +41,8 @@ static int k2u_release(struct inode *inode, struct file *filp)
 
 /*
  * Whether the caller's process is the default channel's listener. No
- * lock: mmap() calls this under mmap_lock, which c->lock nests outside
- * (copy_to_user() under it). The pointers are only compared: if the
+ * lock: mmap() calls this under mmap_lock, and a lock-free compare is
+ * all it needs. The pointers are only compared: if the
  * value read is the caller's own struct pid, which lives as long as the
  * caller, the caller was the listener when it was read.
  */
@@ -128,6 +128,12 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 		}
 		k2u_vm_flags_clear(vma, VM_MAYWRITE);
 	}
+	/*
+	 * A producer's channel changes listener: a child must not keep a view
+	 * of a later listener's rounds or share its control page.
+	 */
+	if (c->producer)
+		k2u_vm_flags_set(vma, VM_DONTCOPY);
 	/* vmalloc_user() zeroed both areas before they could be mapped. */
 	if (k2u_is_default(c))
 		return remap_vmalloc_range(vma, area, 0);

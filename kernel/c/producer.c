@@ -40,9 +40,8 @@ static void k2u_producer_free(struct kref *ref)
 	struct k2u_device *d = &k2u_dev;
 
 	k2u_round_cancel_sync(c);
-	/* Its id and place count until they are really returned. */
+	/* Its id counts until it is really returned. */
 	mutex_lock(&d->chan_lock);
-	d->nr_producers--;
 	ida_free(&d->ids, c->id);
 	mutex_unlock(&d->chan_lock);
 	k2u_chan_free(ref);
@@ -176,8 +175,13 @@ void k2u_producer_destroy(struct k2u_channel *ch)
 	unsigned long irqflags;
 	bool attached;
 
+	/*
+	 * Its producer place is free from here: a listener's file that
+	 * lingers must not keep the producer from creating it again.
+	 */
 	mutex_lock(&d->chan_lock);
 	list_del_init(&c->node);
+	d->nr_producers--;
 	mutex_unlock(&d->chan_lock);
 
 	mutex_lock(&c->lock);
@@ -302,7 +306,7 @@ static int k2u_producer_may_attach(struct k2u_chan *c)
 	if (__ratelimit(&k2u_attach_log))
 		pr_notice("CREATE refused: channel %u (%s) does not let pid %d (euid %u) attach\n",
 			  c->id, c->name, task_tgid_vnr(current),
-			  from_kuid_munged(current_user_ns(), current_euid()));
+			  from_kuid_munged(&init_user_ns, current_euid()));
 	return -EPERM;
 }
 

@@ -68,7 +68,8 @@ struct k2u_producer_opts {
  * @opts: who may attach; NULL for the defaults (CAP_SYS_ADMIN only)
  *
  * The buffer is zeroed. The channel is listed (owner 0) until a listener
- * attaches. At most K2U_MAX_PRODUCERS producer channels exist at once;
+ * attaches. At most K2U_MAX_PRODUCERS (8, kern2usr_abi.h) producer
+ * channels exist at once; a place is free again at destroy, and
  * userspace's channels (max_channels, max_channel_memory) cannot take
  * their places.
  *
