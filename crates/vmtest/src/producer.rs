@@ -606,6 +606,16 @@ fn producers_listed(ctx: &Ctx) -> Result<usize> {
         .count())
 }
 
+/// The errno of the first error in `e`'s chain that carries one (the
+/// library's error or a bare errno).
+fn chain_errno(e: &anyhow::Error) -> Option<Errno> {
+    e.chain().find_map(|c| {
+        c.downcast_ref::<kern2usr::Error>()
+            .and_then(kern2usr::Error::errno)
+            .or_else(|| c.downcast_ref::<Errno>().copied())
+    })
+}
+
 fn producer_cap(ctx: &mut Ctx) -> Result<()> {
     use kern2usr::abi::param::MAX_CHANNELS;
     guest::fresh_module(&mut ctx.klog)?;
@@ -629,7 +639,7 @@ fn producer_cap(ctx: &mut Ctx) -> Result<()> {
     match crate::channels::Chan::create(4096, 0, 0, "user3") {
         Ok(_) => bail!("a second user channel past max_channels=1"),
         Err(e) => ensure!(
-            e.root_cause().downcast_ref::<Errno>() == Some(&Errno::NOSPC),
+            chain_errno(&e) == Some(Errno::NOSPC),
             "a second user channel past max_channels=1: {e:#}"
         ),
     }
