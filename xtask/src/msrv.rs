@@ -109,6 +109,16 @@ fn rustup_install(name: &str) -> bool {
     c.stdin(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
+/// Run `c` (said first, no stdin); whether it exited 0.
+fn succeeds(c: &mut Command) -> Result<bool> {
+    say(format!("host: {}", describe(c)));
+    let status = c
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("could not run {}", describe(c)))?;
+    Ok(status.success())
+}
+
 /// Run the check; `Some(reason)` if it failed.
 pub fn check() -> Result<Option<String>> {
     let (ours, newer) = newer_dependencies()?;
@@ -136,12 +146,7 @@ pub fn check() -> Result<Option<String>> {
         "clippy::incompatible_msrv",
     ])
     .current_dir(repo_root());
-    say(format!("host: {}", describe(&c)));
-    let status = c
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("could not run {}", describe(&c)))?;
-    if !status.success() {
+    if !succeeds(&mut c)? {
         return Ok(Some(format!(
             "clippy found code that needs a Rust newer than rust-version {ours_text}"
         )));
@@ -159,12 +164,7 @@ pub fn check() -> Result<Option<String>> {
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO")
             .current_dir(repo_root());
-        say(format!("host: {}", describe(&c)));
-        let status = c
-            .stdin(Stdio::null())
-            .status()
-            .with_context(|| format!("could not run {}", describe(&c)))?;
-        if !status.success() {
+        if !succeeds(&mut c)? {
             return Ok(Some(format!(
                 "the library does not build with Rust {ours_text}"
             )));
