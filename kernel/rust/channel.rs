@@ -4,7 +4,8 @@
 //! end. Each is an `Arc<Channel>` held by its file (`K2uFile::chan`) and
 //! by the registry (`Device::registry`), which counts them against
 //! `max_channels` and `max_channel_memory` and lists them; the file's
-//! release ends it.
+//! release ends it. `K2U_CREATE_ATTACH` attaches the file to a kernel
+//! producer's channel instead (`producer.rs`).
 
 use kernel::{
     fmt,
@@ -19,11 +20,12 @@ use crate::abi::{self, Create};
 use crate::eventfd::EventFdFile;
 use crate::link::AttachError;
 use crate::params;
-use crate::state::{Channel, Config, Device, Locked};
+use crate::producer;
+use crate::state::{Channel, Config, Device, Locked, Registry};
 use crate::sys::PidRef;
 
 /// Refuses CREATE with `err`: `CREATE refused: <why>`.
-fn refuse(err: Error, why: fmt::Arguments<'_>) -> Error {
+pub(crate) fn refuse(err: Error, why: fmt::Arguments<'_>) -> Error {
     pr_notice!("CREATE refused: {}\n", why);
     err
 }
@@ -35,7 +37,7 @@ fn name_byte(b: u8) -> bool {
 
 /// Checks the name: up to `CHANNEL_NAME_LEN - 1` name bytes, then NULs
 /// only (EINVAL).
-fn check_name(name: &[u8; abi::CHANNEL_NAME_LEN]) -> Result {
+pub(crate) fn check_name(name: &[u8; abi::CHANNEL_NAME_LEN]) -> Result {
     let Some(len) = name.iter().position(|&b| b == 0) else {
         return Err(refuse(
             EINVAL,
@@ -105,6 +107,15 @@ fn check_fields(req: &Create) -> Result {
             ),
         ));
     }
+    if attach && req.flags & !abi::CREATE_ATTACH & abi::CREATE_FLAGS != 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "flags {:#x}: a producer's channel has no pacing flags",
+                req.flags
+            ),
+        ));
+    }
     let unknown = req.flags & !abi::CREATE_FLAGS;
     if unknown != 0 {
         return Err(refuse(
@@ -144,14 +155,6 @@ fn caller_file(which: &str, fd: i32, pid: i32) -> Result<ARef<LocalFile>> {
 /// channel, attaches the caller as its listener and registers it.
 pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     check_fields(req)?;
-    let name = BStr::from_bytes(req.name.split(|&b| b == 0).next().unwrap_or_default());
-    if req.flags & abi::CREATE_ATTACH != 0 {
-        // This module has no kernel producers (see PROTOCOL.md).
-        return Err(refuse(
-            ENOENT,
-            fmt!("name {}: no producer channel has this name", name),
-        ));
-    }
     let task = current!();
     let pid = task.tgid_nr_ns(None);
     let file = caller_file("efd", req.efd, pid)?;
@@ -164,6 +167,10 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     }
     let owner = PidRef::tgid_of(task).ok_or(ESRCH)?;
     let listener = owner.clone_ref();
+    if req.flags & abi::CREATE_ATTACH != 0 {
+        let reg = dev.registry.lock();
+        return producer::attach(&reg, &req.name, pid, owner, listener, efd, efd2);
+    }
     // A multiple of the page size up to MAX_BUFFER_SIZE: fits.
     let size = req.buffer_size as usize;
     let period_ms = if req.period_ms == 0 {
@@ -173,26 +180,7 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     };
 
     let mut reg = dev.registry.lock();
-    let max = params::max_channels();
-    let count = reg.channels.len();
-    if count >= max as usize {
-        return Err(refuse(
-            ENOSPC,
-            fmt!("{} channels exist (max_channels={})", count, max),
-        ));
-    }
-    let cap = params::max_channel_memory();
-    if reg.memory.saturating_add(size as u64) > cap {
-        return Err(refuse(
-            ENOSPC,
-            fmt!(
-                "{} more bytes would pass max_channel_memory={} ({} in use)",
-                size,
-                cap,
-                reg.memory
-            ),
-        ));
-    }
+    check_limits(&reg, size)?;
     let id = reg.free_id();
     let cfg = Config::created(id, req.name, period_ms, req.flags, owner);
     let chan = Channel::new(cfg, size)
@@ -221,9 +209,41 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     Ok(chan)
 }
 
+/// ENOSPC unless one more channel of `size` bytes fits `max_channels` and
+/// `max_channel_memory` (CREATE's and the producers' check, under the
+/// registry lock).
+pub(crate) fn check_limits(reg: &Registry, size: usize) -> Result {
+    let max = params::max_channels();
+    let count = reg.channels.len();
+    if count >= max as usize {
+        return Err(refuse(
+            ENOSPC,
+            fmt!("{} channels exist (max_channels={})", count, max),
+        ));
+    }
+    let cap = params::max_channel_memory();
+    if reg.memory.saturating_add(size as u64) > cap {
+        return Err(refuse(
+            ENOSPC,
+            fmt!(
+                "{} more bytes would pass max_channel_memory={} ({} in use)",
+                size,
+                cap,
+                reg.memory
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The end of a channel, at its file's release: stop it (timer, work,
-/// eventfds), unregister it, free it.
+/// eventfds), unregister it, free it. A producer's channel only loses its
+/// listener (`producer::listener_release()`).
 pub(crate) fn release(dev: &Device, chan: Arc<Channel>) {
+    if chan.is_producer() {
+        producer::listener_release(dev, chan);
+        return;
+    }
     chan.shutdown();
     dev.registry.lock().remove(&chan);
     let id = chan.id();

@@ -135,6 +135,14 @@ impl MiscDevice for K2uFile {
                 let chan = me.own().ok_or(ENOTCONN)?;
                 check_owner(&me.dev, &chan, "CHANNEL_CMD")?;
                 let code: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
+                if chan.is_producer() {
+                    pr_notice!(
+                        "{}command {} refused: a producer's channel takes no commands\n",
+                        chan.tag(),
+                        code
+                    );
+                    return Err(EOPNOTSUPP);
+                }
                 Locked::new(&chan).channel_cmd(code)?;
                 Ok(0)
             }
@@ -155,11 +163,12 @@ fn current_pid() -> i32 {
     current!().tgid_nr_ns(None)
 }
 
-/// EPERM unless the caller's process owns `chan` (a created channel):
+/// EPERM unless the caller's process owns `chan` (a created channel, or a
+/// producer's with the caller attached):
 /// `channel <id>: pid <p> is not its owner: <op> refused`.
 fn check_owner(dev: &Device, chan: &Channel, op: &str) -> Result {
     let me = PidRef::current().ok_or(ESRCH)?;
-    if chan.cfg.owner.as_ref().is_some_and(|owner| owner.same(&me)) {
+    if chan.owned_by(&me) {
         return Ok(());
     }
     if !dev.perm_log() {
@@ -311,6 +320,14 @@ impl K2uFile {
     /// of mapping it. Returns the bytes copied.
     fn read_buffer(&self, mut reader: UserSliceReader) -> Result<isize> {
         let chan = self.reach("READ_BUFFER", Rule::Listener)?;
+        if chan.is_producer() {
+            // The producer writes its buffer without the channel's mutex.
+            pr_notice!(
+                "{}READ_BUFFER refused: a producer's buffer is read through the mapping\n",
+                chan.tag()
+            );
+            return Err(EOPNOTSUPP);
+        }
         let rb: ReadBuffer = reader.read()?;
         // Under the lock: no fill writes the pages while they are copied.
         let k = Locked::new(&chan);

@@ -433,7 +433,7 @@ impl Param for Channels {
         };
         channel_line(f, &dev.default)?;
         let registry = dev.registry.lock();
-        for chan in registry.channels.iter() {
+        for chan in registry.channels.iter().filter(|c| c.listed()) {
             channel_line(f, chan)?;
         }
         Ok(())
@@ -442,12 +442,7 @@ impl Param for Channels {
 
 /// One line of the `channels` listing (see `CHANNELS_HEADER`).
 fn channel_line(f: &mut Formatter<'_>, chan: &Channel) -> fmt::Result {
-    // The owner: a created channel's creator, the default channel's
-    // listener; 0 when there is none or the reader's namespace cannot see it.
-    let owner = match &chan.cfg.owner {
-        Some(owner) => owner.vnr(),
-        None => chan.listener.lock().as_ref().map_or(0, |l| l.vnr()),
-    };
+    let owner = chan.owner_nr();
     let (rounds, p50, p99) = {
         let k = chan.inner.lock();
         let v = k.round.stats.values();

@@ -227,6 +227,10 @@ impl Locked<'_> {
         let Some(took) = took else {
             return;
         };
+        // A producer waiting in `k2u_producer_wait_ack()`.
+        if self.dev.is_producer() {
+            self.dev.prod.ack_wait.notify_all();
+        }
         self.round.stats.add(took);
         self.round.calculation_done = true;
         if self.round.log_round {

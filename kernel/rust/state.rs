@@ -12,11 +12,11 @@ use kernel::{
     str::{BStr, Formatter},
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
-        new_condvar, new_mutex, new_spinlock, new_spinlock_irq, Arc, CondVar, Mutex, MutexGuard,
-        SpinLock, SpinLockIrq,
+        new_condvar, new_mutex, new_spinlock, new_spinlock_irq, Arc, CondVar, CondVarTimeoutResult,
+        Mutex, MutexGuard, SpinLock, SpinLockIrq,
     },
     time::hrtimer::HrTimer,
-    time::{Delta, Instant, Monotonic},
+    time::{Delta, Instant, Jiffies, Monotonic},
     workqueue::{impl_has_work, Work},
 };
 
@@ -60,6 +60,9 @@ pub(crate) struct AckState {
     pub(crate) late: u64,
     /// The last efd2 value that was not a multiple of 7, if any.
     pub(crate) bad: u64,
+    /// The last round whose close was counted (C's `acked_id`); kept by
+    /// [`Self::reset`], for `k2u_producer_wait_ack()`.
+    acked: u64,
 }
 
 impl AckState {
@@ -73,12 +76,16 @@ impl AckState {
             took: 0,
             late: 0,
             bad: 0,
+            acked: 0,
         }
     }
 
-    /// Forgets the round (a new test, or the listener left).
+    /// Forgets the round (a new test, or the listener left); which round
+    /// was acked last stays known.
     pub(crate) fn reset(&mut self) {
+        let acked = self.acked;
         *self = Self::new();
+        self.acked = acked;
     }
 
     /// Opens round `id`, shown already or not; the time starts now.
@@ -98,7 +105,28 @@ impl AckState {
 
     /// The closed round's time, once (`None` if none is closed).
     pub(crate) fn take_closed(&mut self) -> Option<u64> {
-        core::mem::replace(&mut self.closed, false).then_some(self.took)
+        let closed = core::mem::replace(&mut self.closed, false);
+        if closed {
+            self.acked = self.id;
+        }
+        closed.then_some(self.took)
+    }
+
+    /// What `k2u_producer_wait_ack()` returns for round `round`, `last`
+    /// being the last round published: `None` while it is outstanding;
+    /// `Ok` once acked (before now too); ESTALE if it is not the last
+    /// round; ENOTCONN if it was abandoned (the listener left, or the
+    /// producer destroyed the channel). C's `k2u_producer_settled()`.
+    pub(crate) fn settled(&self, round: u64, last: u64) -> Option<Result> {
+        if round == 0 || round != last {
+            Some(Err(ESTALE))
+        } else if self.acked == round || (self.id == round && self.closed) {
+            Some(Ok(()))
+        } else if self.id == round && self.open {
+            None
+        } else {
+            Some(Err(ENOTCONN))
+        }
     }
 
     /// Closes the outstanding round now: a plain ack (`round` `None`, 7 on
@@ -152,8 +180,12 @@ pub(crate) struct Config {
     period_ms: u32,
     /// `CREATE_*` bits of a created channel.
     flags: u32,
-    /// The creator's thread group; `None` for the default channel.
+    /// The creator's thread group; `None` for the default channel and a
+    /// producer's (whose owner is its listener: [`ProducerSide::owner`]).
     pub(crate) owner: Option<PidRef>,
+    /// A kernel producer's channel (`k2u_producer_create()`): fed by the
+    /// producer, not by rounds, and takes no commands.
+    pub(crate) producer: bool,
 }
 
 impl Config {
@@ -165,6 +197,24 @@ impl Config {
             period_ms: 0,
             flags: 0,
             owner: None,
+            producer: false,
+        }
+    }
+
+    /// The name, NUL-padded.
+    pub(crate) fn raw_name(&self) -> &[u8; abi::CHANNEL_NAME_LEN] {
+        &self.name
+    }
+
+    /// A kernel producer's; `name` is checked already.
+    pub(crate) fn producer(id: u32, name: [u8; abi::CHANNEL_NAME_LEN]) -> Self {
+        Self {
+            id,
+            name,
+            period_ms: 0,
+            flags: 0,
+            owner: None,
+            producer: true,
         }
     }
 
@@ -182,7 +232,40 @@ impl Config {
             period_ms,
             flags,
             owner: Some(owner),
+            producer: false,
         }
+    }
+}
+
+/// A kernel producer's side of its channel (unused on other channels).
+/// `destroyed` and `file` change under `Device::registry` only, which
+/// decides with them who ends the channel: the last of the producer
+/// (`k2u_producer_destroy()`) and the listener's file (its release).
+#[pin_data]
+pub(crate) struct ProducerSide {
+    /// The producer destroyed the channel: it is no longer listed nor
+    /// found by name.
+    pub(crate) destroyed: Atomic<bool>,
+    /// A listener's file is attached (one at a time).
+    pub(crate) file: Atomic<bool>,
+    /// The attached listener's process, the channel's owner while its
+    /// file is attached (C's `owner` of a producer's channel).
+    #[pin]
+    pub(crate) owner: SpinLock<Option<PidRef>>,
+    /// `k2u_producer_wait_ack()` sleeps here, `Channel::inner` released
+    /// meanwhile; notified when a round is counted or abandoned.
+    #[pin]
+    pub(crate) ack_wait: CondVar,
+}
+
+impl ProducerSide {
+    fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            destroyed: Atomic::new(false),
+            file: Atomic::new(false),
+            owner <- new_spinlock!(None),
+            ack_wait <- new_condvar!(),
+        })
     }
 }
 
@@ -229,6 +312,9 @@ pub(crate) struct Channel {
     /// The round timer (unused with `back_to_back`).
     #[pin]
     pub(crate) timer: HrTimer<Channel>,
+    /// A kernel producer's part.
+    #[pin]
+    pub(crate) prod: ProducerSide,
 }
 
 impl_has_work! {
@@ -287,7 +373,7 @@ impl Channel {
         } else {
             GFP_KERNEL_ACCOUNT
         };
-        let mem = Memory::new(size, cfg.id)?;
+        let mem = Memory::new(size, cfg.id, cfg.producer)?;
         let ring = KVVec::from_elem(Event::default(), QUEUE_LEN, gfp)?;
         let round = Round::new(gfp)?;
         let wq = OwnedQueue::new(c"kern2usr")?;
@@ -319,6 +405,7 @@ impl Channel {
                 ack_work <- new_work!("kern2usr::ack_work"),
                 hup_work <- new_work!("kern2usr::hup_work"),
                 timer <- HrTimer::new(),
+                prod <- ProducerSide::new(),
             }),
             gfp,
         )
@@ -379,8 +466,47 @@ impl Channel {
         }
     }
 
+    /// Whether a kernel producer feeds it.
+    pub(crate) fn is_producer(&self) -> bool {
+        self.cfg.producer
+    }
+
+    /// Whether the listing shows it: all but a producer's channel its
+    /// producer destroyed (its listener's file still holds it).
+    pub(crate) fn listed(&self) -> bool {
+        !(self.cfg.producer && self.prod.destroyed.load(Relaxed))
+    }
+
+    /// Whether process `me` owns this created channel: its creator, or a
+    /// producer's channel's attached listener.
+    pub(crate) fn owned_by(&self, me: &PidRef) -> bool {
+        if self.cfg.producer {
+            self.prod.owner.lock().as_ref().is_some_and(|o| o.same(me))
+        } else {
+            self.cfg.owner.as_ref().is_some_and(|o| o.same(me))
+        }
+    }
+
+    /// The owner's pid as the listing shows it: a created channel's
+    /// creator, a producer's channel's listener, the default channel's
+    /// listener; 0 when there is none or the reader's namespace cannot see
+    /// it.
+    pub(crate) fn owner_nr(&self) -> i32 {
+        let owner = if self.cfg.producer {
+            &self.prod.owner
+        } else if let Some(owner) = &self.cfg.owner {
+            return owner.vnr();
+        } else {
+            &self.listener
+        };
+        owner.lock().as_ref().map_or(0, |o| o.vnr())
+    }
+
     /// The pacing as the listing names it.
     pub(crate) fn pacing(&self) -> &'static str {
+        if self.cfg.producer {
+            return "producer";
+        }
         match (self.back_to_back(), self.adaptive()) {
             (false, false) => "timer",
             (false, true) => "timer+adaptive",
@@ -528,6 +654,15 @@ impl<'a> Locked<'a> {
     /// Returns whether a signal is pending.
     pub(crate) fn wait_readable(&mut self) -> bool {
         self.dev.readq.wait_interruptible(&mut self.guard)
+    }
+
+    /// Sleeps (interruptibly) at most `jiffies` until `prod.ack_wait` is
+    /// notified, the mutex released meanwhile.
+    pub(crate) fn wait_ack(&mut self, jiffies: Jiffies) -> CondVarTimeoutResult {
+        self.dev
+            .prod
+            .ack_wait
+            .wait_interruptible_timeout(&mut self.guard, jiffies)
     }
 }
 

@@ -59,6 +59,7 @@ mod eventfd;
 mod link;
 mod memory;
 mod params;
+mod producer;
 mod round;
 mod state;
 mod stats;
