@@ -167,8 +167,13 @@ impl EventMode {
 /// Default of [`param::MAX_CHANNELS`].
 pub const DEFAULT_MAX_CHANNELS: u32 = 16;
 /// Largest [`param::MAX_CHANNELS`]: the [`param::CHANNELS`] listing of this
-/// many channels still fits the page a parameter is read into.
-pub const MAX_CHANNELS_LIMIT: u32 = 40;
+/// many channels and [`MAX_PRODUCERS`] producers' still fits the page a
+/// parameter is read into.
+pub const MAX_CHANNELS_LIMIT: u32 = 32;
+/// Kernel producers' channels that may exist at once. They count against
+/// neither [`param::MAX_CHANNELS`] nor [`param::MAX_CHANNEL_MEMORY`]
+/// (userspace's limits), so userspace cannot take their places.
+pub const MAX_PRODUCERS: u32 = 8;
 /// Default of [`param::MAX_CHANNEL_MEMORY`]: 64 MiB.
 pub const DEFAULT_MAX_CHANNEL_MEMORY: u64 = 64 << 20;
 /// Largest [`param::MAX_CHANNEL_MEMORY`]: 1 GiB.

@@ -45,6 +45,7 @@ void k2u_chan_free(struct kref *ref)
 		__free_page(c->ctrl_page);
 	kvfree(c->ring);
 	put_pid(c->owner);
+	mutex_destroy(&c->read_lock);
 	mutex_destroy(&c->lock);
 	kvfree(c);
 }
@@ -63,7 +64,11 @@ struct k2u_chan *k2u_chan_alloc(size_t size)
 	c = kvzalloc(sizeof(*c), GFP_KERNEL_ACCOUNT);
 	if (!c)
 		return NULL;
+	/* The default channel's are initialised statically (main.c). */
 	mutex_init(&c->lock);
+	mutex_init(&c->read_lock);
+	spin_lock_init(&c->show_lock);
+	k2u_stats_init(&c->stats);
 	k2u_chan_init(c);
 	c->wq = k2u_dev.wq;
 	c->buffer_size = size;
@@ -369,30 +374,36 @@ static const char *k2u_pacing(const struct k2u_chan *c)
 {
 	if (c->producer)
 		return "producer";
-	if (c->back_to_back)
-		return c->adaptive ? "b2b+adaptive" : "b2b";
-	return c->adaptive ? "timer+adaptive" : "timer";
+	/* The default channel's flags change under c->lock (main.c). */
+	if (READ_ONCE(c->back_to_back))
+		return READ_ONCE(c->adaptive) ? "b2b+adaptive" : "b2b";
+	return READ_ONCE(c->adaptive) ? "timer+adaptive" : "timer";
 }
 
-/* One line of the listing; chan_lock held, so @c stays. */
+/*
+ * One line of the listing; chan_lock held, so @c stays. Without c->lock:
+ * a channel whose mutex is held for long (a stalled reader, before the
+ * copies went through kernel memory) must not hold up the listing. The
+ * owner is referenced under show_lock, the figures read under the
+ * statistics' lock; the pacing flags are read once each.
+ */
 static int k2u_chan_show(struct k2u_chan *c, char *buf, int len)
 {
 	struct k2u_channel_stats st = {};
-	const char *pacing;
-	pid_t owner = 0;
+	struct pid *pid;
+	pid_t owner;
 
-	mutex_lock(&c->lock);
+	spin_lock(&c->show_lock);
+	/* The default channel's owner is its listener. */
+	pid = get_pid(k2u_is_default(c) ? c->listener : c->owner);
+	spin_unlock(&c->show_lock);
+	owner = pid_vnr(pid);
+	put_pid(pid);
 	k2u_stats_get(&c->stats, &st);
-	if (!k2u_is_default(c))
-		owner = pid_vnr(c->owner);
-	else if (c->attached)
-		owner = pid_vnr(c->listener);
-	pacing = k2u_pacing(c);
-	mutex_unlock(&c->lock);
 	return scnprintf(buf + len, PAGE_SIZE - len,
 			 "%u %s %d %zu %s %s %llu %llu %llu\n", c->id,
 			 c->name[0] ? c->name : "-", owner, c->buffer_size,
-			 K2U_QUEUE_MODE ? "queue" : "counter", pacing,
+			 K2U_QUEUE_MODE ? "queue" : "counter", k2u_pacing(c),
 			 st.count, st.p50_ns, st.p99_ns);
 }
 

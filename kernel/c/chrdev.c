@@ -12,6 +12,8 @@
 #include <linux/mm.h>
 #include <linux/moduleparam.h>
 #include <linux/ratelimit.h>
+#include <linux/sizes.h>
+#include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
@@ -31,7 +33,7 @@ static int k2u_release(struct inode *inode, struct file *filp)
 	struct k2u_chan *c = k2u_file_chan(filp);
 
 	if (c && c->producer)
-		k2u_producer_listener_release(c);
+		k2u_producer_listener_release(c, filp);
 	else if (c)
 		k2u_chan_release(c);
 	return 0;
@@ -206,26 +208,65 @@ static long k2u_ioctl_register(struct k2u_chan *c, void __user *arg)
 	return ret;
 }
 
-/* The classic path: copy the buffer out instead of mapping it. */
+/* READ_BUFFER copies through kernel memory, this many bytes at a time. */
+#define K2U_READ_CHUNK		SZ_64K
+/* Fresh starts after a round refilled the buffer mid-copy, then EAGAIN. */
+#define K2U_READ_RESTARTS	4
+
+/*
+ * The classic path: copy the buffer out instead of mapping it. Each chunk
+ * is copied into a kernel bounce buffer under c->lock (a round's fill
+ * cannot write the buffer meanwhile) and out to the caller after c->lock
+ * is dropped, so a destination that stalls (userfaultfd, FUSE) holds up
+ * nothing but this call. Under c->lock the buffer holds the fill of round
+ * rounds_published (a round is filled and published in one c->lock
+ * section), so a chunk that finds another round than the first did means
+ * the buffer was refilled meanwhile: the copy starts over, and after
+ * K2U_READ_RESTARTS such starts the call fails with EAGAIN. The bytes
+ * copied all come from one fill.
+ */
 static long k2u_ioctl_read_buffer(struct k2u_chan *c, void __user *arg)
 {
+	unsigned int restarts = 0;
 	struct k2u_read_buffer rb;
-	size_t len;
-	long ret;
+	size_t len, done = 0, n;
+	u64 fill = 0;
+	void *bounce;
+	long ret = 0;
 
 	if (copy_from_user(&rb, arg, sizeof(rb)))
 		return -EFAULT;
 	len = min_t(u64, rb.len, c->buffer_size);
-	/* Under the lock a round's fill cannot write the buffer meanwhile. */
-	ret = mutex_lock_interruptible(&c->lock);
-	if (ret)
-		return ret;
-	if (copy_to_user(u64_to_user_ptr(rb.addr), c->buffer, len))
-		ret = -EFAULT;
-	else
-		ret = len;
-	mutex_unlock(&c->lock);
-	return ret;
+	if (!len)
+		return 0;
+	bounce = kvmalloc(min_t(size_t, len, K2U_READ_CHUNK), GFP_KERNEL);
+	if (!bounce)
+		return -ENOMEM;
+	while (done < len) {
+		n = min_t(size_t, len - done, K2U_READ_CHUNK);
+		ret = mutex_lock_interruptible(&c->lock);
+		if (ret)
+			break;
+		if (done && c->rounds_published != fill) {
+			mutex_unlock(&c->lock);
+			if (++restarts > K2U_READ_RESTARTS) {
+				ret = -EAGAIN;
+				break;
+			}
+			done = 0;
+			continue;
+		}
+		fill = c->rounds_published;
+		memcpy(bounce, c->buffer + done, n);
+		mutex_unlock(&c->lock);
+		if (copy_to_user(u64_to_user_ptr(rb.addr) + done, bounce, n)) {
+			ret = -EFAULT;
+			break;
+		}
+		done += n;
+	}
+	kvfree(bounce);
+	return ret ? ret : (long)len;
 }
 
 /* K2U_IOC_ACK (@by_id false) and K2U_IOC_ACK_ROUND. */
@@ -267,12 +308,11 @@ static long k2u_ioctl_stats(struct k2u_chan *c, void __user *arg)
 	};
 	unsigned long irqflags;
 
-	mutex_lock(&c->lock);
+	/* Open to anyone: the snapshots, never the channel's mutex. */
 	k2u_stats_get(&c->stats, &st);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	st.rounds_published = c->rounds_published;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
-	mutex_unlock(&c->lock);
 	return copy_to_user(arg, &st, sizeof(st)) ? -EFAULT : 0;
 }
 

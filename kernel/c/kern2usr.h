@@ -15,14 +15,19 @@
  * (private_data) and freed at the file's release.
  *
  * Locking: k2u_chan.lock (a mutex) guards everything below it in struct
- * k2u_chan. The eventfd wake-up callbacks run under the eventfd's
+ * k2u_chan. Nothing copies to or from userspace while holding it (a
+ * destination page may stall for as long as its owner likes: userfaultfd,
+ * FUSE): READ_BUFFER and read() copy through kernel memory, and the
+ * listing reads snapshots under leaf spinlocks (k2u_stats.lock, show_lock).
+ * The eventfd wake-up callbacks run under the eventfd's
  * wait-queue spinlock, so they never take the mutex: they record what
  * happened (the round and the counter-mode delivery state under ack_lock,
  * bits in events) and queue a work item that does the rest under the mutex.
  * k2u_device.chan_lock guards the list of channels, their count and memory.
  * Lock order: the module's param lock (held by sysfs parameter callbacks),
- * then chan_lock, then a channel's lock, then an eventfd's wait-queue lock,
- * then ack_lock.
+ * then chan_lock, then a channel's read_lock, then its lock, then an
+ * eventfd's wait-queue lock, then ack_lock. k2u_stats.lock and show_lock
+ * are leaves: nothing is taken inside them.
  */
 #ifndef _KERN2USR_H
 #define _KERN2USR_H
@@ -35,6 +40,9 @@
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/poll.h>
+#include <linux/spinlock.h>
+#include <linux/stddef.h>
+#include <linux/uidgid.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
@@ -43,13 +51,22 @@
 
 #define K2U_LAST_ERROR_LEN 160
 
-/* Round-trip times of the current test. */
+/*
+ * Round-trip times of the current test. Writers hold k2u_chan.lock and,
+ * around each change, @lock; readers that must not wait for the channel
+ * (the `channels` listing, CHANNEL_STATS, the `stats` parameters) take
+ * @lock alone, which no one holds for longer than a pass over @hist.
+ */
 struct k2u_stats {
-	u64 count;
-	u64 total;
-	u64 min;
-	u64 max;
-	u64 hist[K2U_HIST_BUCKETS];
+	spinlock_t lock;
+
+	struct_group(fig,
+		u64 count;
+		u64 total;
+		u64 min;
+		u64 max;
+		u64 hist[K2U_HIST_BUCKETS];
+	);
 };
 
 /* A wait-queue entry hooked on one of the listener's eventfds. */
@@ -78,6 +95,13 @@ struct k2u_round {
 	bool open;		/* published, neither closed nor abandoned */
 	bool shown;		/* its MEMORY_READY reached the listener */
 	bool closed;		/* closed by an ack, not yet counted */
+	/*
+	 * Published and not acked: the listener may hold a view of the
+	 * buffer, so nothing fills it. Outlives STOP's abandon (and START);
+	 * ended by the round's ack or the listener's detach.
+	 */
+	bool lent;
+	bool returned;		/* an ack ended an abandoned round's lend */
 };
 
 /* Prefix of a created channel's log lines: "channel <id>: ". */
@@ -117,6 +141,17 @@ struct k2u_chan {
 	unsigned int in_flight_code;
 	u32 in_flight_round;
 
+	/*
+	 * Serialises read() of event records: one reader at a time takes
+	 * records off the ring, copying them out without c->lock held.
+	 */
+	struct mutex read_lock;
+	/*
+	 * Writers of owner and listener hold lock and, around the store,
+	 * show_lock; the listing takes show_lock alone to reference them.
+	 */
+	spinlock_t show_lock;
+
 	/* Everything below is guarded by lock. */
 	struct mutex lock;
 	bool live;			/* commands accepted: set up, not unloading */
@@ -134,6 +169,7 @@ struct k2u_chan {
 	struct k2u_event *ring;
 	unsigned int ring_head;
 	unsigned int ring_count;	/* also read locklessly by poll() */
+	u64 ring_epoch;			/* +1 each time the ring is emptied whole */
 
 	/* The current test. */
 	bool buffer_filled;
@@ -141,12 +177,16 @@ struct k2u_chan {
 	bool log_round;			/* this round's lines are not rate-limited */
 	bool back_to_back;		/* next round right after the ack */
 	bool adaptive;			/* no doorbell while the listener spins */
+	bool lend_logged;		/* "still lent" said for this round */
 	struct k2u_stats stats;
 
 	char last_error[K2U_LAST_ERROR_LEN];
 
 	/* A kernel producer's channel (producer.c); guarded by lock. */
 	bool producer;			/* fed by a producer, not by rounds */
+	unsigned int attach;		/* K2U_ATTACH_*: who may attach (set once) */
+	kuid_t attach_uid;		/* with K2U_ATTACH_UID (set once) */
+	kgid_t attach_gid;		/* with K2U_ATTACH_GID (set once) */
 	struct file *listener_filp;	/* the attached listener's file */
 	wait_queue_head_t ack_wait;	/* k2u_producer_wait_ack() sleeps here */
 	u64 acked_id;			/* last round an ack closed (ack_lock) */
@@ -164,8 +204,9 @@ struct k2u_device {
 	struct mutex chan_lock;
 	struct list_head channels;	/* created channels, by id */
 	struct ida ids;
-	unsigned int nr_channels;
+	unsigned int nr_channels;	/* users' channels (max_channels) */
 	u64 memory;			/* their buffer bytes */
+	unsigned int nr_producers;	/* producers' (K2U_MAX_PRODUCERS) */
 
 	/* Parameters, read with READ_ONCE. */
 	unsigned int max_channels;
@@ -189,13 +230,14 @@ static inline struct k2u_chan *k2u_file_chan(struct file *filp)
 }
 
 /* stats.c */
+void k2u_stats_init(struct k2u_stats *st);
 void k2u_stats_reset(struct k2u_stats *st);
 void k2u_stats_add(struct k2u_stats *st, u64 ns);
-int k2u_stats_show(const struct k2u_stats *st, char *buf);
-int k2u_histogram_show(const struct k2u_stats *st, char *buf);
+int k2u_stats_show(struct k2u_stats *st, char *buf);
+int k2u_histogram_show(struct k2u_stats *st, char *buf);
 
 /* stats.c (continued) */
-void k2u_stats_get(const struct k2u_stats *st, struct k2u_channel_stats *out);
+void k2u_stats_get(struct k2u_stats *st, struct k2u_channel_stats *out);
 
 /* main.c */
 const char *k2u_cmd_name(unsigned int cmd);
@@ -224,7 +266,7 @@ int k2u_channels_show(char *buf);
 int k2u_producer_attach(struct k2u_device *d, struct file *filp,
 			struct k2u_create *cr,
 			struct file *efd, struct file *efd2);
-void k2u_producer_listener_release(struct k2u_chan *c);
+void k2u_producer_listener_release(struct k2u_chan *c, struct file *filp);
 
 /* link.c */
 void k2u_link_init(struct k2u_chan *c);
@@ -234,6 +276,8 @@ int k2u_attach(struct k2u_chan *c, struct task_struct *task,
 int k2u_check_eventfds(struct file *efd_file, struct file *efd2_file,
 		       pid_t nr, char *why, size_t why_len);
 void k2u_detach(struct k2u_chan *c);
+struct pid *k2u_swap_pid(struct k2u_chan *c, struct pid **slot,
+			 struct pid *pid);
 bool k2u_check_listener(struct k2u_chan *c);
 bool k2u_listener_alive(struct k2u_chan *c);
 struct task_struct *k2u_get_task(pid_t nr);

@@ -310,50 +310,130 @@ static void k2u_record_read(struct k2u_chan *c, const struct k2u_event *ev)
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 }
 
-/* Queue mode: hand out records, oldest first. */
+/* Records read() copies out per pass: 256 bytes on the stack. */
+#define K2U_READ_BATCH 16
+
+/*
+ * Under c->lock: copy up to @max records from the ring's head into @out,
+ * leaving them on the ring. The number copied; *@epoch names the ring.
+ */
+static unsigned int k2u_peek_events(struct k2u_chan *c, struct k2u_event *out,
+				    unsigned int max, u64 *epoch)
+{
+	unsigned int n = min(c->ring_count, max);
+	unsigned int i;
+
+	lockdep_assert_held(&c->lock);
+	for (i = 0; i < n; i++)
+		out[i] = c->ring[(c->ring_head + i) % K2U_EVENT_QUEUE_LEN];
+	*epoch = c->ring_epoch;
+	return n;
+}
+
+/*
+ * Under c->lock: @n records peeked from ring @epoch reached the reader:
+ * take them off (they are still at the head: only readers, one at a time,
+ * take records off, and emptying the ring changes its epoch) and mark
+ * their rounds shown. If the ring was emptied meanwhile (the listener was
+ * detached) they are gone already: the reader got them just in time.
+ */
+static void k2u_consume_events(struct k2u_chan *c, const struct k2u_event *ev,
+			       unsigned int n, u64 epoch)
+{
+	unsigned int i;
+
+	lockdep_assert_held(&c->lock);
+	if (c->ring_epoch != epoch)
+		return;
+	for (i = 0; i < n; i++) {
+		k2u_record_read(c, &ev[i]);
+		c->ring_head = (c->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
+		WRITE_ONCE(c->ring_count, c->ring_count - 1);
+	}
+}
+
+/* Wait for a record (or the channel's end); c->read_lock not held. */
+static int k2u_wait_events(struct k2u_chan *c, bool nonblock)
+{
+	int ret;
+
+	if (READ_ONCE(c->ring_count))
+		return 0;
+	if (nonblock)
+		return -EAGAIN;
+	ret = wait_event_interruptible(c->readq, READ_ONCE(c->ring_count) ||
+				       !READ_ONCE(c->live));
+	if (ret)
+		return ret;
+	return READ_ONCE(c->ring_count) ? 0 : -ENODEV;
+}
+
+/*
+ * Queue mode: hand out records, oldest first. They are copied to the
+ * reader with no c->lock held (a stalled destination page must not hold
+ * up the channel's rounds, acks and commands), through a small batch on
+ * the stack; a record leaves the ring only once it reached the reader.
+ * Readers of one channel take turns (c->read_lock); a non-blocking one
+ * does not wait for its turn: EAGAIN.
+ */
 ssize_t k2u_read_events(struct k2u_chan *c, char __user *buf, size_t count,
 			bool nonblock)
 {
+	struct k2u_event batch[K2U_READ_BATCH];
+	unsigned int n, copied;
 	size_t done = 0;
+	unsigned long left;
+	u64 epoch;
 	int ret;
 
 	if (!K2U_QUEUE_MODE || count < sizeof(struct k2u_event))
 		return -EINVAL;
-
-	ret = mutex_lock_interruptible(&c->lock);
-	if (ret)
-		return ret;
-	while (!c->ring_count) {
-		mutex_unlock(&c->lock);
-		if (nonblock)
-			return -EAGAIN;
-		ret = wait_event_interruptible(c->readq,
-					       READ_ONCE(c->ring_count) ||
-					       !READ_ONCE(c->live));
+again:
+	for (;;) {
+		ret = k2u_wait_events(c, nonblock);
 		if (ret)
 			return ret;
-		if (!READ_ONCE(c->live))
-			return -ENODEV;
+		if (nonblock) {
+			if (!mutex_trylock(&c->read_lock))
+				return -EAGAIN;
+		} else {
+			ret = mutex_lock_interruptible(&c->read_lock);
+			if (ret)
+				return ret;
+		}
+		if (READ_ONCE(c->ring_count))
+			break;
+		/* Another reader took them meanwhile. */
+		mutex_unlock(&c->read_lock);
+	}
+	while (count - done >= sizeof(struct k2u_event)) {
 		ret = mutex_lock_interruptible(&c->lock);
 		if (ret)
-			return ret;
-	}
-	while (c->ring_count && count - done >= sizeof(struct k2u_event)) {
-		const struct k2u_event *ev = &c->ring[c->ring_head];
-
-		/* A record leaves the ring only once it reached the reader. */
-		if (copy_to_user(buf + done, ev, sizeof(*ev))) {
-			if (!done)
-				done = -EFAULT;
+			break;
+		n = k2u_peek_events(c, batch,
+				    min_t(size_t, K2U_READ_BATCH,
+					  (count - done) / sizeof(*batch)),
+				    &epoch);
+		mutex_unlock(&c->lock);
+		if (!n)
+			break;
+		left = copy_to_user(buf + done, batch, n * sizeof(*batch));
+		/* Whole records only: a torn one stays on the ring. */
+		copied = (n * sizeof(*batch) - left) / sizeof(*batch);
+		mutex_lock(&c->lock);
+		k2u_consume_events(c, batch, copied, epoch);
+		mutex_unlock(&c->lock);
+		done += copied * sizeof(*batch);
+		if (copied < n) {
+			ret = -EFAULT;
 			break;
 		}
-		k2u_record_read(c, ev);
-		c->ring_head = (c->ring_head + 1) % K2U_EVENT_QUEUE_LEN;
-		WRITE_ONCE(c->ring_count, c->ring_count - 1);
-		done += sizeof(struct k2u_event);
 	}
-	mutex_unlock(&c->lock);
-	return done;
+	mutex_unlock(&c->read_lock);
+	/* Emptied by a detach before the first record was taken: wait on. */
+	if (!done && !ret)
+		goto again;
+	return done ? (ssize_t)done : ret;
 }
 
 struct k2u_fd_lookup {
@@ -557,10 +637,8 @@ int k2u_attach(struct k2u_chan *c, struct task_struct *task, struct file *efd_fi
 	if (c->attached && !c->exit_sent && efd == c->efd.ctx &&
 	    efd2 == c->efd2.ctx) {
 		/* The same listener again: keep its events and its round. */
-		struct pid *old = c->listener;
-
-		WRITE_ONCE(c->listener, get_task_pid(task, PIDTYPE_TGID));
-		put_pid(old);
+		put_pid(k2u_swap_pid(c, &c->listener,
+				     get_task_pid(task, PIDTYPE_TGID)));
 		c->pid = nr;
 		pr_info("%slistener pid %d re-attached: %u pending events kept\n",
 			c->tag, nr, k2u_undelivered(c));
@@ -590,7 +668,8 @@ int k2u_attach(struct k2u_chan *c, struct task_struct *task, struct file *efd_fi
 		k2u_hook_unhook(&c->efd, false);
 		goto err_hook;
 	}
-	WRITE_ONCE(c->listener, get_task_pid(task, PIDTYPE_TGID));
+	/* Detached above: no listener to put. */
+	k2u_swap_pid(c, &c->listener, get_task_pid(task, PIDTYPE_TGID));
 	c->pid = nr;
 	c->attached = true;
 	c->next_seq = 1;
@@ -624,8 +703,7 @@ void k2u_detach(struct k2u_chan *c)
 		k2u_round_collect(c);
 	k2u_hook_remove(&c->efd, false);
 	k2u_hook_remove(&c->efd2, true);
-	pid = c->listener;
-	WRITE_ONCE(c->listener, NULL);
+	pid = k2u_swap_pid(c, &c->listener, NULL);
 	put_pid(pid);
 	c->attached = false;
 	c->mmap_sent = false;
@@ -636,7 +714,29 @@ void k2u_detach(struct k2u_chan *c)
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	c->ring_head = 0;
 	WRITE_ONCE(c->ring_count, 0);
+	/* A read() copying records out must not take them off again. */
+	c->ring_epoch++;
 	wake_up_interruptible(&c->readq);
 	/* A producer's round is abandoned: its waiter returns -ENOTCONN. */
 	wake_up_all(&c->ack_wait);
+}
+
+/*
+ * Under c->lock: store @pid in @slot (c->listener or c->owner) and return
+ * what was there, for the caller to put. show_lock makes the store and a
+ * listing's get_pid() of the old value exclusive, so the listing never
+ * references a pid the caller is about to put for the last time.
+ */
+struct pid *k2u_swap_pid(struct k2u_chan *c, struct pid **slot,
+			 struct pid *pid)
+{
+	struct pid *old;
+
+	lockdep_assert_held(&c->lock);
+	spin_lock(&c->show_lock);
+	old = *slot;
+	/* k2u_is_listener() and k2u_may() compare it without a lock. */
+	WRITE_ONCE(*slot, pid);
+	spin_unlock(&c->show_lock);
+	return old;
 }

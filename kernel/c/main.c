@@ -23,6 +23,9 @@
 /* The locks are ready before init: parameters given to insmod take them. */
 struct k2u_device k2u_dev = {
 	.def.lock = __MUTEX_INITIALIZER(k2u_dev.def.lock),
+	.def.read_lock = __MUTEX_INITIALIZER(k2u_dev.def.read_lock),
+	.def.show_lock = __SPIN_LOCK_UNLOCKED(k2u_dev.def.show_lock),
+	.def.stats.lock = __SPIN_LOCK_UNLOCKED(k2u_dev.def.stats.lock),
 	.chan_lock = __MUTEX_INITIALIZER(k2u_dev.chan_lock),
 	.channels = LIST_HEAD_INIT(k2u_dev.channels),
 	.max_channels = K2U_DEFAULT_MAX_CHANNELS,
@@ -403,7 +406,7 @@ static int mode_flag_set(const char *val, const struct kernel_param *kp)
 	if (c->testing)
 		ret = -EBUSY;
 	else
-		*(bool *)kp->arg = v;
+		WRITE_ONCE(*(bool *)kp->arg, v);	/* the listing reads it */
 	mutex_unlock(&c->lock);
 	return ret;
 }
@@ -457,26 +460,15 @@ static const struct kernel_param_ops last_error_ops = {
 module_param_cb(last_error, &last_error_ops, NULL, 0444);
 MODULE_PARM_DESC(last_error, "Why the last refused command was refused");
 
+/* Both read under the statistics' own lock, not the channel's. */
 static int stats_get(char *buf, const struct kernel_param *kp)
 {
-	struct k2u_chan *c = &k2u_dev.def;
-	int ret;
-
-	mutex_lock(&c->lock);
-	ret = k2u_stats_show(&c->stats, buf);
-	mutex_unlock(&c->lock);
-	return ret;
+	return k2u_stats_show(&k2u_dev.def.stats, buf);
 }
 
 static int histogram_get(char *buf, const struct kernel_param *kp)
 {
-	struct k2u_chan *c = &k2u_dev.def;
-	int ret;
-
-	mutex_lock(&c->lock);
-	ret = k2u_histogram_show(&c->stats, buf);
-	mutex_unlock(&c->lock);
-	return ret;
+	return k2u_histogram_show(&k2u_dev.def.stats, buf);
 }
 
 static const struct kernel_param_ops stats_ops = {
@@ -508,7 +500,7 @@ static const struct kernel_param_ops max_channels_ops = {
 	.get = param_get_uint,
 };
 module_param_cb(max_channels, &max_channels_ops, &k2u_dev.max_channels, 0644);
-MODULE_PARM_DESC(max_channels, "Most channels besides the default one (1-40, default 16)");
+MODULE_PARM_DESC(max_channels, "Most userspace channels besides the default one (1-32, default 16; producers have their own 8)");
 
 static int max_memory_set(const char *val, const struct kernel_param *kp)
 {

@@ -52,42 +52,59 @@ static void k2u_fill(struct k2u_chan *c, u64 round)
 	}
 }
 
-/* Under ack_lock: forget the round (a new test, or the listener left). */
+/*
+ * Under ack_lock: forget the round, its lend included (the listener left,
+ * or the producer went away).
+ */
 void k2u_round_reset_locked(struct k2u_chan *c)
 {
 	lockdep_assert_held(&c->ack_lock);
 	c->round.open = false;
 	c->round.shown = false;
 	c->round.closed = false;
+	c->round.lent = false;
+	c->round.returned = false;
 	c->acks_late = 0;
 	c->ack_bad_value = 0;
 }
 
-/* Under ack_lock: the MEMORY_READY of round @id reached the listener. */
+/*
+ * Under ack_lock: the MEMORY_READY of round @id reached the listener. A
+ * round STOP abandoned is still lent: its record may be read later.
+ */
 void k2u_round_shown_locked(struct k2u_chan *c, u32 id)
 {
 	lockdep_assert_held(&c->ack_lock);
-	if (c->round.open && (u32)c->round.id == id)
+	if ((c->round.open || c->round.lent) && (u32)c->round.id == id)
 		c->round.shown = true;
 }
 
 /*
  * Under ack_lock: close the outstanding round, timed now. A plain ack
  * (7 on efd2, K2U_IOC_ACK) needs the round to be shown; an ack by id
- * needs the id. 0, -EPROTO (no round outstanding) or -ESTALE.
+ * needs the id. 0, -EPROTO (no round outstanding) or -ESTALE. An ack that
+ * would close a round STOP abandoned ends its lend instead, and is
+ * refused (-EPROTO) as any ack with no round outstanding.
  */
 static int k2u_round_close_locked(struct k2u_chan *c, bool by_id, u32 id)
 {
 	struct k2u_round *r = &c->round;
+	bool mine = by_id ? (u32)r->id == id : r->shown;
 
 	lockdep_assert_held(&c->ack_lock);
-	if (!r->open)
+	if (!r->open) {
+		if (r->lent && mine) {
+			r->lent = false;
+			r->returned = true;
+		}
 		return -EPROTO;
-	if (by_id ? (u32)r->id != id : !r->shown)
+	}
+	if (!mine)
 		return -ESTALE;
 	/* Taken under the lock that publish holds: never before the start. */
 	r->took_ns = ktime_get_ns() - r->start_ns;
 	r->open = false;
+	r->lent = false;
 	r->closed = true;
 	return 0;
 }
@@ -129,11 +146,12 @@ int k2u_round_ack_ioctl(struct k2u_chan *c, bool by_id, u32 id)
 }
 
 /*
- * Under c->lock: whether a round may open now: 0, -EBUSY while one is
- * outstanding or closed by an ack but not counted yet (ack_work counts it
- * and, back to back, opens the next), -EAGAIN when the event queue has no
- * room for MEMORY_READY. Only k2u_round_open() opens rounds, under
- * c->lock, so the answer holds until the caller opens one.
+ * Under c->lock: whether a round may open now: 0, -EBUSY while the buffer
+ * is lent (a round outstanding, or abandoned by STOP and not acked) or a
+ * round is closed by an ack but not counted yet (ack_work counts it and,
+ * back to back, opens the next), -EAGAIN when the event queue has no room
+ * for MEMORY_READY. Only k2u_round_open() opens rounds, under c->lock, so
+ * the answer holds until the caller opens one.
  */
 static int k2u_round_may_open(struct k2u_chan *c)
 {
@@ -142,7 +160,7 @@ static int k2u_round_may_open(struct k2u_chan *c)
 
 	lockdep_assert_held(&c->lock);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
-	busy = c->round.open || c->round.closed;
+	busy = c->round.open || c->round.lent || c->round.closed;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	if (busy)
 		return -EBUSY;
@@ -170,10 +188,13 @@ static u64 k2u_round_open(struct k2u_chan *c, size_t len)
 	 * it counts as shown from its publish.
 	 */
 	WRITE_ONCE(ctrl->ready_len, len);
+	c->lend_logged = false;
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	id = ++c->rounds_published;
 	c->round.id = id;
 	c->round.open = true;
+	c->round.lent = true;
+	c->round.returned = false;
 	c->round.shown = c->adaptive;
 	c->round.start_ns = ktime_get_ns();
 	/* Release: the buffer and ready_len are visible before the sequence. */
@@ -190,11 +211,36 @@ static u64 k2u_round_open(struct k2u_chan *c, size_t len)
 	return id;
 }
 
+/*
+ * Under c->lock: a round is due but the buffer is still lent for a round
+ * STOP abandoned. Said once per such round: the ticks that follow skip
+ * silently until its ack.
+ */
+static void k2u_round_note_lent(struct k2u_chan *c)
+{
+	unsigned long irqflags;
+	bool held;
+	u64 id;
+
+	lockdep_assert_held(&c->lock);
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	held = c->round.lent && !c->round.open;
+	id = c->round.id;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	if (!held || c->lend_logged)
+		return;
+	c->lend_logged = true;
+	pr_info_ratelimited("%sbuffer still lent to the listener (round %llu): rounds wait for its ack\n",
+			    c->tag, id);
+}
+
 /* A test round: fill the buffer, then publish all of it. */
 static void k2u_round_begin(struct k2u_chan *c, bool log)
 {
 	int ret = k2u_round_may_open(c);
 
+	if (ret == -EBUSY)
+		k2u_round_note_lent(c);
 	if (ret == -EAGAIN) {
 		pr_notice_ratelimited("%sevent queue full: round skipped\n",
 				      c->tag);
@@ -218,7 +264,8 @@ static void k2u_round_begin(struct k2u_chan *c, bool log)
 
 /*
  * A producer's round: @len bytes the producer wrote. Under c->lock; the
- * round's id, or -EBUSY / -EAGAIN as k2u_round_may_open().
+ * round's id, or -EBUSY / -EAGAIN as k2u_round_may_open(). (A producer's
+ * channel has no STOP: its round is lent exactly while it is outstanding.)
  */
 s64 k2u_round_publish(struct k2u_chan *c, size_t len)
 {
@@ -287,6 +334,10 @@ void k2u_round_cancel_sync(struct k2u_chan *c)
 	cancel_work_sync(&c->hup_work);
 }
 
+/*
+ * A new test. A round the last STOP abandoned keeps the buffer lent (its
+ * id and whether it was shown stay): the first round waits for its ack.
+ */
 void k2u_round_start(struct k2u_chan *c)
 {
 	unsigned long irqflags;
@@ -296,7 +347,10 @@ void k2u_round_start(struct k2u_chan *c)
 	c->buffer_filled = false;
 	c->calculation_done = false;
 	spin_lock_irqsave(&c->ack_lock, irqflags);
-	k2u_round_reset_locked(c);
+	c->round.open = false;
+	c->round.closed = false;
+	c->acks_late = 0;
+	c->ack_bad_value = 0;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	k2u_stats_reset(&c->stats);
 	if (c->back_to_back)
@@ -308,7 +362,8 @@ void k2u_round_start(struct k2u_chan *c)
 
 /*
  * Stop the timer. A round acked before this point still counts; one
- * still outstanding is abandoned: no later ack closes it.
+ * still outstanding is abandoned: no later ack closes it, but it keeps
+ * the buffer lent until its ack (or the listener's detach).
  */
 void k2u_round_stop(struct k2u_chan *c)
 {
@@ -337,19 +392,21 @@ u64 k2u_round_average(struct k2u_chan *c)
 /*
  * Count a round an ack closed (its time into the statistics, its lines
  * into the log), report ignored acks, and in back-to-back mode start the
- * next round.
+ * next round (also when an ack ended an abandoned round's lend).
  */
 void k2u_round_collect(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 	u64 took, late, bad;
-	bool closed;
+	bool closed, returned;
 
 	lockdep_assert_held(&c->lock);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	closed = c->round.closed;
 	took = c->round.took_ns;
 	c->round.closed = false;
+	returned = c->round.returned;
+	c->round.returned = false;
 	if (closed)
 		c->acked_id = c->round.id;
 	late = c->acks_late;
@@ -364,15 +421,17 @@ void k2u_round_collect(struct k2u_chan *c)
 	if (late)
 		pr_notice_ratelimited("%s%llu late ack(s) ignored: no shown round outstanding\n",
 				      c->tag, late);
-	if (!closed)
+	if (closed) {
+		/* A producer waiting in k2u_producer_wait_ack(). */
+		wake_up_all(&c->ack_wait);
+		k2u_stats_add(&c->stats, took);
+		c->calculation_done = true;
+		if (c->log_round) {
+			pr_info("Time to copy = %llu\n", took);
+			pr_info("Exit from __monitor_efd2\n");
+		}
+	} else if (!returned) {
 		return;
-	/* A producer waiting in k2u_producer_wait_ack(). */
-	wake_up_all(&c->ack_wait);
-	k2u_stats_add(&c->stats, took);
-	c->calculation_done = true;
-	if (c->log_round) {
-		pr_info("Time to copy = %llu\n", took);
-		pr_info("Exit from __monitor_efd2\n");
 	}
 	/* A dead listener is detached by the next command or timer round. */
 	if (c->back_to_back && c->testing && k2u_listener_alive(c))

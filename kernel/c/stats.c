@@ -2,7 +2,8 @@
 /*
  * Round-trip statistics: a log-linear histogram (the ABI's buckets, about
  * 3 % wide) plus count, min, max and sum; read through the `stats` and
- * `histogram` parameters.
+ * `histogram` parameters. Each function takes the statistics' spinlock,
+ * so readers never wait for the channel's mutex.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -35,19 +36,36 @@ static u64 k2u_hist_low(unsigned int index)
 	return (u64)(sub + (index & (sub - 1))) << ((index >> K2U_HIST_SUB_BITS) - 1);
 }
 
+/* Empty: the figures are zero, the lock is left as it is. */
+static void k2u_stats_clear(struct k2u_stats *st)
+{
+	memset(&st->fig, 0, sizeof(st->fig));
+	st->min = U64_MAX;
+}
+
+/* A created channel's statistics, before anyone can read them. */
+void k2u_stats_init(struct k2u_stats *st)
+{
+	spin_lock_init(&st->lock);
+	k2u_stats_clear(st);
+}
+
 void k2u_stats_reset(struct k2u_stats *st)
 {
-	memset(st, 0, sizeof(*st));
-	st->min = U64_MAX;
+	spin_lock(&st->lock);
+	k2u_stats_clear(st);
+	spin_unlock(&st->lock);
 }
 
 void k2u_stats_add(struct k2u_stats *st, u64 ns)
 {
+	spin_lock(&st->lock);
 	st->hist[k2u_hist_bucket(ns)]++;
 	st->count++;
 	st->total += ns;
 	st->min = min(st->min, ns);
 	st->max = max(st->max, ns);
+	spin_unlock(&st->lock);
 }
 
 /* Low bound of the bucket holding the value of rank ceil(count * q / 1000). */
@@ -67,7 +85,7 @@ static u64 k2u_stats_percentile(const struct k2u_stats *st, unsigned int q)
 
 static const char * const k2u_stats_keys[] = K2U_STATS_KEYS;
 
-int k2u_stats_show(const struct k2u_stats *st, char *buf)
+int k2u_stats_show(struct k2u_stats *st, char *buf)
 {
 	static const struct {
 		const char *key;
@@ -77,9 +95,11 @@ int k2u_stats_show(const struct k2u_stats *st, char *buf)
 	int len = 0;
 	unsigned int i;
 
+	spin_lock(&st->lock);
 	if (!st->count) {
 		for (i = 0; i < ARRAY_SIZE(k2u_stats_keys); i++)
 			len += sysfs_emit_at(buf, len, "%s 0\n", k2u_stats_keys[i]);
+		spin_unlock(&st->lock);
 		return len;
 	}
 	len += sysfs_emit_at(buf, len, "count %llu\n", st->count);
@@ -90,18 +110,20 @@ int k2u_stats_show(const struct k2u_stats *st, char *buf)
 		len += sysfs_emit_at(buf, len, "%s %llu\n", pct[i].key,
 				     k2u_stats_percentile(st, pct[i].permille));
 	len += sysfs_emit_at(buf, len, "max %llu\n", st->max);
+	spin_unlock(&st->lock);
 	return len;
 }
 
 /* Lines a page holds with room to spare; more buckets are merged. */
 #define K2U_HIST_LINES 100
 
-int k2u_histogram_show(const struct k2u_stats *st, char *buf)
+int k2u_histogram_show(struct k2u_stats *st, char *buf)
 {
 	unsigned int i, used = 0, per_line, in_line = 0;
 	u64 low = 0, sum = 0;
 	int len = 0;
 
+	spin_lock(&st->lock);
 	for (i = 0; i < K2U_HIST_BUCKETS; i++)
 		used += st->hist[i] != 0;
 	per_line = max(1U, DIV_ROUND_UP(used, K2U_HIST_LINES));
@@ -123,14 +145,18 @@ int k2u_histogram_show(const struct k2u_stats *st, char *buf)
 		in_line = 0;
 		sum = 0;
 	}
+	spin_unlock(&st->lock);
 	return len;
 }
 
 /* The figures of K2U_IOC_CHANNEL_STATS: all 0 before the first round. */
-void k2u_stats_get(const struct k2u_stats *st, struct k2u_channel_stats *out)
+void k2u_stats_get(struct k2u_stats *st, struct k2u_channel_stats *out)
 {
-	if (!st->count)
+	spin_lock(&st->lock);
+	if (!st->count) {
+		spin_unlock(&st->lock);
 		return;
+	}
 	out->count = st->count;
 	out->min_ns = st->min;
 	out->mean_ns = div64_u64(st->total, st->count);
@@ -139,4 +165,5 @@ void k2u_stats_get(const struct k2u_stats *st, struct k2u_channel_stats *out)
 	out->p99_ns = k2u_stats_percentile(st, 990);
 	out->p999_ns = k2u_stats_percentile(st, 999);
 	out->max_ns = st->max;
+	spin_unlock(&st->lock);
 }

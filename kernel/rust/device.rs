@@ -51,6 +51,12 @@ const _: () = {
     assert!(size_of::<ChannelStats>() == 88);
 };
 
+/// `K2U_IOC_READ_BUFFER` copies through kernel memory, this many bytes at a
+/// time (C's `K2U_READ_CHUNK`).
+const READ_CHUNK: usize = 64 * 1024;
+/// Fresh starts after a round refilled the buffer mid-copy, then EAGAIN.
+const READ_RESTARTS: u32 = 4;
+
 /// One open file of the device: a reference on the device state, and the
 /// file's own channel once `K2U_IOC_CREATE` made it one.
 #[pin_data]
@@ -318,6 +324,16 @@ impl K2uFile {
 
     /// `K2U_IOC_READ_BUFFER`: the classic path, copy the buffer out instead
     /// of mapping it. Returns the bytes copied.
+    ///
+    /// As in C: each chunk ([`READ_CHUNK`]) is copied into a kernel bounce
+    /// buffer under the mutex (no fill writes the pages meanwhile) and out
+    /// to the caller with the mutex released, so a destination that stalls
+    /// (userfaultfd, FUSE) holds up nothing but this call. Under the mutex
+    /// the buffer holds round `rounds`' fill (a round is filled and
+    /// counted in one locked section), so a chunk that finds another round
+    /// than the first did means a refill: the copy starts over, at most
+    /// [`READ_RESTARTS`] times, then EAGAIN. The bytes all come from one
+    /// fill.
     fn read_buffer(&self, mut reader: UserSliceReader) -> Result<isize> {
         let chan = self.reach("READ_BUFFER", Rule::Listener)?;
         if chan.is_producer() {
@@ -329,10 +345,39 @@ impl K2uFile {
             return Err(EOPNOTSUPP);
         }
         let rb: ReadBuffer = reader.read()?;
-        // Under the lock: no fill writes the pages while they are copied.
-        let k = Locked::new(&chan);
-        let len = chan.mem.copy_to_user(&k, rb.addr, rb.len)?;
-        Ok(len as isize)
+        let len = usize::try_from(rb.len)
+            .unwrap_or(usize::MAX)
+            .min(chan.mem.size());
+        if len == 0 {
+            return Ok(0);
+        }
+        let mut bounce = KVVec::from_elem(0u8, len.min(READ_CHUNK), GFP_KERNEL)?;
+        let mut restarts = 0;
+        'pass: loop {
+            let to = UserPtr::from_addr(rb.addr as usize);
+            let mut writer = UserSlice::new(to, len).writer();
+            let mut fill = None;
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(READ_CHUNK);
+                let chunk = &mut bounce[..n];
+                {
+                    let k = Locked::new(&chan);
+                    if fill.is_some_and(|f| f != k.rounds) {
+                        restarts += 1;
+                        if restarts > READ_RESTARTS {
+                            return Err(EAGAIN);
+                        }
+                        continue 'pass;
+                    }
+                    fill = Some(k.rounds);
+                    chan.mem.copy_out(&k, done, chunk);
+                }
+                writer.write_slice(chunk)?;
+                done += n;
+            }
+            return Ok(len as isize);
+        }
     }
 
     /// `K2U_IOC_CREATE`: make this file a channel.

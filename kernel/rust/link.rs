@@ -271,6 +271,8 @@ impl Locked<'_> {
         self.exit_sent = false;
         self.ring_head = 0;
         self.ring_count = 0;
+        // A read() copying records out must not take them off again.
+        self.ring_epoch = self.ring_epoch.wrapping_add(1);
         self.dev.readq.notify_all();
     }
 
@@ -337,8 +339,17 @@ impl Locked<'_> {
     }
 }
 
+/// Records `read()` copies out per pass, from a batch on the stack.
+const READ_BATCH: usize = 16;
+
 /// `read()`: hands out records, oldest first; blocks for the first one
-/// unless `nonblock`.
+/// unless `nonblock`. The records are copied to the reader with the mutex
+/// released (a stalled destination page must not hold up the channel's
+/// rounds, acks and commands): a batch is copied out of the ring under the
+/// mutex, then to the reader, then taken off the ring under the mutex if
+/// the ring was not emptied meanwhile; a record leaves the ring only once
+/// it reached the reader. One reader at a time (`Inner::reading`); a
+/// non-blocking one does not wait for its turn: EAGAIN.
 pub(crate) fn read_events(
     dev: &Arc<Channel>,
     iov: &mut IovIterDest<'_>,
@@ -347,36 +358,75 @@ pub(crate) fn read_events(
     if iov.len() < EVENT_SIZE {
         return Err(EINVAL);
     }
-    let mut k = Locked::new(dev);
-    while k.ring_count == 0 {
-        if nonblock {
-            return Err(EAGAIN);
+    {
+        let mut k = Locked::new(dev);
+        while k.ring_count == 0 || k.reading {
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if k.wait_readable() {
+                return Err(ERESTARTSYS);
+            }
+            if k.dead && k.ring_count == 0 {
+                return Err(ENODEV);
+            }
         }
-        if k.wait_readable() {
-            return Err(ERESTARTSYS);
-        }
-        if k.dead {
-            return Err(ENODEV);
-        }
+        k.reading = true;
     }
+    let ret = read_batches(dev, iov);
+    let mut k = Locked::new(dev);
+    k.reading = false;
+    // The next reader's turn.
+    dev.readq.notify_all();
+    ret
+}
+
+/// The body of [`read_events`], its turn taken.
+fn read_batches(dev: &Arc<Channel>, iov: &mut IovIterDest<'_>) -> Result<usize> {
     let mut done = 0;
-    while k.ring_count != 0 && iov.len() >= EVENT_SIZE {
-        let Some(event) = k.ring.get(k.ring_head).copied() else {
-            break;
+    let mut batch = [Event::default(); READ_BATCH];
+    while iov.len() >= EVENT_SIZE {
+        let (n, epoch) = {
+            let k = Locked::new(dev);
+            let n = k.ring_count.min(READ_BATCH).min(iov.len() / EVENT_SIZE);
+            for (i, slot) in batch.iter_mut().take(n).enumerate() {
+                *slot = k
+                    .ring
+                    .get((k.ring_head + i) % QUEUE_LEN)
+                    .copied()
+                    .unwrap_or_default();
+            }
+            (n, k.ring_epoch)
         };
-        // A record leaves the ring only once it reached the reader.
-        if iov.copy_to_iter(event.as_bytes()) < EVENT_SIZE {
+        if n == 0 {
+            break;
+        }
+        let mut copied = 0;
+        for event in batch.iter().take(n) {
+            if iov.copy_to_iter(event.as_bytes()) < EVENT_SIZE {
+                break;
+            }
+            copied += 1;
+        }
+        {
+            let mut k = Locked::new(dev);
+            if k.ring_epoch == epoch {
+                for event in batch.iter().take(copied) {
+                    k.ring_head = (k.ring_head + 1) % QUEUE_LEN;
+                    k.ring_count -= 1;
+                    if event.code == Code::MemoryReady.value() {
+                        // The round reached the listener: its 7 may close it now.
+                        dev.ack.lock().shown(event.round);
+                    }
+                }
+            }
+        }
+        done += copied * EVENT_SIZE;
+        if copied < n {
             if done == 0 {
                 return Err(EFAULT);
             }
             break;
-        }
-        k.ring_head = (k.ring_head + 1) % QUEUE_LEN;
-        k.ring_count -= 1;
-        done += EVENT_SIZE;
-        if event.code == Code::MemoryReady.value() {
-            // The round reached the listener: its 7 may close it now.
-            dev.ack.lock().shown(event.round);
         }
     }
     Ok(done)

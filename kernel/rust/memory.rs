@@ -18,7 +18,6 @@ use kernel::{
         barrier::{smp_mb, Full},
         SpinLock,
     },
-    uaccess::UserPtr,
 };
 
 use crate::abi::{self, pattern_byte, Ctrl};
@@ -121,6 +120,14 @@ impl Memory {
         match &self.data {
             Data::Area(area) => Some(area.as_ptr()),
             Data::Pages(_) => None,
+        }
+    }
+
+    /// Calls `f` with page `n` of the data buffer, if there is one.
+    fn with_page<R>(&self, n: usize, f: impl FnOnce(&Page) -> R) -> Option<R> {
+        match &self.data {
+            Data::Pages(pages) => pages.get(n).map(f),
+            Data::Area(area) => area.page(n).map(|page| f(&page)),
         }
     }
 
@@ -246,25 +253,26 @@ impl Memory {
         Ok(())
     }
 
-    /// `K2U_IOC_READ_BUFFER`: copies `len` bytes (at most the buffer) to
-    /// user address `to`; returns the bytes copied.
+    /// `K2U_IOC_READ_BUFFER`'s step under the mutex: copies the buffer's
+    /// bytes from `offset` on into `dst` (kernel memory; as many as fit,
+    /// up to the buffer's end). Returns the bytes copied.
     ///
     /// Taking the lock guard keeps [`Self::fill`] (a back-to-back round
     /// may start in an ack's work item) from writing the pages meanwhile.
-    pub(crate) fn copy_to_user(&self, _locked: &Locked<'_>, to: u64, len: u64) -> Result<usize> {
-        let len = usize::try_from(len).unwrap_or(usize::MAX).min(self.size());
-        let to = UserPtr::from_addr(to as usize);
+    pub(crate) fn copy_out(&self, _locked: &Locked<'_>, offset: usize, dst: &mut [u8]) -> usize {
         let mut done = 0;
-        self.for_each_page(|_, page| {
-            if done == len {
-                return Ok(());
-            }
-            let chunk = (len - done).min(PAGE_SIZE);
-            sys::copy_page_to_user(page, to.wrapping_byte_add(done), chunk)?;
-            done += chunk;
-            Ok(())
-        })?;
-        Ok(len)
+        while done < dst.len() {
+            let at = offset + done;
+            let in_page = at % PAGE_SIZE;
+            let n = (dst.len() - done).min(PAGE_SIZE - in_page);
+            let Some(()) = self.with_page(at / PAGE_SIZE, |page| {
+                sys::copy_from_page(page, in_page, &mut dst[done..done + n]);
+            }) else {
+                break;
+            };
+            done += n;
+        }
+        done
     }
 }
 

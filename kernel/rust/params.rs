@@ -370,7 +370,8 @@ impl Param for StatsParam {
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
         match state::device() {
-            Some(dev) => Locked::new(&dev.default).round.stats.show(f),
+            // The figures' own spinlock, not the channel's mutex.
+            Some(dev) => dev.default.stats.show(f),
             None => Stats::show_empty(f),
         }
     }
@@ -383,7 +384,7 @@ impl Param for Histogram {
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
         match state::device() {
-            Some(dev) => Locked::new(&dev.default).round.stats.show_histogram(f),
+            Some(dev) => dev.default.stats.show_histogram(f),
             None => Ok(()),
         }
     }
@@ -443,11 +444,10 @@ impl Param for Channels {
 /// One line of the `channels` listing (see `CHANNELS_HEADER`).
 fn channel_line(f: &mut Formatter<'_>, chan: &Channel) -> fmt::Result {
     let owner = chan.owner_nr();
-    let (rounds, p50, p99) = {
-        let k = chan.inner.lock();
-        let v = k.round.stats.values();
-        (v[0], v[3], v[5])
-    };
+    // Not the channel's mutex: a channel whose mutex is held for long must
+    // not hold up the listing. The figures have a spinlock of their own.
+    let v = chan.stats.values();
+    let (rounds, p50, p99) = (v[0], v[3], v[5]);
     f.write_fmt(fmt!(
         "{} {} {} {} {} {} {} {} {}\n",
         chan.id(),

@@ -31,6 +31,8 @@ pub(crate) struct Round {
     pub(crate) calculation_done: bool,
     /// This round's lines are not rate-limited away.
     log_round: bool,
+    /// The "still lent" line was said for the current round.
+    lend_logged: bool,
     pub(crate) stats: Stats,
     /// The running timer; dropping the handle cancels it.
     timer: Option<ArcHrTimerHandle<Channel>>,
@@ -39,6 +41,7 @@ pub(crate) struct Round {
     skip_log: RateLimit,
     value_log: RateLimit,
     late_log: RateLimit,
+    lend_log: RateLimit,
 }
 
 impl Round {
@@ -48,12 +51,14 @@ impl Round {
             buffer_filled: false,
             calculation_done: false,
             log_round: false,
+            lend_logged: false,
             stats: Stats::new(gfp)?,
             timer: None,
             log: RateLimit::new("k2u_round_work", 1000, 20),
             skip_log: RateLimit::new("k2u_round_begin", 5000, 10),
             value_log: RateLimit::new("k2u_round_collect", 5000, 10),
             late_log: RateLimit::new("k2u_round_collect", 5000, 10),
+            lend_log: RateLimit::new("k2u_round_note_lent", 5000, 10),
         })
     }
 }
@@ -117,14 +122,22 @@ impl Locked<'_> {
     /// sees it there and the doorbell is skipped.
     fn round_begin(&mut self, log: bool) {
         let dev = self.dev;
-        // Never over an outstanding round, nor over one an ack closed that
-        // is not counted yet. Only this function opens rounds, under the
+        // Never while the buffer is lent (a round outstanding, or abandoned
+        // by STOP and not acked), nor over a round an ack closed that is
+        // not counted yet. Only this function opens rounds, under the
         // mutex, so the answer holds until the round below is opened.
-        {
+        let held = {
             let ack = dev.ack.lock();
-            if ack.open || ack.closed {
-                return;
+            if ack.open || ack.lent || ack.closed {
+                Some(ack.held_for())
+            } else {
+                None
             }
+        };
+        match held {
+            Some(Some(id)) => return self.note_lent(id),
+            Some(None) => return,
+            None => {}
         }
         if !self.has_room(Code::MemoryReady) {
             if self.round.skip_log.check() {
@@ -144,6 +157,7 @@ impl Locked<'_> {
         self.round.buffer_filled = true;
         self.round.calculation_done = false;
         self.round.log_round = log;
+        self.round.lend_logged = false;
         self.rounds = id;
         // Open the round and publish its id in one ack-lock section: an
         // ack comes either before (and cannot close it) or after the round
@@ -165,12 +179,31 @@ impl Locked<'_> {
         }
     }
 
-    /// START_TEST: reset the statistics and start the rounds.
+    /// A round is due but the buffer is still lent for round `id`, which
+    /// STOP abandoned (C's `k2u_round_note_lent()`). Said once per such
+    /// round: the ticks that follow skip silently until its ack.
+    fn note_lent(&mut self, id: u64) {
+        if self.round.lend_logged {
+            return;
+        }
+        self.round.lend_logged = true;
+        if self.round.lend_log.check() {
+            pr_info!(
+                "{}buffer still lent to the listener (round {}): rounds wait for its ack\n",
+                self.dev.tag(),
+                id
+            );
+        }
+    }
+
+    /// START_TEST: reset the statistics and start the rounds. A round the
+    /// last STOP abandoned keeps the buffer lent: the first round waits
+    /// for its ack.
     pub(crate) fn round_start(&mut self) {
         self.testing = true;
         self.round.buffer_filled = false;
         self.round.calculation_done = false;
-        self.dev.ack.lock().reset();
+        self.dev.ack.lock().new_test();
         self.round.stats.reset();
         let dev = self.dev;
         if dev.back_to_back() {
@@ -181,7 +214,8 @@ impl Locked<'_> {
     }
 
     /// Stops the timer. A round acked before this point still counts; one
-    /// still outstanding is abandoned: no later ack closes it.
+    /// still outstanding is abandoned: no later ack closes it, but it keeps
+    /// the buffer lent until its ack (or the listener's detach).
     pub(crate) fn round_stop(&mut self) {
         if !self.testing {
             return;
@@ -202,13 +236,15 @@ impl Locked<'_> {
 
     /// Counts a round an ack closed (its time into the statistics, its
     /// lines into the log), reports ignored acks, and back to back starts
-    /// the next round (C's `k2u_round_collect()`).
+    /// the next round, also when an ack ended an abandoned round's lend
+    /// (C's `k2u_round_collect()`).
     pub(crate) fn round_collect(&mut self) {
-        let (took, late, bad) = {
+        let (took, returned, late, bad) = {
             let mut ack = self.dev.ack.lock();
             let took = ack.take_closed();
             (
                 took,
+                ack.take_returned(),
                 core::mem::take(&mut ack.late),
                 core::mem::take(&mut ack.bad),
             )
@@ -224,18 +260,19 @@ impl Locked<'_> {
                 late
             );
         }
-        let Some(took) = took else {
+        if let Some(took) = took {
+            self.round.stats.add(took);
+            self.round.calculation_done = true;
+            if self.round.log_round {
+                pr_info!("Time to copy = {}\n", took);
+                pr_info!("Exit from __monitor_efd2\n");
+            }
+        } else if !returned {
             return;
-        };
+        }
         // A producer waiting in `k2u_producer_wait_ack()`.
         if self.dev.is_producer() {
             self.dev.prod.ack_wait.notify_all();
-        }
-        self.round.stats.add(took);
-        self.round.calculation_done = true;
-        if self.round.log_round {
-            pr_info!("Time to copy = {}\n", took);
-            pr_info!("Exit from __monitor_efd2\n");
         }
         // A dead listener is detached by the next command or timer round.
         let alive = self.link.as_ref().is_some_and(|l| !l.exited());

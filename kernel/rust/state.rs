@@ -25,6 +25,7 @@ use crate::link::Link;
 use crate::memory::Memory;
 use crate::params;
 use crate::round::Round;
+use crate::stats::Stats;
 use crate::sys::{OwnedQueue, PidRef};
 
 /// Ids of the three work items of a [`Channel`].
@@ -50,6 +51,12 @@ pub(crate) struct AckState {
     /// An ack closed it and the work has not counted it yet. No round is
     /// opened while this is set, so one close never overwrites another.
     pub(crate) closed: bool,
+    /// Published and not acked: the listener may hold a view of the
+    /// buffer, so nothing fills it. Outlives STOP's abandon (and START);
+    /// ended by the round's ack or the listener's detach.
+    pub(crate) lent: bool,
+    /// An ack ended an abandoned round's lend; the work has not looked.
+    returned: bool,
     /// The round's id: the `ready_seq` it published.
     id: u64,
     /// When it was opened and published: the round trip starts here.
@@ -71,6 +78,8 @@ impl AckState {
             open: false,
             shown: false,
             closed: false,
+            lent: false,
+            returned: false,
             id: 0,
             start: None,
             took: 0,
@@ -80,25 +89,49 @@ impl AckState {
         }
     }
 
-    /// Forgets the round (a new test, or the listener left); which round
-    /// was acked last stays known.
+    /// Forgets the round, its lend included (the listener left); which
+    /// round was acked last stays known.
     pub(crate) fn reset(&mut self) {
         let acked = self.acked;
         *self = Self::new();
         self.acked = acked;
     }
 
+    /// A new test (C's `k2u_round_start()`): a round the last STOP
+    /// abandoned keeps the buffer lent (its id and whether it was shown
+    /// stay), so the first round waits for its ack.
+    pub(crate) fn new_test(&mut self) {
+        self.open = false;
+        self.closed = false;
+        self.late = 0;
+        self.bad = 0;
+    }
+
+    /// A round is due but the buffer is lent for a round STOP abandoned:
+    /// its id.
+    pub(crate) fn held_for(&self) -> Option<u64> {
+        (self.lent && !self.open).then_some(self.id)
+    }
+
+    /// An ack ended an abandoned round's lend since the last look.
+    pub(crate) fn take_returned(&mut self) -> bool {
+        core::mem::replace(&mut self.returned, false)
+    }
+
     /// Opens round `id`, shown already or not; the time starts now.
     pub(crate) fn open(&mut self, id: u64, shown: bool) {
         self.open = true;
+        self.lent = true;
+        self.returned = false;
         self.shown = shown;
         self.id = id;
         self.start = Some(Instant::now());
     }
 
     /// The MEMORY_READY record of round `round` (low 32 bits) was read.
+    /// A round STOP abandoned is still lent: its record may be read later.
     pub(crate) fn shown(&mut self, round: u32) {
-        if self.open && self.id as u32 == round {
+        if (self.open || self.lent) && self.id as u32 == round {
             self.shown = true;
         }
     }
@@ -131,15 +164,21 @@ impl AckState {
 
     /// Closes the outstanding round now: a plain ack (`round` `None`, 7 on
     /// efd2 or `K2U_IOC_ACK`) needs it shown, an ack by id the id. EPROTO:
-    /// no round outstanding; ESTALE: not this ack's round.
+    /// no round outstanding; ESTALE: not this ack's round. An ack that
+    /// would close a round STOP abandoned ends its lend instead, and is
+    /// refused (EPROTO) as any ack with no round outstanding.
     pub(crate) fn close(&mut self, round: Option<u32>) -> Result {
-        if !self.open {
-            return Err(EPROTO);
-        }
         let mine = match round {
             Some(id) => self.id as u32 == id,
             None => self.shown,
         };
+        if !self.open {
+            if self.lent && mine {
+                self.lent = false;
+                self.returned = true;
+            }
+            return Err(EPROTO);
+        }
         if !mine {
             return Err(ESTALE);
         }
@@ -148,6 +187,7 @@ impl AckState {
             .map_or(0, |start| (Instant::<Monotonic>::now() - start).as_nanos());
         self.took = u64::try_from(took).unwrap_or(0);
         self.open = false;
+        self.lent = false;
         self.closed = true;
         Ok(())
     }
@@ -296,6 +336,9 @@ pub(crate) struct Channel {
     pub(crate) hup: Atomic<bool>,
     /// The data buffer and the control page; fixed at creation.
     pub(crate) mem: Memory,
+    /// The round-trip statistics (a handle on the figures `inner`'s round
+    /// adds to): readers take their spinlock, never `inner`.
+    pub(crate) stats: Stats,
     /// Rate limit of the `mmap refused` lines (mmap cannot take `inner`).
     #[pin]
     pub(crate) mmap_log: SpinLock<RateLimit>,
@@ -341,6 +384,13 @@ pub(crate) struct Inner {
     pub(crate) ring: KVVec<Event>,
     pub(crate) ring_head: usize,
     pub(crate) ring_count: usize,
+    /// One more each time the ring is emptied whole (a detach): a reader
+    /// that copied records out without the mutex takes them off only if
+    /// the ring is still the one it copied them from.
+    pub(crate) ring_epoch: u64,
+    /// A `read()` is copying records out (without the mutex); other
+    /// readers wait for it (or, non-blocking, get EAGAIN).
+    pub(crate) reading: bool,
     /// The current test.
     pub(crate) round: Round,
     /// Why the last refused command was refused.
@@ -376,6 +426,7 @@ impl Channel {
         let mem = Memory::new(size, cfg.id, cfg.producer)?;
         let ring = KVVec::from_elem(Event::default(), QUEUE_LEN, gfp)?;
         let round = Round::new(gfp)?;
+        let stats = round.stats.clone();
         let wq = OwnedQueue::new(c"kern2usr")?;
         Arc::pin_init(
             try_pin_init!(Self {
@@ -391,6 +442,8 @@ impl Channel {
                     ring,
                     ring_head: 0,
                     ring_count: 0,
+                    ring_epoch: 0,
+                    reading: false,
                     round,
                     last_error: ErrorText::new(),
                 }),
@@ -399,6 +452,7 @@ impl Channel {
                 listener <- new_spinlock!(None),
                 hup: Atomic::new(false),
                 mem,
+                stats,
                 mmap_log <- new_spinlock!(RateLimit::new("k2u_mmap", 5000, 10)),
                 wq,
                 round_work <- new_work!("kern2usr::round_work"),

@@ -3,16 +3,89 @@
 //! Round-trip statistics: a log-linear histogram (the ABI's buckets, about
 //! 3 % wide) plus count, min, max and sum; read through the `stats` and
 //! `histogram` parameters.
+//!
+//! The figures sit under a spinlock of their own, shared by handles: the
+//! round (under the channel's mutex) adds to them, and the readers (the
+//! `channels` listing, the `stats` and `histogram` parameters) take only
+//! that spinlock, so they never wait for the channel's mutex.
 
-use kernel::{alloc::Flags, fmt, prelude::*};
+use kernel::{
+    alloc::Flags,
+    fmt, new_spinlock,
+    prelude::*,
+    sync::{Arc, SpinLock},
+};
 
 use crate::abi::{self, hist_bucket, hist_bucket_low, HIST_BUCKETS, STATS_KEYS};
 
 /// Lines a page holds with room to spare; more buckets are merged.
 const HIST_LINES: usize = 100;
 
-/// Round-trip times of the current test, in nanoseconds.
-pub(crate) struct Stats {
+/// Round-trip times of the current test: a handle on the figures (clones
+/// share them).
+#[derive(Clone)]
+pub(crate) struct Stats(Arc<SpinLock<Figures>>);
+
+impl Stats {
+    pub(crate) fn new(gfp: Flags) -> Result<Self> {
+        let figures = Figures {
+            count: 0,
+            total: 0,
+            min: u64::MAX,
+            max: 0,
+            hist: KVec::from_elem(0, HIST_BUCKETS, gfp)?,
+        };
+        Ok(Self(Arc::pin_init(
+            new_spinlock!(figures, "kern2usr::stats"),
+            gfp,
+        )?))
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.0.lock().reset();
+    }
+
+    pub(crate) fn add(&mut self, ns: u64) {
+        self.0.lock().add(ns);
+    }
+
+    /// Mean round trip, 0 before the first.
+    pub(crate) fn mean(&self) -> u64 {
+        self.0.lock().mean()
+    }
+
+    /// The figures of [`STATS_KEYS`], in that order (all 0 before the
+    /// first round).
+    pub(crate) fn values(&self) -> [u64; STATS_KEYS.len()] {
+        self.0.lock().values()
+    }
+
+    /// The `stats` parameter: one `key value` line per [`STATS_KEYS`] entry.
+    pub(crate) fn show(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        let values = self.values();
+        for (key, value) in STATS_KEYS.iter().zip(values) {
+            f.write_fmt(fmt!("{} {}\n", key, value))?;
+        }
+        Ok(())
+    }
+
+    /// The `stats` parameter before the module exists: all zero.
+    pub(crate) fn show_empty(f: &mut impl fmt::Write) -> fmt::Result {
+        for key in STATS_KEYS {
+            f.write_fmt(fmt!("{} 0\n", key))?;
+        }
+        Ok(())
+    }
+
+    /// The `histogram` parameter (under the spinlock: the output goes to
+    /// the parameter's page, no sleeping).
+    pub(crate) fn show_histogram(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        self.0.lock().show_histogram(f)
+    }
+}
+
+/// The figures behind a [`Stats`], in nanoseconds.
+struct Figures {
     count: u64,
     total: u64,
     min: u64,
@@ -20,18 +93,8 @@ pub(crate) struct Stats {
     hist: KVec<u64>,
 }
 
-impl Stats {
-    pub(crate) fn new(gfp: Flags) -> Result<Self> {
-        Ok(Self {
-            count: 0,
-            total: 0,
-            min: u64::MAX,
-            max: 0,
-            hist: KVec::from_elem(0, HIST_BUCKETS, gfp)?,
-        })
-    }
-
-    pub(crate) fn reset(&mut self) {
+impl Figures {
+    fn reset(&mut self) {
         self.count = 0;
         self.total = 0;
         self.min = u64::MAX;
@@ -39,7 +102,7 @@ impl Stats {
         self.hist.iter_mut().for_each(|n| *n = 0);
     }
 
-    pub(crate) fn add(&mut self, ns: u64) {
+    fn add(&mut self, ns: u64) {
         if let Some(n) = self.hist.get_mut(hist_bucket(ns)) {
             *n += 1;
         }
@@ -50,7 +113,7 @@ impl Stats {
     }
 
     /// Mean round trip, 0 before the first.
-    pub(crate) fn mean(&self) -> u64 {
+    fn mean(&self) -> u64 {
         self.total.checked_div(self.count).unwrap_or(0)
     }
 
@@ -70,7 +133,7 @@ impl Stats {
 
     /// The figures of [`STATS_KEYS`], in that order (all 0 before the
     /// first round).
-    pub(crate) fn values(&self) -> [u64; STATS_KEYS.len()] {
+    fn values(&self) -> [u64; STATS_KEYS.len()] {
         if self.count == 0 {
             [0; STATS_KEYS.len()]
         } else {
@@ -87,25 +150,9 @@ impl Stats {
         }
     }
 
-    /// The `stats` parameter: one `key value` line per [`STATS_KEYS`] entry.
-    pub(crate) fn show(&self, f: &mut impl fmt::Write) -> fmt::Result {
-        for (key, value) in STATS_KEYS.iter().zip(self.values()) {
-            f.write_fmt(fmt!("{} {}\n", key, value))?;
-        }
-        Ok(())
-    }
-
-    /// The `stats` parameter before the module exists: all zero.
-    pub(crate) fn show_empty(f: &mut impl fmt::Write) -> fmt::Result {
-        for key in STATS_KEYS {
-            f.write_fmt(fmt!("{} 0\n", key))?;
-        }
-        Ok(())
-    }
-
     /// The `histogram` parameter: `low high count` per non-empty bucket
     /// (high exclusive), neighbours merged beyond [`HIST_LINES`] lines.
-    pub(crate) fn show_histogram(&self, f: &mut impl fmt::Write) -> fmt::Result {
+    fn show_histogram(&self, f: &mut impl fmt::Write) -> fmt::Result {
         let mut used = self.hist.iter().filter(|&&n| n != 0).count();
         let per_line = used.div_ceil(HIST_LINES).max(1);
         let (mut in_line, mut low, mut sum) = (0, 0, 0u64);

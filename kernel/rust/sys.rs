@@ -18,7 +18,6 @@ use kernel::{
     sync::aref::ARef,
     task::Task,
     types::ForeignOwnable,
-    uaccess::UserPtr,
     workqueue::Queue,
 };
 
@@ -375,23 +374,27 @@ pub(crate) fn with_page_mapped<R>(page: &Page, f: impl FnOnce(*mut u8) -> R) -> 
     ret
 }
 
-/// Copies the first `len` bytes (at most a page) of `page` to user address
-/// `to` (`copy_to_user()`); `EFAULT` if any byte could not be copied.
-pub(crate) fn copy_page_to_user(page: &Page, to: UserPtr, len: usize) -> Result {
-    let len = len.min(PAGE_SIZE);
+/// Copies `dst.len()` bytes of `page` from byte `offset` on into `dst`;
+/// `offset + dst.len()` must not pass the page's end (checked: the copy is
+/// cut there).
+pub(crate) fn copy_from_page(page: &Page, offset: usize, dst: &mut [u8]) {
+    let offset = offset.min(PAGE_SIZE);
+    let len = dst.len().min(PAGE_SIZE - offset);
     with_page_mapped(page, |from| {
-        // SAFETY: `from` maps the whole page, so it is readable for
-        // `len <= PAGE_SIZE` bytes; `copy_to_user()` checks `to` itself. User
-        // space may be writing the page through its mapping meanwhile: as in
-        // C, the copy is a byte-wise snapshot and no Rust reference to the
-        // bytes is made.
-        let left = unsafe { bindings::copy_to_user(to.as_mut_ptr(), from.cast::<c_void>(), len) };
-        if left == 0 {
-            Ok(())
-        } else {
-            Err(EFAULT)
-        }
-    })
+        // SAFETY: `from` maps the whole page, so `from + offset` is readable
+        // for `len` bytes (`offset + len <= PAGE_SIZE`); `dst` is valid and
+        // exclusively borrowed for `len <= dst.len()` bytes and cannot
+        // overlap a page of the buffer. User space may be writing the page
+        // through its mapping meanwhile: as in C, `memcpy()` takes a
+        // byte-wise snapshot and no Rust reference to those bytes is made.
+        unsafe {
+            bindings::memcpy(
+                dst.as_mut_ptr().cast::<c_void>(),
+                from.add(offset).cast::<c_void>(),
+                len,
+            )
+        };
+    });
 }
 
 /// A pointer as C's `%p` prints it: hashed, 16 hex digits, no `0x` (the

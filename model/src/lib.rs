@@ -252,6 +252,9 @@ pub struct Model {
     next_seq: u64,
     ready_seq: u64,
     round: Option<Round>,
+    /// A round STOP (or EXIT) abandoned before its ack: it keeps the
+    /// buffer lent, so no round is published until its ack or a detach.
+    lent: Option<Round>,
     counted: u64,
     late_acks: u64,
     doorbells_skipped: u64,
@@ -296,6 +299,7 @@ impl Model {
             next_seq: 1,
             ready_seq: 0,
             round: None,
+            lent: None,
             counted: 0,
             late_acks: 0,
             doorbells_skipped: 0,
@@ -333,6 +337,11 @@ impl Model {
     /// The outstanding round.
     pub fn round(&self) -> Option<Round> {
         self.round
+    }
+    /// A round STOP abandoned that still holds the buffer lent (the
+    /// outstanding round, [`Model::round`], is lent too).
+    pub fn lent(&self) -> Option<Round> {
+        self.lent
     }
     /// `ready_seq` of the control page: rounds published since load.
     pub fn ready_seq(&self) -> u64 {
@@ -822,15 +831,30 @@ impl Model {
             *c = 0;
         }
         self.stop();
+        self.lent = None;
         self.queue.clear();
         self.in_flight = None;
         self.mmap_sent = false;
         self.exit_sent = false;
     }
 
+    /// The test ends: an outstanding round is abandoned (no ack counts
+    /// it), but it stays lent until its ack or a detach.
     fn stop(&mut self) {
         self.testing = false;
-        self.round = None;
+        if let Some(r) = self.round.take() {
+            self.lent = Some(r);
+        }
+    }
+
+    /// An ack that names the abandoned lent round (by `id`, or plainly
+    /// once it was shown) ends its lend; it still counts nothing.
+    fn return_lent(&mut self, id: Option<u32>) {
+        if let Some(r) = self.lent {
+            if id.map_or(r.shown, |id| r.id as u32 == id) {
+                self.lent = None;
+            }
+        }
     }
 
     fn post(&mut self, code: u32, round: u32) {
@@ -864,7 +888,8 @@ impl Model {
     }
 
     fn show(&mut self, round: u32) {
-        if let Some(r) = &mut self.round {
+        // An abandoned round's MEMORY_READY may still be read.
+        for r in [&mut self.round, &mut self.lent].into_iter().flatten() {
             if r.id as u32 == round {
                 r.shown = true;
             }
@@ -924,6 +949,7 @@ impl Model {
             } else {
                 self.late_acks += 1;
                 out.late += 1;
+                self.return_lent(None);
             }
         }
         out
@@ -958,7 +984,10 @@ impl Model {
     pub fn ioctl_ack(&mut self) -> Result<(), Errno> {
         self.dead_check();
         match self.round {
-            None => Err(Errno::EPROTO),
+            None => {
+                self.return_lent(None);
+                Err(Errno::EPROTO)
+            }
             Some(r) if !r.shown => {
                 self.late_acks += 1;
                 Err(Errno::ESTALE)
@@ -974,7 +1003,10 @@ impl Model {
     pub fn ioctl_ack_round(&mut self, id: u32) -> Result<(), Errno> {
         self.dead_check();
         match self.round {
-            None => Err(Errno::EPROTO),
+            None => {
+                self.return_lent(Some(id));
+                Err(Errno::EPROTO)
+            }
             Some(r) if r.id as u32 != id => Err(Errno::ESTALE),
             Some(_) => {
                 self.close_round();
@@ -1065,6 +1097,7 @@ impl Model {
         self.live
             && self.testing
             && self.round.is_none()
+            && self.lent.is_none()
             && self.listener.is_some_and(|l| self.alive(l.pid))
             && self.free_slots() > EVENT_QUEUE_RESERVE
     }
@@ -1075,10 +1108,11 @@ impl Model {
     pub fn publish(&mut self) -> Result<(), String> {
         if !self.can_publish() {
             return Err(format!(
-                "no round can be published now (live {}, testing {}, round {:?}, listener {:?}, free slots {})",
+                "no round can be published now (live {}, testing {}, round {:?}, lent {:?}, listener {:?}, free slots {})",
                 self.live,
                 self.testing,
                 self.round,
+                self.lent,
                 self.listener,
                 self.free_slots()
             ));

@@ -151,8 +151,13 @@ fn late_acks_never_close_a_later_round() {
     drain_records(&mut m);
     assert_eq!(cmd(&mut m, 4), Ok(()));
     assert_eq!(cmd(&mut m, 3), Ok(()));
+    // Round 1 was shown and abandoned: it keeps the buffer lent.
+    assert!(m.publish().is_err());
+    // The listener answers it now: late, and the buffer is returned.
+    let out = m.efd_write(efd2, 7);
+    assert_eq!((out.closed, out.late), (0, 1));
     assert_eq!(m.publish(), Ok(()));
-    // The listener answers the old round now: not shown, so late.
+    // An ack before round 2 is shown belongs to an older round: late.
     let out = m.efd_write(efd2, 7);
     assert_eq!((out.closed, out.late), (0, 1));
     assert_eq!(m.ioctl_ack(), Err(Errno::ESTALE));
@@ -410,4 +415,144 @@ fn only_the_end_of_a_listener_counts_as_a_detach_line() {
     // The count is the log's: a new module keeps it.
     assert_eq!(m.insmod(), Ok(()));
     assert_eq!(m.detach_lines(), 2);
+}
+
+/// A listener attached, MMAP and START delivered, round 1 published.
+fn round_one(mode: Mode) -> (Model, EfdId, EfdId) {
+    let (mut m, efd, efd2) = world(mode);
+    assert_eq!(find(&mut m, L, 3, 4), Ok(()));
+    assert_eq!(cmd(&mut m, 2), Ok(()));
+    assert_eq!(cmd(&mut m, 3), Ok(()));
+    assert_eq!(m.publish(), Ok(()));
+    (m, efd, efd2)
+}
+
+#[test]
+fn a_shown_round_stays_lent_across_stop_and_start() {
+    let (mut m, _, efd2) = round_one(Mode::Queue);
+    assert_eq!(drain_records(&mut m), [(1, 2, 0), (2, 3, 0), (3, 6, 1)]);
+    assert_eq!(cmd(&mut m, 4), Ok(()));
+    assert_eq!(m.round(), None, "STOP abandons the round");
+    assert_eq!(m.lent(), Some(Round { id: 1, shown: true }));
+    assert_eq!(cmd(&mut m, 3), Ok(()));
+    assert_eq!(m.lent().map(|r| r.id), Some(1), "START keeps the lend");
+    assert!(!m.can_publish(), "no fill while the buffer is lent");
+    // An ack by another id does not return it.
+    assert_eq!(m.ioctl_ack_round(2), Err(Errno::EPROTO));
+    assert!(m.lent().is_some());
+    // A value that is no multiple of 7 does not either.
+    assert!(m.efd_write(efd2, 8).unexpected);
+    assert!(m.lent().is_some());
+    // The plain ack of the shown round does; it counts nothing.
+    assert_eq!(m.ioctl_ack(), Err(Errno::EPROTO));
+    assert_eq!(m.lent(), None);
+    assert_eq!(m.counted(), 0);
+    assert_eq!(m.publish(), Ok(()));
+    assert_eq!(drain_records(&mut m), [(4, 4, 0), (5, 3, 0), (6, 6, 2)]);
+    assert_eq!(m.ioctl_ack_round(2), Ok(()));
+    assert_eq!(m.counted(), 1);
+}
+
+#[test]
+fn an_ack_by_id_returns_the_lent_buffer_shown_or_not() {
+    let (mut m, _, _) = round_one(Mode::Queue);
+    // STOP before the listener read round 1's record: still lent.
+    assert_eq!(cmd(&mut m, 4), Ok(()));
+    assert_eq!(cmd(&mut m, 3), Ok(()));
+    assert_eq!(
+        m.lent(),
+        Some(Round {
+            id: 1,
+            shown: false
+        })
+    );
+    assert!(!m.can_publish());
+    // A plain ack cannot name it before it is shown.
+    assert_eq!(m.ioctl_ack(), Err(Errno::EPROTO));
+    assert!(m.lent().is_some());
+    assert_eq!(m.ioctl_ack_round(1), Err(Errno::EPROTO));
+    assert_eq!(m.lent(), None);
+    assert!(m.can_publish());
+}
+
+#[test]
+fn an_abandoned_round_read_after_stop_is_lent_until_its_ack() {
+    // Counter mode: the 6 of round 1 is still in efd when STOP comes; the
+    // listener reads it later and may look at the buffer then.
+    let (mut m, efd, efd2) = round_one(Mode::Counter);
+    assert_eq!(m.efd_read(efd), Some(2));
+    assert_eq!(m.efd_read(efd), Some(3));
+    assert_eq!(cmd(&mut m, 4), Ok(()));
+    assert_eq!(cmd(&mut m, 3), Ok(()));
+    // Not shown yet: a 7 is late and returns nothing.
+    assert_eq!(m.efd_write(efd2, 7).late, 1);
+    assert!(m.lent().is_some());
+    assert_eq!(drain_counter(&mut m, efd), [6, 4, 3]);
+    assert_eq!(m.lent(), Some(Round { id: 1, shown: true }));
+    assert!(!m.can_publish());
+    let out = m.efd_write(efd2, 7);
+    assert_eq!((out.closed, out.late), (0, 1));
+    assert_eq!(m.lent(), None);
+    assert_eq!(m.publish(), Ok(()));
+    assert_eq!(drain_counter(&mut m, efd), [6]);
+    assert_eq!(m.efd_write(efd2, 7).closed, 1);
+    assert_eq!(m.counted(), 1);
+}
+
+#[test]
+fn adaptive_rounds_are_lent_from_their_publish() {
+    let (mut m, _, efd2) = world(Mode::Queue);
+    assert_eq!(w(&mut m, param::ADAPTIVE, "1"), Ok(()));
+    assert_eq!(find(&mut m, L, 3, 4), Ok(()));
+    assert_eq!(cmd(&mut m, 2), Ok(()));
+    assert_eq!(cmd(&mut m, 3), Ok(()));
+    m.set_spinning(true);
+    assert_eq!(m.publish(), Ok(()));
+    assert_eq!(cmd(&mut m, 4), Ok(()));
+    assert_eq!(cmd(&mut m, 3), Ok(()));
+    assert!(!m.can_publish());
+    // Shown at its publish: a plain 7 returns it.
+    assert_eq!(m.efd_write(efd2, 7).late, 1);
+    assert!(m.can_publish());
+}
+
+#[test]
+fn a_detach_ends_the_lend() {
+    // The listener's death.
+    let (mut m, _, _) = round_one(Mode::Queue);
+    drain_records(&mut m);
+    assert_eq!(cmd(&mut m, 4), Ok(()));
+    assert!(m.lent().is_some());
+    m.exit(L);
+    assert_eq!(cmd(&mut m, 3), Err(Errno::EPROTO));
+    assert_eq!(m.lent(), None);
+
+    // EXIT keeps the lend until the listener closes its eventfds.
+    let (mut m, _, _) = round_one(Mode::Queue);
+    drain_records(&mut m);
+    assert_eq!(cmd(&mut m, 5), Ok(()));
+    assert!(m.lent().is_some());
+    m.close_fd(L, 3);
+    assert!(m.can_detach_async());
+    assert_eq!(m.detach_async(), Ok(()));
+    assert_eq!(m.lent(), None);
+
+    // A re-attach with the same eventfds keeps it; other eventfds end it.
+    let (mut m, _, _) = round_one(Mode::Queue);
+    drain_records(&mut m);
+    assert_eq!(cmd(&mut m, 4), Ok(()));
+    drain_records(&mut m);
+    assert_eq!(find(&mut m, L, 3, 4), Ok(()));
+    assert!(m.lent().is_some());
+    m.new_eventfd(L, 5);
+    m.new_eventfd(L, 6);
+    assert_eq!(find(&mut m, L, 5, 6), Ok(()));
+    assert_eq!(m.lent(), None);
+
+    // rmmod (after the device is closed) ends everything.
+    let (mut m, _, _) = round_one(Mode::Queue);
+    assert_eq!(cmd(&mut m, 4), Ok(()));
+    assert_eq!(m.rmmod(), Ok(()));
+    assert_eq!(m.insmod(), Ok(()));
+    assert_eq!(m.lent(), None);
 }

@@ -17,6 +17,7 @@ mod fuzz;
 mod initramfs;
 mod kernels;
 mod man;
+mod msrv;
 mod package;
 mod plot;
 mod qemu;

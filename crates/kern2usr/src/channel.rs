@@ -36,7 +36,9 @@ pub enum Event {
     Mmap,
     /// START_TEST (3): rounds begin.
     Start,
-    /// STOP_TEST (4): rounds end; a round still outstanding is abandoned.
+    /// STOP_TEST (4): rounds end; a round still outstanding is abandoned
+    /// (no ack counts it) but stays lent: [`Channel::round`] still gives
+    /// it, and no new round comes until it is acknowledged.
     Stop,
     /// EXIT_TEST (5): the listener should go away.
     Exit,
@@ -567,7 +569,8 @@ impl Channel {
     ///
     /// A gap in the event sequence or a code the module never sends is
     /// an error. A MEMORY_READY opens the round [`Channel::round`] lends
-    /// out; STOP_TEST forgets an open round (the module abandoned it).
+    /// out; STOP_TEST keeps it (the module abandoned it but keeps the
+    /// buffer lent until its ack), EXIT_TEST forgets it.
     pub fn next(&mut self, timeout: Duration) -> Result<Option<Event>> {
         let Some(code) = self.session.next_code(timeout)? else {
             return Ok(None);
@@ -586,8 +589,8 @@ impl Channel {
                 let len = self.published_len();
                 self.open_round = Some(OpenRound { id: round, len });
             }
-            Event::Stop | Event::Exit => self.open_round = None,
-            Event::Mmap | Event::Start => {}
+            Event::Exit => self.open_round = None,
+            Event::Mmap | Event::Start | Event::Stop => {}
         }
         Ok(Some(event))
     }
@@ -609,7 +612,9 @@ impl Channel {
 
     /// The round shown by the last [`Event::MemoryReady`] and not yet
     /// acknowledged, as a guard over the buffer; `None` when there is none
-    /// (none came, it was acknowledged, or STOP_TEST abandoned it).
+    /// (none came, it was acknowledged, or EXIT_TEST came). A round
+    /// STOP_TEST abandoned is still given: the module keeps it lent, and
+    /// starts no round after a new START_TEST until it is acknowledged.
     pub fn round(&mut self) -> Option<Round<'_>> {
         let OpenRound { id, len } = self.open_round?;
         Some(Round {
@@ -766,32 +771,42 @@ impl AsRawFd for Channel {
 ///
 /// # Why the view is sound
 ///
-/// The module fills the buffer only in `k2u_round_begin()`
-/// (`kernel/c/round.c`), which refuses to run while a round is open or
-/// acknowledged but not yet counted; `K2U_IOC_READ_BUFFER` only reads it.
-/// So from the publish of a round until its acknowledgement nobody writes
-/// the bytes this guard shows: the slice is as immutable as a `&[u8]`
-/// must be. The guard borrows the channel mutably, so no later event can
-/// be read (and no other round opened) while the view lives, and
-/// [`Round::ack`] consumes it, so the view cannot outlive the round. The
-/// mapping is read-only, so this process cannot write it either.
+/// The kernel lends the buffer to the listener from the publish of a
+/// round until that round's acknowledgement (`docs/PROTOCOL.md`, "The
+/// buffer is lent until the ack"), and fills it only when it is not lent:
+/// the module writes it only in `k2u_round_begin()` (`kernel/c/round.c`;
+/// `round_begin()` in the Rust module), which refuses to run while a round
+/// is lent or acknowledged but not yet counted, and a kernel producer's
+/// `k2u_producer_reserve()` refuses likewise; `K2U_IOC_READ_BUFFER` only
+/// reads it. So from the publish of a round until its acknowledgement
+/// nobody writes the bytes this guard shows: the slice is as immutable as
+/// a `&[u8]` must be. The guard borrows the channel mutably, so no later
+/// event can be read (and no other round opened) while the view lives,
+/// and [`Round::ack`] consumes it, so the view cannot outlive the round.
+/// The mapping is read-only, so this process cannot write it either.
 ///
-/// The same holds on a producer's channel: the producer may write the
-/// buffer only while no round is outstanding (`docs/PROTOCOL.md`,
-/// "Kernel producers"), and the view covers only the published length.
-///
-/// One thing outside the listener ends a round early: STOP_TEST abandons
-/// an outstanding round, and a following START_TEST fills the buffer
-/// again. Whoever drives the module (root, through the parameters) must
-/// not STOP and START while a listener holds a round; if it does,
-/// [`Round::ack`] reports [`Error::RoundAbandoned`] (queue mode).
+/// Nothing outside the listener ends the lend early. STOP_TEST abandons
+/// an outstanding round (no ack counts it any more) but the buffer stays
+/// lent, across a following START_TEST too: the next round waits for
+/// this round's ack, which [`Round::ack`] still sends (it then reports
+/// [`Error::RoundAbandoned`] in queue mode: the round counted nothing, but
+/// the buffer was returned). What ends a lend without an ack is the
+/// listener's detach or the channel's release: its process exits, or its
+/// eventfds close (this guard's borrow of the channel rules both out while
+/// the view lives); and, on the default channel only, root attaching
+/// another listener (FIND or `K2U_IOC_REGISTER` with other eventfds, or
+/// FIND after EXIT_TEST), which the module allows once this listener has
+/// read all its events. Whoever drives the default channel must not do
+/// that while a listener holds a round.
 ///
 /// # Drop without ack
 ///
 /// Dropping the guard does not acknowledge: the round stays outstanding
-/// (the module starts no new one), and [`Channel::round`] lends it out
-/// again. Acknowledging is a system call that can fail, so it is never
-/// hidden in `Drop`.
+/// (or, after STOP_TEST, lent), the module starts no new one, and
+/// [`Channel::round`] lends it out again until it is acknowledged. So a
+/// listener that drops a round must take it again and acknowledge it, or
+/// the channel's rounds stop for good. Acknowledging is a system call
+/// that can fail, so it is never hidden in `Drop`.
 #[derive(Debug)]
 pub struct Round<'a> {
     channel: &'a mut Channel,
@@ -850,9 +865,9 @@ impl std::ops::Deref for Round<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: while this guard lives the round is outstanding, and the
-        // module writes the buffer only when it opens a round, never while
-        // one is outstanding (see the type's docs); the mapping is
+        // SAFETY: while this guard lives the round is not acknowledged, so
+        // the module keeps the buffer lent and writes it only when it opens
+        // a round, never while one is lent (see the type's docs); the mapping is
         // read-only in this process, and the returned slice borrows `self`,
         // which borrows the channel owning the mapping.
         let all = unsafe { self.channel.buffer.stable_slice() };
@@ -1008,7 +1023,7 @@ mod tests {
     }
 
     #[test]
-    fn stop_forgets_the_open_round_and_unknown_codes_are_errors() -> anyhow::Result<()> {
+    fn stop_keeps_the_lent_round_exit_forgets_it_unknown_codes_are_errors() -> anyhow::Result<()> {
         let (mut ch, k) = counter_channel()?;
         k.ctrl.publish_as_kernel(1);
         k.efd.write(u64::from(Code::MemoryReady.value()))?;
@@ -1016,9 +1031,23 @@ mod tests {
             ch.try_next()?,
             Some(Event::MemoryReady { round: 1 })
         ));
+        // STOP abandons the round, but the kernel keeps it lent until its
+        // ack: it is still there to view and to acknowledge.
         k.efd.write(u64::from(Code::StopTest.value()))?;
         assert_eq!(ch.try_next()?, Some(Event::Stop));
+        let round = ch
+            .round()
+            .ok_or_else(|| anyhow::anyhow!("STOP dropped the lent round"))?;
+        assert_eq!(round.id(), 1);
+        round.ack()?;
+        assert_eq!(k.efd2.read()?, u64::from(Code::MemoryCopied.value()));
         assert!(ch.round().is_none());
+        k.ctrl.publish_as_kernel(2);
+        k.efd.write(u64::from(Code::MemoryReady.value()))?;
+        assert!(ch.try_next()?.is_some());
+        k.efd.write(u64::from(Code::ExitTest.value()))?;
+        assert_eq!(ch.try_next()?, Some(Event::Exit));
+        assert!(ch.round().is_none(), "EXIT forgets the round");
         k.efd.write(9)?;
         assert!(matches!(ch.try_next(), Err(Error::Protocol(_))));
         Ok(())

@@ -356,6 +356,20 @@ impl Device {
         })
     }
 
+    /// A device over a file of the node that is open already: one
+    /// received from another process (`SCM_RIGHTS`) or inherited. Errors
+    /// name it `/proc/self/fd/<n>`.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be an open file of the kern2usr device node: the safe
+    /// [`Device::map`] relies on that (see [`MappedBuffer::map`] for what
+    /// mapping another file needs).
+    pub unsafe fn from_owned_fd(fd: OwnedFd) -> Self {
+        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        Self { fd, path }
+    }
+
     /// A device over an fd that stands in for the node (tests: a pipe
     /// whose read end carries event records).
     #[cfg(any(test, feature = "testing"))]
@@ -534,17 +548,33 @@ impl Device {
     /// ```
     pub fn create(&self, request: &Create) -> Result<Create> {
         let mut arg = *request;
+        self.create_in_place(&mut arg)?;
+        Ok(arg)
+    }
+
+    /// [`Device::create`] on the caller's request itself: whatever the
+    /// module writes back lands in `arg`, on a refusal too (where the ABI
+    /// says it writes nothing, which tests check).
+    ///
+    /// ```no_run
+    /// # let dev = kern2usr::Device::open("/dev/kern2usr")?;
+    /// let mut req = kern2usr::abi::Create { buffer_size: 4097, ..Default::default() };
+    /// let before = req;
+    /// assert!(dev.create_in_place(&mut req).is_err());
+    /// assert_eq!(req, before);
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
+    pub fn create_in_place(&self, arg: &mut Create) -> Result<()> {
         // SAFETY: IOC_CREATE is _IOWR(magic, 6, struct k2u_create) and
         // Create is its #[repr(C)] mirror from the ABI crate; the kernel
         // reads and writes exactly size_of::<Create>() bytes through the
         // pointer, which points at `arg`, borrowed mutably for the call.
-        let ioctl = unsafe { Updater::<{ IOC_CREATE as Opcode }, Create>::new(&mut arg) };
+        let ioctl = unsafe { Updater::<{ IOC_CREATE as Opcode }, Create>::new(arg) };
         // SAFETY: see above; the fd is ours and open.
         unsafe { rustix::ioctl::ioctl(&self.fd, ioctl) }.map_err(|e| Error::Ioctl {
             name: "K2U_IOC_CREATE",
             source: e.into(),
-        })?;
-        Ok(arg)
+        })
     }
 
     /// `K2U_IOC_CHANNEL_CMD` (ABI v3): run command `code` (2-5) on this

@@ -551,8 +551,13 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
             Some(Code::StopTest) => {
                 self.testing = false;
                 // Nothing is published after STOP: a round still shown is
-                // abandoned, not one to handle.
+                // abandoned, not one to handle. But the module keeps the
+                // buffer lent until its ack (a later START's rounds wait
+                // for it): return it.
                 let now = self.src.ready_seq();
+                if self.rounds.is_some_and(|t| t.is_new(now)) {
+                    self.return_abandoned(now)?;
+                }
                 if let Some(t) = &mut self.rounds {
                     t.test_ended(now);
                 }
@@ -621,6 +626,22 @@ impl<S: EventSource + AckSink, O: Write, E: Write> Listener<S, O, E> {
             return self.adaptive_round(seq);
         }
         self.copy_check_ack(round)
+    }
+
+    /// Adaptive mode: round `seq`, published but not handled before STOP
+    /// abandoned it, is acknowledged unseen so that the module takes its
+    /// buffer back. The module refuses the ack as late (it counts
+    /// nothing); that is the expected answer.
+    fn return_abandoned(&mut self, seq: u64) -> Result<()> {
+        match self.src.ack(Some(seq as u32)) {
+            Ok(()) => Ok(()),
+            Err(e) if is_late_ack(&e) => self.debug(format_args!(
+                "debug: round {seq}, abandoned by STOP, acknowledged unseen ({e}): its buffer is returned"
+            )),
+            Err(e) => self.problem(format_args!(
+                "cannot acknowledge round {seq}, abandoned by STOP: {e}"
+            )),
+        }
     }
 
     fn copy_check_ack(&mut self, round: Option<u32>) -> Result<()> {
@@ -719,6 +740,9 @@ mod tests {
         Post(Code),
         /// Adaptive tests: the model publishes a round (and rings if asleep).
         Publish,
+        /// Adaptive tests: a round is published with its doorbell skipped
+        /// (the listener still counted as spinning), then this code posted.
+        PublishUnseenThen(Code),
     }
 
     struct Fake {
@@ -844,6 +868,12 @@ mod tests {
                         "sleeping while SPINNING"
                     );
                     self.publish();
+                    Ok(self.take_bell())
+                }
+                Some(Step::PublishUnseenThen(code)) => {
+                    self.kernel.ready += self.kernel.stride.max(1);
+                    self.kernel.skipped += 1;
+                    self.ring(code);
                     Ok(self.take_bell())
                 }
                 None => Err(Error::Poll(std::io::Error::other("script exhausted"))),
@@ -1248,6 +1278,33 @@ mod tests {
             .filter(|l| *l == "In handling_polling value in eventfd = 6")
             .count();
         assert_eq!(sixes, 4);
+        Ok(())
+    }
+
+    /// A round published just before STOP and never seen (its doorbell
+    /// skipped) is acknowledged at STOP, by its id: the module keeps the
+    /// buffer lent until then. Its refusal as late is no problem.
+    #[test]
+    fn adaptive_stop_returns_an_unseen_round() -> Result<()> {
+        use Step::*;
+        for mode in [EventMode::Counter, EventMode::Queue] {
+            let script = vec![
+                Post(Code::Mmap),
+                Post(Code::StartTest),
+                Publish,
+                PublishUnseenThen(Code::StopTest),
+                Post(Code::ExitTest),
+            ];
+            let fake = Fake::new(mode, script);
+            let (outcome, fake, _out, diag) = run_with(fake, Some(Duration::ZERO))?;
+            assert_eq!(diag, "", "{mode:?}");
+            assert_eq!(fake.ack_ids, [Some(1), Some(2)], "{mode:?}");
+            assert_eq!(
+                outcome.rounds, 1,
+                "{mode:?}: the unseen round is not handled"
+            );
+            assert_eq!(outcome.problems, 0, "{mode:?}");
+        }
         Ok(())
     }
 

@@ -47,8 +47,23 @@ impl Session {
         Ok(Self::from_parts(efd, efd2, dev, mode))
     }
 
-    /// A session over eventfds and a device that are attached already.
-    pub(crate) fn from_parts(efd: EventFd, efd2: EventFd, dev: Device, mode: EventMode) -> Self {
+    /// A session over these eventfds and this device, attached already or
+    /// to be attached by the caller (through the parameters and FIND, or
+    /// [`Device::register`]); `mode` is the module's event mode
+    /// ([`Params::event_mode`]). The event sequence starts at 1. For tools
+    /// and tests that attach in ways [`Session::register`] does not.
+    ///
+    /// ```no_run
+    /// use std::os::fd::AsFd;
+    /// use kern2usr::{Device, EventFd, Params, Session};
+    ///
+    /// let (efd, efd2) = (EventFd::new()?, EventFd::new()?);
+    /// let dev = Device::open("/dev/kern2usr")?;
+    /// dev.register(efd.as_fd(), efd2.as_fd())?;
+    /// let s = Session::from_parts(efd, efd2, dev, Params::new().event_mode()?);
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
+    pub fn from_parts(efd: EventFd, efd2: EventFd, dev: Device, mode: EventMode) -> Self {
         Self {
             efd,
             efd2,
@@ -160,6 +175,10 @@ impl Session {
 
     /// Read codes until `code` arrives (within `timeout` in all); returns
     /// how many MEMORY_READY (6) came before it. Any other code is an error.
+    ///
+    /// Each skipped round is acknowledged (7 on efd2) without a look at
+    /// the buffer: a round STOP abandoned keeps the buffer lent until its
+    /// ack, and no round of a later START comes before it.
     pub fn skip_rounds_until(&mut self, code: Code, timeout: Duration) -> Result<u64> {
         let deadline = Instant::now() + timeout;
         let mut rounds = 0;
@@ -167,7 +186,10 @@ impl Session {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next_code(left)? {
                 Some(c) if c == u64::from(code.value()) => return Ok(rounds),
-                Some(c) if c == u64::from(Code::MemoryReady.value()) => rounds += 1,
+                Some(c) if c == u64::from(Code::MemoryReady.value()) => {
+                    self.ack()?;
+                    rounds += 1;
+                }
                 Some(c) => {
                     return Err(Error::Protocol(format!(
                         "got code {c} while waiting for {} ({})",
@@ -483,6 +505,25 @@ mod tests {
         writer.write_all(&record(N + 2, Code::StopTest, 0))?;
         s.efd().write(1)?;
         assert_eq!(s.next_code(Duration::from_secs(5))?, Some(4));
+        Ok(())
+    }
+
+    /// Rounds skipped on the way to STOP are acknowledged (the module
+    /// keeps an abandoned round's buffer lent until its ack).
+    #[test]
+    fn skipped_rounds_are_acknowledged() -> anyhow::Result<()> {
+        use std::io::Write;
+        let (_dir, mut s, mut writer) = fifo_session()?;
+        let mut all = record(1, Code::MemoryReady, 1);
+        all.extend(record(2, Code::MemoryReady, 2));
+        all.extend(record(3, Code::StopTest, 0));
+        writer.write_all(&all)?;
+        s.efd().write(3)?;
+        assert_eq!(
+            s.skip_rounds_until(Code::StopTest, Duration::from_secs(5))?,
+            2
+        );
+        assert_eq!(s.efd2().read()?, 14, "one 7 per skipped round");
         Ok(())
     }
 

@@ -438,9 +438,9 @@ fn until_code(me: &mut SelfListener, want: Code, ack_ioctl: bool) -> Result<()> 
             want.value()
         );
         if ack_ioctl {
-            me.dev.ack()?;
+            me.dev().ack()?;
         } else {
-            me.efd2.write(7)?;
+            me.efd2().write(7)?;
         }
     }
 }
@@ -448,7 +448,7 @@ fn until_code(me: &mut SelfListener, want: Code, ack_ioctl: bool) -> Result<()> 
 fn ioctl_register(ctx: &mut Ctx) -> Result<()> {
     guest::fresh_module(&mut ctx.klog)?;
     let mut me = SelfListener::new(ctx)?;
-    me.dev.register(me.efd.as_fd(), me.efd2.as_fd())?;
+    me.dev().register(me.efd().as_fd(), me.efd2().as_fd())?;
     let pid = getpid().as_raw_nonzero();
     let pid_now = ctx.params.read(param::USR_PID)?;
     ensure!(
@@ -457,11 +457,11 @@ fn ioctl_register(ctx: &mut Ctx) -> Result<()> {
     );
     ctx.params.command(Code::Mmap)?;
     me.expect_code(Code::Mmap)?;
-    let _buf = me.dev.map(ctx.params.buffer_size()?, Access::ReadOnly)?;
+    let _buf = me.dev().map(ctx.params.buffer_size()?, Access::ReadOnly)?;
     ctx.params.command(Code::StartTest)?;
     me.expect_code(Code::StartTest)?;
     me.expect_code(Code::MemoryReady)?;
-    me.dev.ack()?;
+    me.dev().ack()?;
     ctx.klog.wait_for("Time to copy = <n>", timeout())?;
     ctx.params.command(Code::StopTest)?;
     until_code(&mut me, Code::StopTest, true)?;
@@ -496,7 +496,7 @@ fn efd2_wrong_value(ctx: &mut Ctx) -> Result<()> {
     me.expect_code(Code::StartTest)?;
     me.expect_code(Code::MemoryReady)?;
     ctx.klog.wait_for("Buffer filled", timeout())?;
-    me.efd2.write(9)?;
+    me.efd2().write(9)?;
     // The wrong value is logged (PROTOCOL.md's line for it) before any
     // copy time...
     let ignored = efd2_value_ignored_line(9);
@@ -510,7 +510,7 @@ fn efd2_wrong_value(ctx: &mut Ctx) -> Result<()> {
         "the round completed on a 9: {early:?}"
     );
     // ...and only 7 completes the round.
-    me.efd2.write(7)?;
+    me.efd2().write(7)?;
     ctx.klog.wait_for("Time to copy = <n>", timeout())?;
     ctx.params.command(Code::StopTest)?;
     until_code(&mut me, Code::StopTest, false)?;

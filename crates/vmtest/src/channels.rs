@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use kern2usr::abi::{
-    channel_pattern_byte, ChannelStats, Code, Create, Event, EventMode, Info, CHANNELS_HEADER,
-    CHANNEL_NAME_LEN, CREATE_ATTACH, CREATE_BACK_TO_BACK, CTRL_MMAP_OFFSET, DEVICE_NAME, IOC_ACK,
-    IOC_ACK_ROUND, IOC_CHANNEL_CMD, IOC_CHANNEL_STATS, IOC_CREATE, IOC_READ_BUFFER, IOC_REGISTER,
-    PARAMS_DIR,
+    ChannelStats, Code, Create, Event, EventMode, CHANNEL_NAME_LEN, CREATE_ATTACH,
+    CREATE_BACK_TO_BACK, CTRL_MMAP_OFFSET, DEVICE_NAME, IOC_READ_BUFFER, PARAMS_DIR,
 };
-use kern2usr::{Access, CtrlPage, Device, EventFd, MappedBuffer};
+use kern2usr::{
+    Access, ChannelEntry, CtrlPage, Device, EventFd, Info, MappedBuffer, Pacing, Session,
+};
 use rustix::io::Errno;
-use rustix::ioctl::{Getter, NoArg, Opcode, Setter, Updater};
-use rustix::mm::{MapFlags, ProtFlags};
+use rustix::ioctl::{Opcode, Setter};
 use rustix::process::{Pid, Signal};
 
+use crate::common::check_round;
 use crate::guest::{self, timeout};
 use crate::harness::{Ctx, Test};
 
@@ -59,6 +59,10 @@ pub const TESTS: &[Test] = &[
         "figures: memory per channel, rounds/s with 1, 2, 4 and 8 channels at once",
         figures,
     ),
+    (
+        "a READ_BUFFER stalled on its destination (userfaultfd) holds up neither the listing nor the channel's rounds and acks; its bytes are one round's",
+        stalled_read_buffer,
+    ),
 ];
 
 /// The node every channel test opens (devtmpfs makes it).
@@ -75,75 +79,15 @@ const GROUP_GID: u32 = 990;
 const USER_UID: u32 = 1000;
 
 // ---------------------------------------------------------------------
-// Raw ioctls of ABI 3 (the library's channel API is written in parallel).
+// Requests and outcomes.
 
-fn create(fd: BorrowedFd<'_>, arg: &mut Create) -> rustix::io::Result<()> {
-    // SAFETY: IOC_CREATE is _IOWR(magic, 6, struct k2u_create) and Create
-    // is its #[repr(C)] mirror from the ABI crate; the kernel reads and
-    // writes back exactly size_of::<Create>() bytes of `arg`, which is
-    // exclusively borrowed for the call.
-    let ioctl = unsafe { Updater::<{ IOC_CREATE as Opcode }, Create>::new(arg) };
-    // SAFETY: see above; the fd is open for the call.
-    unsafe { rustix::ioctl::ioctl(fd, ioctl) }
-}
-
-fn channel_cmd(fd: BorrowedFd<'_>, code: u32) -> rustix::io::Result<()> {
-    // SAFETY: IOC_CHANNEL_CMD is _IOW(magic, 7, __u32): the kernel reads
-    // one u32 through the pointer Setter passes, valid for the call.
-    let ioctl = unsafe { Setter::<{ IOC_CHANNEL_CMD as Opcode }, u32>::new(code) };
-    // SAFETY: see above; the fd is open for the call.
-    unsafe { rustix::ioctl::ioctl(fd, ioctl) }
-}
-
-fn channel_stats(fd: BorrowedFd<'_>) -> rustix::io::Result<ChannelStats> {
-    // SAFETY: IOC_CHANNEL_STATS is _IOR(magic, 8, struct
-    // k2u_channel_stats) and ChannelStats is its #[repr(C)] mirror; the
-    // kernel writes exactly that many bytes.
-    let ioctl = unsafe { Getter::<{ IOC_CHANNEL_STATS as Opcode }, ChannelStats>::new() };
-    // SAFETY: see above; the fd is open for the call.
-    unsafe { rustix::ioctl::ioctl(fd, ioctl) }
-}
-
-fn info(fd: BorrowedFd<'_>) -> rustix::io::Result<Info> {
-    // SAFETY: IOC_INFO is _IOR(magic, 3, struct k2u_info) and Info is its
-    // #[repr(C)] mirror; the kernel writes exactly that many bytes.
-    let ioctl = unsafe { Getter::<{ kern2usr::abi::IOC_INFO as Opcode }, Info>::new() };
-    // SAFETY: see above; the fd is open for the call.
-    unsafe { rustix::ioctl::ioctl(fd, ioctl) }
-}
-
-fn ack(fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
-    // SAFETY: IOC_ACK is _IO(magic, 2): no argument is passed or used.
-    let ioctl = unsafe { NoArg::<{ IOC_ACK as Opcode }>::new() };
-    // SAFETY: see above; the fd is open for the call.
-    unsafe { rustix::ioctl::ioctl(fd, ioctl) }
-}
-
-fn ack_round(fd: BorrowedFd<'_>, round: u32) -> rustix::io::Result<()> {
-    // SAFETY: IOC_ACK_ROUND is _IOW(magic, 5, __u32): the kernel reads one
-    // u32 through the pointer Setter passes, valid for the call.
-    let ioctl = unsafe { Setter::<{ IOC_ACK_ROUND as Opcode }, u32>::new(round) };
-    // SAFETY: see above; the fd is open for the call.
-    unsafe { rustix::ioctl::ioctl(fd, ioctl) }
-}
-
-fn register(fd: BorrowedFd<'_>, efd: i32, efd2: i32) -> rustix::io::Result<()> {
-    let arg = kern2usr::abi::Register { efd, efd2 };
-    // SAFETY: IOC_REGISTER is _IOW(magic, 1, struct k2u_register) and
-    // Register is its #[repr(C)] mirror; the kernel only reads it.
-    let ioctl = unsafe { Setter::<{ IOC_REGISTER as Opcode }, kern2usr::abi::Register>::new(arg) };
-    // SAFETY: see above; the fd is open for the call.
-    unsafe { rustix::ioctl::ioctl(fd, ioctl) }
-}
-
-fn read_buffer(fd: BorrowedFd<'_>, dst: &mut [u8]) -> rustix::io::Result<()> {
-    let rb = kern2usr::abi::ReadBuffer {
-        addr: dst.as_mut_ptr() as u64,
-        len: dst.len() as u64,
-    };
+/// `K2U_IOC_READ_BUFFER` of `len` bytes to user address `addr`.
+fn read_buffer_at(fd: BorrowedFd<'_>, addr: u64, len: u64) -> rustix::io::Result<()> {
+    let rb = kern2usr::abi::ReadBuffer { addr, len };
     // SAFETY: IOC_READ_BUFFER is _IOW(magic, 4, struct k2u_read_buffer);
-    // the kernel reads `rb` and writes at most dst.len() bytes to
-    // dst, which is valid and exclusively borrowed for the whole call.
+    // the kernel reads `rb` and writes at most `len` bytes at `addr`, which
+    // the caller keeps mapped and writable, and otherwise untouched, for
+    // the whole call.
     let ioctl =
         unsafe { Setter::<{ IOC_READ_BUFFER as Opcode }, kern2usr::abi::ReadBuffer>::new(rb) };
     // SAFETY: see above; the fd is open for the call.
@@ -168,11 +112,13 @@ fn name_field(name: &str) -> [u8; CHANNEL_NAME_LEN] {
     f
 }
 
-/// `ok` or `errno <n>`.
-fn errno_name(r: &rustix::io::Result<()>) -> String {
+/// `ok` or `errno <n>` (the error's errno: `.map_err(|e| e.errno())` of
+/// a library call, `.map_err(Some)` of a system call).
+fn outcome<T>(r: std::result::Result<T, Option<Errno>>) -> String {
     match r {
-        Ok(()) => "ok".to_string(),
-        Err(e) => errno_word(*e),
+        Ok(_) => "ok".to_string(),
+        Err(Some(e)) => errno_word(e),
+        Err(None) => "error without an errno".to_string(),
     }
 }
 
@@ -180,32 +126,65 @@ fn errno_word(e: Errno) -> String {
     format!("errno {}", e.raw_os_error())
 }
 
-fn expect_errno<T>(what: &str, r: rustix::io::Result<T>, want: Errno) -> Result<()> {
+fn expect_errno<T>(what: &str, r: kern2usr::Result<T>, want: Errno) -> Result<()> {
     match r {
         Ok(_) => bail!("{what} succeeded; expected {want:?}"),
-        Err(e) => ensure!(e == want, "{what}: {e:?}; expected {want:?}"),
+        Err(e) => ensure!(
+            e.errno() == Some(want),
+            "{what}: {e} ({:?}); expected {want:?}",
+            e.errno()
+        ),
     }
     Ok(())
+}
+
+/// Run `body` in a forked child whose output goes to a pipe; the child
+/// leaves with `_exit`: status 0, or 1 after a line `error <chain>` when
+/// `body` fails. Returns the child's pid, all it wrote and its wait status.
+///
+/// # Safety
+///
+/// No other thread may be running in this process (the harness runs each
+/// test on its one thread): the child allocates.
+unsafe fn forked(body: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<(i32, String, i32)> {
+    let (mut rd, mut wr) = std::io::pipe()?;
+    // SAFETY: no other thread runs (the caller's promise), so the child
+    // may allocate; it only runs `body` and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    ensure!(pid >= 0, "fork failed");
+    if pid == 0 {
+        drop(rd);
+        let ok = match body(&mut wr) {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = writeln!(wr, "error {e:#}");
+                false
+            }
+        };
+        // SAFETY: leaving the forked child without running the parent's
+        // destructors or atexit handlers.
+        unsafe { libc::_exit(i32::from(!ok)) };
+    }
+    drop(wr);
+    let mut text = String::new();
+    rd.read_to_string(&mut text)?;
+    let mut status = 0;
+    // SAFETY: waiting for the child forked above, into a local.
+    ensure!(unsafe { libc::waitpid(pid, &mut status, 0) } == pid);
+    Ok((pid, text, status))
 }
 
 // ---------------------------------------------------------------------
 // A channel and its listener, in this process.
 
-/// A channel this process created, with its eventfds and mappings.
+/// A channel this process created: its file and eventfds, its events
+/// read by the library's [`Session`].
 pub struct Chan {
-    /// Its file.
-    pub dev: Device,
-    /// kernel->user.
-    pub efd: EventFd,
-    /// user->kernel.
-    pub efd2: EventFd,
+    s: Session,
     /// The id the kernel gave it.
     pub id: u32,
     /// Its buffer size.
     pub size: usize,
-    mode: EventMode,
-    pending: std::collections::VecDeque<Event>,
-    next_seq: u64,
 }
 
 impl Chan {
@@ -214,72 +193,64 @@ impl Chan {
         let dev = Device::open(dev_path())?;
         let efd = EventFd::new()?;
         let efd2 = EventFd::new()?;
-        let mut arg = create_arg(&efd, &efd2, size);
-        arg.period_ms = period_ms;
-        arg.flags = flags;
-        arg.name = name_field(name);
-        create(dev.as_fd(), &mut arg).with_context(|| format!("CREATE of {size} bytes"))?;
-        ensure!(arg.id >= 1, "CREATE gave id {}", arg.id);
+        let made = dev
+            .create(&Create {
+                period_ms,
+                flags,
+                name: name_field(name),
+                ..create_arg(&efd, &efd2, size)
+            })
+            .with_context(|| format!("CREATE of {size} bytes"))?;
+        ensure!(made.id >= 1, "CREATE gave id {}", made.id);
         ensure!(
-            arg.buffer_size == size,
+            made.buffer_size == size,
             "CREATE wrote back buffer_size {}, expected {size}",
-            arg.buffer_size
+            made.buffer_size
         );
-        let mode = match info(dev.as_fd())?.event_mode {
-            1 => EventMode::Counter,
-            _ => EventMode::Queue,
-        };
+        Self::made(dev, efd, efd2, made.id, size)
+    }
+
+    /// The channel `id` of `size` bytes that `dev` was made with these
+    /// eventfds.
+    fn made(dev: Device, efd: EventFd, efd2: EventFd, id: u32, size: u64) -> Result<Self> {
+        let mode = Info::try_from(dev.info()?)?.event_mode;
         Ok(Self {
-            dev,
-            efd,
-            efd2,
-            id: arg.id,
+            s: Session::from_parts(efd, efd2, dev, mode),
+            id,
             size: usize::try_from(size)?,
-            mode,
-            pending: std::collections::VecDeque::new(),
-            next_seq: 1,
         })
     }
 
+    /// Its file.
+    pub fn dev(&self) -> &Device {
+        self.s.device()
+    }
+
+    /// Its event mode.
+    pub fn mode(&self) -> EventMode {
+        self.s.mode()
+    }
+
     /// Run a command on the channel.
-    pub fn cmd(&self, code: Code) -> rustix::io::Result<()> {
-        channel_cmd(self.dev.as_fd(), code.value())
+    pub fn cmd(&self, code: Code) -> kern2usr::Result<()> {
+        self.dev().channel_command(code.value())
     }
 
     /// The next event (its sequence number checked in queue mode).
     pub fn next_event(&mut self, within: Duration) -> Result<Event> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(ev) = self.pending.pop_front() {
-                ensure!(
-                    ev.seq == self.next_seq,
-                    "channel {}: event seq {} where {} was expected",
-                    self.id,
-                    ev.seq,
-                    self.next_seq
-                );
-                self.next_seq += 1;
-                return Ok(ev);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !self.efd.wait_readable(left)? {
-                bail!("channel {}: no event within {within:?}", self.id);
-            }
-            let counter = self.efd.read()?;
-            match self.mode {
-                EventMode::Counter => {
-                    return Ok(Event {
-                        seq: 0,
-                        code: u32::try_from(counter)?,
-                        round: 0,
-                    })
-                }
-                EventMode::Queue => {
-                    let mut v = Vec::new();
-                    self.dev.read_events(&mut v)?;
-                    self.pending.extend(v);
-                }
-            }
+        let id = self.id;
+        match self
+            .s
+            .next_record(within)
+            .with_context(|| format!("channel {id}"))?
+        {
+            Some((_, Some(ev))) => Ok(ev),
+            Some((counter, None)) => Ok(Event {
+                seq: 0,
+                code: u32::try_from(counter)?,
+                round: 0,
+            }),
+            None => bail!("channel {id}: no event within {within:?}"),
         }
     }
 
@@ -312,7 +283,7 @@ impl Chan {
 
     /// Its statistics.
     pub fn stats(&self) -> Result<ChannelStats> {
-        Ok(channel_stats(self.dev.as_fd())?)
+        Ok(self.dev().channel_stats()?)
     }
 }
 
@@ -320,40 +291,16 @@ impl Chan {
 pub struct Maps {
     buf: MappedBuffer,
     ctrl: CtrlPage,
-    ctrl_raw: MappedBuffer,
 }
 
 impl Maps {
     /// Map `c`'s buffer and control page.
     pub fn new(c: &Chan) -> Result<Self> {
         Ok(Self {
-            buf: c.dev.map(c.size, Access::ReadOnly)?,
-            ctrl: c.dev.map_ctrl()?,
-            ctrl_raw: c.dev.map_at(4096, CTRL_MMAP_OFFSET, Access::ReadOnly)?,
+            buf: c.dev().map(c.size, Access::ReadOnly)?,
+            ctrl: c.dev().map_ctrl()?,
         })
     }
-
-    /// `ready_len` of the control page.
-    fn ready_len(&self) -> Result<u64> {
-        let mut b = [0u8; 8];
-        let off = std::mem::offset_of!(kern2usr::abi::Ctrl, ready_len);
-        self.ctrl_raw
-            .copy_range(off, &mut b)
-            .context("ready_len out of the mapping")?;
-        Ok(u64::from_ne_bytes(b))
-    }
-}
-
-/// Check every byte of round `round` of channel `id`.
-fn check_bytes(id: u32, round: u64, data: &[u8]) -> Result<()> {
-    for (i, &b) in data.iter().enumerate() {
-        let want = channel_pattern_byte(id, round, i);
-        ensure!(
-            b == want,
-            "channel {id} round {round}: byte {i} is {b}, expected {want}"
-        );
-    }
-    Ok(())
 }
 
 /// Wait for MEMORY_READY, check the round's id, length and bytes, and ack
@@ -372,7 +319,7 @@ fn take_round(
         "channel {}: ready_seq {seq}, expected round {want_round}",
         c.id
     );
-    if c.mode == EventMode::Queue {
+    if c.mode() == EventMode::Queue {
         ensure!(
             u64::from(ev.round) == want_round,
             "channel {}: record of round {}, expected {want_round}",
@@ -380,7 +327,7 @@ fn take_round(
             ev.round
         );
     }
-    let len = m.ready_len()?;
+    let len = m.ctrl.ready_len();
     ensure!(
         len == c.size as u64,
         "channel {}: ready_len {len}, expected {}",
@@ -388,12 +335,13 @@ fn take_round(
         c.size
     );
     m.buf.copy_to_vec(data);
-    check_bytes(c.id, want_round, data)?;
+    check_round(c.id, want_round, data)?;
     if by_id {
-        ack_round(c.dev.as_fd(), u32::try_from(want_round & 0xffff_ffff)?)
+        c.dev()
+            .ack_round(u32::try_from(want_round & 0xffff_ffff)?)
             .with_context(|| format!("channel {}: ACK_ROUND {want_round}", c.id))?;
     } else {
-        c.efd2.write(u64::from(Code::MemoryCopied.value()))?;
+        c.s.ack()?;
     }
     Ok(want_round)
 }
@@ -624,52 +572,11 @@ fn field<T: std::str::FromStr>(fields: &[(String, String)], key: &str) -> Result
 // ---------------------------------------------------------------------
 // The listing.
 
-/// One line of the `channels` parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Listed {
-    id: u32,
-    name: String,
-    owner: u32,
-    size: u64,
-    mode: String,
-    pacing: String,
-    rounds: u64,
-    p50: u64,
-    p99: u64,
+fn listing(ctx: &Ctx) -> Result<Vec<ChannelEntry>> {
+    Ok(ctx.params.channels()?)
 }
 
-fn listing(ctx: &Ctx) -> Result<Vec<Listed>> {
-    let text = ctx.params.read(kern2usr::abi::param::CHANNELS)?;
-    let mut lines = text.lines();
-    ensure!(
-        lines.next() == Some(CHANNELS_HEADER),
-        "channels listing starts {:?}",
-        text.lines().next()
-    );
-    let mut out = Vec::new();
-    for l in lines {
-        let f: Vec<&str> = l.split(' ').collect();
-        ensure!(f.len() == 9, "listing line {l:?} has {} fields", f.len());
-        out.push(Listed {
-            id: f[0].parse()?,
-            name: f[1].to_string(),
-            owner: f[2].parse()?,
-            size: f[3].parse()?,
-            mode: f[4].to_string(),
-            pacing: f[5].to_string(),
-            rounds: f[6].parse()?,
-            p50: f[7].parse()?,
-            p99: f[8].parse()?,
-        });
-    }
-    ensure!(
-        out.first().map(|l| l.id) == Some(0),
-        "the listing does not start with the default channel: {text:?}"
-    );
-    Ok(out)
-}
-
-fn listed(ctx: &Ctx, id: u32) -> Result<Option<Listed>> {
+fn listed(ctx: &Ctx, id: u32) -> Result<Option<ChannelEntry>> {
     Ok(listing(ctx)?.into_iter().find(|l| l.id == id))
 }
 
@@ -678,13 +585,6 @@ fn listed(ctx: &Ctx, id: u32) -> Result<Option<Listed>> {
 
 fn loaded(ctx: &mut Ctx) -> Result<()> {
     guest::fresh_module(&mut ctx.klog)
-}
-
-fn mode_name(ctx: &Ctx) -> Result<&'static str> {
-    Ok(match ctx.params.event_mode()? {
-        EventMode::Counter => "counter",
-        EventMode::Queue => "queue",
-    })
 }
 
 fn eight_channels(ctx: &mut Ctx) -> Result<()> {
@@ -716,7 +616,7 @@ fn eight_channels(ctx: &mut Ctx) -> Result<()> {
             hold_mid_round: false,
         })?);
     }
-    let mode = mode_name(ctx)?;
+    let mode = ctx.params.event_mode()?;
     for (k, &(size, _, period_ms, b2b, _)) in kids.iter().zip(plan.iter()) {
         ctx.klog.wait_for(
             &format!(
@@ -727,12 +627,20 @@ fn eight_channels(ctx: &mut Ctx) -> Result<()> {
         )?;
         let li = listed(ctx, k.id)?.with_context(|| format!("channel {} not listed", k.id))?;
         ensure!(
-            li.owner == k.pid && li.size == size && li.mode == mode && li.rounds == 0,
+            li.owner == Some(k.pid)
+                && li.buffer_size == size
+                && li.event_mode == mode
+                && li.rounds == 0,
             "listing of channel {}: {li:?}",
             k.id
         );
         ensure!(
-            li.pacing == if b2b { "b2b" } else { "timer" },
+            li.pacing
+                == if b2b {
+                    Pacing::BackToBack
+                } else {
+                    Pacing::Timer
+                },
             "pacing of channel {}: {}",
             k.id,
             li.pacing
@@ -770,7 +678,10 @@ fn eight_channels(ctx: &mut Ctx) -> Result<()> {
             .find(|li| li.id == k.id)
             .with_context(|| format!("channel {} missing", k.id))?;
         ensure!(
-            li.rounds == rounds && li.owner == k.pid && li.p50 > 0 && li.p99 >= li.p50,
+            li.rounds == rounds
+                && li.owner == Some(k.pid)
+                && li.p50_ns > 0
+                && li.p99_ns >= li.p50_ns,
             "listing of channel {}: {li:?}",
             k.id
         );
@@ -791,7 +702,7 @@ fn eight_channels(ctx: &mut Ctx) -> Result<()> {
         default_after > default_before,
         "the default channel made no round while the channels ran ({default_before} -> {default_after})"
     );
-    ensure!(listing(ctx)?[0].owner == l.pid().as_raw_nonzero().get() as u32);
+    ensure!(listing(ctx)?[0].owner == Some(l.pid().as_raw_nonzero().get() as u32));
     crate::common::stop_and_exit(ctx, &mut l)?;
     Ok(())
 }
@@ -810,56 +721,62 @@ const INTRUDER_OPS: &[&str] = &[
     "CREATE",
 ];
 
-/// Try every operation on `fd` (a channel this process does not own);
+/// Try every operation on `dev` (a channel this process does not own);
 /// write one line per op (`<op> <result>`) and `info <channel_id>`.
-fn intrude(fd: BorrowedFd<'_>, out: &mut dyn Write) -> Result<()> {
-    let mut results: Vec<(&str, String)> = Vec::new();
-    let map = |off: u64| -> rustix::io::Result<()> {
-        // SAFETY: a fresh mapping at an address the kernel picks; it is
-        // unmapped at once if it succeeds and never accessed.
-        let p = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                4096,
-                ProtFlags::READ,
-                MapFlags::SHARED,
-                fd,
-                off,
-            )
-        }?;
-        // SAFETY: p is the 4096-byte mapping made above, unused.
-        unsafe { rustix::mm::munmap(p, 4096) }
-    };
-    results.push(("mmap", errno_name(&map(0))));
-    results.push(("mmap", errno_name(&map(CTRL_MMAP_OFFSET))));
+fn intrude(dev: &Device, out: &mut dyn Write) -> Result<()> {
+    let map = |off: u64| dev.map_at(4096, off, Access::ReadOnly).map(drop);
     let mut rec = [0u8; 16];
-    results.push((
-        "read",
-        errno_name(&rustix::io::read(fd, &mut rec).map(drop)),
-    ));
-    results.push(("ACK", errno_name(&ack(fd))));
-    results.push(("ACK_ROUND", errno_name(&ack_round(fd, 1))));
     let mut buf = vec![0u8; 4096];
-    results.push(("READ_BUFFER", errno_name(&read_buffer(fd, &mut buf))));
-    results.push((
-        "CHANNEL_CMD",
-        errno_name(&channel_cmd(fd, Code::StartTest.value())),
-    ));
-    results.push(("CHANNEL_STATS", errno_name(&channel_stats(fd).map(drop))));
     let e1 = EventFd::new()?;
     let e2 = EventFd::new()?;
-    results.push((
-        "REGISTER",
-        errno_name(&register(fd, e1.as_raw_fd(), e2.as_raw_fd())),
-    ));
-    let mut arg = create_arg(&e1, &e2, 4096);
-    results.push(("CREATE", errno_name(&create(fd, &mut arg))));
+    let results = [
+        ("mmap", outcome(map(0).map_err(|e| e.errno()))),
+        (
+            "mmap",
+            outcome(map(CTRL_MMAP_OFFSET).map_err(|e| e.errno())),
+        ),
+        (
+            "read",
+            outcome(rustix::io::read(dev, &mut rec).map_err(Some)),
+        ),
+        ("ACK", outcome(dev.ack().map_err(|e| e.errno()))),
+        (
+            "ACK_ROUND",
+            outcome(dev.ack_round(1).map_err(|e| e.errno())),
+        ),
+        (
+            "READ_BUFFER",
+            outcome(dev.read_buffer(&mut buf).map_err(|e| e.errno())),
+        ),
+        (
+            "CHANNEL_CMD",
+            outcome(
+                dev.channel_command(Code::StartTest.value())
+                    .map_err(|e| e.errno()),
+            ),
+        ),
+        (
+            "CHANNEL_STATS",
+            outcome(dev.channel_stats().map_err(|e| e.errno())),
+        ),
+        (
+            "REGISTER",
+            outcome(dev.register(e1.as_fd(), e2.as_fd()).map_err(|e| e.errno())),
+        ),
+        (
+            "CREATE",
+            outcome(
+                dev.create(&create_arg(&e1, &e2, 4096))
+                    .map_err(|e| e.errno()),
+            ),
+        ),
+    ];
     for (op, r) in results {
         writeln!(out, "{op} {r}")?;
     }
-    match info(fd) {
+    match dev.info() {
         Ok(i) => writeln!(out, "info {}", i.channel_id)?,
-        Err(e) => writeln!(out, "info {e:?}")?,
+        Err(e) => writeln!(out, "info {e}")?,
     }
     out.flush()?;
     Ok(())
@@ -886,9 +803,12 @@ pub fn intruder_main() -> Result<bool> {
         }
     }
     let fd = got.context("no fd received")?;
+    // SAFETY: the one fd `not_the_owner` sends is its channel's file of the
+    // kern2usr node.
+    let dev = unsafe { Device::from_owned_fd(fd) };
     let mut out = std::io::stdout();
     writeln!(out, "pid {}", std::process::id())?;
-    intrude(fd.as_fd(), &mut out)?;
+    intrude(&dev, &mut out)?;
     Ok(true)
 }
 
@@ -941,7 +861,7 @@ fn not_the_owner(ctx: &mut Ctx) -> Result<()> {
         use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
         let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut anc = SendAncillaryBuffer::new(&mut space);
-        let fds = [c.dev.as_fd()];
+        let fds = [c.dev().as_fd()];
         ensure!(anc.push(SendAncillaryMessage::ScmRights(&fds)));
         sendmsg(
             &ours,
@@ -967,28 +887,10 @@ fn not_the_owner(ctx: &mut Ctx) -> Result<()> {
     check_intrusion(ctx, c.id, pid, &lines)?;
 
     // A child forked by the owner, with the file inherited.
-    let (rd, wr) = std::io::pipe()?;
+    let dev = c.dev();
     // SAFETY: this test runs on the harness' one thread and spawns no
-    // thread before this point that is still running (the intruder above
-    // has exited), so the child may allocate; it only runs `intrude` and
-    // leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    ensure!(pid >= 0, "fork failed");
-    if pid == 0 {
-        drop(rd);
-        let mut f = wr;
-        let ok = intrude(c.dev.as_fd(), &mut f).is_ok();
-        // SAFETY: leaving the forked child without running the parent's
-        // destructors or atexit handlers.
-        unsafe { libc::_exit(i32::from(!ok)) };
-    }
-    drop(wr);
-    let mut text = String::new();
-    let mut rd = rd;
-    rd.read_to_string(&mut text)?;
-    let mut status = 0;
-    // SAFETY: waiting for the child forked above.
-    ensure!(unsafe { libc::waitpid(pid, &mut status, 0) } == pid);
+    // thread (the intruder above is a process, and it has exited).
+    let (pid, text, status) = unsafe { forked(|out| intrude(dev, out)) }?;
     ensure!(status == 0, "forked intruder status {status}: {text}");
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     check_intrusion(ctx, c.id, u32::try_from(pid)?, &lines)?;
@@ -1046,10 +948,9 @@ fn killed_listener_frees(ctx: &mut Ctx) -> Result<()> {
     let efd = EventFd::new()?;
     let efd2 = EventFd::new()?;
     let probe = Device::open(dev_path())?;
-    let mut arg = create_arg(&efd, &efd2, 4096);
     expect_errno(
         "CREATE past the memory cap",
-        create(probe.as_fd(), &mut arg),
+        probe.create(&create_arg(&efd, &efd2, 4096)),
         Errno::NOSPC,
     )?;
     ctx.klog.wait_for(
@@ -1069,19 +970,20 @@ fn killed_listener_frees(ctx: &mut Ctx) -> Result<()> {
         .wait_for(&format!("channel {id} released"), timeout())?;
     ensure!(listed(ctx, id)?.is_none(), "channel {id} still listed");
     // Its memory is back: a channel of the whole cap fits again.
-    let mut arg = create_arg(&efd, &efd2, size);
-    create(probe.as_fd(), &mut arg).context("CREATE after the release")?;
+    let made = probe
+        .create(&create_arg(&efd, &efd2, size))
+        .context("CREATE after the release")?;
     let pid2 = std::process::id();
     ctx.klog.wait_for(
         &format!(
             "channel {} created: name=- size={size} owner={pid2}",
-            arg.id
+            made.id
         ),
         timeout(),
     )?;
     drop(probe);
     ctx.klog
-        .wait_for(&format!("channel {} released", arg.id), timeout())?;
+        .wait_for(&format!("channel {} released", made.id), timeout())?;
     if leak {
         // kmemleak only reports objects older than 5 s.
         let age = Duration::from_secs(6);
@@ -1124,12 +1026,8 @@ fn limits(ctx: &mut Ctx) -> Result<()> {
     let efd = EventFd::new()?;
     let efd2 = EventFd::new()?;
     let third = Device::open(dev_path())?;
-    let mut arg = create_arg(&efd, &efd2, 4096);
-    expect_errno(
-        "a third channel",
-        create(third.as_fd(), &mut arg),
-        Errno::NOSPC,
-    )?;
+    let arg = create_arg(&efd, &efd2, 4096);
+    expect_errno("a third channel", third.create(&arg), Errno::NOSPC)?;
     ctx.klog.wait_for(
         "CREATE refused: 2 channels exist (max_channels=2)",
         timeout(),
@@ -1139,7 +1037,7 @@ fn limits(ctx: &mut Ctx) -> Result<()> {
     ensure!(listing(ctx)?.len() == 3);
     expect_errno(
         "a channel past max_channels=1",
-        create(third.as_fd(), &mut arg),
+        third.create(&arg),
         Errno::NOSPC,
     )?;
     ctx.klog.wait_for(
@@ -1157,10 +1055,9 @@ fn limits(ctx: &mut Ctx) -> Result<()> {
     ctx.params.write(MAX_CHANNELS, "16")?;
     ctx.params.write(MAX_CHANNEL_MEMORY, "16384")?;
     let a = Chan::create(8192, 0, 0, "")?;
-    let mut arg = create_arg(&efd, &efd2, 12288);
     expect_errno(
         "12 KiB past the 16 KiB cap",
-        create(third.as_fd(), &mut arg),
+        third.create(&create_arg(&efd, &efd2, 12288)),
         Errno::NOSPC,
     )?;
     ctx.klog.wait_for(
@@ -1174,10 +1071,9 @@ fn limits(ctx: &mut Ctx) -> Result<()> {
         a.id,
         b.id
     );
-    let mut arg = create_arg(&efd, &efd2, 4096);
     expect_errno(
         "a page past the full cap",
-        create(third.as_fd(), &mut arg),
+        third.create(&create_arg(&efd, &efd2, 4096)),
         Errno::NOSPC,
     )?;
     ctx.klog.wait_for(
@@ -1342,7 +1238,7 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
     ];
     for (mut arg, errno, line) in cases {
         let before = arg;
-        expect_errno(&line, create(dev.as_fd(), &mut arg), errno)?;
+        expect_errno(&line, dev.create_in_place(&mut arg), errno)?;
         ensure!(arg == before, "a refused CREATE wrote back {arg:?}");
         ctx.klog.wait_for(&line, timeout())?;
     }
@@ -1350,25 +1246,25 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
     // CHANNEL_STATS are the default channel's.
     expect_errno(
         "CHANNEL_CMD on a plain file",
-        channel_cmd(dev.as_fd(), Code::Mmap.value()),
+        dev.channel_command(Code::Mmap.value()),
         Errno::NOTCONN,
     )?;
-    let i = info(dev.as_fd())?;
+    let i = dev.info()?;
     ensure!(i.channel_id == 0 && i.abi_version == kern2usr::abi::ABI_VERSION);
-    let st = channel_stats(dev.as_fd())?;
+    let st = dev.channel_stats()?;
     ensure!(
         st.id == 0 && st.buffer_size == 4096 && st.count == 0,
         "{st:?}"
     );
 
     // Success, then the file is a channel.
-    let mut arg = Create {
-        period_ms: 250,
-        name: name_field("Ok_1.x-"),
-        ..base
-    };
-    create(dev.as_fd(), &mut arg)?;
-    let id = arg.id;
+    let id = dev
+        .create(&Create {
+            period_ms: 250,
+            name: name_field("Ok_1.x-"),
+            ..base
+        })?
+        .id;
     ctx.klog.wait_for(
         &format!(
             "channel {id} created: name=Ok_1.x- size=4096 owner={}",
@@ -1376,22 +1272,24 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
         ),
         timeout(),
     )?;
-    let i = info(dev.as_fd())?;
+    let i = dev.info()?;
     ensure!(
         i.channel_id == id && i.buffer_size == 4096 && i.period_ms == 250,
         "INFO of channel {id}: {i:?}"
     );
     let li = listed(ctx, id)?.context("not listed")?;
-    ensure!(li.name == "Ok_1.x-" && li.pacing == "timer", "{li:?}");
-    let mut again = base;
-    expect_errno("CREATE again", create(dev.as_fd(), &mut again), Errno::BUSY)?;
+    ensure!(
+        li.name.as_deref() == Some("Ok_1.x-") && li.pacing == Pacing::Timer,
+        "{li:?}"
+    );
+    expect_errno("CREATE again", dev.create(&base), Errno::BUSY)?;
     ctx.klog.wait_for(
         &format!("CREATE refused: this file is channel {id} already"),
         timeout(),
     )?;
     expect_errno(
         "REGISTER on a channel",
-        register(dev.as_fd(), efd.as_raw_fd(), efd2.as_raw_fd()),
+        dev.register(efd.as_fd(), efd2.as_fd()),
         Errno::BUSY,
     )?;
     ctx.klog.wait_for(
@@ -1404,7 +1302,7 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
     let refuse = |ctx: &mut Ctx, code: u32, errno: Errno, reason: &str| -> Result<()> {
         expect_errno(
             &format!("CHANNEL_CMD {code}"),
-            channel_cmd(dev.as_fd(), code),
+            dev.channel_command(code),
             errno,
         )?;
         let name = match code {
@@ -1438,19 +1336,10 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
         "MMAP (2) must come before START_TEST (3)",
     )?;
     refuse(ctx, 4, Errno::PROTO, "test is not running")?;
-    expect_errno("ACK with no round", ack(dev.as_fd()), Errno::PROTO)?;
+    expect_errno("ACK with no round", dev.ack(), Errno::PROTO)?;
 
     // Drive it: MMAP, START, three rounds acked three ways, STOP, EXIT.
-    let mut c = Chan {
-        dev,
-        efd,
-        efd2,
-        id,
-        size: 4096,
-        mode: ctx.params.event_mode()?,
-        pending: std::collections::VecDeque::new(),
-        next_seq: 1,
-    };
+    let mut c = Chan::made(dev, efd, efd2, id, 4096)?;
     c.run(Code::Mmap)?;
     let m = Maps::new(&c)?;
     // MMAP again while no test runs is accepted, as on the default channel.
@@ -1469,11 +1358,11 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
     c.expect(Code::MemoryReady, false)?;
     ensure!(m.ctrl.ready_seq() == 3);
     m.buf.copy_to_vec(&mut data);
-    check_bytes(id, 3, &data)?;
+    check_round(id, 3, &data)?;
     let mut copy = vec![0u8; 4096];
-    read_buffer(c.dev.as_fd(), &mut copy)?;
+    c.dev().read_buffer(&mut copy)?;
     ensure!(copy == data, "READ_BUFFER differs from the mapping");
-    ack(c.dev.as_fd())?;
+    c.dev().ack()?;
     c.run(Code::StopTest)?;
     let st = c.stats()?;
     ensure!(
@@ -1488,7 +1377,7 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
     );
     let li = listed(ctx, id)?.context("not listed")?;
     ensure!(
-        li.rounds == 3 && li.p50 == st.p50_ns && li.p99 == st.p99_ns,
+        li.rounds == 3 && li.p50_ns == st.p50_ns && li.p99_ns == st.p99_ns,
         "listing {li:?} vs stats {st:?}"
     );
     c.run(Code::ExitTest)?;
@@ -1521,44 +1410,19 @@ fn group_child(o: &ChildOpts, out: &mut dyn Write) -> Result<()> {
     let mut input = std::io::Cursor::new(b"go\nexit\n".to_vec());
     listener(o, out, &mut input)?;
     let dev = Device::open(dev_path())?;
-    let fd = dev.as_fd();
-    let map = {
-        // SAFETY: a fresh mapping at an address the kernel picks, unmapped
-        // at once if made, never accessed.
-        let p = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                4096,
-                ProtFlags::READ,
-                MapFlags::SHARED,
-                fd,
-                0,
-            )
-        };
-        // SAFETY: the mapping made just above, unused.
-        p.and_then(|p| unsafe { rustix::mm::munmap(p, 4096) })
-    };
-    writeln!(out, "mmap {}", errno_name(&map))?;
+    let map = dev.map(4096, Access::ReadOnly).map(drop);
+    writeln!(out, "mmap {}", outcome(map.map_err(|e| e.errno())))?;
     let mut rec = [0u8; 16];
-    writeln!(
-        out,
-        "read {}",
-        errno_name(&rustix::io::read(fd, &mut rec).map(drop))
-    )?;
-    writeln!(out, "ACK {}", errno_name(&ack(fd)))?;
+    let read = rustix::io::read(&dev, &mut rec);
+    writeln!(out, "read {}", outcome(read.map_err(Some)))?;
+    writeln!(out, "ACK {}", outcome(dev.ack().map_err(|e| e.errno())))?;
     let mut buf = vec![0u8; 4096];
-    writeln!(
-        out,
-        "READ_BUFFER {}",
-        errno_name(&read_buffer(fd, &mut buf))
-    )?;
+    let rb = dev.read_buffer(&mut buf);
+    writeln!(out, "READ_BUFFER {}", outcome(rb.map_err(|e| e.errno())))?;
     let e1 = EventFd::new()?;
     let e2 = EventFd::new()?;
-    writeln!(
-        out,
-        "REGISTER {}",
-        errno_name(&register(fd, e1.as_raw_fd(), e2.as_raw_fd()))
-    )?;
+    let reg = dev.register(e1.as_fd(), e2.as_fd());
+    writeln!(out, "REGISTER {}", outcome(reg.map_err(|e| e.errno())))?;
     let p = Path::new(PARAMS_DIR).join(kern2usr::abi::param::CUR_CMD);
     let w = std::fs::OpenOptions::new().write(true).open(&p);
     writeln!(
@@ -1612,15 +1476,7 @@ fn group_option(ctx: &mut Ctx) -> Result<()> {
         name: "user".into(),
         hold_mid_round: false,
     };
-    let (rd, wr) = std::io::pipe()?;
-    // SAFETY: the harness runs this test on its one thread with no other
-    // thread alive, so the child may allocate; it changes its ids, runs
-    // `group_child` and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    ensure!(pid >= 0, "fork failed");
-    if pid == 0 {
-        drop(rd);
-        let mut f = wr;
+    let as_user = |out: &mut dyn Write| -> Result<()> {
         let gid = GROUP_GID;
         // SAFETY: plain system calls with valid arguments in the child.
         let ids_ok = unsafe {
@@ -1628,28 +1484,12 @@ fn group_option(ctx: &mut Ctx) -> Result<()> {
                 && libc::setresgid(USER_UID, USER_UID, USER_UID) == 0
                 && libc::setresuid(USER_UID, USER_UID, USER_UID) == 0
         };
-        let ok = if ids_ok {
-            match group_child(&o, &mut f) {
-                Ok(()) => true,
-                Err(e) => {
-                    let _ = writeln!(f, "error {e:#}");
-                    false
-                }
-            }
-        } else {
-            let _ = writeln!(f, "error cannot become uid {USER_UID}");
-            false
-        };
-        // SAFETY: leaving the forked child without the parent's cleanup.
-        unsafe { libc::_exit(i32::from(!ok)) };
-    }
-    drop(wr);
-    let mut text = String::new();
-    let mut rd = rd;
-    rd.read_to_string(&mut text)?;
-    let mut status = 0;
-    // SAFETY: waiting for the child forked above.
-    ensure!(unsafe { libc::waitpid(pid, &mut status, 0) } == pid);
+        ensure!(ids_ok, "cannot become uid {USER_UID}");
+        group_child(&o, out)
+    };
+    // SAFETY: the harness runs this test on its one thread with no other
+    // thread alive.
+    let (pid, text, status) = unsafe { forked(as_user) }?;
     ensure!(
         status == 0,
         "uid {USER_UID} child failed ({status}):\n{text}"
@@ -1749,3 +1589,125 @@ fn figures(ctx: &mut Ctx) -> Result<()> {
 /// rounds up to 16 KiB.
 const STATE_BYTES: usize = 16384;
 const _: () = assert!(kern2usr::abi::HIST_BUCKETS * 8 + 1024 <= STATE_BYTES);
+
+/// The `channels` listing, read on a thread of its own: an error if it
+/// takes longer than `within` (a reader blocked behind a channel's lock;
+/// the thread then finishes by itself once that lock is free).
+fn listing_within(within: Duration) -> Result<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = Path::new(PARAMS_DIR).join(kern2usr::abi::param::CHANNELS);
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read_to_string(path));
+    });
+    match rx.recv_timeout(within) {
+        Ok(text) => Ok(text?),
+        Err(_) => bail!("reading the channels listing took longer than {within:?}"),
+    }
+}
+
+/// The rounds column of channel `id` in a listing's text.
+fn listed_rounds(text: &str, id: u32) -> Option<u64> {
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.first()?.parse::<u32>().ok()? != id {
+            return None;
+        }
+        f.get(6)?.parse().ok()
+    })
+}
+
+/// READ_BUFFER copies each chunk (64 KiB) out with no lock of the channel
+/// held. Its destination's second chunk is a userfaultfd page: the call
+/// stalls there, having copied round 1's first chunk. Meanwhile the
+/// listing reads back, and three more rounds are published and acked
+/// (each MEMORY_READY comes after the last round was counted). After
+/// STOP the pages are let go: the call restarts (the buffer was refilled
+/// mid-copy) and returns the last round's bytes throughout.
+fn stalled_read_buffer(ctx: &mut Ctx) -> Result<()> {
+    const SIZE: usize = 256 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    loaded(ctx)?;
+    let mut c = Chan::create(SIZE as u64, 5, 0, "stall")?;
+    c.run(Code::Mmap)?;
+    let m = Maps::new(&c)?;
+    c.run(Code::StartTest)?;
+    let mut data = Vec::new();
+    let mut round = take_round(&mut c, &m, 1, false, &mut data)?;
+    // Its ack is counted by a work item: wait for it, so that the listing
+    // read during the stall has a known count.
+    let deadline = Instant::now() + timeout();
+    while c.stats()?.count < 1 {
+        ensure!(
+            Instant::now() < deadline,
+            "round 1's ack not counted within {:?}",
+            timeout()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let Some(mut stall) = crate::uffd::StallRange::new(SIZE, CHUNK)? else {
+        c.run(Code::StopTest)?;
+        let mut copy = vec![0u8; SIZE];
+        c.dev().read_buffer(&mut copy).context("READ_BUFFER")?;
+        check_round(c.id, m.ctrl.ready_seq(), &copy)?;
+        println!("# userfaultfd: not in this kernel (CONFIG_USERFAULTFD off): no stalled copy; READ_BUFFER checked unstalled");
+        return Ok(());
+    };
+    let (addr, len) = stall.addr_len();
+    let dup = rustix::io::fcntl_dupfd_cloexec(c.dev().as_fd(), 0)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let _ = tx.send(read_buffer_at(dup.as_fd(), addr, len));
+    });
+    let mut during = || -> Result<()> {
+        let at = stall.wait_fault(timeout())?;
+        let second = addr + CHUNK as u64..addr + 2 * CHUNK as u64;
+        ensure!(
+            second.contains(&at),
+            "fault at {at:#x}, expected in the second chunk {second:x?}"
+        );
+        let text = listing_within(timeout())?;
+        ensure!(
+            listed_rounds(&text, c.id) == Some(1),
+            "while READ_BUFFER stalls the listing shows {:?} rounds, expected 1:\n{text}",
+            listed_rounds(&text, c.id)
+        );
+        for _ in 0..3 {
+            round += 1;
+            take_round(&mut c, &m, round, false, &mut data)
+                .with_context(|| format!("round {round} while READ_BUFFER stalls"))?;
+        }
+        let text = listing_within(timeout())?;
+        let counted = listed_rounds(&text, c.id).unwrap_or(0);
+        ensure!(
+            counted >= round - 1,
+            "while READ_BUFFER stalls the listing counts {counted} rounds, expected at least {}",
+            round - 1
+        );
+        c.run(Code::StopTest)?;
+        ensure!(
+            rx.try_recv().is_err(),
+            "READ_BUFFER returned while its destination was stalled"
+        );
+        Ok(())
+    };
+    let result = during();
+    // Always let the reader go, then collect it.
+    let released = stall.release();
+    let read = rx.recv_timeout(timeout());
+    if read.is_ok() {
+        let _ = reader.join();
+    }
+    result?;
+    released?;
+    match read {
+        Ok(r) => r.context("READ_BUFFER after its pages were let go")?,
+        Err(_) => bail!(
+            "READ_BUFFER did not return within {:?} of the release",
+            timeout()
+        ),
+    }
+    let last = m.ctrl.ready_seq();
+    ensure!(last > 1, "no round after the first: ready_seq {last}");
+    check_round(c.id, last, stall.bytes()?)
+        .context("READ_BUFFER's bytes are not all of the last round")
+}

@@ -1,13 +1,12 @@
 //! Building blocks shared by the suites: an attached or mapped listener,
 //! refusal checks, and this process acting as a minimal listener.
 
-use std::collections::VecDeque;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use kern2usr::abi::{param, Code, Event, EventMode, SEED_DEVICE_PATH};
-use kern2usr::{Device, Error, EventFd};
+use kern2usr::abi::{channel_pattern_byte, param, pattern_byte, Code, Event, SEED_DEVICE_PATH};
+use kern2usr::{Device, Error, EventFd, Session};
 use rustix::io::Errno;
 use rustix::process::getpid;
 
@@ -110,6 +109,23 @@ pub fn exit_listener(ctx: &mut Ctx, l: &mut ListenerProc) -> Result<()> {
     Ok(())
 }
 
+/// Every byte of round `seq` of channel `id`: the default channel's
+/// pattern (id 0) or the channel's own.
+pub fn check_round(id: u32, seq: u64, data: &[u8]) -> Result<()> {
+    let want = |i: usize| match id {
+        0 => pattern_byte(i),
+        _ => channel_pattern_byte(id, seq, i),
+    };
+    if let Some((i, &got)) = data.iter().enumerate().find(|&(i, &b)| b != want(i)) {
+        bail!(
+            "channel {id} round {seq}: byte {i} of {} is {got:#04x}, expected {:#04x}",
+            data.len(),
+            want(i)
+        );
+    }
+    Ok(())
+}
+
 /// The errno's description, as `write()` errors print.
 pub fn errno_text(errno: Errno) -> String {
     io::Error::from(errno).to_string()
@@ -184,17 +200,10 @@ pub fn expect_param_refused(ctx: &mut Ctx, name: &str, value: &str) -> Result<()
 }
 
 /// This process as a bare listener: its own two eventfds (numbers vary),
-/// codes read in either event mode.
+/// codes read in either event mode by the library's [`Session`] (sequence
+/// numbers checked in queue mode).
 pub struct SelfListener {
-    /// kernel->user.
-    pub efd: EventFd,
-    /// user->kernel.
-    pub efd2: EventFd,
-    /// The device, for records and ioctls.
-    pub dev: Device,
-    mode: EventMode,
-    pending: VecDeque<Event>,
-    next_seq: u64,
+    session: Session,
 }
 
 impl SelfListener {
@@ -205,21 +214,34 @@ impl SelfListener {
 
     /// As [`SelfListener::new`], with this kernel->user eventfd.
     pub fn with_efd(ctx: &mut Ctx, efd: EventFd) -> Result<Self> {
+        let efd2 = EventFd::new()?;
+        let dev = Device::open(SEED_DEVICE_PATH)?;
+        let mode = ctx.params.event_mode()?;
         Ok(Self {
-            efd,
-            efd2: EventFd::new()?,
-            dev: Device::open(SEED_DEVICE_PATH)?,
-            mode: ctx.params.event_mode()?,
-            pending: VecDeque::new(),
-            next_seq: 1,
+            session: Session::from_parts(efd, efd2, dev, mode),
         })
+    }
+
+    /// kernel->user.
+    pub fn efd(&self) -> &EventFd {
+        self.session.efd()
+    }
+
+    /// user->kernel.
+    pub fn efd2(&self) -> &EventFd {
+        self.session.efd2()
+    }
+
+    /// The device, for records and ioctls.
+    pub fn dev(&self) -> &Device {
+        self.session.device()
     }
 
     /// Attach through the parameters and FIND.
     pub fn attach_by_params(&self, ctx: &mut Ctx) -> Result<()> {
         use std::os::fd::AsRawFd;
         ctx.params
-            .attach(getpid(), self.efd.as_raw_fd(), self.efd2.as_raw_fd())?;
+            .attach(getpid(), self.efd().as_raw_fd(), self.efd2().as_raw_fd())?;
         ctx.params.command(Code::Find)?;
         ctx.klog
             .wait_for("Received from userspace: <any>", timeout())?;
@@ -234,39 +256,24 @@ impl SelfListener {
     /// The next delivered event: the record in queue mode (its sequence
     /// number checked), the code with seq and round 0 in counter mode.
     pub fn next_event(&mut self, timeout: Duration) -> Result<Event> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(ev) = self.pending.pop_front() {
-                ensure!(
-                    ev.seq == self.next_seq,
-                    "event seq {} where {} was expected",
-                    ev.seq,
-                    self.next_seq
-                );
-                self.next_seq += 1;
-                return Ok(ev);
+        self.event_within(timeout)?
+            .with_context(|| format!("no code delivered within {timeout:?}"))
+    }
+
+    /// As [`SelfListener::next_event`], `None` when none is delivered
+    /// within `timeout`.
+    pub fn event_within(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        match self.session.next_record(timeout)? {
+            Some((_, Some(ev))) => Ok(Some(ev)),
+            Some((counter, None)) => {
+                let code = u32::try_from(counter).with_context(|| format!("efd read {counter}"))?;
+                Ok(Some(Event {
+                    seq: 0,
+                    code,
+                    round: 0,
+                }))
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !self.efd.wait_readable(left)? {
-                bail!("no code delivered within {timeout:?}");
-            }
-            let counter = self.efd.read()?;
-            match self.mode {
-                EventMode::Counter => {
-                    let code =
-                        u32::try_from(counter).with_context(|| format!("efd read {counter}"))?;
-                    return Ok(Event {
-                        seq: 0,
-                        code,
-                        round: 0,
-                    });
-                }
-                EventMode::Queue => {
-                    let mut v = Vec::new();
-                    self.dev.read_events(&mut v)?;
-                    self.pending.extend(v);
-                }
-            }
+            None => Ok(None),
         }
     }
 

@@ -17,6 +17,7 @@ mod perf;
 mod producer;
 mod regress;
 mod seedclient;
+mod uffd;
 mod walkthrough;
 
 use std::process::ExitCode;

@@ -2,7 +2,8 @@
 //! failed before its fix), checking the rules PROTOCOL.md now states:
 //! re-attaching keeps undelivered codes, acks close only their own round,
 //! STOP and EXIT fit in a full queue, counter mode's eventfd checks, the
-//! ptrace check of FIND, a forked-then-killed listener, private mappings.
+//! ptrace check of FIND, a forked-then-killed listener, private mappings;
+//! and (issue 9) a shown round keeps the buffer lent across STOP/START.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
@@ -12,8 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use kern2usr::abi::{param, Code, EventMode, CTRL_MMAP_OFFSET, PARAMS_DIR};
-use kern2usr::{Error, EventFd};
+use kern2usr::abi::{channel_pattern_byte, param, Code, EventMode, CTRL_MMAP_OFFSET, PARAMS_DIR};
+use kern2usr::device::{first_pattern_mismatch, Access};
+use kern2usr::{ChannelOptions, Command as ChanCmd, Error, Event, EventFd};
 use rustix::event::EventfdFlags;
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
@@ -72,6 +74,14 @@ pub const TESTS: &[Test] = &[
     (
         "MAP_PRIVATE read-write: sees the fill, its writes stay its own; private control page is EINVAL (1)",
         private_mapping,
+    ),
+    (
+        "default channel: a shown round stays lent across STOP/START (timer and back-to-back): no fill, no MEMORY_READY until its ack (9)",
+        lent_round_default_channel,
+    ),
+    (
+        "created channel: the Round guard's bytes do not change across STOP/START until its ack; the next round is fresh (9)",
+        lent_round_created_channel,
     ),
 ];
 
@@ -134,7 +144,7 @@ fn reattach_keeps_pending(ctx: &mut Ctx) -> Result<()> {
     // And by REGISTER, with START pending.
     ctx.params.command(Code::StartTest)?;
     ctx.params.command(Code::StopTest)?;
-    l.dev.register(l.efd.as_fd(), l.efd2.as_fd())?;
+    l.dev().register(l.efd().as_fd(), l.efd2().as_fd())?;
     l.expect_code(Code::StartTest)?;
     l.expect_code(Code::StopTest)?;
     Ok(())
@@ -148,8 +158,8 @@ fn replace_with_pending_is_ebusy(ctx: &mut Ctx) -> Result<()> {
     let b = SelfListener::new(ctx)?;
     ctx.params.attach(
         rustix::process::getpid(),
-        b.efd.as_raw_fd(),
-        b.efd2.as_raw_fd(),
+        b.efd().as_raw_fd(),
+        b.efd2().as_raw_fd(),
     )?;
     let why = expect_refused(ctx, "1", Errno::BUSY)?;
     ensure!(
@@ -158,7 +168,7 @@ fn replace_with_pending_is_ebusy(ctx: &mut Ctx) -> Result<()> {
     );
     expect_errno(
         "REGISTER of other eventfds",
-        b.dev.register(b.efd.as_fd(), b.efd2.as_fd()),
+        b.dev().register(b.efd().as_fd(), b.efd2().as_fd()),
         Errno::BUSY,
     )?;
     a.expect_code(Code::Mmap)?;
@@ -181,7 +191,7 @@ fn late_acks_never_close_later_rounds(ctx: &mut Ctx) -> Result<()> {
             if code == u64::from(Code::MemoryReady.value()) {
                 // The behaviour under test: every ack comes DELAY late.
                 thread::sleep(DELAY);
-                l.efd2.write(7)?;
+                l.efd2().write(7)?;
             } else if code == u64::from(Code::ExitTest.value()) {
                 let _ = done_tx.send(());
                 return Ok(());
@@ -236,7 +246,7 @@ fn ack_round_ids(ctx: &mut Ctx) -> Result<()> {
     ctx.params.set_back_to_back(true)?;
     let mode = ctx.params.event_mode()?;
     let mut l = SelfListener::new(ctx)?;
-    let ctrl = l.dev.map_ctrl()?;
+    let ctrl = l.dev().map_ctrl()?;
     l.attach_by_params(ctx)?;
     map_and_start(ctx, &mut l)?;
     let id = next_round_id(&mut l, &ctrl, mode)?;
@@ -247,10 +257,10 @@ fn ack_round_ids(ctx: &mut Ctx) -> Result<()> {
     );
     expect_errno(
         "K2U_IOC_ACK_ROUND with another id",
-        l.dev.ack_round(id.wrapping_add(1)),
+        l.dev().ack_round(id.wrapping_add(1)),
         Errno::STALE,
     )?;
-    l.dev
+    l.dev()
         .ack_round(id)
         .context("K2U_IOC_ACK_ROUND with the round's id")?;
     ensure!(
@@ -264,12 +274,12 @@ fn ack_round_ids(ctx: &mut Ctx) -> Result<()> {
     );
     expect_errno(
         "K2U_IOC_ACK before the round's MEMORY_READY was read",
-        l.dev.ack(),
+        l.dev().ack(),
         Errno::STALE,
     )?;
     let id2 = next_round_id(&mut l, &ctrl, mode)?;
     ensure!(id2 == id + 1, "second round id {id2}, expected {}", id + 1);
-    l.dev
+    l.dev()
         .ack()
         .context("K2U_IOC_ACK once the round was shown")?;
     ensure!(
@@ -280,7 +290,7 @@ fn ack_round_ids(ctx: &mut Ctx) -> Result<()> {
     ctx.params.command(Code::StopTest)?;
     expect_errno(
         "K2U_IOC_ACK_ROUND after STOP (round abandoned)",
-        l.dev.ack_round(id3),
+        l.dev().ack_round(id3),
         Errno::PROTO,
     )?;
     ensure!(
@@ -297,7 +307,7 @@ fn two_acks_in_one_read(ctx: &mut Ctx) -> Result<()> {
     l.attach_by_params(ctx)?;
     map_and_start(ctx, &mut l)?;
     l.expect_code(Code::MemoryReady)?;
-    l.efd2.write(14)?;
+    l.efd2().write(14)?;
     ctx.klog.wait_for(
         "1 late ack(s) ignored: no shown round outstanding",
         timeout(),
@@ -308,7 +318,7 @@ fn two_acks_in_one_read(ctx: &mut Ctx) -> Result<()> {
         ctx.params.stats()?.count == 1,
         "14 did not close exactly one round"
     );
-    l.efd2.write(7)?;
+    l.efd2().write(7)?;
     l.expect_code(Code::MemoryReady)?;
     ctx.params.command(Code::StopTest)?;
     ensure!(ctx.params.stats()?.count == 2, "the next ack did not count");
@@ -322,7 +332,7 @@ fn stop_exit_with_full_queue(ctx: &mut Ctx) -> Result<()> {
     // No timer retry while the queue is full.
     ctx.params.set_period(Duration::from_secs(60))?;
     let mut l = SelfListener::new(ctx)?;
-    let ctrl = l.dev.map_ctrl()?;
+    let ctrl = l.dev().map_ctrl()?;
     l.attach_by_params(ctx)?;
     ctx.params.command(Code::Mmap)?;
     let before = ctrl.ready_seq();
@@ -340,7 +350,7 @@ fn stop_exit_with_full_queue(ctx: &mut Ctx) -> Result<()> {
     let mut rounds = 0u64;
     loop {
         let seq = ctrl.ready_seq();
-        l.dev.ack_round(seq as u32).context("ack by id")?;
+        l.dev().ack_round(seq as u32).context("ack by id")?;
         rounds += 1;
         if ctrl.ready_seq() == seq {
             break;
@@ -391,22 +401,22 @@ fn pending_count_at_find(ctx: &mut Ctx) -> Result<()> {
     loaded(ctx)?;
     let mode = ctx.params.event_mode()?;
     let mut l = SelfListener::new(ctx)?;
-    l.efd.write(1)?;
+    l.efd().write(1)?;
     ctx.params.attach(
         rustix::process::getpid(),
-        l.efd.as_raw_fd(),
-        l.efd2.as_raw_fd(),
+        l.efd().as_raw_fd(),
+        l.efd2().as_raw_fd(),
     )?;
     match mode {
         EventMode::Counter => {
             let why = expect_refused(ctx, "1", Errno::INVAL)?;
             ensure!(why.contains("has a pending count"), "reason {why:?}");
-            l.efd.read()?;
+            l.efd().read()?;
             l.attach_by_params(ctx)?;
         }
         EventMode::Queue => {
             l.attach_by_params(ctx)?;
-            l.efd.read()?;
+            l.efd().read()?;
         }
     }
     ctx.params.command(Code::Mmap)?;
@@ -423,8 +433,8 @@ fn semaphore_efd(ctx: &mut Ctx) -> Result<()> {
     match mode {
         EventMode::Counter => {
             // A semaphore read gives 1, not the code.
-            ensure!(l.efd.wait_readable(timeout())?, "no doorbell");
-            let got = l.efd.read()?;
+            ensure!(l.efd().wait_readable(timeout())?, "no doorbell");
+            let got = l.efd().read()?;
             ensure!(got == 1, "a semaphore eventfd read {got}");
             let line = ctx.klog.wait_for(
                 "listener refused: efd of pid <n> is not drained by read() (EFD_SEMAPHORE?): detached",
@@ -536,7 +546,7 @@ fn private_mapping(ctx: &mut Ctx) -> Result<()> {
             len,
             ProtFlags::READ | ProtFlags::WRITE,
             MapFlags::PRIVATE,
-            l.dev.as_fd(),
+            l.dev().as_fd(),
             0,
         )
     }
@@ -563,7 +573,7 @@ fn private_mapping(ctx: &mut Ctx) -> Result<()> {
         // SAFETY: within the mapping, which is writable and private.
         unsafe { bytes.write_volatile(0xAA) };
         let mut kernel = vec![0u8; len];
-        l.dev.read_buffer(&mut kernel)?;
+        l.dev().read_buffer(&mut kernel)?;
         ensure!(
             kernel[0] == 0 && kern2usr::device::first_pattern_mismatch(&kernel).is_none(),
             "the listener's write reached the kernel's buffer (byte 0 is {})",
@@ -585,7 +595,7 @@ fn private_mapping(ctx: &mut Ctx) -> Result<()> {
             4096,
             ProtFlags::READ,
             MapFlags::PRIVATE,
-            l.dev.as_fd(),
+            l.dev().as_fd(),
             CTRL_MMAP_OFFSET,
         )
     };
@@ -601,5 +611,213 @@ fn private_mapping(ctx: &mut Ctx) -> Result<()> {
         "mmap refused: the control page must be MAP_SHARED",
         timeout(),
     )?;
+    Ok(())
+}
+
+/// The round period of the lend tests: short, so that the negative window
+/// below covers several timer ticks.
+const LEND_PERIOD: Duration = Duration::from_millis(20);
+
+/// How long "nothing happens" is watched while a round is lent. This is a
+/// negative check, so it can only be bounded: 5 periods (scaled for slow
+/// emulation). In timer mode the timer fires every period, so the window
+/// holds at least 4 ticks, each of which would fill and publish a round
+/// if the lend were not kept; back to back, the round would come at once
+/// from START's work item. (The line waited for next proves that a round
+/// was due and held back.)
+fn lend_window() -> Duration {
+    scaled(LEND_PERIOD * 5)
+}
+
+/// The module's line when a round is due while the buffer is still lent
+/// for round `id`, which STOP abandoned.
+fn lent_line(tag: &str, id: u64) -> String {
+    format!("{tag}buffer still lent to the listener (round {id}): rounds wait for its ack")
+}
+
+fn lent_round_default_channel(ctx: &mut Ctx) -> Result<()> {
+    for back_to_back in [false, true] {
+        lent_round_default(ctx, back_to_back)
+            .with_context(|| format!("back_to_back={}", u8::from(back_to_back)))?;
+    }
+    Ok(())
+}
+
+fn lent_round_default(ctx: &mut Ctx, back_to_back: bool) -> Result<()> {
+    loaded(ctx)?;
+    ctx.params.set_period(LEND_PERIOD)?;
+    ctx.params.set_back_to_back(back_to_back)?;
+    let mode = ctx.params.event_mode()?;
+    let mut l = SelfListener::new(ctx)?;
+    let ctrl = l.dev().map_ctrl()?;
+    let buf = l.dev().map(ctx.params.buffer_size()?, Access::ReadOnly)?;
+    l.attach_by_params(ctx)?;
+    map_and_start(ctx, &mut l)?;
+    // The round is shown: its MEMORY_READY was read.
+    let id = u64::from(next_round_id(&mut l, &ctrl, mode)?);
+    let shown = buf.to_vec();
+    ensure!(
+        first_pattern_mismatch(&shown).is_none(),
+        "round {id}: the buffer does not hold the fill"
+    );
+    ctx.params.command(Code::StopTest)?;
+    l.expect_code(Code::StopTest)?;
+    ctx.params.command(Code::StartTest)?;
+    l.expect_code(Code::StartTest)?;
+    // Nothing may happen while the round is lent (see lend_window).
+    if let Some(ev) = l.event_within(lend_window())? {
+        bail!("round {id} is lent, yet the module sent {ev:?} after STOP and START");
+    }
+    ensure!(
+        ctrl.ready_seq() == id,
+        "round {id} is lent, yet ready_seq moved to {}: a round was filled",
+        ctrl.ready_seq()
+    );
+    ensure!(
+        buf.to_vec() == shown,
+        "the buffer changed while round {id} was lent"
+    );
+    ctx.klog.wait_for(&lent_line("", id), timeout())?;
+    ensure!(
+        ctx.params.stats()?.count == 0,
+        "START reset the stats; the abandoned round must not count"
+    );
+    // Its ack (late: the round was abandoned) returns the buffer.
+    expect_errno(
+        "K2U_IOC_ACK_ROUND of the abandoned round",
+        l.dev().ack_round(id as u32),
+        Errno::PROTO,
+    )?;
+    // The next round comes with fresh, correct data.
+    let next = u64::from(next_round_id(&mut l, &ctrl, mode)?);
+    ensure!(
+        next == id + 1,
+        "round {next} after the ack, expected {}",
+        id + 1
+    );
+    ensure!(
+        first_pattern_mismatch(&buf.to_vec()).is_none(),
+        "round {next}: the buffer does not hold the fill"
+    );
+    l.dev()
+        .ack_round(next as u32)
+        .context("ack of the next round")?;
+    wait_stats_count(ctx, 1, timeout())?;
+    ensure!(
+        ctx.params.stats()?.count == 1,
+        "the abandoned round was counted"
+    );
+    ctx.params.command(Code::StopTest)?;
+    Ok(())
+}
+
+fn lent_round_created_channel(ctx: &mut Ctx) -> Result<()> {
+    loaded(ctx)?;
+    for back_to_back in [false, true] {
+        lent_round_created(ctx, back_to_back)
+            .with_context(|| format!("back_to_back={}", u8::from(back_to_back)))?;
+    }
+    Ok(())
+}
+
+/// The next event of `ch` must be `want`.
+fn expect_event(ch: &mut kern2usr::Channel, want: Event) -> Result<()> {
+    let got = ch.next(timeout())?;
+    ensure!(got == Some(want), "event {got:?}, expected {want:?}");
+    Ok(())
+}
+
+/// The next event of `ch` must be a MEMORY_READY; its round id.
+fn expect_round(ch: &mut kern2usr::Channel) -> Result<u64> {
+    match ch.next(timeout())? {
+        Some(Event::MemoryReady { round }) => Ok(u64::from(round)),
+        other => bail!("event {other:?}, expected MEMORY_READY"),
+    }
+}
+
+/// The first byte of `data` that is not round `round`'s of channel `id`.
+fn first_bad_byte(id: u32, round: u64, data: &[u8]) -> Option<(usize, u8)> {
+    data.iter()
+        .copied()
+        .enumerate()
+        .find(|&(i, b)| b != channel_pattern_byte(id, round, i))
+}
+
+fn lent_round_created(ctx: &mut Ctx, back_to_back: bool) -> Result<()> {
+    let mut ch = ChannelOptions::new()
+        .name("lend")
+        .period(LEND_PERIOD)
+        .back_to_back(back_to_back)
+        .create()?;
+    let cid = ch.id();
+    ch.command(ChanCmd::Mmap)?;
+    expect_event(&mut ch, Event::Mmap)?;
+    ch.command(ChanCmd::Start)?;
+    expect_event(&mut ch, Event::Start)?;
+    let id = expect_round(&mut ch)?;
+    let shown = {
+        let round = ch.round().context("no round after MEMORY_READY")?;
+        ensure!(u64::from(round.id()) == id, "guard of round {}", round.id());
+        if let Some((i, b)) = first_bad_byte(cid, id, &round) {
+            bail!("channel {cid} round {id}: byte {i} is {b:#04x}");
+        }
+        round.to_vec()
+        // Dropped without ack: the round stays lent.
+    };
+    ch.command(ChanCmd::Stop)?;
+    expect_event(&mut ch, Event::Stop)?;
+    ch.command(ChanCmd::Start)?;
+    expect_event(&mut ch, Event::Start)?;
+    // Nothing may happen while the round is lent (see lend_window).
+    if let Some(ev) = ch.next(lend_window())? {
+        bail!("channel {cid}: round {id} is lent, yet {ev:?} came after STOP and START");
+    }
+    ctx.klog
+        .wait_for(&lent_line(&format!("channel {cid}: "), id), timeout())?;
+    let seq = ch.ctrl().map(kern2usr::CtrlPage::ready_seq);
+    ensure!(
+        seq.is_none_or(|s| s == id),
+        "channel {cid}: ready_seq moved to {seq:?} while round {id} was lent"
+    );
+    {
+        // STOP did not take the round away: the guard shows the same bytes.
+        let round = ch
+            .round()
+            .context("the lent round is not given after STOP")?;
+        ensure!(u64::from(round.id()) == id, "guard of round {}", round.id());
+        if *round != shown[..] {
+            let at = round.iter().zip(&shown).position(|(a, b)| a != b);
+            bail!("channel {cid}: round {id}'s bytes changed while it was lent (first at {at:?})");
+        }
+        // Queue mode reports the ack as late (the round was abandoned);
+        // counter mode's 7 has no answer. Either way the buffer returns.
+        match round.ack() {
+            Ok(()) | Err(Error::RoundAbandoned { .. }) => {}
+            Err(e) => return Err(e).context("ack of the lent round"),
+        }
+    }
+    let next = expect_round(&mut ch)?;
+    ensure!(
+        next == id + 1,
+        "round {next} after the ack, expected {}",
+        id + 1
+    );
+    {
+        let round = ch.round().context("no round after MEMORY_READY")?;
+        if let Some((i, b)) = first_bad_byte(cid, next, &round) {
+            bail!("channel {cid} round {next}: byte {i} is {b:#04x}, not round {next}'s");
+        }
+        round.ack().context("ack of the next round")?;
+    }
+    let deadline = Instant::now() + timeout();
+    while ch.stats()?.round_trips.count < 1 {
+        ensure!(Instant::now() < deadline, "the next round was not counted");
+        thread::yield_now();
+    }
+    ensure!(
+        ch.stats()?.round_trips.count == 1,
+        "the abandoned round was counted"
+    );
+    ch.command(ChanCmd::Stop)?;
     Ok(())
 }

@@ -11,7 +11,7 @@
  *
  * Typical use, from process context:
  *
- *	ch = k2u_producer_create("mydrv", SZ_64K);
+ *	ch = k2u_producer_create("mydrv", SZ_64K);	// root attaches
  *	...
  *	buf = k2u_producer_reserve(ch, &size);	// ERR_PTR(-EBUSY) while
  *	if (!IS_ERR(buf)) {			// a round is outstanding
@@ -30,23 +30,62 @@
 #define _KERN2USR_PRODUCER_H
 
 #include <linux/types.h>
+#include <linux/uidgid.h>
 
 struct k2u_channel;
 
+/*
+ * Who may attach a listener to a producer's channel, besides a process
+ * with CAP_SYS_ADMIN (always allowed): bits of k2u_producer_opts.attach.
+ */
+#define K2U_ATTACH_UID		0x1	/* euid is opts.uid */
+#define K2U_ATTACH_GID		0x2	/* opts.gid is egid or supplementary */
+#define K2U_ATTACH_ANYONE	0x4	/* anyone who can open the device */
+#define K2U_ATTACH_FLAGS	(K2U_ATTACH_UID | K2U_ATTACH_GID | \
+				 K2U_ATTACH_ANYONE)
+
 /**
- * k2u_producer_create() - create a named channel that the caller feeds
+ * struct k2u_producer_opts - options of k2u_producer_create_opts()
+ * @attach: K2U_ATTACH_* bits; 0 (the default): CAP_SYS_ADMIN only
+ * @uid: with K2U_ATTACH_UID, a valid uid (e.g. make_kuid(&init_user_ns, n))
+ * @gid: with K2U_ATTACH_GID, a valid gid
+ *
+ * The rule is checked against the attaching process' credentials when it
+ * attaches; a refusal is EPERM with one rate-limited log line.
+ */
+struct k2u_producer_opts {
+	unsigned int attach;
+	kuid_t uid;
+	kgid_t gid;
+};
+
+/**
+ * k2u_producer_create_opts() - create a named channel that the caller feeds
  * @name: 1 to K2U_CHANNEL_NAME_LEN - 1 bytes of [A-Za-z0-9_.-], unique
  *        among producer channels
  * @size: buffer size in bytes, a multiple of PAGE_SIZE, from one page to
- *        K2U_MAX_BUFFER_SIZE; counted against max_channel_memory
+ *        K2U_MAX_BUFFER_SIZE
+ * @opts: who may attach; NULL for the defaults (CAP_SYS_ADMIN only)
  *
  * The buffer is zeroed. The channel is listed (owner 0) until a listener
- * attaches.
+ * attaches. At most K2U_MAX_PRODUCERS producer channels exist at once;
+ * userspace's channels (max_channels, max_channel_memory) cannot take
+ * their places.
  *
  * Context: process context, may sleep.
- * Return: the channel, or ERR_PTR(-EINVAL) for a bad name or size,
- * ERR_PTR(-EEXIST) if the name is taken, ERR_PTR(-ENOSPC) past
- * max_channels or max_channel_memory, ERR_PTR(-ENOMEM).
+ * Return: the channel, or ERR_PTR(-EINVAL) for a bad name, size or
+ * @opts, ERR_PTR(-EEXIST) if the name is taken, ERR_PTR(-ENOSPC) when
+ * K2U_MAX_PRODUCERS producer channels exist, ERR_PTR(-ENOMEM).
+ */
+struct k2u_channel *k2u_producer_create_opts(const char *name, size_t size,
+					     const struct k2u_producer_opts *opts);
+
+/**
+ * k2u_producer_create() - k2u_producer_create_opts() with the defaults
+ * @name: as for k2u_producer_create_opts()
+ * @size: as for k2u_producer_create_opts()
+ *
+ * Only processes with CAP_SYS_ADMIN may attach.
  */
 struct k2u_channel *k2u_producer_create(const char *name, size_t size);
 
@@ -71,7 +110,8 @@ void k2u_producer_destroy(struct k2u_channel *ch);
  *
  * Context: any context but hard irq.
  * Return: the buffer (vmapped kernel memory), or ERR_PTR(-EBUSY) while a
- * round is outstanding.
+ * round is outstanding: the buffer is lent to the listener from the publish
+ * to the ack (or the listener's detach), and nothing may write it then.
  */
 void *k2u_producer_reserve(struct k2u_channel *ch, size_t *size);
 

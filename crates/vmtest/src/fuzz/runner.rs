@@ -864,7 +864,8 @@ impl Runner {
             }
             Op::AckRound(l, pick) => {
                 let m = &self.cands[0];
-                let base = m.round().map_or(m.ready_seq(), |r| r.id);
+                // The outstanding round, else the one STOP left lent.
+                let base = m.round().or(m.lent()).map_or(m.ready_seq(), |r| r.id);
                 facts.id = match pick {
                     RoundPick::Current => base as u32,
                     RoundPick::Prev => base.wrapping_sub(1) as u32,
@@ -1230,7 +1231,7 @@ impl Runner {
         if next.is_empty() {
             let c = &self.cands[0];
             return Err(format!(
-                "{op}: observed {obs:?}, the model expects {} (ready_seq {:?} -> {:?}, model {}; doorbells_skipped {:?}, model {}; detach lines {}; params {:?}; model: listener {:?} testing {} round {:?} queue {} in_flight {:?} counted {} last_error {})",
+                "{op}: observed {obs:?}, the model expects {} (ready_seq {:?} -> {:?}, model {}; doorbells_skipped {:?}, model {}; detach lines {}; params {:?}; model: listener {:?} testing {} round {:?} lent {:?} queue {} in_flight {:?} counted {} last_error {})",
                 first_expect.map_or("nothing".to_owned(), |e| e.to_string()),
                 r0,
                 sync.ready_seq,
@@ -1242,6 +1243,7 @@ impl Runner {
                 c.listener(),
                 c.testing(),
                 c.round(),
+                c.lent(),
                 c.queue().len(),
                 c.in_flight(),
                 c.counted(),
