@@ -21,7 +21,7 @@ use crate::eventfd::EventFdFile;
 use crate::link::AttachError;
 use crate::params;
 use crate::producer;
-use crate::state::{Channel, Config, Device, Locked, Registry};
+use crate::state::{Channel, Config, Device, FileToken, Locked, Registry};
 use crate::sys::PidRef;
 
 /// Refuses CREATE with `err`: `CREATE refused: <why>`.
@@ -151,9 +151,10 @@ fn caller_file(which: &str, fd: i32, pid: i32) -> Result<ARef<LocalFile>> {
 }
 
 /// `K2U_IOC_CREATE` on a file that is no channel yet (the caller holds its
-/// slot): checks `req`, the caller's eventfds and the limits, makes the
-/// channel, attaches the caller as its listener and registers it.
-pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
+/// slot; `this_file` is that file): checks `req`, the caller's eventfds and the
+/// limits, makes the channel, attaches the caller as its listener and
+/// registers it.
+pub(crate) fn create(dev: &Device, req: &Create, this_file: FileToken) -> Result<Arc<Channel>> {
     check_fields(req)?;
     let task = current!();
     let pid = task.tgid_nr_ns(None);
@@ -169,7 +170,9 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     let listener = owner.clone_ref();
     if req.flags & abi::CREATE_ATTACH != 0 {
         let reg = dev.registry.lock();
-        return producer::attach(&reg, &req.name, pid, owner, listener, efd, efd2);
+        return producer::attach(
+            dev, &reg, &req.name, this_file, pid, owner, listener, efd, efd2,
+        );
     }
     // A multiple of the page size up to MAX_BUFFER_SIZE: fits.
     let size = req.buffer_size as usize;
@@ -210,12 +213,12 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
 }
 
 /// ENOSPC unless one more channel of `size` bytes fits `max_channels` and
-/// `max_channel_memory` (CREATE's and the producers' check, under the
-/// registry lock).
-pub(crate) fn check_limits(reg: &Registry, size: usize) -> Result {
+/// `max_channel_memory` (CREATE's check, under the registry lock).
+/// Producers' channels do not count: they have their own cap.
+fn check_limits(reg: &Registry, size: usize) -> Result {
     let max = params::max_channels();
-    let count = reg.channels.len();
-    if count >= max as usize {
+    let count = reg.users;
+    if count >= max {
         return Err(refuse(
             ENOSPC,
             fmt!("{} channels exist (max_channels={})", count, max),
@@ -236,12 +239,12 @@ pub(crate) fn check_limits(reg: &Registry, size: usize) -> Result {
     Ok(())
 }
 
-/// The end of a channel, at its file's release: stop it (timer, work,
-/// eventfds), unregister it, free it. A producer's channel only loses its
-/// listener (`producer::listener_release()`).
-pub(crate) fn release(dev: &Device, chan: Arc<Channel>) {
+/// The end of a channel, at the release of its file (`file`): stop it
+/// (timer, work, eventfds), unregister it, free it. A producer's channel
+/// only loses that file (`producer::file_release()`).
+pub(crate) fn release(dev: &Device, chan: Arc<Channel>, file: FileToken) {
     if chan.is_producer() {
-        producer::listener_release(dev, chan);
+        producer::file_release(dev, chan, file);
         return;
     }
     chan.shutdown();

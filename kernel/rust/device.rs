@@ -20,7 +20,7 @@ use crate::abi::{self, ChannelStats, Create, EventMode, Info, ReadBuffer, Regist
 use crate::channel;
 use crate::link;
 use crate::params;
-use crate::state::{self, Channel, Device, Locked};
+use crate::state::{self, Channel, Device, FileToken, Locked};
 use crate::sys::{self, ParamLock, PidRef};
 
 // SAFETY: `repr(C)` of two `i32`s: no padding, any bit pattern is valid.
@@ -106,7 +106,7 @@ impl MiscDevice for K2uFile {
     fn release(me: Pin<KBox<Self>>, _file: &File) {
         let chan = me.chan.lock().take();
         if let Some(chan) = chan {
-            channel::release(&me.dev, chan);
+            channel::release(&me.dev, chan, me.token());
         }
     }
 
@@ -222,6 +222,12 @@ fn check_default(dev: &Device, op: &str, rule: Rule) -> Result {
 }
 
 impl K2uFile {
+    /// This file, as a channel knows it: its address (pinned, so stable
+    /// while it is open).
+    fn token(&self) -> FileToken {
+        core::ptr::from_ref(self) as FileToken
+    }
+
     /// The file's own channel, if it is one.
     fn own(&self) -> Option<Arc<Channel>> {
         self.chan.lock().clone()
@@ -395,12 +401,12 @@ impl K2uFile {
             );
             return Err(EBUSY);
         }
-        let chan = channel::create(&self.dev, &req)?;
+        let chan = channel::create(&self.dev, &req, self.token())?;
         req.id = chan.id();
         req.buffer_size = chan.mem.size() as u64;
         if let Err(e) = writer.write(&req) {
             // The caller cannot learn of its channel: undo it.
-            channel::release(&self.dev, chan);
+            channel::release(&self.dev, chan, self.token());
             return Err(e);
         }
         *self.chan.lock() = Some(chan);

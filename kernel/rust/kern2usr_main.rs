@@ -32,8 +32,9 @@
 //! timer cancelled, eventfds unhooked, its own workqueue drained), takes it
 //! out of the registry and drops the last reference, which frees it. A
 //! producer's channel is held by the producer's handle and the registry,
-//! and by its listener's file while one is attached; the last of the
-//! producer and that file ends it (see `producer.rs`).
+//! and by each file attached to it (its listener's, and one an exited
+//! listener left behind); the last of the producer and those files ends
+//! it (see `producer.rs`).
 //!
 //! Locking, as in C, per channel: `Channel::inner` (a mutex) guards the state. The eventfd
 //! wake-up callbacks run under the eventfd's wait-queue spinlock, so they

@@ -3,18 +3,22 @@
 //! The producer API (`kernel/c/include/kern2usr_producer.h`): another
 //! module creates a named channel and publishes its own data through it; a
 //! listener attaches from userspace with `K2U_IOC_CREATE` and
-//! `K2U_CREATE_ATTACH`. The five functions are `#[no_mangle] extern "C"`
+//! `K2U_CREATE_ATTACH`. The six functions are `#[no_mangle] extern "C"`
 //! with the header's prototypes; `exports.c` exports them
 //! (`EXPORT_SYMBOL_GPL`).
 //!
 //! A producer's channel is a [`Channel`] like any other, in the registry
-//! (counted against the limits, listed with pacing `producer`). Its
-//! references: the producer's handle ([`K2uChannel`], from create to
-//! destroy), the registry's, the listener's file's (from attach to its
-//! release) and, as for any channel, the hooks' and the work items'. The
-//! last of the producer and the listener's file to let go ends it (stops
-//! it and takes it out of the registry); `ProducerSide::destroyed` and
-//! `ProducerSide::file`, changed under the registry lock, say which.
+//! (listed with pacing `producer`), but counted apart: at most
+//! [`abi::MAX_PRODUCERS`] at once, and not against `max_channels` nor
+//! `max_channel_memory`. Who may attach is the producer's rule
+//! ([`AttachRule`], `struct k2u_producer_opts`). Its references: the
+//! producer's handle ([`K2uChannel`], from create to destroy), the
+//! registry's, each attached file's (the listener's from attach to its
+//! release, and one an exited listener left behind in a child until that
+//! one's release) and, as for any channel, the hooks' and the work items'.
+//! The last of the producer and those files to let go ends it (stops it
+//! and takes it out of the registry); `ProducerSide::destroyed` and
+//! `ProducerSide::files`, changed under the registry lock, say which.
 //! While the producer holds a channel it also holds a reference on this
 //! module, so `rmmod kern2usr` fails meanwhile.
 //!
@@ -32,15 +36,107 @@ use kernel::{
     prelude::*,
     str::BStr,
     sync::{atomic::Relaxed, Arc, CondVarTimeoutResult},
-    task::MAX_SCHEDULE_TIMEOUT,
+    task::{Kuid, MAX_SCHEDULE_TIMEOUT},
     time::Jiffies,
 };
 
 use crate::abi::{self, Code};
 use crate::channel::{self, refuse};
 use crate::eventfd::EventFdFile;
-use crate::state::{self, Channel, Config, Device, Locked, Registry};
+use crate::state::{self, Channel, Config, Device, FileToken, Locked, Registry};
 use crate::sys::{self, PidRef};
+
+/// `K2U_ATTACH_UID`: the attaching process' euid is `opts.uid`.
+const ATTACH_UID: u32 = 0x1;
+/// `K2U_ATTACH_GID`: `opts.gid` is its egid or a supplementary group.
+const ATTACH_GID: u32 = 0x2;
+/// `K2U_ATTACH_ANYONE`: anyone who can open the device.
+const ATTACH_ANYONE: u32 = 0x4;
+/// `K2U_ATTACH_FLAGS`.
+const ATTACH_FLAGS: u32 = ATTACH_UID | ATTACH_GID | ATTACH_ANYONE;
+
+/// The header's `struct k2u_producer_opts` (exports.c asserts the same
+/// layout on the C side: 12 bytes, `attach` at 0, `uid` at 4, `gid` at 8).
+#[repr(C)]
+pub(crate) struct K2uProducerOpts {
+    attach: u32,
+    uid: bindings::kuid_t,
+    gid: bindings::kgid_t,
+}
+
+const _: () = {
+    assert!(size_of::<K2uProducerOpts>() == 12);
+    assert!(core::mem::offset_of!(K2uProducerOpts, attach) == 0);
+    assert!(core::mem::offset_of!(K2uProducerOpts, uid) == 4);
+    assert!(core::mem::offset_of!(K2uProducerOpts, gid) == 8);
+};
+
+/// `(uid_t)-1` / `(gid_t)-1`: the invalid ids (C's `uid_valid()`).
+const INVALID_ID: u32 = u32::MAX;
+
+/// Who may attach a listener to a producer's channel besides a process
+/// with `CAP_SYS_ADMIN` (always allowed): checked `struct
+/// k2u_producer_opts`, fixed at create.
+#[derive(Clone, Copy)]
+pub(crate) struct AttachRule {
+    bits: u32,
+    uid: bindings::kuid_t,
+    gid: bindings::kgid_t,
+}
+
+impl AttachRule {
+    /// The default (opts NULL): `CAP_SYS_ADMIN` only.
+    pub(crate) const ADMIN: Self = Self {
+        bits: 0,
+        uid: bindings::kuid_t { val: INVALID_ID },
+        gid: bindings::kgid_t { val: INVALID_ID },
+    };
+
+    /// Checks the producer's options as C's `k2u_check_opts()`: EINVAL
+    /// (one line) for an unknown bit or an invalid id a bit needs.
+    fn from_opts(opts: &K2uProducerOpts) -> Result<Self> {
+        let unknown = opts.attach & !ATTACH_FLAGS;
+        if unknown != 0 {
+            return Err(refuse_producer(
+                EINVAL,
+                fmt!("attach {:#x}: unknown bit {:#x}", opts.attach, unknown),
+            ));
+        }
+        if opts.attach & ATTACH_UID != 0 && opts.uid.val == INVALID_ID {
+            return Err(refuse_producer(
+                EINVAL,
+                fmt!("K2U_ATTACH_UID with an invalid uid"),
+            ));
+        }
+        if opts.attach & ATTACH_GID != 0 && opts.gid.val == INVALID_ID {
+            return Err(refuse_producer(
+                EINVAL,
+                fmt!("K2U_ATTACH_GID with an invalid gid"),
+            ));
+        }
+        Ok(Self {
+            bits: opts.attach,
+            uid: opts.uid,
+            gid: opts.gid,
+        })
+    }
+
+    /// Whether the current process may attach under this rule.
+    fn allows_current(&self) -> bool {
+        if self.bits & ATTACH_ANYONE != 0 {
+            return true;
+        }
+        if self.bits & ATTACH_UID != 0 && Kuid::current_euid() == Kuid::from_raw(self.uid) {
+            return true;
+        }
+        // SAFETY: `in_egroup_p()` only reads the current task's
+        // credentials; `gid` is a plain value.
+        if self.bits & ATTACH_GID != 0 && unsafe { bindings::in_egroup_p(self.gid) } != 0 {
+            return true;
+        }
+        sys::capable_sys_admin()
+    }
+}
 
 /// The header's `struct k2u_channel`, opaque to the producer: what it holds
 /// from `k2u_producer_create()` to `k2u_producer_destroy()`.
@@ -52,6 +148,8 @@ pub(crate) struct K2uChannel {
 // The prototypes of kern2usr_producer.h; exports.c includes the header, so
 // a renamed function fails there, and these keep the Rust side's types.
 const _: unsafe extern "C" fn(*const c_char, usize) -> *mut K2uChannel = k2u_producer_create;
+const _: unsafe extern "C" fn(*const c_char, usize, *const K2uProducerOpts) -> *mut K2uChannel =
+    k2u_producer_create_opts;
 const _: unsafe extern "C" fn(*mut K2uChannel) = k2u_producer_destroy;
 const _: unsafe extern "C" fn(*mut K2uChannel, *mut usize) -> *mut c_void = k2u_producer_reserve;
 const _: unsafe extern "C" fn(*mut K2uChannel, usize) -> i64 = k2u_producer_publish;
@@ -64,14 +162,16 @@ fn refuse_producer(err: Error, why: fmt::Arguments<'_>) -> Error {
 }
 
 /// The producer channel named `name` (NUL-padded) that its producer has
-/// not destroyed, if any (C's `k2u_producer_find()`).
+/// not destroyed, if any (C's `k2u_producer_find()`: C unlists a channel
+/// at destroy, here it stays in the registry, unlisted, until its end).
 fn find<'a>(reg: &'a Registry, name: &[u8; abi::CHANNEL_NAME_LEN]) -> Option<&'a Arc<Channel>> {
     reg.channels
         .iter()
         .find(|c| c.is_producer() && c.listed() && c.cfg.raw_name() == name)
 }
 
-/// `k2u_producer_create()`.
+/// `k2u_producer_create()`: [`k2u_producer_create_opts`] with the
+/// defaults (only `CAP_SYS_ADMIN` attaches).
 ///
 /// # Safety
 ///
@@ -79,6 +179,23 @@ fn find<'a>(reg: &'a Registry, name: &[u8; abi::CHANNEL_NAME_LEN]) -> Option<&'a
 /// call.
 #[no_mangle]
 unsafe extern "C" fn k2u_producer_create(name: *const c_char, size: usize) -> *mut K2uChannel {
+    // SAFETY: The caller's contract; no options.
+    unsafe { k2u_producer_create_opts(name, size, core::ptr::null()) }
+}
+
+/// `k2u_producer_create_opts()`.
+///
+/// # Safety
+///
+/// `name` is NULL or points to a NUL-terminated string, readable for the
+/// call; `opts` is NULL or points to a `struct k2u_producer_opts`, readable
+/// for the call.
+#[no_mangle]
+unsafe extern "C" fn k2u_producer_create_opts(
+    name: *const c_char,
+    size: usize,
+    opts: *const K2uProducerOpts,
+) -> *mut K2uChannel {
     // Like C's strscpy() into the 16-byte name: at most 16 bytes are read,
     // and a string of 16 or more (no NUL among them) is refused.
     let mut padded = [0u8; abi::CHANNEL_NAME_LEN];
@@ -96,18 +213,24 @@ unsafe extern "C" fn k2u_producer_create(name: *const c_char, size: usize) -> *m
             *slot = b;
         }
     }
-    match create(padded, len, size) {
+    // SAFETY: The caller's contract: NULL or a readable options struct,
+    // which is only read, for this call.
+    let opts = unsafe { opts.as_ref() };
+    match create(padded, len, size, opts) {
         Ok(handle) => KBox::into_raw(handle),
         Err(e) => e.to_ptr(),
     }
 }
 
 /// Creates the channel: `name` NUL-padded, `len` its length if it ends
-/// within the 16 bytes.
+/// within the 16 bytes; `opts` `None` for the defaults. The checks in C's
+/// order: name, size, options, then (under the registry lock) the name
+/// taken, the producers' cap, the memory.
 fn create(
     name: [u8; abi::CHANNEL_NAME_LEN],
     len: Option<usize>,
     size: usize,
+    opts: Option<&K2uProducerOpts>,
 ) -> Result<KBox<K2uChannel>> {
     if !matches!(len, Some(1..)) {
         return Err(refuse_producer(
@@ -128,6 +251,10 @@ fn create(
             ),
         ));
     }
+    let rule = match opts {
+        Some(opts) => AttachRule::from_opts(opts)?,
+        None => AttachRule::ADMIN,
+    };
     // Loaded and initialised: the producer links against this module,
     // which the kernel only allows once its init has returned.
     let dev = state::device().ok_or(ENODEV)?;
@@ -138,10 +265,16 @@ fn create(
             fmt!("name {}: taken", BStr::from_bytes(name_bytes(&name))),
         ));
     }
-    channel::check_limits(&reg, size)?;
+    // Userspace's channels do not count: they cannot take this place.
+    if reg.producers >= abi::MAX_PRODUCERS {
+        return Err(refuse_producer(
+            ENOSPC,
+            fmt!("{} producer channels exist (the most)", reg.producers),
+        ));
+    }
     let id = reg.free_id();
     let oom = || refuse_producer(ENOMEM, fmt!("out of memory for {} bytes", size));
-    let chan = Channel::new(Config::producer(id, name), size).map_err(|_| oom())?;
+    let chan = Channel::new(Config::producer(id, name, rule), size).map_err(|_| oom())?;
     let handle = match KBox::new(
         K2uChannel {
             dev: dev.clone(),
@@ -200,12 +333,12 @@ unsafe extern "C" fn k2u_producer_destroy(ch: *mut K2uChannel) {
 
 /// Ends the producer's part: unlists the channel, abandons the round
 /// (its waiters get ENOTCONN), tells an attached listener EXIT_TEST (it
-/// keeps its file), and ends the channel unless that file still holds it.
+/// keeps its file), and ends the channel unless a file still holds it.
 fn destroy(dev: &Device, chan: Arc<Channel>) {
     let last = {
         let _reg = dev.registry.lock();
         chan.prod.destroyed.store(true, Relaxed);
-        !chan.prod.file.load(Relaxed)
+        chan.prod.files.load(Relaxed) == 0
     };
     let attached = {
         let mut k = Locked::new(&chan);
@@ -269,9 +402,12 @@ unsafe fn channel_of<'a>(ch: *mut K2uChannel) -> &'a Arc<Channel> {
 unsafe extern "C" fn k2u_producer_reserve(ch: *mut K2uChannel, size: *mut usize) -> *mut c_void {
     // SAFETY: The caller's contract.
     let chan = unsafe { channel_of(ch) };
+    // Not while the listener may hold a view: a round outstanding (lent),
+    // or closed and not yet counted. A producer's channel has no STOP, so
+    // no round of it is ever abandoned and left lent; a detach ends both.
     {
         let ack = chan.ack.lock();
-        if ack.open || ack.closed {
+        if ack.open || ack.lent || ack.closed {
             return EBUSY.to_ptr();
         }
     }
@@ -310,12 +446,12 @@ fn publish(chan: &Arc<Channel>, len: usize) -> Result<u64> {
     if k.link.is_none() || k.listener_gone() {
         return Err(ENOTCONN);
     }
-    // Never over an outstanding round, nor over one an ack closed that is
-    // not counted yet. Only this function opens a producer's rounds, under
-    // the mutex, so the answer holds until the round below is opened.
+    // Never while the buffer is lent, nor over a round an ack closed that
+    // is not counted yet. Only this function opens a producer's rounds,
+    // under the mutex, so the answer holds until the round below is opened.
     {
         let ack = chan.ack.lock();
-        if ack.open || ack.closed {
+        if ack.open || ack.lent || ack.closed {
             return Err(EBUSY);
         }
     }
@@ -395,13 +531,64 @@ fn wait_ack(chan: &Arc<Channel>, round: u64, timeout: Jiffies) -> Result {
     }
 }
 
+/// Whether the caller may attach to `chan`: the producer's rule,
+/// `CAP_SYS_ADMIN` always. EPERM with one (rate-limited) line otherwise.
+fn may_attach(dev: &Device, chan: &Channel) -> Result {
+    if chan.cfg.attach.allows_current() {
+        return Ok(());
+    }
+    if dev.attach_log.lock().check() {
+        pr_notice!(
+            "CREATE refused: channel {} ({}) does not let pid {} (euid {}) attach\n",
+            chan.id(),
+            chan.name(),
+            current!().tgid_nr_ns(None),
+            sys::current_euid_munged()
+        );
+    }
+    Err(EPERM)
+}
+
+/// Whether the process whose listener's file is attached still runs: it
+/// counts as exited when all its threads have, as the default channel's
+/// listener does; a child it forked may hold the file on, but got the
+/// file, not the role.
+fn owner_alive(chan: &Channel) -> bool {
+    chan.prod
+        .owner
+        .lock()
+        .as_ref()
+        .is_some_and(|owner| !owner.exited())
+}
+
+/// The listener's process has exited, its file lives on in a child:
+/// detach it and leave the file behind. It is no longer the channel's
+/// listener's (its release only lets go of the channel), and its holder
+/// is not the owner. C's `k2u_producer_orphan()`.
+fn orphan(k: &mut Locked<'_>) {
+    let chan = k.dev;
+    k.detach();
+    let old = chan.prod.owner.lock().take();
+    drop(old);
+    chan.prod.listener_file.store(0, Relaxed);
+    pr_info!(
+        "channel {}: listener pid {} exited: its file is left behind\n",
+        chan.id(),
+        chan.prod.listener_nr.load(Relaxed)
+    );
+}
+
 /// `K2U_IOC_CREATE` with `K2U_CREATE_ATTACH`, the registry locked (`reg`):
 /// attaches the caller (`pid`, `owner`, `listener`: its thread group) with
 /// its checked eventfds to the producer channel named `name`, which its
-/// file then holds. C's `k2u_producer_attach()`.
+/// file (`file`) then holds. C's `k2u_producer_attach()`: ENOENT, then the
+/// attach rule (EPERM), then EBUSY while the listener's process runs.
+#[expect(clippy::too_many_arguments)]
 pub(crate) fn attach(
+    dev: &Device,
     reg: &Registry,
     name: &[u8; abi::CHANNEL_NAME_LEN],
+    file: FileToken,
     pid: i32,
     owner: PidRef,
     listener: PidRef,
@@ -417,17 +604,26 @@ pub(crate) fn attach(
             ),
         ));
     };
+    may_attach(dev, chan)?;
     let mut k = Locked::new(chan);
-    // One listener's file at a time: its release detaches it.
-    if chan.prod.file.load(Relaxed) {
+    // One listener's file at a time, while its process runs.
+    let attached = chan.prod.listener_file.load(Relaxed) != 0;
+    if attached && owner_alive(chan) {
         return Err(refuse(EBUSY, fmt!("channel {} has a listener", chan.id())));
+    }
+    if attached {
+        orphan(&mut k);
     }
     if let Err(e) = k.attach(pid, listener, efd, efd2) {
         return Err(e.refuse(refuse));
     }
+    // Detached or orphaned above: no owner to drop.
     let old = chan.prod.owner.lock().replace(owner);
     drop(old);
-    chan.prod.file.store(true, Relaxed);
+    chan.prod.listener_file.store(file, Relaxed);
+    chan.prod.listener_nr.store(pid, Relaxed);
+    // The registry is locked (`reg`): `files` changes under it.
+    chan.prod.files.add(1u32, Relaxed);
     drop(k);
     pr_info!(
         "channel {} attached: name={} listener={}\n",
@@ -438,19 +634,37 @@ pub(crate) fn attach(
     Ok(chan.clone())
 }
 
-/// The listener's file of producer channel `chan` is released: detach the
-/// listener (a round an ack closed still counts; an open one is abandoned)
-/// and, if the producer destroyed the channel already, end it. C's
+/// A file attached to producer channel `chan` (`file`) is released: if it
+/// is still the listener's (not left behind by an exited one), the
+/// listener leaves (a round an ack closed still counts; an open one is
+/// abandoned). If it was the last file and the producer destroyed the
+/// channel already, the channel ends. C's
 /// `k2u_producer_listener_release()`.
-pub(crate) fn listener_release(dev: &Device, chan: Arc<Channel>) {
-    Locked::new(&chan).detach();
-    let old = chan.prod.owner.lock().take();
-    drop(old);
-    pr_info!("channel {}: listener left\n", chan.id());
+pub(crate) fn file_release(dev: &Device, chan: Arc<Channel>, file: FileToken) {
+    let mine = {
+        let mut k = Locked::new(&chan);
+        let mine = chan.prod.listener_file.load(Relaxed) == file;
+        if mine {
+            k.detach();
+            chan.prod.listener_file.store(0, Relaxed);
+            let old = chan.prod.owner.lock().take();
+            drop(old);
+        }
+        mine
+    };
+    if mine {
+        pr_info!("channel {}: listener left\n", chan.id());
+    } else {
+        pr_info!(
+            "channel {}: a file its exited listener left behind is closed\n",
+            chan.id()
+        );
+    }
     let last = {
         let _reg = dev.registry.lock();
-        chan.prod.file.store(false, Relaxed);
-        chan.prod.destroyed.load(Relaxed)
+        let files = chan.prod.files.load(Relaxed).saturating_sub(1);
+        chan.prod.files.store(files, Relaxed);
+        files == 0 && chan.prod.destroyed.load(Relaxed)
     };
     if last {
         end(dev, &chan);

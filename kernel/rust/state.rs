@@ -24,6 +24,7 @@ use crate::abi::{self, Code, Event};
 use crate::link::Link;
 use crate::memory::Memory;
 use crate::params;
+use crate::producer::AttachRule;
 use crate::round::Round;
 use crate::stats::Stats;
 use crate::sys::{OwnedQueue, PidRef};
@@ -226,6 +227,8 @@ pub(crate) struct Config {
     /// A kernel producer's channel (`k2u_producer_create()`): fed by the
     /// producer, not by rounds, and takes no commands.
     pub(crate) producer: bool,
+    /// A producer's channel: who may attach (`struct k2u_producer_opts`).
+    pub(crate) attach: AttachRule,
 }
 
 impl Config {
@@ -238,6 +241,7 @@ impl Config {
             flags: 0,
             owner: None,
             producer: false,
+            attach: AttachRule::ADMIN,
         }
     }
 
@@ -246,8 +250,8 @@ impl Config {
         &self.name
     }
 
-    /// A kernel producer's; `name` is checked already.
-    pub(crate) fn producer(id: u32, name: [u8; abi::CHANNEL_NAME_LEN]) -> Self {
+    /// A kernel producer's; `name` and `attach` are checked already.
+    pub(crate) fn producer(id: u32, name: [u8; abi::CHANNEL_NAME_LEN], attach: AttachRule) -> Self {
         Self {
             id,
             name,
@@ -255,6 +259,7 @@ impl Config {
             flags: 0,
             owner: None,
             producer: true,
+            attach,
         }
     }
 
@@ -273,23 +278,39 @@ impl Config {
             flags,
             owner: Some(owner),
             producer: false,
+            attach: AttachRule::ADMIN,
         }
     }
 }
 
+/// Which open file of the device holds a channel: the address of its
+/// `K2uFile`, never 0, unique while that file is open (and a file that
+/// holds a channel stays open until its release drops it).
+pub(crate) type FileToken = usize;
+
 /// A kernel producer's side of its channel (unused on other channels).
-/// `destroyed` and `file` change under `Device::registry` only, which
+/// `destroyed` and `files` change under `Device::registry` only, which
 /// decides with them who ends the channel: the last of the producer
-/// (`k2u_producer_destroy()`) and the listener's file (its release).
+/// (`k2u_producer_destroy()`) and the files attached to it (their
+/// release): the listener's, and any an exited listener left behind.
 #[pin_data]
 pub(crate) struct ProducerSide {
     /// The producer destroyed the channel: it is no longer listed nor
     /// found by name.
     pub(crate) destroyed: Atomic<bool>,
-    /// A listener's file is attached (one at a time).
-    pub(crate) file: Atomic<bool>,
+    /// Files that hold the channel: the listener's (one at a time) and
+    /// those exited listeners left behind in their children.
+    pub(crate) files: Atomic<u32>,
+    /// The listener's file (its [`FileToken`]), 0 when none; changed
+    /// under `Channel::inner` (C's `listener_filp`).
+    pub(crate) listener_file: Atomic<usize>,
+    /// The listener's pid as it attached, for the log; under
+    /// `Channel::inner`.
+    pub(crate) listener_nr: Atomic<i32>,
     /// The attached listener's process, the channel's owner while its
-    /// file is attached (C's `owner` of a producer's channel).
+    /// file is attached (C's `owner` of a producer's channel). Written
+    /// under `Channel::inner` and this spinlock; the listing and the
+    /// ownership checks take only the spinlock.
     #[pin]
     pub(crate) owner: SpinLock<Option<PidRef>>,
     /// `k2u_producer_wait_ack()` sleeps here, `Channel::inner` released
@@ -302,7 +323,9 @@ impl ProducerSide {
     fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             destroyed: Atomic::new(false),
-            file: Atomic::new(false),
+            files: Atomic::new(0),
+            listener_file: Atomic::new(0),
+            listener_nr: Atomic::new(0),
             owner <- new_spinlock!(None),
             ack_wait <- new_condvar!(),
         })
@@ -611,10 +634,15 @@ impl fmt::Display for Tag {
 
 /// The channels made with `K2U_IOC_CREATE` (the default one is not here).
 pub(crate) struct Registry {
-    /// In id order.
+    /// In id order: userspace's channels and producers'.
     pub(crate) channels: KVec<Arc<Channel>>,
-    /// Sum of their buffer sizes.
+    /// Userspace's channels among them (`max_channels`).
+    pub(crate) users: u32,
+    /// Sum of their buffer sizes (`max_channel_memory`).
     pub(crate) memory: u64,
+    /// Producers' channels among them (`MAX_PRODUCERS`): they count
+    /// apart, so userspace's channels cannot take their places.
+    pub(crate) producers: u32,
 }
 
 impl Registry {
@@ -638,10 +666,16 @@ impl Registry {
             .position(|c| c.id() > chan.id())
             .unwrap_or(self.channels.len());
         let size = chan.mem.size() as u64;
+        let producer = chan.is_producer();
         self.channels
             .insert_within_capacity(at, chan)
             .map_err(|_| ENOMEM)?;
-        self.memory += size;
+        if producer {
+            self.producers += 1;
+        } else {
+            self.users += 1;
+            self.memory += size;
+        }
         Ok(())
     }
 
@@ -649,7 +683,12 @@ impl Registry {
     pub(crate) fn remove(&mut self, chan: &Arc<Channel>) {
         if let Some(at) = self.channels.iter().position(|c| Arc::ptr_eq(c, chan)) {
             let _ = self.channels.remove(at);
-            self.memory = self.memory.saturating_sub(chan.mem.size() as u64);
+            if chan.is_producer() {
+                self.producers = self.producers.saturating_sub(1);
+            } else {
+                self.users = self.users.saturating_sub(1);
+                self.memory = self.memory.saturating_sub(chan.mem.size() as u64);
+            }
         }
     }
 }
@@ -663,6 +702,9 @@ pub(crate) struct Device {
     /// One limit for every ownership refusal line: 100 per 5 s.
     #[pin]
     perm_log: SpinLock<RateLimit>,
+    /// Refused attaches to producers' channels: 10 lines per 5 s.
+    #[pin]
+    pub(crate) attach_log: SpinLock<RateLimit>,
 }
 
 impl Device {
@@ -673,15 +715,21 @@ impl Device {
 
     pub(crate) fn new() -> Result<Arc<Self>> {
         let default = Channel::new_default()?;
-        let channels = KVec::with_capacity(abi::MAX_CHANNELS_LIMIT as usize, GFP_KERNEL)?;
+        let channels = KVec::with_capacity(
+            (abi::MAX_CHANNELS_LIMIT + abi::MAX_PRODUCERS) as usize,
+            GFP_KERNEL,
+        )?;
         Arc::pin_init(
             try_pin_init!(Self {
                 default,
                 registry <- new_mutex!(Registry {
                     channels,
+                    users: 0,
                     memory: 0,
+                    producers: 0,
                 }),
                 perm_log <- new_spinlock!(RateLimit::new("k2u_may", 5000, 100)),
+                attach_log <- new_spinlock!(RateLimit::new("k2u_producer_may_attach", 5000, 10)),
             }),
             GFP_KERNEL,
         )

@@ -290,6 +290,20 @@ impl PidRef {
     }
 }
 
+/// The current task's euid as its user namespace sees it, the overflow
+/// uid if it has none there (C's `from_kuid_munged(current_user_ns(),
+/// current_euid())`), for the log.
+pub(crate) fn current_euid_munged() -> u32 {
+    let uid = kernel::task::Kuid::current_euid().into_uid_in_current_ns();
+    if uid != u32::MAX {
+        return uid;
+    }
+    // SAFETY: `overflowuid` is a plain `int` the kernel exports (a sysctl);
+    // read once, as C's `from_kuid_munged()` does without a lock.
+    let overflow = unsafe { (&raw const bindings::overflowuid).read_volatile() };
+    overflow as u32
+}
+
 /// Whether the current task has `CAP_SYS_ADMIN` (`capable()`).
 pub(crate) fn capable_sys_admin() -> bool {
     // SAFETY: `capable()` only checks the current task's credentials.
