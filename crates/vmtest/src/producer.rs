@@ -735,7 +735,9 @@ fn producer_cap(ctx: &mut Ctx) -> Result<()> {
     match crate::channels::Chan::create(4096, 0, 0, "user3") {
         Ok(_) => bail!("a second user channel past max_channels=1"),
         Err(e) => ensure!(
-            e.root_cause().downcast_ref::<Errno>() == Some(&Errno::NOSPC),
+            e.downcast_ref::<kern2usr::Error>()
+                .and_then(kern2usr::Error::errno)
+                == Some(Errno::NOSPC),
             "a second user channel past max_channels=1: {e:#}"
         ),
     }
