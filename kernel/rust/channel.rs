@@ -4,7 +4,8 @@
 //! end. Each is an `Arc<Channel>` held by its file (`K2uFile::chan`) and
 //! by the registry (`Device::registry`), which counts them against
 //! `max_channels` and `max_channel_memory` and lists them; the file's
-//! release ends it.
+//! release ends it. `K2U_CREATE_ATTACH` attaches the file to a kernel
+//! producer's channel instead (`producer.rs`).
 
 use kernel::{
     fmt,
@@ -19,11 +20,12 @@ use crate::abi::{self, Create};
 use crate::eventfd::EventFdFile;
 use crate::link::AttachError;
 use crate::params;
-use crate::state::{Channel, Config, Device, Locked};
+use crate::producer;
+use crate::state::{Channel, Config, Device, FileToken, Locked, Registry};
 use crate::sys::PidRef;
 
 /// Refuses CREATE with `err`: `CREATE refused: <why>`.
-fn refuse(err: Error, why: fmt::Arguments<'_>) -> Error {
+pub(crate) fn refuse(err: Error, why: fmt::Arguments<'_>) -> Error {
     pr_notice!("CREATE refused: {}\n", why);
     err
 }
@@ -35,7 +37,7 @@ fn name_byte(b: u8) -> bool {
 
 /// Checks the name: up to `CHANNEL_NAME_LEN - 1` name bytes, then NULs
 /// only (EINVAL).
-fn check_name(name: &[u8; abi::CHANNEL_NAME_LEN]) -> Result {
+pub(crate) fn check_name(name: &[u8; abi::CHANNEL_NAME_LEN]) -> Result {
     let Some(len) = name.iter().position(|&b| b == 0) else {
         return Err(refuse(
             EINVAL,
@@ -150,9 +152,10 @@ fn caller_file(which: &str, fd: i32, pid: i32) -> Result<ARef<LocalFile>> {
 }
 
 /// `K2U_IOC_CREATE` on a file that is no channel yet (the caller holds its
-/// slot): checks `req`, the caller's eventfds and the limits, makes the
-/// channel, attaches the caller as its listener and registers it.
-pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
+/// slot; `this_file` is that file): checks `req`, the caller's eventfds and the
+/// limits, makes the channel, attaches the caller as its listener and
+/// registers it.
+pub(crate) fn create(dev: &Device, req: &Create, this_file: FileToken) -> Result<Arc<Channel>> {
     check_fields(req)?;
     let task = current!();
     let pid = task.tgid_nr_ns(None);
@@ -175,6 +178,12 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     }
     let owner = PidRef::tgid_of(task).ok_or(ESRCH)?;
     let listener = owner.clone_ref();
+    if req.flags & abi::CREATE_ATTACH != 0 {
+        let reg = dev.registry.lock();
+        return producer::attach(
+            dev, &reg, &req.name, this_file, pid, owner, listener, efd, efd2,
+        );
+    }
     // A multiple of the page size up to MAX_BUFFER_SIZE: fits.
     let size = req.buffer_size as usize;
     let period_ms = if req.period_ms == 0 {
@@ -184,26 +193,7 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     };
 
     let mut reg = dev.registry.lock();
-    let max = params::max_channels();
-    let count = reg.channels.len();
-    if count >= max as usize {
-        return Err(refuse(
-            ENOSPC,
-            fmt!("{} channels exist (max_channels={})", count, max),
-        ));
-    }
-    let cap = params::max_channel_memory();
-    if reg.memory.saturating_add(size as u64) > cap {
-        return Err(refuse(
-            ENOSPC,
-            fmt!(
-                "{} more bytes would pass max_channel_memory={} ({} in use)",
-                size,
-                cap,
-                reg.memory
-            ),
-        ));
-    }
+    check_limits(&reg, size)?;
     let id = reg.free_id();
     let cfg = Config::created(id, req.name, period_ms, req.flags, owner);
     let chan = Channel::new(cfg, size)
@@ -232,9 +222,41 @@ pub(crate) fn create(dev: &Device, req: &Create) -> Result<Arc<Channel>> {
     Ok(chan)
 }
 
-/// The end of a channel, at its file's release: stop it (timer, work,
-/// eventfds), unregister it, free it.
-pub(crate) fn release(dev: &Device, chan: Arc<Channel>) {
+/// ENOSPC unless one more channel of `size` bytes fits `max_channels` and
+/// `max_channel_memory` (CREATE's check, under the registry lock).
+/// Producers' channels do not count: they have their own cap.
+fn check_limits(reg: &Registry, size: usize) -> Result {
+    let max = params::max_channels();
+    let count = reg.users;
+    if count >= max {
+        return Err(refuse(
+            ENOSPC,
+            fmt!("{} channels exist (max_channels={})", count, max),
+        ));
+    }
+    let cap = params::max_channel_memory();
+    if reg.memory.saturating_add(size as u64) > cap {
+        return Err(refuse(
+            ENOSPC,
+            fmt!(
+                "{} more bytes would pass max_channel_memory={} ({} in use)",
+                size,
+                cap,
+                reg.memory
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The end of a channel, at the release of its file (`file`): stop it
+/// (timer, work, eventfds), unregister it, free it. A producer's channel
+/// only loses that file (`producer::file_release()`).
+pub(crate) fn release(dev: &Device, chan: Arc<Channel>, file: FileToken) {
+    if chan.is_producer() {
+        producer::file_release(dev, chan, file);
+        return;
+    }
     chan.shutdown();
     dev.registry.lock().remove(&chan);
     let id = chan.id();

@@ -20,7 +20,7 @@ use crate::abi::{self, ChannelStats, Create, EventMode, Info, ReadBuffer, Regist
 use crate::channel;
 use crate::link;
 use crate::params;
-use crate::state::{self, Channel, Device, Locked};
+use crate::state::{self, Channel, Device, FileToken, Locked};
 use crate::sys::{self, ParamLock, PidRef};
 
 // SAFETY: `repr(C)` of two `i32`s: no padding, any bit pattern is valid.
@@ -106,7 +106,7 @@ impl MiscDevice for K2uFile {
     fn release(me: Pin<KBox<Self>>, _file: &File) {
         let chan = me.chan.lock().take();
         if let Some(chan) = chan {
-            channel::release(&me.dev, chan);
+            channel::release(&me.dev, chan, me.token());
         }
     }
 
@@ -141,6 +141,14 @@ impl MiscDevice for K2uFile {
                 let chan = me.own().ok_or(ENOTCONN)?;
                 check_owner(&me.dev, &chan, "CHANNEL_CMD")?;
                 let code: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
+                if chan.is_producer() {
+                    pr_notice!(
+                        "{}command {} refused: a producer's channel takes no commands\n",
+                        chan.tag(),
+                        code
+                    );
+                    return Err(EOPNOTSUPP);
+                }
                 Locked::new(&chan).channel_cmd(code)?;
                 Ok(0)
             }
@@ -161,11 +169,12 @@ fn current_pid() -> i32 {
     current!().tgid_nr_ns(None)
 }
 
-/// EPERM unless the caller's process owns `chan` (a created channel):
+/// EPERM unless the caller's process owns `chan` (a created channel, or a
+/// producer's with the caller attached):
 /// `channel <id>: pid <p> is not its owner: <op> refused`.
 fn check_owner(dev: &Device, chan: &Channel, op: &str) -> Result {
     let me = PidRef::current().ok_or(ESRCH)?;
-    if chan.cfg.owner.as_ref().is_some_and(|owner| owner.same(&me)) {
+    if chan.owned_by(&me) {
         return Ok(());
     }
     if !dev.perm_log() {
@@ -213,6 +222,12 @@ fn check_default(dev: &Device, op: &str, rule: Rule) -> Result {
 }
 
 impl K2uFile {
+    /// This file, as a channel knows it: its address (pinned, so stable
+    /// while it is open).
+    fn token(&self) -> FileToken {
+        core::ptr::from_ref(self) as FileToken
+    }
+
     /// The file's own channel, if it is one.
     fn own(&self) -> Option<Arc<Channel>> {
         self.chan.lock().clone()
@@ -327,6 +342,14 @@ impl K2uFile {
     /// fill.
     fn read_buffer(&self, mut reader: UserSliceReader) -> Result<isize> {
         let chan = self.reach("READ_BUFFER", Rule::Listener)?;
+        if chan.is_producer() {
+            // The producer writes its buffer without the channel's mutex.
+            pr_notice!(
+                "{}READ_BUFFER refused: a producer's buffer is read through the mapping\n",
+                chan.tag()
+            );
+            return Err(EOPNOTSUPP);
+        }
         let rb: ReadBuffer = reader.read()?;
         let len = usize::try_from(rb.len)
             .unwrap_or(usize::MAX)
@@ -378,12 +401,12 @@ impl K2uFile {
             );
             return Err(EBUSY);
         }
-        let chan = channel::create(&self.dev, &req)?;
+        let chan = channel::create(&self.dev, &req, self.token())?;
         req.id = chan.id();
         req.buffer_size = chan.mem.size() as u64;
         if let Err(e) = writer.write(&req) {
             // The caller cannot learn of its channel: undo it.
-            channel::release(&self.dev, chan);
+            channel::release(&self.dev, chan, self.token());
             return Err(e);
         }
         *self.chan.lock() = Some(chan);

@@ -256,7 +256,13 @@ impl Locked<'_> {
             return;
         }
         self.round_stop();
+        // A producer's round an ack closed still counts (and its waiter
+        // returns 0); an open one is abandoned (its waiter gets ENOTCONN).
+        if self.dev.is_producer() {
+            self.round_collect();
+        }
         self.dev.ack.lock().reset();
+        self.dev.prod.ack_wait.notify_all();
         self.link = None;
         // Dropped outside the spinlock (`put_pid()` may free).
         let old = self.dev.listener.lock().take();

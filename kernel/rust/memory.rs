@@ -5,7 +5,9 @@
 //!
 //! Both are zeroed pages mapped with `vm_insert_page()`, which is what C's
 //! `vmalloc_user()` + `remap_vmalloc_range()` do underneath, through the
-//! kernel's safe `Page` and `VmaNew` abstractions.
+//! kernel's safe `Page` and `VmaNew` abstractions. A kernel producer's
+//! buffer is one zeroed vmalloc area instead (the producer writes it
+//! through one pointer), whose pages are mapped the same way.
 
 use kernel::{
     mm::virt::{flags, VmaNew},
@@ -20,7 +22,7 @@ use kernel::{
 
 use crate::abi::{self, pattern_byte, Ctrl};
 use crate::state::{Locked, RateLimit, Tag};
-use crate::sys;
+use crate::sys::{self, VmallocArea};
 
 /// `vm_pgoff` of the control page.
 const CTRL_PGOFF: usize = (abi::CTRL_MMAP_OFFSET >> PAGE_SHIFT) as usize;
@@ -31,9 +33,20 @@ const DEFAULT_MODULUS: usize = 255;
 const _: () = assert!(abi::CHANNEL_PATTERN_MODULUS as usize != DEFAULT_MODULUS);
 const _: () = assert!(pattern_byte(DEFAULT_MODULUS + 7) == 7);
 
+/// The data buffer's memory.
+enum Data {
+    /// Separate zeroed pages: the default channel's and a created one's.
+    Pages(KVec<Page>),
+    /// One zeroed vmalloc area: a kernel producer's, which it writes
+    /// through [`Memory::producer_buffer`].
+    Area(VmallocArea),
+}
+
 /// The data buffer and the control page of a channel.
 pub(crate) struct Memory {
-    pages: KVec<Page>,
+    data: Data,
+    /// Bytes of the data buffer, a multiple of the page size.
+    size: usize,
     /// `pattern[i] = i % modulus` for a page plus a period, so that the
     /// fill of page `n` is the slice starting at `(n * PAGE_SIZE + shift)
     /// % modulus`: the default channel's `i % 255` (shift 0), or a created
@@ -49,19 +62,25 @@ pub(crate) struct Memory {
 
 impl Memory {
     /// `size` bytes (a multiple of the page size) of zeroed pages, and the
-    /// control page, for channel `id`. A created channel's (`id` not 0)
-    /// are charged to the caller's memory cgroup (`GFP_KERNEL_ACCOUNT`).
-    pub(crate) fn new(size: usize, id: u32) -> Result<Self> {
+    /// control page, for channel `id`; one contiguous area for a
+    /// `producer`'s. A created channel's (`id` not 0) are charged to the
+    /// caller's memory cgroup (`GFP_KERNEL_ACCOUNT`).
+    pub(crate) fn new(size: usize, id: u32, producer: bool) -> Result<Self> {
         let count = size / PAGE_SIZE;
         let gfp = if id == 0 {
             GFP_KERNEL
         } else {
             GFP_KERNEL_ACCOUNT
         };
-        let mut pages = KVec::with_capacity(count, gfp)?;
-        for _ in 0..count {
-            pages.push(Page::alloc_page(gfp | __GFP_ZERO)?, gfp)?;
-        }
+        let data = if producer {
+            Data::Area(VmallocArea::new(size, gfp)?)
+        } else {
+            let mut pages = KVec::with_capacity(count, gfp)?;
+            for _ in 0..count {
+                pages.push(Page::alloc_page(gfp | __GFP_ZERO)?, gfp)?;
+            }
+            Data::Pages(pages)
+        };
         let (modulus, shift) = if id == 0 {
             (DEFAULT_MODULUS, 0)
         } else {
@@ -81,7 +100,8 @@ impl Memory {
             pattern.push(byte, gfp)?;
         }
         Ok(Self {
-            pages,
+            data,
+            size: count * PAGE_SIZE,
             pattern,
             modulus,
             shift,
@@ -91,7 +111,43 @@ impl Memory {
 
     /// Size of the data buffer.
     pub(crate) fn size(&self) -> usize {
-        self.pages.len() * PAGE_SIZE
+        self.size
+    }
+
+    /// A kernel producer's buffer: its kernel address, for the producer to
+    /// write (`None` on other channels).
+    pub(crate) fn producer_buffer(&self) -> Option<*mut c_void> {
+        match &self.data {
+            Data::Area(area) => Some(area.as_ptr()),
+            Data::Pages(_) => None,
+        }
+    }
+
+    /// Calls `f` with page `n` of the data buffer, if there is one.
+    fn with_page<R>(&self, n: usize, f: impl FnOnce(&Page) -> R) -> Option<R> {
+        match &self.data {
+            Data::Pages(pages) => pages.get(n).map(f),
+            Data::Area(area) => area.page(n).map(|page| f(&page)),
+        }
+    }
+
+    /// Calls `f` with each page of the data buffer and its index, in
+    /// order, until it fails.
+    fn for_each_page(&self, mut f: impl FnMut(usize, &Page) -> Result) -> Result {
+        match &self.data {
+            Data::Pages(pages) => {
+                for (n, page) in pages.iter().enumerate() {
+                    f(n, page)?;
+                }
+            }
+            Data::Area(area) => {
+                for n in 0..self.size / PAGE_SIZE {
+                    let page = area.page(n).ok_or(EINVAL)?;
+                    f(n, &page)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes round `round`'s pattern into the whole buffer: byte `i` is
@@ -108,9 +164,9 @@ impl Memory {
         } else {
             (self.shift + (round % modulus as u64) as usize) % modulus
         };
-        for (n, page) in self.pages.iter().enumerate() {
+        let _ = self.for_each_page(|n, page| {
             let Some(src) = self.pattern.get((n * PAGE_SIZE + start) % modulus..) else {
-                continue;
+                return Ok(());
             };
             // SAFETY: `src` is at least `PAGE_SIZE` bytes long (`pattern`
             // holds a page and `modulus` more, and it starts below `modulus`). The only kernel writer is this
@@ -119,7 +175,8 @@ impl Memory {
             // a vmalloc_user() buffer, that is the byte-wise race inherent
             // to shared memory, and no Rust reference to the page exists.
             let _ = unsafe { page.write_raw(src.as_ptr(), 0, PAGE_SIZE) };
-        }
+            Ok(())
+        });
     }
 
     /// The `mmap` hook: the data buffer at offset 0, the control page at
@@ -128,8 +185,9 @@ impl Memory {
     pub(crate) fn mmap(&self, vma: &VmaNew, log: &SpinLock<RateLimit>, tag: Tag) -> Result {
         let len = vma.end() - vma.start();
         let pgoff = sys::vma_pgoff(vma);
-        let pages: &[Page] = if pgoff == CTRL_PGOFF {
-            core::slice::from_ref(&self.ctrl.0)
+        let ctrl = pgoff == CTRL_PGOFF;
+        let size = if ctrl {
+            PAGE_SIZE
         } else if pgoff != 0 {
             if log.lock().check() {
                 pr_info!(
@@ -140,9 +198,8 @@ impl Memory {
             }
             return Err(EINVAL);
         } else {
-            &self.pages
+            self.size
         };
-        let size = pages.len() * PAGE_SIZE;
         if len > size {
             if log.lock().check() {
                 pr_info!("{}mmap refused: length {} exceeds {}\n", tag, len, size);
@@ -156,15 +213,39 @@ impl Memory {
         // fill until it writes a page, which then becomes its own copy.
         // By the mapping's type (`MAP_SHARED` of a read-only fd has no
         // VM_SHARED but VM_MAYSHARE), not by its protection.
-        if pgoff == CTRL_PGOFF && vma.flags() & flags::MAYSHARE == 0 {
+        if ctrl && vma.flags() & flags::MAYSHARE == 0 {
             if log.lock().check() {
                 pr_info!("{}mmap refused: the control page must be MAP_SHARED\n", tag);
             }
             return Err(EINVAL);
         }
+        // A producer's buffer is written by the producer only: its
+        // listener maps it read-only when shared (a private copy is its
+        // own).
+        if !ctrl && self.producer_buffer().is_some() && vma.flags() & flags::SHARED != 0 {
+            if vma.try_clear_maywrite().is_err() {
+                if log.lock().check() {
+                    pr_info!(
+                        "{}mmap refused: a producer's buffer is read-only (MAP_SHARED with PROT_WRITE)\n",
+                        tag
+                    );
+                }
+                return Err(EACCES);
+            }
+        }
         let map = vma.set_mixedmap();
-        for (n, page) in pages.iter().take(len / PAGE_SIZE).enumerate() {
-            map.vm_insert_page(vma.start() + n * PAGE_SIZE, page)?;
+        let count = len / PAGE_SIZE;
+        if ctrl {
+            if count != 0 {
+                map.vm_insert_page(vma.start(), &self.ctrl.0)?;
+            }
+        } else {
+            self.for_each_page(|n, page| {
+                if n < count {
+                    map.vm_insert_page(vma.start() + n * PAGE_SIZE, page)?;
+                }
+                Ok(())
+            })?;
         }
         // As remap_vmalloc_range() does.
         vma.set_dontexpand();
@@ -182,12 +263,13 @@ impl Memory {
         let mut done = 0;
         while done < dst.len() {
             let at = offset + done;
-            let Some(page) = self.pages.get(at / PAGE_SIZE) else {
-                break;
-            };
             let in_page = at % PAGE_SIZE;
             let n = (dst.len() - done).min(PAGE_SIZE - in_page);
-            sys::copy_from_page(page, in_page, &mut dst[done..done + n]);
+            let Some(()) = self.with_page(at / PAGE_SIZE, |page| {
+                sys::copy_from_page(page, in_page, &mut dst[done..done + n]);
+            }) else {
+                break;
+            };
             done += n;
         }
         done

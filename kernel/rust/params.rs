@@ -434,7 +434,7 @@ impl Param for Channels {
         };
         channel_line(f, &dev.default)?;
         let registry = dev.registry.lock();
-        for chan in registry.channels.iter() {
+        for chan in registry.channels.iter().filter(|c| c.listed()) {
             channel_line(f, chan)?;
         }
         Ok(())
@@ -443,12 +443,7 @@ impl Param for Channels {
 
 /// One line of the `channels` listing (see `CHANNELS_HEADER`).
 fn channel_line(f: &mut Formatter<'_>, chan: &Channel) -> fmt::Result {
-    // The owner: a created channel's creator, the default channel's
-    // listener; 0 when there is none or the reader's namespace cannot see it.
-    let owner = match &chan.cfg.owner {
-        Some(owner) => owner.vnr(),
-        None => chan.listener.lock().as_ref().map_or(0, |l| l.vnr()),
-    };
+    let owner = chan.owner_nr();
     // Not the channel's mutex: a channel whose mutex is held for long must
     // not hold up the listing. The figures have a spinlock of their own.
     let v = chan.stats.values();

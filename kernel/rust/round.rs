@@ -270,6 +270,10 @@ impl Locked<'_> {
         } else if !returned {
             return;
         }
+        // A producer waiting in `k2u_producer_wait_ack()`.
+        if self.dev.is_producer() {
+            self.dev.prod.ack_wait.notify_all();
+        }
         // A dead listener is detached by the next command or timer round.
         let alive = self.link.as_ref().is_some_and(|l| !l.exited());
         if self.dev.back_to_back() && self.testing && alive {

@@ -12,11 +12,11 @@ use kernel::{
     str::{BStr, Formatter},
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
-        new_condvar, new_mutex, new_spinlock, new_spinlock_irq, Arc, CondVar, Mutex, MutexGuard,
-        SpinLock, SpinLockIrq,
+        new_condvar, new_mutex, new_spinlock, new_spinlock_irq, Arc, CondVar, CondVarTimeoutResult,
+        Mutex, MutexGuard, SpinLock, SpinLockIrq,
     },
     time::hrtimer::HrTimer,
-    time::{Delta, Instant, Monotonic},
+    time::{Delta, Instant, Jiffies, Monotonic},
     workqueue::{impl_has_work, Work},
 };
 
@@ -24,6 +24,7 @@ use crate::abi::{self, Code, Event};
 use crate::link::Link;
 use crate::memory::Memory;
 use crate::params;
+use crate::producer::AttachRule;
 use crate::round::Round;
 use crate::stats::Stats;
 use crate::sys::{OwnedQueue, PidRef};
@@ -67,6 +68,9 @@ pub(crate) struct AckState {
     pub(crate) late: u64,
     /// The last efd2 value that was not a multiple of 7, if any.
     pub(crate) bad: u64,
+    /// The last round whose close was counted (C's `acked_id`); kept by
+    /// [`Self::reset`], for `k2u_producer_wait_ack()`.
+    acked: u64,
 }
 
 impl AckState {
@@ -82,12 +86,16 @@ impl AckState {
             took: 0,
             late: 0,
             bad: 0,
+            acked: 0,
         }
     }
 
-    /// Forgets the round, its lend included (the listener left).
+    /// Forgets the round, its lend included (the listener left); which
+    /// round was acked last stays known.
     pub(crate) fn reset(&mut self) {
+        let acked = self.acked;
         *self = Self::new();
+        self.acked = acked;
     }
 
     /// A new test (C's `k2u_round_start()`): a round the last STOP
@@ -131,7 +139,28 @@ impl AckState {
 
     /// The closed round's time, once (`None` if none is closed).
     pub(crate) fn take_closed(&mut self) -> Option<u64> {
-        core::mem::replace(&mut self.closed, false).then_some(self.took)
+        let closed = core::mem::replace(&mut self.closed, false);
+        if closed {
+            self.acked = self.id;
+        }
+        closed.then_some(self.took)
+    }
+
+    /// What `k2u_producer_wait_ack()` returns for round `round`, `last`
+    /// being the last round published: `None` while it is outstanding;
+    /// `Ok` once acked (before now too); ESTALE if it is not the last
+    /// round; ENOTCONN if it was abandoned (the listener left, or the
+    /// producer destroyed the channel). C's `k2u_producer_settled()`.
+    pub(crate) fn settled(&self, round: u64, last: u64) -> Option<Result> {
+        if round == 0 || round != last {
+            Some(Err(ESTALE))
+        } else if self.acked == round || (self.id == round && self.closed) {
+            Some(Ok(()))
+        } else if self.id == round && self.open {
+            None
+        } else {
+            Some(Err(ENOTCONN))
+        }
     }
 
     /// Closes the outstanding round now: a plain ack (`round` `None`, 7 on
@@ -192,8 +221,14 @@ pub(crate) struct Config {
     period_ms: u32,
     /// `CREATE_*` bits of a created channel.
     flags: u32,
-    /// The creator's thread group; `None` for the default channel.
+    /// The creator's thread group; `None` for the default channel and a
+    /// producer's (whose owner is its listener: [`ProducerSide::owner`]).
     pub(crate) owner: Option<PidRef>,
+    /// A kernel producer's channel (`k2u_producer_create()`): fed by the
+    /// producer, not by rounds, and takes no commands.
+    pub(crate) producer: bool,
+    /// A producer's channel: who may attach (`struct k2u_producer_opts`).
+    pub(crate) attach: AttachRule,
 }
 
 impl Config {
@@ -205,6 +240,26 @@ impl Config {
             period_ms: 0,
             flags: 0,
             owner: None,
+            producer: false,
+            attach: AttachRule::ADMIN,
+        }
+    }
+
+    /// The name, NUL-padded.
+    pub(crate) fn raw_name(&self) -> &[u8; abi::CHANNEL_NAME_LEN] {
+        &self.name
+    }
+
+    /// A kernel producer's; `name` and `attach` are checked already.
+    pub(crate) fn producer(id: u32, name: [u8; abi::CHANNEL_NAME_LEN], attach: AttachRule) -> Self {
+        Self {
+            id,
+            name,
+            period_ms: 0,
+            flags: 0,
+            owner: None,
+            producer: true,
+            attach,
         }
     }
 
@@ -222,7 +277,58 @@ impl Config {
             period_ms,
             flags,
             owner: Some(owner),
+            producer: false,
+            attach: AttachRule::ADMIN,
         }
+    }
+}
+
+/// Which open file of the device holds a channel: the address of its
+/// `K2uFile`, never 0, unique while that file is open (and a file that
+/// holds a channel stays open until its release drops it).
+pub(crate) type FileToken = usize;
+
+/// A kernel producer's side of its channel (unused on other channels).
+/// `destroyed` and `files` change under `Device::registry` only, which
+/// decides with them who ends the channel: the last of the producer
+/// (`k2u_producer_destroy()`) and the files attached to it (their
+/// release): the listener's, and any an exited listener left behind.
+#[pin_data]
+pub(crate) struct ProducerSide {
+    /// The producer destroyed the channel: it is no longer listed nor
+    /// found by name.
+    pub(crate) destroyed: Atomic<bool>,
+    /// Files that hold the channel: the listener's (one at a time) and
+    /// those exited listeners left behind in their children.
+    pub(crate) files: Atomic<u32>,
+    /// The listener's file (its [`FileToken`]), 0 when none; changed
+    /// under `Channel::inner` (C's `listener_filp`).
+    pub(crate) listener_file: Atomic<usize>,
+    /// The listener's pid as it attached, for the log; under
+    /// `Channel::inner`.
+    pub(crate) listener_nr: Atomic<i32>,
+    /// The attached listener's process, the channel's owner while its
+    /// file is attached (C's `owner` of a producer's channel). Written
+    /// under `Channel::inner` and this spinlock; the listing and the
+    /// ownership checks take only the spinlock.
+    #[pin]
+    pub(crate) owner: SpinLock<Option<PidRef>>,
+    /// `k2u_producer_wait_ack()` sleeps here, `Channel::inner` released
+    /// meanwhile; notified when a round is counted or abandoned.
+    #[pin]
+    pub(crate) ack_wait: CondVar,
+}
+
+impl ProducerSide {
+    fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            destroyed: Atomic::new(false),
+            files: Atomic::new(0),
+            listener_file: Atomic::new(0),
+            listener_nr: Atomic::new(0),
+            owner <- new_spinlock!(None),
+            ack_wait <- new_condvar!(),
+        })
     }
 }
 
@@ -272,6 +378,9 @@ pub(crate) struct Channel {
     /// The round timer (unused with `back_to_back`).
     #[pin]
     pub(crate) timer: HrTimer<Channel>,
+    /// A kernel producer's part.
+    #[pin]
+    pub(crate) prod: ProducerSide,
 }
 
 impl_has_work! {
@@ -337,7 +446,7 @@ impl Channel {
         } else {
             GFP_KERNEL_ACCOUNT
         };
-        let mem = Memory::new(size, cfg.id)?;
+        let mem = Memory::new(size, cfg.id, cfg.producer)?;
         let ring = KVVec::from_elem(Event::default(), QUEUE_LEN, gfp)?;
         let round = Round::new(gfp)?;
         let stats = round.stats.clone();
@@ -373,6 +482,7 @@ impl Channel {
                 ack_work <- new_work!("kern2usr::ack_work"),
                 hup_work <- new_work!("kern2usr::hup_work"),
                 timer <- HrTimer::new(),
+                prod <- ProducerSide::new(),
             }),
             gfp,
         )
@@ -433,8 +543,47 @@ impl Channel {
         }
     }
 
+    /// Whether a kernel producer feeds it.
+    pub(crate) fn is_producer(&self) -> bool {
+        self.cfg.producer
+    }
+
+    /// Whether the listing shows it: all but a producer's channel its
+    /// producer destroyed (its listener's file still holds it).
+    pub(crate) fn listed(&self) -> bool {
+        !(self.cfg.producer && self.prod.destroyed.load(Relaxed))
+    }
+
+    /// Whether process `me` owns this created channel: its creator, or a
+    /// producer's channel's attached listener.
+    pub(crate) fn owned_by(&self, me: &PidRef) -> bool {
+        if self.cfg.producer {
+            self.prod.owner.lock().as_ref().is_some_and(|o| o.same(me))
+        } else {
+            self.cfg.owner.as_ref().is_some_and(|o| o.same(me))
+        }
+    }
+
+    /// The owner's pid as the listing shows it: a created channel's
+    /// creator, a producer's channel's listener, the default channel's
+    /// listener; 0 when there is none or the reader's namespace cannot see
+    /// it.
+    pub(crate) fn owner_nr(&self) -> i32 {
+        let owner = if self.cfg.producer {
+            &self.prod.owner
+        } else if let Some(owner) = &self.cfg.owner {
+            return owner.vnr();
+        } else {
+            &self.listener
+        };
+        owner.lock().as_ref().map_or(0, |o| o.vnr())
+    }
+
     /// The pacing as the listing names it.
     pub(crate) fn pacing(&self) -> &'static str {
+        if self.cfg.producer {
+            return "producer";
+        }
         match (self.back_to_back(), self.adaptive()) {
             (false, false) => "timer",
             (false, true) => "timer+adaptive",
@@ -485,10 +634,15 @@ impl fmt::Display for Tag {
 
 /// The channels made with `K2U_IOC_CREATE` (the default one is not here).
 pub(crate) struct Registry {
-    /// In id order.
+    /// In id order: userspace's channels and producers'.
     pub(crate) channels: KVec<Arc<Channel>>,
-    /// Sum of their buffer sizes.
+    /// Userspace's channels among them (`max_channels`).
+    pub(crate) users: u32,
+    /// Sum of their buffer sizes (`max_channel_memory`).
     pub(crate) memory: u64,
+    /// Producers' channels among them (`MAX_PRODUCERS`): they count
+    /// apart, so userspace's channels cannot take their places.
+    pub(crate) producers: u32,
 }
 
 impl Registry {
@@ -512,10 +666,16 @@ impl Registry {
             .position(|c| c.id() > chan.id())
             .unwrap_or(self.channels.len());
         let size = chan.mem.size() as u64;
+        let producer = chan.is_producer();
         self.channels
             .insert_within_capacity(at, chan)
             .map_err(|_| ENOMEM)?;
-        self.memory += size;
+        if producer {
+            self.producers += 1;
+        } else {
+            self.users += 1;
+            self.memory += size;
+        }
         Ok(())
     }
 
@@ -523,7 +683,12 @@ impl Registry {
     pub(crate) fn remove(&mut self, chan: &Arc<Channel>) {
         if let Some(at) = self.channels.iter().position(|c| Arc::ptr_eq(c, chan)) {
             let _ = self.channels.remove(at);
-            self.memory = self.memory.saturating_sub(chan.mem.size() as u64);
+            if chan.is_producer() {
+                self.producers = self.producers.saturating_sub(1);
+            } else {
+                self.users = self.users.saturating_sub(1);
+                self.memory = self.memory.saturating_sub(chan.mem.size() as u64);
+            }
         }
     }
 }
@@ -537,6 +702,9 @@ pub(crate) struct Device {
     /// One limit for every ownership refusal line: 100 per 5 s.
     #[pin]
     perm_log: SpinLock<RateLimit>,
+    /// Refused attaches to producers' channels: 10 lines per 5 s.
+    #[pin]
+    pub(crate) attach_log: SpinLock<RateLimit>,
 }
 
 impl Device {
@@ -547,15 +715,21 @@ impl Device {
 
     pub(crate) fn new() -> Result<Arc<Self>> {
         let default = Channel::new_default()?;
-        let channels = KVec::with_capacity(abi::MAX_CHANNELS_LIMIT as usize, GFP_KERNEL)?;
+        let channels = KVec::with_capacity(
+            (abi::MAX_CHANNELS_LIMIT + abi::MAX_PRODUCERS) as usize,
+            GFP_KERNEL,
+        )?;
         Arc::pin_init(
             try_pin_init!(Self {
                 default,
                 registry <- new_mutex!(Registry {
                     channels,
+                    users: 0,
                     memory: 0,
+                    producers: 0,
                 }),
                 perm_log <- new_spinlock!(RateLimit::new("k2u_may", 5000, 100)),
+                attach_log <- new_spinlock!(RateLimit::new("k2u_producer_may_attach", 5000, 10)),
             }),
             GFP_KERNEL,
         )
@@ -582,6 +756,15 @@ impl<'a> Locked<'a> {
     /// Returns whether a signal is pending.
     pub(crate) fn wait_readable(&mut self) -> bool {
         self.dev.readq.wait_interruptible(&mut self.guard)
+    }
+
+    /// Sleeps (interruptibly) at most `jiffies` until `prod.ack_wait` is
+    /// notified, the mutex released meanwhile.
+    pub(crate) fn wait_ack(&mut self, jiffies: Jiffies) -> CondVarTimeoutResult {
+        self.dev
+            .prod
+            .ack_wait
+            .wait_interruptible_timeout(&mut self.guard, jiffies)
     }
 }
 

@@ -4,14 +4,15 @@
 //! each with the reason it is sound. The driver logic above them is safe
 //! Rust.
 
-use core::ptr::NonNull;
+use core::{alloc::Layout, ptr::NonNull};
 
 use kernel::{
+    alloc::{allocator::Vmalloc, Allocator, Flags, NumaNode},
     bindings,
     fmt::{self, Write},
     fs::{file, Kiocb, LocalFile},
     mm::virt::VmaNew,
-    page::{Page, PAGE_SIZE},
+    page::{BorrowedPage, Page, PAGE_SIZE},
     prelude::*,
     str::Formatter,
     sync::aref::ARef,
@@ -74,6 +75,72 @@ impl Drop for OwnedQueue {
         // SAFETY: By the type invariant the workqueue is alive, and this is
         // its only destruction. It runs what is still queued first.
         unsafe { bindings::destroy_workqueue(self.0.as_ptr()) };
+    }
+}
+
+/// A zeroed vmalloc area of whole pages (C's `vmap()`ed buffer of a
+/// producer's channel): other modules write it through [`Self::as_ptr`],
+/// user space maps its pages. Rust code never makes a reference to its
+/// bytes.
+///
+/// # Invariants
+///
+/// `ptr` is a [`Vmalloc`] allocation of `layout` (`size` bytes, a non-zero
+/// multiple of the page size, page-aligned), freed only in `drop()`.
+pub(crate) struct VmallocArea {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: The area is plain memory, not tied to a thread; it may be freed
+// on any thread.
+unsafe impl Send for VmallocArea {}
+// SAFETY: Through `&VmallocArea` only the address and the pages are looked
+// up; the bytes are never read or written by Rust code.
+unsafe impl Sync for VmallocArea {}
+
+impl VmallocArea {
+    /// `size` zeroed bytes, a non-zero multiple of the page size.
+    pub(crate) fn new(size: usize, gfp: Flags) -> Result<Self> {
+        if size == 0 || size % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        let layout = Layout::from_size_align(size, PAGE_SIZE).map_err(|_| EINVAL)?;
+        let ptr = Vmalloc::alloc(layout, gfp | __GFP_ZERO, NumaNode::NO_NODE)?;
+        // INVARIANT: A fresh allocation of `layout`, zeroed.
+        Ok(Self {
+            ptr: ptr.cast(),
+            layout,
+        })
+    }
+
+    /// Its kernel address.
+    pub(crate) fn as_ptr(&self) -> *mut c_void {
+        self.ptr.as_ptr().cast()
+    }
+
+    /// Its page `n`, if `n` is inside the area.
+    pub(crate) fn page(&self, n: usize) -> Option<BorrowedPage<'_>> {
+        if n >= self.layout.size() / PAGE_SIZE {
+            return None;
+        }
+        // SAFETY: `n * PAGE_SIZE` is below the size (checked above), so the
+        // pointer stays inside the allocation.
+        let at = unsafe { self.ptr.add(n * PAGE_SIZE) };
+        // SAFETY: `at` points into a live `Vmalloc` allocation (type
+        // invariant), the start of one of its pages, and the allocation
+        // outlives the borrow of `self` the page is tied to.
+        Some(unsafe { Vmalloc::to_page(at) })
+    }
+}
+
+impl Drop for VmallocArea {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant `ptr` is a `Vmalloc` allocation of
+        // `layout`, freed only here, once. No pointer handed out by
+        // `as_ptr()` is used after this: the producer's calls each hold a
+        // reference on the channel that owns the area.
+        unsafe { Vmalloc::free(self.ptr, self.layout) };
     }
 }
 
@@ -221,6 +288,20 @@ impl PidRef {
         // SAFETY: By the type invariant `self.0` is a valid `struct pid`.
         unsafe { bindings::pid_vnr(self.0.as_ptr()) }
     }
+}
+
+/// The current task's euid as its user namespace sees it, the overflow
+/// uid if it has none there (C's `from_kuid_munged(current_user_ns(),
+/// current_euid())`), for the log.
+pub(crate) fn current_euid_munged() -> u32 {
+    let uid = kernel::task::Kuid::current_euid().into_uid_in_current_ns();
+    if uid != u32::MAX {
+        return uid;
+    }
+    // SAFETY: `overflowuid` is a plain `int` the kernel exports (a sysctl);
+    // read once, as C's `from_kuid_munged()` does without a lock.
+    let overflow = unsafe { (&raw const bindings::overflowuid).read_volatile() };
+    overflow as u32
 }
 
 /// Whether the current task has `CAP_SYS_ADMIN` (`capable()`).

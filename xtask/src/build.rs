@@ -12,6 +12,10 @@ use crate::util::{create_dir, describe, remove_dir_if_exists, repo_root, run, sa
 pub const MODULE_FILE: &str = "kern2usr.ko";
 /// The sample producer module the C module's Kbuild builds beside it.
 pub const SAMPLE_PRODUCER_FILE: &str = "k2u_sample_producer.ko";
+/// Files of `kernel/c/` that the Rust module's Kbuild builds with, through
+/// `../c/`: the producer API's header (its `exports.c` exports the API) and
+/// the sample producer (built beside it, from the C module's source).
+pub const RUST_FROM_C: &[&str] = &["include/kern2usr_producer.h", "k2u_sample_producer.c"];
 /// Time limit of a module build (times `K2U_TIMEOUT_SCALE`).
 const MAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 /// Rust target of the guest binaries.
@@ -112,6 +116,17 @@ pub fn build_module(kernel: &Unpacked, module: &str) -> Result<PathBuf> {
     std::fs::copy(&defs, abi_dir.join("defs.rs"))
         .with_context(|| format!("could not copy {}", defs.display()))?;
     let copied = copy_sources(&src, &out, |_| false)?.len();
+    if module == "rust" {
+        for rel in RUST_FROM_C {
+            let from = repo_root().join("kernel/c").join(rel);
+            let to = root.join("kernel/c").join(rel);
+            if let Some(dir) = to.parent() {
+                create_dir(dir)?;
+            }
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("could not copy {}", from.display()))?;
+        }
+    }
     if !out.join("Kbuild").exists() && !out.join("Makefile").exists() {
         bail!(
             "{} has no Kbuild or Makefile ({copied} source files copied)",

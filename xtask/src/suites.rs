@@ -24,9 +24,6 @@ pub const DEFAULT_SUITES: &[&str] = &[
     "libchan",
     "fuzz",
 ];
-/// Default suites the Rust module skips: it has no producer API (see
-/// PROTOCOL.md, "The Rust module").
-pub const C_ONLY_SUITES: &[&str] = &["producer"];
 /// Default guest command of `initramfs`.
 pub const DEFAULT_RUN: &str =
     "kern2usr-vmtest suite walkthrough badinput burst perf regress seedclient channels producer libchan fuzz";
@@ -337,15 +334,6 @@ pub fn test(args: &TestArgs) -> Result<()> {
         }
         for (module, series) in pairs {
             let t = Instant::now();
-            let suites: Vec<String> = suites
-                .iter()
-                .filter(|s| {
-                    !(module == "rust"
-                        && args.suites.is_empty()
-                        && C_ONLY_SUITES.contains(&s.as_str()))
-                })
-                .cloned()
-                .collect();
             let dkms = built
                 .iter()
                 .find(|b| module == "c" && series == DKMS_LOADED_ON && b.series == series);

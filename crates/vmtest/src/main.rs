@@ -103,11 +103,11 @@ enum SuiteName {
     Seedclient,
     /// Channels (issue 8): several at once, ownership, limits, group use.
     Channels,
-    /// The kernel producer API with the sample producer module (C module).
+    /// The kernel producer API with the sample producer module (both modules).
     Producer,
     /// The library's channel API against the module (ABI v3).
     Libchan,
-    /// All of the above but producer (C module only).
+    /// All of the above but producer.
     All,
 }
 

@@ -11,14 +11,15 @@ use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use kern2usr::abi::{
-    sample_producer_byte, sample_producer_len, Code, Create, EventMode, CHANNEL_NAME_LEN,
-    CREATE_ATTACH, DEVICE_PATH, IOC_CHANNEL_CMD, IOC_CREATE, MAX_PRODUCERS, SAMPLE_PRODUCER_MODULE,
-    SAMPLE_PRODUCER_NAME,
+    sample_producer_byte, sample_producer_len, Code, Create, EventMode, ReadBuffer,
+    CHANNEL_NAME_LEN, CREATE_ATTACH, DEVICE_PATH, IOC_CHANNEL_CMD, IOC_CREATE, IOC_READ_BUFFER,
+    MAX_PRODUCERS, SAMPLE_PRODUCER_MODULE, SAMPLE_PRODUCER_NAME,
 };
 use kern2usr::{Access, Device, EventFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::ioctl::{Opcode, Setter, Updater};
+use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 
 use crate::common::errno_text;
 use crate::guest::{self, timeout, KERN_DIR};
@@ -41,6 +42,11 @@ pub const TESTS: &[Test] = &[
     (
         "the producer unloads while a listener is attached: the listener gets EXIT_TEST",
         unload_with_listener,
+    ),
+    (
+        "a producer's channel: listed as producer (owner 0, then its listener), READ_BUFFER \
+         EOPNOTSUPP, its buffer read-only when shared, unlisted once destroyed",
+        channel_rules,
     ),
     (
         "attach rule: by default uid 1000 gets EPERM (one log line); attach_uid / attach_gid let that uid or group attach and take rounds, others still EPERM",
@@ -298,6 +304,106 @@ fn unload_producer_first(ctx: &mut Ctx) -> Result<()> {
         "kern2usr is gone although rmmod failed"
     );
     guest::sh_ok(Path::new("/"), &format!("rmmod {SAMPLE_PRODUCER_MODULE}"))?;
+    guest::rmmod(&mut ctx.klog)
+}
+
+/// The `channels` listing's line of the sample's channel, split in fields.
+fn sample_line(ctx: &Ctx) -> Result<Option<Vec<String>>> {
+    let text = ctx.params.read(kern2usr::abi::param::CHANNELS)?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(' ').map(str::to_string).collect::<Vec<_>>())
+        .find(|f| f.get(1).map(String::as_str) == Some(SAMPLE_PRODUCER_NAME)))
+}
+
+/// Checks the sample's listing line: owner `owner`, its size, pacing
+/// `producer`.
+fn check_sample_line(ctx: &Ctx, owner: u32) -> Result<()> {
+    let line = sample_line(ctx)?.context("the sample's channel is not listed")?;
+    ensure!(
+        line.len() == 9
+            && line[2] == owner.to_string()
+            && line[3] == SAMPLE_SIZE.to_string()
+            && line[5] == "producer",
+        "listing line {line:?}, expected owner {owner}, size {SAMPLE_SIZE}, pacing producer"
+    );
+    Ok(())
+}
+
+/// A shared `mmap()` of `len` bytes of `fd` at offset 0 with `prot`; the
+/// caller unmaps it.
+fn map_shared(
+    fd: BorrowedFd<'_>,
+    len: usize,
+    prot: ProtFlags,
+) -> Result<*mut std::ffi::c_void, Errno> {
+    // SAFETY: a fresh shared mapping at an address the kernel picks; the
+    // caller only passes it to mprotect() and munmap().
+    unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0) }
+}
+
+fn channel_rules(ctx: &mut Ctx) -> Result<()> {
+    both_loaded(ctx)?;
+    check_sample_line(ctx, 0)?;
+    let l = attach(ctx)?;
+    check_sample_line(ctx, std::process::id())?;
+
+    let mut buf = vec![0u8; 4096];
+    let rb = ReadBuffer {
+        addr: buf.as_mut_ptr() as u64,
+        len: buf.len() as u64,
+    };
+    // SAFETY: IOC_READ_BUFFER is _IOW(magic, 4, struct k2u_read_buffer);
+    // the kernel reads `rb` and writes at most buf.len() bytes to buf,
+    // which is valid and not otherwise used during the call.
+    let ioctl = unsafe { Setter::<{ IOC_READ_BUFFER as Opcode }, ReadBuffer>::new(rb) };
+    // SAFETY: see above; the fd is open.
+    match unsafe { rustix::ioctl::ioctl(&l.dev, ioctl) } {
+        Err(Errno::OPNOTSUPP) => {}
+        other => bail!("READ_BUFFER on a producer's channel: {other:?}, expected EOPNOTSUPP"),
+    }
+    ctx.klog.wait_for(
+        "channel <any>: READ_BUFFER refused: a producer's buffer is read through the mapping",
+        timeout(),
+    )?;
+
+    match map_shared(l.dev.as_fd(), l.size, ProtFlags::READ | ProtFlags::WRITE) {
+        Err(Errno::ACCESS) => {}
+        other => {
+            bail!("a shared writable mapping of a producer's buffer: {other:?}, expected EACCES")
+        }
+    }
+    ctx.klog.wait_for(
+        "channel <any>: mmap refused: a producer's buffer is read-only (MAP_SHARED with PROT_WRITE)",
+        timeout(),
+    )?;
+    let p = map_shared(l.dev.as_fd(), l.size, ProtFlags::READ)
+        .map_err(|e| anyhow::anyhow!("a shared read-only mapping: {}", errno_text(e)))?;
+    // SAFETY: p is the l.size-byte mapping made above, never accessed.
+    let made_writable =
+        unsafe { rustix::mm::mprotect(p, l.size, MprotectFlags::READ | MprotectFlags::WRITE) };
+    // SAFETY: as above; unmapped once, not used after.
+    unsafe { rustix::mm::munmap(p, l.size) }?;
+    match made_writable {
+        Err(Errno::ACCESS) => {}
+        other => {
+            bail!("mprotect(PROT_WRITE) of a shared read-only mapping: {other:?}, expected EACCES")
+        }
+    }
+
+    // Destroyed while the listener keeps its file: unlisted at once.
+    guest::sh_ok(Path::new("/"), &format!("rmmod {SAMPLE_PRODUCER_MODULE}"))?;
+    ctx.klog.wait_for(
+        "channel <any> destroyed by its producer: listener told to exit",
+        timeout(),
+    )?;
+    if let Some(line) = sample_line(ctx)? {
+        bail!("the destroyed channel is still listed: {line:?}");
+    }
+    drop(l);
+    ctx.klog
+        .wait_for("channel <any>: listener left", timeout())?;
     guest::rmmod(&mut ctx.klog)
 }
 

@@ -8,7 +8,8 @@
 //! same ABI: this crate compiles `abi/src/defs.rs`, the file the userspace
 //! crate uses. The event mode is `queue` (7.3 is past 6.8).
 //!
-//! Files: this one, module init and exit; `params.rs` the sysfs
+//! Files: this one (the crate root: `kern2usr.ko` is a composite module
+//! of this crate and `exports.c`), module init and exit; `params.rs` the sysfs
 //! parameters; `cmd.rs` the commands written to `cur_cmd` and their
 //! refusals; `device.rs` the misc device (mmap, read, ioctl); `memory.rs`
 //! the data buffer and the control page; `link.rs` the listener's eventfds,
@@ -17,15 +18,23 @@
 //! the default one, id 0, and those `K2U_IOC_CREATE` makes) and the device
 //! (`Device`: the default channel and the registry of the others);
 //! `channel.rs` CREATE's checks and limits and a channel's end;
+//! `producer.rs` the producer API of `kernel/c/include/kern2usr_producer.h`
+//! (`extern "C"` functions that `exports.c` exports with
+//! `EXPORT_SYMBOL_GPL`) and the attach by name;
 //! `eventfd.rs` and `sys.rs` safe wrappers of C APIs that 7.3 has no Rust
-//! abstraction for.
+//! abstraction for. `k2u_sample_producer.c` builds the C module's sample
+//! producer beside this module.
 //!
 //! Lifetime: a channel is an `Arc<Channel>`. The default channel's
 //! references are the module's, the hooks' and the queued work's; a
 //! created channel's are its file's (`K2uFile::chan`), the registry's, the
 //! hooks' and the work's. The file's release stops it (`shutdown()`:
 //! timer cancelled, eventfds unhooked, its own workqueue drained), takes it
-//! out of the registry and drops the last reference, which frees it.
+//! out of the registry and drops the last reference, which frees it. A
+//! producer's channel is held by the producer's handle and the registry,
+//! and by each file attached to it (its listener's, and one an exited
+//! listener left behind); the last of the producer and those files ends
+//! it (see `producer.rs`).
 //!
 //! Locking, as in C, per channel: `Channel::inner` (a mutex) guards the state. The eventfd
 //! wake-up callbacks run under the eventfd's wait-queue spinlock, so they
@@ -38,7 +47,8 @@
 //! eventfd's wait-queue lock, then `Channel::ack`. Around it: a file's
 //! `create_lock`, then `Device::registry`, then a channel's mutex (CREATE,
 //! and the listing under the parameter lock); the file's channel slot, a
-//! channel's `listener` copy and the refusal rate limit are leaf spinlocks
+//! channel's `listener` copy, a producer channel's owner and the refusal
+//! rate limit are leaf spinlocks
 //! (mmap takes them under the mm lock, which `read()` and
 //! `K2U_IOC_READ_BUFFER` take under a channel's mutex). The `DEVICE` lock
 //! that publishes the state is only held to take a reference.
@@ -59,6 +69,7 @@ mod eventfd;
 mod link;
 mod memory;
 mod params;
+mod producer;
 mod round;
 mod state;
 mod stats;
