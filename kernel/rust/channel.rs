@@ -167,15 +167,6 @@ pub(crate) fn create(dev: &Device, req: &Create, this_file: FileToken) -> Result
     if efd.same_eventfd(&efd2) {
         return Err(refuse(EINVAL, fmt!("efd and efd2 are the same eventfd")));
     }
-    if req.flags & abi::CREATE_ATTACH != 0 {
-        // This module has no kernel producers (see PROTOCOL.md); the
-        // eventfds are checked first, as in the C module.
-        let name = BStr::from_bytes(req.name.split(|&b| b == 0).next().unwrap_or_default());
-        return Err(refuse(
-            ENOENT,
-            fmt!("name {}: no producer channel has this name", name),
-        ));
-    }
     let owner = PidRef::tgid_of(task).ok_or(ESRCH)?;
     let listener = owner.clone_ref();
     if req.flags & abi::CREATE_ATTACH != 0 {

@@ -250,6 +250,11 @@ impl Memory {
         // As remap_vmalloc_range() does.
         vma.set_dontexpand();
         vma.set_dontdump();
+        // A producer's channel changes listener: a child must not keep a
+        // view of a later listener's rounds or share its control page.
+        if self.producer_buffer().is_some() {
+            vma.set_dontcopy();
+        }
         Ok(())
     }
 

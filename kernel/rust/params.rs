@@ -192,7 +192,7 @@ module_params! {
     stats: StatsParam, 0o444,
         "Round trips of the current test: count, min, mean, p50, p90, p99, p99.9, max (ns)";
     histogram: Histogram, 0o444, "Round-trip histogram: low high count per non-empty bucket (ns)";
-    max_channels: MaxChannels, 0o644, "Most channels besides the default one (1-40, default 16)";
+    max_channels: MaxChannels, 0o644, "Most userspace channels besides the default one (1-32, default 16; producers have their own 8)";
     max_channel_memory: MaxChannelMemory, 0o644,
         "Most buffer bytes of all channels besides the default one (default 64 MiB)";
     channels: Channels, 0o444,

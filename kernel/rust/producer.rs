@@ -336,8 +336,12 @@ unsafe extern "C" fn k2u_producer_destroy(ch: *mut K2uChannel) {
 /// keeps its file), and ends the channel unless a file still holds it.
 fn destroy(dev: &Device, chan: Arc<Channel>) {
     let last = {
-        let _reg = dev.registry.lock();
+        let mut reg = dev.registry.lock();
         chan.prod.destroyed.store(true, Relaxed);
+        // Its producer place is free from here, as in C: a listener's
+        // file that lingers must not keep the producer from creating it
+        // again (the entry, and so the id, stay until `end()`).
+        reg.producers = reg.producers.saturating_sub(1);
         chan.prod.files.load(Relaxed) == 0
     };
     let attached = {

@@ -683,9 +683,8 @@ impl Registry {
     pub(crate) fn remove(&mut self, chan: &Arc<Channel>) {
         if let Some(at) = self.channels.iter().position(|c| Arc::ptr_eq(c, chan)) {
             let _ = self.channels.remove(at);
-            if chan.is_producer() {
-                self.producers = self.producers.saturating_sub(1);
-            } else {
+            // A producer's place was given back at its destroy.
+            if !chan.is_producer() {
                 self.users = self.users.saturating_sub(1);
                 self.memory = self.memory.saturating_sub(chan.mem.size() as u64);
             }
