@@ -114,7 +114,7 @@ int k2u_check_name(const char *name)
 	for (i = 0; i < len; i++) {
 		unsigned char ch = name[i];
 
-		if (!isalnum(ch) && ch != '_' && ch != '.' && ch != '-') {
+		if (!(isascii(ch) && isalnum(ch)) && ch != '_' && ch != '.' && ch != '-') {
 			pr_notice("CREATE refused: name byte %zu 0x%02x: not in [A-Za-z0-9_.-]\n",
 				  i, ch);
 			return -EINVAL;

@@ -365,11 +365,13 @@ pub(crate) fn read_events(
                 if nonblock {
                     return Err(EAGAIN);
                 }
-                if k.wait_readable() {
-                    return Err(ERESTARTSYS);
-                }
+                // A producer's destroyed channel: nothing will come (C
+                // waits on `ring_count || !live`).
                 if k.dead && k.ring_count == 0 {
                     return Err(ENODEV);
+                }
+                if k.wait_readable() {
+                    return Err(ERESTARTSYS);
                 }
             }
             k.reading = true;

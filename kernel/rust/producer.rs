@@ -324,8 +324,10 @@ unsafe extern "C" fn k2u_producer_destroy(ch: *mut K2uChannel) {
     // destroyed yet; this call takes it back, once, and no call starts on
     // it any more. Calls still running hold references of their own.
     let handle = unsafe { KBox::from_raw(ch) };
-    let K2uChannel { dev, chan } = KBox::into_inner(handle);
-    destroy(&dev, chan);
+    // The handle is freed last, as C's kfree(ch): nothing reads a freed
+    // handle while the channel is being ended.
+    destroy(&handle.dev, handle.chan.clone());
+    drop(handle);
     // SAFETY: Drops the reference `k2u_producer_create()` took on this
     // module (alive: this is its code).
     unsafe { bindings::module_put(sys::this_module()) };
@@ -389,9 +391,9 @@ fn end(dev: &Device, chan: &Arc<Channel>) {
 /// `ch` comes from `k2u_producer_create()` and its destroy has not started
 /// (the header's contract for every call).
 unsafe fn channel_of<'a>(ch: *mut K2uChannel) -> &'a Arc<Channel> {
-    // SAFETY: By the caller's contract `ch` is a live handle; it is only
-    // read here, and freed by the destroy that cannot start before this
-    // call does.
+    // SAFETY: By the caller's contract `ch` is a live handle: no destroy
+    // has started or runs beside this call (the header's rule), so the box
+    // is not freed while the call reads it.
     unsafe { &(*ch).chan }
 }
 

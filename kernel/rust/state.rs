@@ -667,6 +667,10 @@ impl Registry {
             .unwrap_or(self.channels.len());
         let size = chan.mem.size() as u64;
         let producer = chan.is_producer();
+        // Destroyed producers' channels that a file still holds stay
+        // listed here (their ids stay taken, as C's ida keeps them) beyond
+        // the caps: grow rather than refuse (the registry is a mutex).
+        self.channels.reserve(1, GFP_KERNEL).map_err(|_| ENOMEM)?;
         self.channels
             .insert_within_capacity(at, chan)
             .map_err(|_| ENOMEM)?;

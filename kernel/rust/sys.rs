@@ -290,18 +290,12 @@ impl PidRef {
     }
 }
 
-/// The current task's euid as its user namespace sees it, the overflow
-/// uid if it has none there (C's `from_kuid_munged(current_user_ns(),
-/// current_euid())`), for the log.
+/// The current task's euid as the initial user namespace sees it (C's
+/// `from_kuid_munged(&init_user_ns, current_euid())`), for the log: the
+/// host's dmesg names the host's uid, whatever namespace the caller is in.
+/// A `kuid_t` holds exactly that value, so no mapping can fail.
 pub(crate) fn current_euid_munged() -> u32 {
-    let uid = kernel::task::Kuid::current_euid().into_uid_in_current_ns();
-    if uid != u32::MAX {
-        return uid;
-    }
-    // SAFETY: `overflowuid` is a plain `int` the kernel exports (a sysctl);
-    // read once, as C's `from_kuid_munged()` does without a lock.
-    let overflow = unsafe { (&raw const bindings::overflowuid).read_volatile() };
-    overflow as u32
+    kernel::task::Kuid::current_euid().into_raw().val
 }
 
 /// Whether the current task has `CAP_SYS_ADMIN` (`capable()`).

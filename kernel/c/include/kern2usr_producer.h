@@ -96,9 +96,10 @@ struct k2u_channel *k2u_producer_create(const char *name, size_t size);
  *
  * The channel is unlisted; an attached listener receives EXIT_TEST and
  * keeps its file until it closes it; an outstanding round is abandoned and
- * its waiters return -ENOTCONN. The id and memory return to the limits
- * once the listener's file is released too. No other call on @ch may
- * start once this one has.
+ * its waiters return -ENOTCONN; its producer place is free at once, its
+ * id once the listener's file is released too. No other call on @ch may
+ * run beside this one or start after it (k2u_producer_wait_ack() is the
+ * exception: a waiter already asleep returns -ENOTCONN).
  *
  * Context: process context, may sleep.
  */
