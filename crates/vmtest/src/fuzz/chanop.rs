@@ -67,6 +67,20 @@ impl CreateReq {
         }
         n
     }
+
+    /// The CREATE argument with these eventfd numbers.
+    pub fn create_arg(&self, efd: i32, efd2: i32) -> kern2usr::abi::Create {
+        kern2usr::abi::Create {
+            efd,
+            efd2,
+            buffer_size: self.size,
+            period_ms: self.period_ms,
+            flags: self.flags,
+            name: self.name_field(),
+            id: self.id,
+            reserved: self.reserved,
+        }
+    }
 }
 
 /// Length of a channel mapping.
@@ -577,15 +591,7 @@ mod tests {
                         EfdPick::NotEventfd => (EfdArg::NotEventfd, ev(obj + 1)),
                     };
                     obj += 2;
-                    let req = kern2usr::abi::Create {
-                        buffer_size: r.size,
-                        period_ms: r.period_ms,
-                        flags: r.flags,
-                        name: r.name_field(),
-                        id: r.id,
-                        reserved: r.reserved,
-                        ..Default::default()
-                    };
+                    let req = r.create_arg(0, 0);
                     if let Ok(out) = m.create(f, ME, &req, a, b) {
                         created += 1;
                         if let Some(s) = slots[c].as_mut() {

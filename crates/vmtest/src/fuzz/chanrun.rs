@@ -454,16 +454,7 @@ impl ChanSide {
                     }
                 };
                 f.efds = Some(args);
-                let req = Create {
-                    efd: fds.0,
-                    efd2: fds.1,
-                    buffer_size: r.size,
-                    period_ms: r.period_ms,
-                    flags: r.flags,
-                    name: r.name_field(),
-                    id: r.id,
-                    reserved: r.reserved,
-                };
+                let req = r.create_arg(fds.0, fds.1);
                 match dev.create(&req) {
                     Ok(out) => {
                         s.id = Some(out.id);
@@ -857,16 +848,7 @@ impl ChanSide {
                 let Some((a, b)) = f.efds else {
                     return exact("no eventfds".into());
                 };
-                let req = Create {
-                    efd: 0,
-                    efd2: 0,
-                    buffer_size: r.size,
-                    period_ms: r.period_ms,
-                    flags: r.flags,
-                    name: r.name_field(),
-                    id: r.id,
-                    reserved: r.reserved,
-                };
+                let req = r.create_arg(0, 0);
                 match m.create(f.file, me, &req, a, b) {
                     Ok(out) => exact(format!("ok {} {}", out.id, out.buffer_size)),
                     Err(e) => exact(format!("err {}", e.raw())),
