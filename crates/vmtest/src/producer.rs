@@ -198,41 +198,7 @@ fn check_round(data: &[u8], len: usize, seq: u64) -> Result<()> {
 fn attach_and_check_rounds(ctx: &mut Ctx) -> Result<()> {
     both_loaded(ctx)?;
     let mut l = attach(ctx)?;
-    let map = l.dev.map_at(l.size, 0, Access::ReadOnly)?;
-    let ctrl = l.dev.map_ctrl()?;
-    let mut pending = Vec::new();
-    let mut last_seq: Option<u64> = None;
-    let mut rounds = 0;
-    while rounds < 30 {
-        let (code, round) = l.next_event(&mut pending)?;
-        ensure!(
-            code == Code::MemoryReady.value(),
-            "code {code} where MEMORY_READY was expected"
-        );
-        let ready = ctrl.ready_seq();
-        let len = usize::try_from(ctrl.ready_len()).context("ready_len")?;
-        ensure!(len <= l.size, "ready_len {len} > size {}", l.size);
-        let data = map.to_vec();
-        let seq = u64::from_le_bytes(data[..8].try_into().context("stamp")?);
-        if let Some(prev) = last_seq {
-            ensure!(
-                seq == prev + 1,
-                "sequence {seq} after {prev}: a round was lost"
-            );
-        }
-        check_round(&data, len, seq)?;
-        if l.mode == EventMode::Queue {
-            ensure!(
-                u64::from(round) == ready & 0xffff_ffff,
-                "event round {round}, control page ready_seq {ready}"
-            );
-        }
-        l.dev.ack_round(ready as u32)?;
-        last_seq = Some(seq);
-        rounds += 1;
-    }
-    drop(map);
-    drop(ctrl);
+    take_rounds(&mut l, 30)?;
     drop(l);
     guest::sh_ok(Path::new("/"), &format!("rmmod {SAMPLE_PRODUCER_MODULE}"))?;
     // The listener's file is closed: the producer's channel goes quietly.
@@ -452,14 +418,15 @@ fn both_loaded_with(ctx: &mut Ctx, args: &str) -> Result<()> {
     Ok(())
 }
 
-/// Take `n` consecutive rounds on `l`, checking every length and byte.
+/// Take `n` consecutive rounds on `l`, checking every length, byte, stamp
+/// and (queue mode) the event's round id against the control page.
 fn take_rounds(l: &mut Attached, n: usize) -> Result<()> {
     let map = l.dev.map_at(l.size, 0, Access::ReadOnly)?;
     let ctrl = l.dev.map_ctrl()?;
     let mut pending = Vec::new();
     let mut last_seq: Option<u64> = None;
     for _ in 0..n {
-        let (code, _) = l.next_event(&mut pending)?;
+        let (code, round) = l.next_event(&mut pending)?;
         ensure!(
             code == Code::MemoryReady.value(),
             "code {code} where MEMORY_READY was expected"
@@ -470,9 +437,18 @@ fn take_rounds(l: &mut Attached, n: usize) -> Result<()> {
         let data = map.to_vec();
         let seq = u64::from_le_bytes(data[..8].try_into().context("stamp")?);
         if let Some(prev) = last_seq {
-            ensure!(seq == prev + 1, "sequence {seq} after {prev}");
+            ensure!(
+                seq == prev + 1,
+                "sequence {seq} after {prev}: a round was lost"
+            );
         }
         check_round(&data, len, seq)?;
+        if l.mode == EventMode::Queue {
+            ensure!(
+                u64::from(round) == ready & 0xffff_ffff,
+                "event round {round}, control page ready_seq {ready}"
+            );
+        }
         l.dev.ack_round(ready as u32)?;
         last_seq = Some(seq);
     }
