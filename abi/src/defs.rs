@@ -8,7 +8,12 @@
 ///
 /// 3: channels ([`IOC_CREATE`], [`IOC_CHANNEL_CMD`], [`IOC_CHANNEL_STATS`],
 /// [`Info::channel_id`], [`Ctrl::ready_len`]); every v2 call keeps its meaning.
-pub const ABI_VERSION: u32 = 3;
+///
+/// 4: ring channels ([`CREATE_RING`], [`Create::ring_slots`], the ring
+/// fields of [`Ctrl`]), acks through the control page ([`Ctrl::ack_seq`],
+/// [`Ctrl::kernel_state`], [`Ctrl::wake_seq`]) and the module's bounded
+/// ack polling ([`param::ACK_POLL_US`]); every v3 call keeps its meaning.
+pub const ABI_VERSION: u32 = 4;
 
 /// Module name, as in `/sys/module/<name>` and `insmod <name>.ko`.
 pub const MODULE_NAME: &str = "kern2usr";
@@ -60,6 +65,12 @@ pub mod param {
     /// Every channel, the default one first: [`super::CHANNELS_HEADER`],
     /// then one line each (read-only).
     pub const CHANNELS: &str = "channels";
+    /// How long (µs) the module polls [`super::Ctrl::ack_seq`] for an ack
+    /// before it sleeps on efd2 (sets [`super::KERNEL_ASLEEP`]): in
+    /// back-to-back adaptive rounds after each publish, and on a ring
+    /// channel when the ring is full. 0 (the default) never polls;
+    /// at most [`super::MAX_ACK_POLL_US`]. Root only.
+    pub const ACK_POLL_US: &str = "ack_poll_us";
 }
 
 /// Commands (written to `cur_cmd`) and notifications (delivered to the listener).
@@ -306,8 +317,25 @@ pub const CREATE_ADAPTIVE: u32 = 1 << 1;
 /// under [`Create::name`] instead of creating one; `buffer_size` and
 /// `period_ms` must be 0 and the channel's size is returned in `buffer_size`.
 pub const CREATE_ATTACH: u32 = 1 << 2;
+/// [`Create::flags`]: a ring channel: the buffer is [`Create::ring_slots`]
+/// slots of `buffer_size` bytes (mapped together at offset 0, slot k at
+/// `k * buffer_size`); round `r` (the [`Ctrl::ready_seq`] value that
+/// published it, from 1) is in slot `(r - 1) % ring_slots`. The module
+/// fills the next slot while the listener reads earlier ones; the listener
+/// consumes rounds in order and acks by storing the last one's id in
+/// [`Ctrl::ack_seq`] (see [`Ctrl`]). The doorbell follows the adaptive
+/// rule ([`CREATE_ADAPTIVE`] is implied). A full ring makes the module
+/// wait: a slot is never overwritten before its ack. Not with
+/// [`CREATE_ATTACH`].
+pub const CREATE_RING: u32 = 1 << 3;
 /// Every [`Create::flags`] bit the module knows; others are EINVAL.
-pub const CREATE_FLAGS: u32 = CREATE_BACK_TO_BACK | CREATE_ADAPTIVE | CREATE_ATTACH;
+pub const CREATE_FLAGS: u32 = CREATE_BACK_TO_BACK | CREATE_ADAPTIVE | CREATE_ATTACH | CREATE_RING;
+/// Fewest slots of a ring channel.
+pub const RING_MIN_SLOTS: u32 = 2;
+/// Most slots of a ring channel (the [`Ctrl::slots`] table's length).
+pub const RING_MAX_SLOTS: u32 = 64;
+/// Largest [`param::ACK_POLL_US`].
+pub const MAX_ACK_POLL_US: u32 = 1000;
 
 /// Argument of [`IOC_CREATE`]: make the open file a channel of its own
 /// (or, with [`CREATE_ATTACH`], the listener of a producer's channel).
@@ -331,8 +359,12 @@ pub struct Create {
     pub name: [u8; CHANNEL_NAME_LEN],
     /// Out: the channel's id (1 and up; 0 is the default channel).
     pub id: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// With [`CREATE_RING`]: the number of slots, a power of two from
+    /// [`RING_MIN_SLOTS`] to [`RING_MAX_SLOTS`], with `ring_slots *
+    /// buffer_size` at most [`MAX_BUFFER_SIZE`] (it all counts against
+    /// [`param::MAX_CHANNEL_MEMORY`]). Zero otherwise (it was `reserved`
+    /// before ABI 4).
+    pub ring_slots: u32,
 }
 
 /// Result of [`IOC_CHANNEL_STATS`]: one channel's figures (the default
@@ -414,36 +446,100 @@ const _: () = assert!(CTRL_MMAP_OFFSET > MAX_BUFFER_SIZE && CTRL_MMAP_OFFSET.is_
 pub const LISTENER_ASLEEP: u32 = 0;
 /// [`Ctrl::listener_state`]: the listener polls [`Ctrl::ready_seq`]; no doorbell needed.
 pub const LISTENER_SPINNING: u32 = 1;
+/// [`Ctrl::kernel_state`]: the module sleeps on efd2; a listener whose
+/// [`Ctrl::ack_seq`] reached [`Ctrl::wake_seq`] writes 7 to efd2.
+pub const KERNEL_ASLEEP: u32 = 0;
+/// [`Ctrl::kernel_state`]: the module polls [`Ctrl::ack_seq`] itself; no
+/// write to efd2 needed.
+pub const KERNEL_POLLING: u32 = 1;
 
-/// The control page, shared by the module and the listener (mapped at
-/// [`CTRL_MMAP_OFFSET`]). Used by the adaptive mode.
-///
-/// Protocol (like io_uring's NEED_WAKEUP): for each round the module stores
-/// `ready_seq + 1`, then a full barrier, then reads `listener_state`; it
-/// rings efd (MEMORY_READY) only when the listener is asleep. The listener
-/// spins on `ready_seq` for a bounded time; to sleep it stores
-/// [`LISTENER_ASLEEP`], a full barrier, re-reads `ready_seq` and sleeps only
-/// if it did not move. A MEMORY_READY event then means "look at
-/// `ready_seq`": a round is handled once, when `ready_seq` is newer than the
-/// last one handled.
+/// One entry of [`Ctrl::slots`]: what a ring slot holds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingSlot {
+    /// Id of the round in the slot (its [`Ctrl::ready_seq`] value).
+    pub round: u64,
+    /// Bytes of data in the slot.
+    pub len: u64,
+}
+
+/// The control page, shared by the module and the listener (mapped at
+/// [`CTRL_MMAP_OFFSET`], one page). Used by the adaptive mode, page acks
+/// and ring channels.
+///
+/// Doorbell (like io_uring's NEED_WAKEUP): for each round the module
+/// stores `ready_seq + 1`, then a full barrier, then reads
+/// `listener_state`; it rings efd (MEMORY_READY) only when the listener is
+/// asleep (always, unless adaptive or a ring). The listener spins on
+/// `ready_seq` for a bounded time; to sleep it stores [`LISTENER_ASLEEP`],
+/// a full barrier, re-reads `ready_seq` and sleeps only if it did not
+/// move. A MEMORY_READY event then means "look at `ready_seq`": a round is
+/// handled once, when `ready_seq` is newer than the last one handled.
+///
+/// Acks through the page, the mirror image: the listener stores the id of
+/// the last round it is done with in `ack_seq` (release), a full barrier,
+/// then reads `kernel_state` and `wake_seq`; it writes 7 to efd2 only when
+/// the module is [`KERNEL_ASLEEP`] and `ack_seq >= wake_seq`. To sleep the
+/// module stores `wake_seq`, then [`KERNEL_ASLEEP`], a full barrier, and
+/// re-reads `ack_seq`. From the first change of `ack_seq` after an attach
+/// until the detach, a write to efd2 means "look at `ack_seq`" and never
+/// closes a round by itself; [`IOC_ACK_ROUND`] still acks by id. An
+/// `ack_seq` behind the last ack, or beyond the last round published, is
+/// ignored with one log line. At attach the module sets `ack_seq` to
+/// `ready_seq`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ctrl {
-    /// Rounds published since the module was loaded (never reset, so a
+    /// Rounds published since the channel was created (never reset, so a
     /// listener's "last handled" stays comparable across tests).
     pub ready_seq: u64,
     /// [`LISTENER_ASLEEP`] or [`LISTENER_SPINNING`], written by the listener.
     pub listener_state: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// [`KERNEL_ASLEEP`] or [`KERNEL_POLLING`], written by the module (it
+    /// was `reserved`, always 0, before ABI 4).
+    pub kernel_state: u32,
     /// Rounds whose doorbell was skipped because the listener was spinning
-    /// (since the module was loaded).
+    /// (since the channel was created).
     pub doorbells_skipped: u64,
     /// Bytes of data in the buffer for round `ready_seq`: the buffer size
     /// for test rounds, the published length on a producer's channel.
     /// Stored before `ready_seq` (release), so a reader that sees a new
     /// `ready_seq` (acquire) sees its length.
     pub ready_len: u64,
+    /// Written by the listener: the id of the last round it is done with
+    /// (a ring's consumer index). See above.
+    pub ack_seq: u64,
+    /// Written by the module before it sleeps: the `ack_seq` that must
+    /// ring efd2 (a ring: when half of it is free again).
+    pub wake_seq: u64,
+    /// A ring's number of slots (0: not a ring).
+    pub ring_slots: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// Times a ring's producer found the ring full (since the channel was
+    /// created).
+    pub ring_full: u64,
+    /// A ring's slots: entry `(r - 1) % ring_slots` describes round `r`,
+    /// written before `ready_seq` publishes it.
+    pub slots: [RingSlot; RING_MAX_SLOTS as usize],
+}
+
+impl Default for Ctrl {
+    fn default() -> Self {
+        Self {
+            ready_seq: 0,
+            listener_state: LISTENER_ASLEEP,
+            kernel_state: KERNEL_ASLEEP,
+            doorbells_skipped: 0,
+            ready_len: 0,
+            ack_seq: 0,
+            wake_seq: 0,
+            ring_slots: 0,
+            reserved: 0,
+            ring_full: 0,
+            slots: [RingSlot { round: 0, len: 0 }; RING_MAX_SLOTS as usize],
+        }
+    }
 }
 
 /// ioctl "type" byte of kern2usr.

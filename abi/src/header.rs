@@ -10,11 +10,13 @@ use std::vec::Vec;
 
 use crate::{
     param, Code, EventMode, ABI_VERSION, CHANNELS_HEADER, CHANNEL_NAME_LEN, CREATE_ADAPTIVE,
-    CREATE_ATTACH, CREATE_BACK_TO_BACK, CREATE_FLAGS, CTRL_MMAP_OFFSET, DEFAULT_BUFFER_SIZE,
-    DEFAULT_MAX_CHANNELS, DEFAULT_MAX_CHANNEL_MEMORY, DEFAULT_PERIOD_MS, DEFAULT_POLL_TIMEOUT_MS,
-    DEVICE_NAME, EVENT_QUEUE_LEN, EVENT_QUEUE_RESERVE, HIST_BUCKETS, HIST_MAX_BITS, HIST_SUB_BITS,
-    IOC_MAGIC, LISTENER_ASLEEP, LISTENER_SPINNING, MAX_BUFFER_SIZE, MAX_CHANNELS_LIMIT,
-    MAX_CHANNEL_MEMORY_LIMIT, MAX_PERIOD_MS, MAX_PRODUCERS, MODULE_NAME, STATS_KEYS,
+    CREATE_ATTACH, CREATE_BACK_TO_BACK, CREATE_FLAGS, CREATE_RING, CTRL_MMAP_OFFSET,
+    DEFAULT_BUFFER_SIZE, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_CHANNEL_MEMORY, DEFAULT_PERIOD_MS,
+    DEFAULT_POLL_TIMEOUT_MS, DEVICE_NAME, EVENT_QUEUE_LEN, EVENT_QUEUE_RESERVE, HIST_BUCKETS,
+    HIST_MAX_BITS, HIST_SUB_BITS, IOC_MAGIC, KERNEL_ASLEEP, KERNEL_POLLING, LISTENER_ASLEEP,
+    LISTENER_SPINNING, MAX_ACK_POLL_US, MAX_BUFFER_SIZE, MAX_CHANNELS_LIMIT,
+    MAX_CHANNEL_MEMORY_LIMIT, MAX_PERIOD_MS, MAX_PRODUCERS, MODULE_NAME, RING_MAX_SLOTS,
+    RING_MIN_SLOTS, STATS_KEYS,
 };
 
 /// Path of the generated header, relative to the workspace root.
@@ -63,6 +65,7 @@ pub fn render() -> String {
         &quoted(param::MAX_CHANNEL_MEMORY),
     );
     def("K2U_PARAM_CHANNELS", &quoted(param::CHANNELS));
+    def("K2U_PARAM_ACK_POLL_US", &quoted(param::ACK_POLL_US));
     def("", "");
     for code in Code::ALL {
         def(
@@ -118,7 +121,11 @@ pub fn render() -> String {
     );
     def("K2U_CREATE_ADAPTIVE", &format!("{CREATE_ADAPTIVE}U"));
     def("K2U_CREATE_ATTACH", &format!("{CREATE_ATTACH}U"));
+    def("K2U_CREATE_RING", &format!("{CREATE_RING}U"));
     def("K2U_CREATE_FLAGS", &format!("{CREATE_FLAGS}U"));
+    def("K2U_RING_MIN_SLOTS", &format!("{RING_MIN_SLOTS}U"));
+    def("K2U_RING_MAX_SLOTS", &format!("{RING_MAX_SLOTS}U"));
+    def("K2U_MAX_ACK_POLL_US", &format!("{MAX_ACK_POLL_US}U"));
     def("", "");
     def("K2U_HIST_SUB_BITS", &format!("{HIST_SUB_BITS}U"));
     def("K2U_HIST_MAX_BITS", &format!("{HIST_MAX_BITS}U"));
@@ -126,6 +133,8 @@ pub fn render() -> String {
     def("K2U_CTRL_MMAP_OFFSET", &format!("{CTRL_MMAP_OFFSET}ULL"));
     def("K2U_LISTENER_ASLEEP", &format!("{LISTENER_ASLEEP}U"));
     def("K2U_LISTENER_SPINNING", &format!("{LISTENER_SPINNING}U"));
+    def("K2U_KERNEL_ASLEEP", &format!("{KERNEL_ASLEEP}U"));
+    def("K2U_KERNEL_POLLING", &format!("{KERNEL_POLLING}U"));
     let keys: Vec<String> = STATS_KEYS.iter().map(|k| quoted(k)).collect();
     def("K2U_STATS_KEYS", &format!("{{ {} }}", keys.join(", ")));
     // The blank-name rows above separate groups.
@@ -160,13 +169,25 @@ pub fn render() -> String {
          \t__u64 len;\n\
          };\n\
          \n\
-         /* The control page, mapped at K2U_CTRL_MMAP_OFFSET (adaptive mode). */\n\
+         /* One ring slot's entry in the control page. */\n\
+         struct k2u_ring_slot {\n\
+         \t__u64 round;\n\
+         \t__u64 len;\n\
+         };\n\
+         \n\
+         /* The control page, mapped at K2U_CTRL_MMAP_OFFSET (see defs.rs, Ctrl). */\n\
          struct k2u_ctrl {\n\
          \t__u64 ready_seq;\n\
          \t__u32 listener_state;\n\
-         \t__u32 reserved;\n\
+         \t__u32 kernel_state;\n\
          \t__u64 doorbells_skipped;\n\
          \t__u64 ready_len;\n\
+         \t__u64 ack_seq;\n\
+         \t__u64 wake_seq;\n\
+         \t__u32 ring_slots;\n\
+         \t__u32 reserved;\n\
+         \t__u64 ring_full;\n\
+         \tstruct k2u_ring_slot slots[K2U_RING_MAX_SLOTS];\n\
          };\n\
          \n\
          /* K2U_IOC_INFO result. */\n\
@@ -187,7 +208,7 @@ pub fn render() -> String {
          \t__u32 flags;\n\
          \tchar name[K2U_CHANNEL_NAME_LEN];\n\
          \t__u32 id;\n\
-         \t__u32 reserved;\n\
+         \t__u32 ring_slots;\n\
          };\n\
          \n\
          /* K2U_IOC_CHANNEL_STATS result. */\n\

@@ -6,9 +6,9 @@ use std::process::Command;
 
 use kern2usr_abi::{
     channel_pattern_byte, header, ChannelStats, Code, Create, Ctrl, Event, Info, ReadBuffer,
-    Register, CREATE_FLAGS, EVENT_QUEUE_RESERVE, HIST_BUCKETS, IOC_ACK, IOC_ACK_ROUND,
-    IOC_CHANNEL_CMD, IOC_CHANNEL_STATS, IOC_CREATE, IOC_INFO, IOC_READ_BUFFER, IOC_REGISTER,
-    MAX_CHANNELS_LIMIT,
+    Register, RingSlot, CREATE_FLAGS, CREATE_RING, EVENT_QUEUE_RESERVE, HIST_BUCKETS, IOC_ACK,
+    IOC_ACK_ROUND, IOC_CHANNEL_CMD, IOC_CHANNEL_STATS, IOC_CREATE, IOC_INFO, IOC_READ_BUFFER,
+    IOC_REGISTER, MAX_CHANNELS_LIMIT, RING_MAX_SLOTS,
 };
 
 fn workspace_root() -> PathBuf {
@@ -67,6 +67,11 @@ int main(void)
 	printf("%u %u %u\n", K2U_CHANNEL_PATTERN_BYTE(1, 0, 0),
 	       K2U_CHANNEL_PATTERN_BYTE(40, 123456789012ULL, 4095),
 	       K2U_CHANNEL_PATTERN_BYTE(0xffffffffU, 0xffffffffffffffffULL, 1048575));
+	printf("%zu %zu %zu %zu %zu %zu %zu %zu %u %u\n", offsetof(struct k2u_ctrl, kernel_state),
+	       offsetof(struct k2u_ctrl, ack_seq), offsetof(struct k2u_ctrl, wake_seq),
+	       offsetof(struct k2u_ctrl, ring_slots), offsetof(struct k2u_ctrl, ring_full),
+	       offsetof(struct k2u_ctrl, slots), sizeof(struct k2u_ring_slot),
+	       offsetof(struct k2u_create, ring_slots), K2U_RING_MAX_SLOTS, K2U_CREATE_RING);
 	return 0;
 }
 "#,
@@ -90,7 +95,7 @@ int main(void)
     let codes: Vec<String> = Code::ALL.iter().map(|c| c.value().to_string()).collect();
     let expected = format!(
         "{}\n{} {} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {}\n{} {} {}\n\
-         {} {} {} {} {} {} {} {}\n{} {} {} {}\n{} {} {}\n",
+         {} {} {} {} {} {} {} {}\n{} {} {} {}\n{} {} {}\n{} {} {} {} {} {} {} {} {} {}\n",
         codes.join(" "),
         IOC_REGISTER,
         IOC_ACK,
@@ -125,6 +130,16 @@ int main(void)
         channel_pattern_byte(1, 0, 0),
         channel_pattern_byte(40, 123_456_789_012, 4095),
         channel_pattern_byte(u32::MAX, u64::MAX, 1_048_575),
+        offset_of!(Ctrl, kernel_state),
+        offset_of!(Ctrl, ack_seq),
+        offset_of!(Ctrl, wake_seq),
+        offset_of!(Ctrl, ring_slots),
+        offset_of!(Ctrl, ring_full),
+        offset_of!(Ctrl, slots),
+        size_of::<RingSlot>(),
+        offset_of!(Create, ring_slots),
+        RING_MAX_SLOTS,
+        CREATE_RING,
     );
     assert_eq!(text, expected);
     let _ = std::fs::remove_dir_all(&dir);

@@ -78,5 +78,13 @@ fn histogram_buckets_are_monotonic_and_tight() {
 fn new_ioctls_and_layouts() {
     // _IOW(0xE7, 4, 16 bytes)
     assert_eq!(IOC_READ_BUFFER, 0x4010_E704);
-    assert_eq!(std::mem::size_of::<Ctrl>(), 32);
+    // Fits the one page mapped at CTRL_MMAP_OFFSET; the ABI 3 fields kept
+    // their offsets.
+    assert_eq!(
+        std::mem::size_of::<Ctrl>(),
+        64 + 16 * RING_MAX_SLOTS as usize
+    );
+    assert_eq!(std::mem::offset_of!(Ctrl, ready_len), 24);
+    assert_eq!(std::mem::offset_of!(Ctrl, ack_seq), 32);
+    assert_eq!(std::mem::offset_of!(Ctrl, slots), 64);
 }

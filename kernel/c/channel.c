@@ -180,9 +180,9 @@ static int k2u_check_create(const struct k2u_create *cr)
 		pr_notice("CREATE refused: id %u: must be 0\n", cr->id);
 		return -EINVAL;
 	}
-	if (cr->reserved) {
-		pr_notice("CREATE refused: reserved %u: must be 0\n",
-			  cr->reserved);
+	if (cr->ring_slots || (cr->flags & K2U_CREATE_RING)) {
+		pr_notice("CREATE refused: ring_slots %u: ring channels are not built yet\n",
+			  cr->ring_slots);
 		return -EINVAL;
 	}
 	return 0;

@@ -9,7 +9,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define K2U_ABI_VERSION                 3
+#define K2U_ABI_VERSION                 4
 #define K2U_MODULE_NAME                 "kern2usr"
 #define K2U_DEVICE_NAME                 "kern2usr"
 #define K2U_PARAM_USR_PID               "usr_pid"
@@ -27,6 +27,7 @@
 #define K2U_PARAM_MAX_CHANNELS          "max_channels"
 #define K2U_PARAM_MAX_CHANNEL_MEMORY    "max_channel_memory"
 #define K2U_PARAM_CHANNELS              "channels"
+#define K2U_PARAM_ACK_POLL_US           "ack_poll_us"
 
 #define K2U_CMD_FIND                    1
 #define K2U_CMD_MMAP                    2
@@ -57,7 +58,11 @@
 #define K2U_CREATE_BACK_TO_BACK         1U
 #define K2U_CREATE_ADAPTIVE             2U
 #define K2U_CREATE_ATTACH               4U
-#define K2U_CREATE_FLAGS                7U
+#define K2U_CREATE_RING                 8U
+#define K2U_CREATE_FLAGS                15U
+#define K2U_RING_MIN_SLOTS              2U
+#define K2U_RING_MAX_SLOTS              64U
+#define K2U_MAX_ACK_POLL_US             1000U
 
 #define K2U_HIST_SUB_BITS               5U
 #define K2U_HIST_MAX_BITS               40U
@@ -65,6 +70,8 @@
 #define K2U_CTRL_MMAP_OFFSET            4294967296ULL
 #define K2U_LISTENER_ASLEEP             0U
 #define K2U_LISTENER_SPINNING           1U
+#define K2U_KERNEL_ASLEEP               0U
+#define K2U_KERNEL_POLLING              1U
 #define K2U_STATS_KEYS                  { "count", "min", "mean", "p50", "p90", "p99", "p99.9", "max" }
 
 /* Byte i of the buffer after a round has filled it. */
@@ -95,13 +102,25 @@ struct k2u_read_buffer {
 	__u64 len;
 };
 
-/* The control page, mapped at K2U_CTRL_MMAP_OFFSET (adaptive mode). */
+/* One ring slot's entry in the control page. */
+struct k2u_ring_slot {
+	__u64 round;
+	__u64 len;
+};
+
+/* The control page, mapped at K2U_CTRL_MMAP_OFFSET (see defs.rs, Ctrl). */
 struct k2u_ctrl {
 	__u64 ready_seq;
 	__u32 listener_state;
-	__u32 reserved;
+	__u32 kernel_state;
 	__u64 doorbells_skipped;
 	__u64 ready_len;
+	__u64 ack_seq;
+	__u64 wake_seq;
+	__u32 ring_slots;
+	__u32 reserved;
+	__u64 ring_full;
+	struct k2u_ring_slot slots[K2U_RING_MAX_SLOTS];
 };
 
 /* K2U_IOC_INFO result. */
@@ -122,7 +141,7 @@ struct k2u_create {
 	__u32 flags;
 	char name[K2U_CHANNEL_NAME_LEN];
 	__u32 id;
-	__u32 reserved;
+	__u32 ring_slots;
 };
 
 /* K2U_IOC_CHANNEL_STATS result. */

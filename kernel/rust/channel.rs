@@ -66,7 +66,7 @@ pub(crate) fn check_name(name: &[u8; abi::CHANNEL_NAME_LEN]) -> Result {
 }
 
 /// Checks the fields of `req` (EINVAL), in the order of PROTOCOL.md:
-/// `buffer_size`, `period_ms`, `flags`, `name`, `id`, `reserved`.
+/// `buffer_size`, `period_ms`, `flags`, `name`, `id`, `ring_slots`.
 fn check_fields(req: &Create) -> Result {
     let attach = req.flags & abi::CREATE_ATTACH != 0;
     let size = req.buffer_size;
@@ -134,8 +134,11 @@ fn check_fields(req: &Create) -> Result {
     if req.id != 0 {
         return Err(refuse(EINVAL, fmt!("id {}: must be 0", req.id)));
     }
-    if req.reserved != 0 {
-        return Err(refuse(EINVAL, fmt!("reserved {}: must be 0", req.reserved)));
+    if req.ring_slots != 0 || req.flags & abi::CREATE_RING != 0 {
+        return Err(refuse(
+            EINVAL,
+            fmt!("ring_slots {}: ring channels are not built yet", req.ring_slots),
+        ));
     }
     Ok(())
 }

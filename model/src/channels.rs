@@ -29,8 +29,9 @@ use std::collections::BTreeMap;
 
 use kern2usr_abi::{
     param, Create, ABI_VERSION, CHANNEL_NAME_LEN, CREATE_ADAPTIVE, CREATE_ATTACH,
-    CREATE_BACK_TO_BACK, CREATE_FLAGS, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_CHANNEL_MEMORY,
-    MAX_BUFFER_SIZE, MAX_CHANNELS_LIMIT, MAX_CHANNEL_MEMORY_LIMIT, MAX_PERIOD_MS,
+    CREATE_BACK_TO_BACK, CREATE_FLAGS, CREATE_RING, DEFAULT_MAX_CHANNELS,
+    DEFAULT_MAX_CHANNEL_MEMORY, MAX_BUFFER_SIZE, MAX_CHANNELS_LIMIT, MAX_CHANNEL_MEMORY_LIMIT,
+    MAX_PERIOD_MS,
 };
 
 use crate::{kstrto, AckOutcome, Errno, Event, MmapReq, Mode, Model, Pid, PAGE_SIZE};
@@ -186,7 +187,7 @@ fn check_fields(req: &Create) -> Result<String, Errno> {
     if attach && name.is_empty() {
         return Err(Errno::EINVAL);
     }
-    if req.id != 0 || req.reserved != 0 {
+    if req.id != 0 || req.ring_slots != 0 || req.flags & CREATE_RING != 0 {
         return Err(Errno::EINVAL);
     }
     Ok(name)

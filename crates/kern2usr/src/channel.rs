@@ -345,7 +345,7 @@ impl Channel {
             flags: CREATE_ATTACH,
             name: options::name_bytes(name),
             id: 0,
-            reserved: 0,
+            ring_slots: 0,
         };
         Self::new_channel(
             device.as_ref(),

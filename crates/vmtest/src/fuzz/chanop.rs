@@ -78,7 +78,7 @@ impl CreateReq {
             flags: self.flags,
             name: self.name_field(),
             id: self.id,
-            reserved: self.reserved,
+            ring_slots: self.reserved,
         }
     }
 }
