@@ -166,7 +166,10 @@ mod tests {
             run.hist.record(v);
         }
         run.rounds = 3;
-        let report = kern2usr_cli::bench::Report { runs: vec![run] };
+        let report = kern2usr_cli::bench::Report {
+            runs: vec![run],
+            ..Default::default()
+        };
         let text = report.json_text();
         let mut out = Vec::new();
         kern2usr_cli::bench::dump::write_file(&mut out, "bench.json", &text)?;

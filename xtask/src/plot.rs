@@ -143,8 +143,8 @@ fn panel<DB: DrawingBackend>(
     report: &JsonReport,
     size: usize,
 ) -> Result<()> {
-    let runs: Vec<(&JsonRun, Histogram)> = report
-        .runs
+    let merged = report.merged();
+    let runs: Vec<(&JsonRun, Histogram)> = merged
         .iter()
         .filter(|r| r.size == size)
         .filter_map(|r| r.hist().filter(|h| h.count() > 0).map(|h| (r, h)))
@@ -254,8 +254,18 @@ pub(crate) mod tests {
                 run_with(Mechanism::ZeroCopy, 4096, &spread(15_000)),
                 failed,
                 run_with(Mechanism::Adaptive, 4096, &spread(8_000)),
+                run_with(Mechanism::AdaptivePoll, 4096, &spread(6_000)),
+                run_with(Mechanism::Ring, 4096, &spread(12_000)),
                 run_with(Mechanism::Floor, 1 << 20, &spread(300_000)),
+                // A second repeat of the 4 KiB floor: drawn merged with
+                // the first, as one curve.
+                {
+                    let mut again = run_with(Mechanism::Floor, 4096, &spread(10_000));
+                    again.repeat = 1;
+                    again
+                },
             ],
+            ..Default::default()
         }
         .json()
     }
@@ -330,7 +340,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_empty_or_histogram_less_report_is_still_an_svg() -> Result<()> {
-        let svg = render(&JsonReport { runs: Vec::new() })?;
+        let svg = render(&JsonReport::default())?;
         assert!(texts(&svg).contains(&"no runs".to_string()) && svg.contains("</svg>"));
         let mut old = sample();
         for r in &mut old.runs {

@@ -139,15 +139,28 @@ pub enum Command {
         /// Buffer sizes in bytes (multiples of 4096; k/M suffixes allowed).
         #[arg(long, default_value = "4096,65536,1048576", value_parser = parse_sizes_arg)]
         sizes: Sizes,
-        /// Rounds per mechanism and size (default: 10000 up to 16 KiB,
-        /// 3000 up to 256 KiB, 1000 above).
+        /// Rounds per repeat of each mechanism and size (default: 2000 up
+        /// to 16 KiB, 600 up to 256 KiB, 200 above).
         #[arg(long)]
         rounds: Option<u64>,
+        /// How many times each mechanism runs at each size, interleaved
+        /// (ratios are reported as the median and min-max of the repeats).
+        #[arg(long, default_value_t = bench::DEFAULT_REPEATS,
+              value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeats: u32,
         /// Mechanisms to run, comma-separated (floor, kern2usr, zero-copy,
-        /// classic, adaptive).
+        /// classic, adaptive, adaptive-poll, ring).
         #[arg(long, value_delimiter = ',', value_parser = parse_mechanism,
-              default_value = "floor,kern2usr,zero-copy,classic,adaptive")]
+              default_value = "floor,kern2usr,zero-copy,classic,adaptive,adaptive-poll,ring")]
         mechanisms: Vec<Mechanism>,
+        /// Channel counts of the several-channels runs, comma-separated
+        /// (each channel its own thread, 4 KiB, back to back), or `none`.
+        #[arg(long, default_value = "1,2,4,8", value_parser = parse_channel_counts)]
+        channels: ChannelCounts,
+        /// The module's `ack_poll_us` for the adaptive-poll runs.
+        #[arg(long, value_name = "US", default_value_t = 200,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        ack_poll_us: u32,
         /// The adaptive run's spin budget in microseconds.
         #[arg(long, value_name = "US", default_value_t = 200)]
         spin_us: u64,
@@ -236,6 +249,26 @@ impl From<AckArg> for AckMode {
             AckArg::Ioctl => AckMode::Ioctl,
         }
     }
+}
+
+/// `bench --channels`, parsed.
+#[derive(Clone, Debug)]
+pub struct ChannelCounts(pub Vec<usize>);
+
+fn parse_channel_counts(s: &str) -> Result<ChannelCounts, String> {
+    if s.trim() == "none" {
+        return Ok(ChannelCounts(Vec::new()));
+    }
+    let max = kern2usr::abi::MAX_CHANNELS_LIMIT as usize;
+    s.split(',')
+        .map(|p| match p.trim().parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "{p:?}: a channel count is a number from 1 to {max} (or `none`)"
+            )),
+        })
+        .collect::<Result<_, _>>()
+        .map(ChannelCounts)
 }
 
 /// `bench --sizes`, parsed (bytes).

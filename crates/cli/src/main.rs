@@ -130,7 +130,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench {
             sizes,
             rounds,
+            repeats,
             mechanisms,
+            channels,
+            ack_poll_us,
             spin_us,
             json,
             dump,
@@ -141,6 +144,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = bench::runner::Config {
                 sizes: sizes.0,
                 rounds,
+                repeats,
+                scaling: channels.0,
+                scaling_size: 4096,
+                ack_poll_us,
                 mechanisms,
                 spin: Duration::from_micros(spin_us),
                 module,

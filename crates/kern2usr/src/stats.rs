@@ -252,6 +252,31 @@ impl Histogram {
         Ok(h)
     }
 
+    /// Add every value of `other` (repeats of one measurement read as
+    /// one): counts, sum, min and max combine exactly.
+    ///
+    /// ```
+    /// use kern2usr::Histogram;
+    /// let (mut a, mut b) = (Histogram::new(), Histogram::new());
+    /// a.record(1_000);
+    /// b.record(3_000);
+    /// a.merge(&b);
+    /// assert_eq!((a.count(), a.min(), a.max(), a.mean()), (2, 1_000, 3_000, 2_000));
+    /// ```
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.count == 0 {
+            return;
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.spans.extend_from_slice(&other.spans);
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
     /// Values recorded.
     pub fn count(&self) -> u64 {
         self.count

@@ -7,8 +7,16 @@
 //! | `kern2usr` | efd doorbell (MEMORY_READY) | memcpy out of the mmap, checked | 7 on efd2 |
 //! | `zero-copy` | efd doorbell | checked in place in the mmap | 7 on efd2 |
 //! | `classic` | efd doorbell | `K2U_IOC_READ_BUFFER` (copy_to_user), checked | `K2U_IOC_ACK` |
-//! | `adaptive` | spin on `ready_seq`, doorbell only when asleep | memcpy out of the mmap, checked | 7 on efd2 |
+//! | `adaptive` | spin on `ready_seq`, doorbell only when asleep | memcpy out of the mmap, checked | `ack_seq` on the control page, 7 on efd2 (the module sleeps) |
+//! | `adaptive-poll` | as `adaptive` | as `adaptive` | `ack_seq`; the module polls it (`ack_poll_us`), efd2 only once it sleeps |
+//! | `ring` | a ring of slots: spin on `ready_seq`, doorbell only when asleep | checked in place in the slot | `ack_seq` (the consumer index); efd2 only when the module waits for room |
 //! | `floor` | a second thread's eventfd | memcpy of the same size, checked | the thread's second eventfd |
+//!
+//! Every mechanism runs [`runner::Config::repeats`] times per size,
+//! interleaved (repeat k runs them all, in an order rotated by k), so slow
+//! phases of the emulated machine hit all of them alike; ratios are taken
+//! within a repeat and reported as the median with the min-max spread
+//! ([`summary`]).
 //!
 //! Kernel mechanisms run with `back_to_back=1`; the module measures each
 //! round from signalling MEMORY_READY to consuming the ack (its `stats` and
@@ -18,8 +26,11 @@
 //! "Checked" means compared byte for byte with the fill pattern; a run
 //! passes when it completed its rounds with byte-exact data.
 
+pub mod cpu;
 pub mod dump;
 pub mod runner;
+pub mod scaling;
+pub mod summary;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -37,18 +48,26 @@ pub enum Mechanism {
     ZeroCopy,
     /// efd doorbell, `K2U_IOC_READ_BUFFER`, `K2U_IOC_ACK`.
     Classic,
-    /// Spin on the control page, doorbell only when asleep; memcpy.
+    /// Spin on the control page, doorbell only when asleep; memcpy; ack
+    /// through the control page.
     Adaptive,
+    /// As [`Mechanism::Adaptive`], with the module polling for the ack
+    /// (`ack_poll_us`).
+    AdaptivePoll,
+    /// A ring channel: slots checked in place, acks through `ack_seq`.
+    Ring,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order they run and are shown.
-    pub const ALL: [Mechanism; 5] = [
+    pub const ALL: [Mechanism; 7] = [
         Mechanism::Floor,
         Mechanism::Kern2usr,
         Mechanism::ZeroCopy,
         Mechanism::Classic,
         Mechanism::Adaptive,
+        Mechanism::AdaptivePoll,
+        Mechanism::Ring,
     ];
 
     /// Name in the table, the JSON and the plot (drawn on the host by
@@ -60,6 +79,8 @@ impl Mechanism {
             Mechanism::ZeroCopy => "zero-copy",
             Mechanism::Classic => "classic",
             Mechanism::Adaptive => "adaptive",
+            Mechanism::AdaptivePoll => "adaptive-poll",
+            Mechanism::Ring => "ring",
         }
     }
 
@@ -76,19 +97,25 @@ impl Mechanism {
             Mechanism::ZeroCopy => "#2ca02c",
             Mechanism::Classic => "#d62728",
             Mechanism::Adaptive => "#9467bd",
+            Mechanism::AdaptivePoll => "#8c564b",
+            Mechanism::Ring => "#17becf",
         }
     }
 }
 
-/// Default rounds per size: enough for a p99 at 4 KiB, fewer for large
-/// buffers so that a TCG guest finishes the whole benchmark in minutes.
+/// Default rounds per repeat and size: over the default 5 repeats enough
+/// for a p99 at 4 KiB, fewer for large buffers so that a TCG guest
+/// finishes the whole benchmark in minutes.
 pub fn default_rounds(size: usize) -> u64 {
     match size {
-        0..=16_384 => 10_000,
-        16_385..=262_144 => 3000,
-        _ => 1000,
+        0..=16_384 => 2000,
+        16_385..=262_144 => 600,
+        _ => 200,
     }
 }
+
+/// Default repeats of each mechanism at each size.
+pub const DEFAULT_REPEATS: u32 = 5;
 
 /// The result of one mechanism at one size.
 #[derive(Clone, Debug)]
@@ -114,6 +141,11 @@ pub struct Run {
     pub doorbells_skipped: Option<u64>,
     /// Why the run did not complete, if it did not.
     pub error: Option<String>,
+    /// Which repeat (0 and up) of the interleaved sequence it was.
+    pub repeat: u32,
+    /// CPU time the whole guest spent busy during the run (all CPUs:
+    /// the listener, its spinning, the module's work and polling).
+    pub cpu_busy: Option<Duration>,
 }
 
 impl Run {
@@ -130,6 +162,8 @@ impl Run {
             bad_rounds: 0,
             doorbells_skipped: None,
             error: None,
+            repeat: 0,
+            cpu_busy: None,
         }
     }
 
@@ -162,6 +196,17 @@ impl Run {
     pub fn max(&self) -> u64 {
         self.hist.max()
     }
+
+    /// Busy guest CPU time per completed round (ns).
+    pub fn cpu_per_round(&self) -> Option<u64> {
+        let busy = self.cpu_busy?;
+        (self.rounds > 0).then(|| duration_ns(busy) / self.rounds)
+    }
+}
+
+/// `d` in ns, saturating.
+pub fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn per_second(n: f64, wall: Duration) -> f64 {
@@ -213,6 +258,15 @@ pub struct JsonRun {
     /// log-linear buckets), from which the host draws the plot.
     #[serde(default)]
     pub histogram: Vec<JsonBucket>,
+    /// Which repeat of the interleaved sequence (0 and up).
+    #[serde(default)]
+    pub repeat: u32,
+    /// Busy guest CPU time per round (ns), all CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns_per_round: Option<u64>,
+    /// Adaptive and ring runs: rounds whose doorbell the module skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doorbells_skipped: Option<u64>,
 }
 
 /// One non-empty histogram bucket of a [`JsonRun`].
@@ -258,10 +312,81 @@ impl JsonRun {
 }
 
 /// The `--json` file.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JsonReport {
-    /// Every run, by size then mechanism.
+    /// Every run (every repeat), in the order they ran.
     pub runs: Vec<JsonRun>,
+    /// Per size and mechanism: medians over the repeats and their spread.
+    #[serde(default)]
+    pub summary: Vec<summary::JsonSummary>,
+    /// Aggregate figures with several channels at once.
+    #[serde(default)]
+    pub scaling: Vec<scaling::JsonScale>,
+    /// The targets, each met or missed.
+    #[serde(default)]
+    pub targets: Vec<summary::Target>,
+}
+
+impl JsonReport {
+    /// One run per size and mechanism with the histograms of all its
+    /// repeats merged (what the plot draws), in order of first appearance.
+    pub fn merged(&self) -> Vec<JsonRun> {
+        let mut out: Vec<JsonRun> = Vec::new();
+        for r in &self.runs {
+            match out
+                .iter_mut()
+                .find(|m| m.size == r.size && m.mechanism == r.mechanism)
+            {
+                Some(m) => m.absorb(r),
+                None => out.push(r.clone()),
+            }
+        }
+        for m in &mut out {
+            if let Some(s) = self
+                .summary
+                .iter()
+                .find(|s| s.size == m.size && s.mechanism == m.mechanism)
+            {
+                m.p50_vs_floor = s.p50_vs_floor.as_ref().map(|r| r.median);
+            }
+        }
+        out
+    }
+}
+
+impl JsonRun {
+    /// Add another repeat of the same size and mechanism: rounds and
+    /// buckets summed, min/max/mean over both; passed only if both did.
+    fn absorb(&mut self, other: &JsonRun) {
+        let (a, b) = (self.rounds as u128, other.rounds as u128);
+        let sum = u128::from(self.mean_ns) * a + u128::from(other.mean_ns) * b;
+        if let Some(mean) = sum.checked_div(a + b) {
+            self.mean_ns = u64::try_from(mean).unwrap_or(u64::MAX);
+        }
+        self.min_ns = match (self.rounds, other.rounds) {
+            (0, _) => other.min_ns,
+            (_, 0) => self.min_ns,
+            _ => self.min_ns.min(other.min_ns),
+        };
+        self.max_ns = self.max_ns.max(other.max_ns);
+        self.rounds += other.rounds;
+        self.target += other.target;
+        self.passed &= other.passed;
+        if self.error.is_none() {
+            self.error.clone_from(&other.error);
+        }
+        for b in &other.histogram {
+            match self.histogram.iter_mut().find(|x| x.low == b.low) {
+                Some(x) => x.count += b.count,
+                None => self.histogram.push(*b),
+            }
+        }
+        self.histogram.sort_by_key(|b| b.low);
+        if let Some(h) = self.hist() {
+            self.p50_ns = h.percentile(0.5);
+            self.p99_ns = h.percentile(0.99);
+        }
+    }
 }
 
 /// All runs of a benchmark.
@@ -269,6 +394,8 @@ pub struct JsonReport {
 pub struct Report {
     /// In the order they ran.
     pub runs: Vec<Run>,
+    /// The several-channels runs, in the order they ran.
+    pub scaling: Vec<scaling::ScaleRun>,
 }
 
 impl Report {
@@ -283,25 +410,37 @@ impl Report {
         v
     }
 
-    /// The floor's p50 at `size`, if it ran and measured something.
-    pub fn floor_p50(&self, size: usize) -> Option<u64> {
+    /// The p50 of `mechanism` at `size` in repeat `repeat`, if it ran and
+    /// measured something.
+    pub fn p50_of(&self, mechanism: Mechanism, size: usize, repeat: u32) -> Option<u64> {
         self.runs
             .iter()
-            .find(|r| r.mechanism == Mechanism::Floor && r.size == size && r.hist.count() > 0)
+            .find(|r| {
+                r.mechanism == mechanism
+                    && r.size == size
+                    && r.repeat == repeat
+                    && r.hist.count() > 0
+            })
             .map(Run::p50)
             .filter(|&p| p > 0)
     }
 
-    /// `run`'s p50 over the floor's at its size.
+    /// The floor's p50 at `size` in repeat `repeat`.
+    pub fn floor_p50(&self, size: usize, repeat: u32) -> Option<u64> {
+        self.p50_of(Mechanism::Floor, size, repeat)
+    }
+
+    /// `run`'s p50 over the floor's at its size, in the same repeat.
     pub fn p50_vs_floor(&self, run: &Run) -> Option<f64> {
-        let floor = self.floor_p50(run.size)?;
+        let floor = self.floor_p50(run.size, run.repeat)?;
         (run.hist.count() > 0).then(|| run.p50() as f64 / floor as f64)
     }
 
-    /// Runs that passed and failed.
+    /// Runs that passed and failed (the scaling runs included).
     pub fn tally(&self) -> (usize, usize) {
-        let passed = self.runs.iter().filter(|r| r.passed()).count();
-        (passed, self.runs.len() - passed)
+        let passed = self.runs.iter().filter(|r| r.passed()).count()
+            + self.scaling.iter().filter(|r| r.passed()).count();
+        (passed, self.runs.len() + self.scaling.len() - passed)
     }
 
     /// The closing line: `bench: N passed, N failed`.
@@ -313,6 +452,9 @@ impl Report {
     /// The `--json` contents.
     pub fn json(&self) -> JsonReport {
         JsonReport {
+            summary: self.summary().iter().map(summary::Summary::json).collect(),
+            scaling: scaling::json(&self.scaling),
+            targets: self.targets(),
             runs: self
                 .runs
                 .iter()
@@ -345,6 +487,9 @@ impl Report {
                             count: b.count,
                         })
                         .collect(),
+                    repeat: r.repeat,
+                    cpu_ns_per_round: r.cpu_per_round(),
+                    doorbells_skipped: r.doorbells_skipped,
                 })
                 .collect(),
         }
@@ -358,11 +503,13 @@ impl Report {
         s
     }
 
-    /// The table printed at the end.
-    pub fn table(&self) -> String {
+    /// One line per run (every repeat), as progress goes: the raw data
+    /// behind [`Report::table`].
+    pub fn runs_table(&self) -> String {
         let header = [
             "size",
             "mechanism",
+            "repeat",
             "rounds",
             "rounds/s",
             "GB/s",
@@ -372,65 +519,76 @@ impl Report {
             "p50/floor",
             "result",
         ];
-        let mut rows: Vec<[String; 10]> = Vec::new();
-        for r in &self.runs {
-            let result = if r.passed() {
-                "ok".to_owned()
-            } else if r.bad_rounds > 0 {
-                format!("FAILED: {} round(s) with bad data", r.bad_rounds)
-            } else {
-                format!("FAILED: {}", r.error.as_deref().unwrap_or("incomplete"))
-            };
-            let result = match r.doorbells_skipped {
-                Some(n) if r.passed() => format!("ok ({n} doorbells skipped)"),
-                _ => result,
-            };
-            let dash = |ok: bool, s: String| if ok { s } else { "-".to_owned() };
-            let some = r.hist.count() > 0;
-            rows.push([
-                format_size(r.size),
-                r.mechanism.name().to_owned(),
-                format!("{}/{}", r.rounds, r.target),
-                dash(r.rounds > 0, format!("{:.0}", r.rounds_per_s())),
-                dash(r.rounds > 0, format!("{:.3}", r.gb_per_s())),
-                dash(some, format_ns(r.p50())),
-                dash(some, format_ns(r.p99())),
-                dash(some, format_ns(r.max())),
-                self.p50_vs_floor(r)
-                    .map_or_else(|| "-".to_owned(), format_ratio),
-                result,
-            ]);
-        }
-        let mut widths = header.map(|h| h.chars().count());
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        let line = |cells: &[String], out: &mut String| {
-            let mut l = String::new();
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                let pad = w.saturating_sub(cell.chars().count());
-                // Text columns left-aligned, numbers right-aligned; the
-                // last column is not padded.
-                if i == cells.len() - 1 {
-                    l.push_str(cell);
-                } else if i <= 1 {
-                    let _ = write!(l, "{cell}{}  ", " ".repeat(pad));
-                } else {
-                    let _ = write!(l, "{}{cell}  ", " ".repeat(pad));
-                }
-            }
-            out.push_str(l.trim_end());
-            out.push('\n');
-        };
-        line(&header.map(str::to_owned), &mut out);
-        for row in &rows {
-            line(row, &mut out);
-        }
-        out
+        let rows: Vec<Vec<String>> = self
+            .runs
+            .iter()
+            .map(|r| {
+                let dash = |ok: bool, s: String| if ok { s } else { "-".to_owned() };
+                let some = r.hist.count() > 0;
+                vec![
+                    format_size(r.size),
+                    r.mechanism.name().to_owned(),
+                    r.repeat.to_string(),
+                    format!("{}/{}", r.rounds, r.target),
+                    dash(r.rounds > 0, format!("{:.0}", r.rounds_per_s())),
+                    dash(r.rounds > 0, format!("{:.3}", r.gb_per_s())),
+                    dash(some, format_ns(r.p50())),
+                    dash(some, format_ns(r.p99())),
+                    dash(some, format_ns(r.max())),
+                    self.p50_vs_floor(r)
+                        .map_or_else(|| "-".to_owned(), format_ratio),
+                    run_result(r),
+                ]
+            })
+            .collect();
+        render_table(&header, &rows, 2)
     }
+}
+
+/// `ok`, `ok (N doorbells skipped)` or `FAILED: why`.
+pub fn run_result(r: &Run) -> String {
+    if r.passed() {
+        match r.doorbells_skipped {
+            Some(n) => format!("ok ({n} doorbells skipped)"),
+            None => "ok".to_owned(),
+        }
+    } else if r.bad_rounds > 0 {
+        format!("FAILED: {} round(s) with bad data", r.bad_rounds)
+    } else {
+        format!("FAILED: {}", r.error.as_deref().unwrap_or("incomplete"))
+    }
+}
+
+/// A plain-text table: the first `text_columns` columns left-aligned,
+/// the others right-aligned, the last one not padded.
+pub fn render_table(header: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w.saturating_sub(cell.chars().count());
+            if i == cells.len() - 1 {
+                l.push_str(cell);
+            } else if i < text_columns {
+                let _ = write!(l, "{cell}{}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(l, "{}{cell}  ", " ".repeat(pad));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
+    for row in rows {
+        line(row);
+    }
+    out
 }
 
 /// A ratio with at least two significant digits: `2.05`, `0.14`, `0.012`.
@@ -525,6 +683,7 @@ mod tests {
                 adaptive,
                 run_with(Mechanism::Floor, 1 << 20, &[300_000, 310_000], 1),
             ],
+            scaling: Vec::new(),
         }
     }
 
@@ -536,7 +695,7 @@ mod tests {
         assert!((k.gb_per_s() - 4096.0 * 500.0 / 1e9).abs() < 1e-12);
         // Rank 2 of 4 is 10000, bucket [9984, 10240): its low bound,
         // clamped to min.
-        assert_eq!(rep.floor_p50(4096), Some(10_000));
+        assert_eq!(rep.floor_p50(4096, 0), Some(10_000));
         let ratio = rep.p50_vs_floor(k).unwrap_or_default();
         assert!((ratio - 2.0).abs() < 1e-9, "{ratio}");
         assert_eq!(rep.p50_vs_floor(&rep.runs[0]), Some(1.0));
@@ -568,6 +727,7 @@ mod tests {
                 "p50_vs_floor",
                 "p99_ns",
                 "passed",
+                "repeat",
                 "rounds",
                 "rounds_per_s",
                 "size",
@@ -610,7 +770,7 @@ mod tests {
 
     #[test]
     fn table_shows_units_ratios_and_failures() {
-        let text = sample_report().table();
+        let text = sample_report().runs_table();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 6);
         assert!(lines[0].starts_with("size   mechanism"), "{text}");

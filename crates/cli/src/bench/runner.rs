@@ -1,6 +1,8 @@
 //! Running the benchmark in the guest: the floor in two threads, the
 //! module's mechanisms through a [`Session`] of this process, with the
-//! module loaded fresh for each buffer size.
+//! module loaded fresh for each buffer size; every mechanism
+//! [`Config::repeats`] times, interleaved; then the several-channels runs
+//! ([`super::scaling`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,8 +25,17 @@ use kern2usr::stats::format_ns;
 pub struct Config {
     /// Buffer sizes, in order.
     pub sizes: Vec<usize>,
-    /// Rounds per run; `None`: [`super::default_rounds`] of the size.
+    /// Rounds per run (one repeat of one mechanism); `None`:
+    /// [`super::default_rounds`] of the size.
     pub rounds: Option<u64>,
+    /// How many times each mechanism runs at each size, interleaved.
+    pub repeats: u32,
+    /// Channel counts of the several-channels runs (empty: none).
+    pub scaling: Vec<usize>,
+    /// Buffer size of the several-channels runs.
+    pub scaling_size: usize,
+    /// `ack_poll_us` of the `adaptive-poll` runs.
+    pub ack_poll_us: u32,
     /// Mechanisms to run (the floor runs first, the others in this order).
     pub mechanisms: Vec<Mechanism>,
     /// The adaptive listener's spin budget.
@@ -51,30 +62,126 @@ fn protocol(msg: impl Into<String>) -> Error {
     Error::Protocol(msg.into())
 }
 
+/// `items` rotated left by `k` places: repeat k's order, so that no
+/// mechanism always runs first (after the module load) or last.
+pub fn rotated<T: Copy>(items: &[T], k: u32) -> Vec<T> {
+    let mut v = items.to_vec();
+    if !v.is_empty() {
+        let by = k as usize % v.len();
+        v.rotate_left(by);
+    }
+    v
+}
+
 /// Run everything; progress lines go to `log`. Never fails as a whole: a
 /// run that cannot complete is reported failed with its reason.
 pub fn run(cfg: &Config, log: &mut dyn Write) -> Report {
     let mut report = Report::default();
     for &size in &cfg.sizes {
-        let target = cfg.rounds(size);
-        if cfg.mechanisms.contains(&Mechanism::Floor) {
-            let r = floor(size, target, cfg.timeout, cfg.floor_same_cpu);
-            progress(log, &r);
-            report.runs.push(r);
-        }
-        let kernel: Vec<Mechanism> = cfg
-            .mechanisms
-            .iter()
-            .copied()
-            .filter(|&m| m != Mechanism::Floor)
-            .collect();
-        if kernel.is_empty() {
-            continue;
-        }
-        let mut runs = kernel_size(cfg, size, target, &kernel, log);
+        let mut runs = one_size(cfg, size, log);
         report.runs.append(&mut runs);
     }
+    if !cfg.scaling.is_empty() {
+        report.scaling = scale(cfg, log);
+    }
     report
+}
+
+/// The several-channels runs: the module loaded once, each count of
+/// channels once per repeat, interleaved.
+fn scale(cfg: &Config, log: &mut dyn Write) -> Vec<super::scaling::ScaleRun> {
+    let size = cfg.scaling_size;
+    let rounds = cfg.rounds(size);
+    let mut out = Vec::new();
+    let loaded = load(cfg, size);
+    for k in 0..cfg.repeats {
+        for n in rotated(&cfg.scaling, k) {
+            let mut r = match &loaded {
+                Ok(()) => super::scaling::run(&cfg.device, n, size, rounds, k, cfg.timeout),
+                Err(e) => super::scaling::ScaleRun::failed(
+                    n,
+                    size,
+                    rounds,
+                    k,
+                    format!("loading the module: {e}"),
+                ),
+            };
+            r.repeat = k;
+            let _ = writeln!(
+                log,
+                "bench: {n} channel(s) of {} (repeat {k}): {}",
+                format_size(size),
+                match &r.error {
+                    None => format!(
+                        "{} rounds in {:.2} s, {:.0} rounds/s, p50 {}",
+                        r.rounds,
+                        r.wall.as_secs_f64(),
+                        r.rounds_per_s(),
+                        format_ns(r.p50())
+                    ),
+                    Some(e) => format!("FAILED: {e}"),
+                }
+            );
+            out.push(r);
+        }
+    }
+    if loaded.is_ok() {
+        if let Err(e) = unload(cfg) {
+            let _ = writeln!(log, "bench: several channels: rmmod failed: {e}");
+        }
+    }
+    out
+}
+
+/// Every mechanism at `size`, `cfg.repeats` times, interleaved; the
+/// module loaded once for the size (if any mechanism needs it).
+fn one_size(cfg: &Config, size: usize, log: &mut dyn Write) -> Vec<Run> {
+    let target = cfg.rounds(size);
+    let needs_module = cfg.mechanisms.iter().any(|&m| m != Mechanism::Floor);
+    let mut bench = if needs_module {
+        Some(
+            load(cfg, size)
+                .map_err(|e| format!("loading the module: {e}"))
+                .and_then(|()| {
+                    KernelBench::open(cfg, size).map_err(|e| format!("setting up: {e}"))
+                }),
+        )
+    } else {
+        None
+    };
+    let mut runs = Vec::new();
+    for k in 0..cfg.repeats {
+        for m in rotated(&cfg.mechanisms, k) {
+            let before = super::cpu::busy();
+            let mut r = match (m, &mut bench) {
+                (Mechanism::Floor, _) => floor(size, target, cfg.timeout, cfg.floor_same_cpu),
+                (_, Some(Ok(kb))) => kb.run(m, target),
+                (_, Some(Err(e))) => {
+                    let mut r = Run::new(m, size, target);
+                    r.error = Some(e.clone());
+                    r
+                }
+                (_, None) => Run::new(m, size, target),
+            };
+            r.cpu_busy = super::cpu::between(before, super::cpu::busy());
+            r.repeat = k;
+            progress(log, &r);
+            runs.push(r);
+        }
+    }
+    // Everything of the session is closed once `bench` is: the module can go.
+    let loaded = matches!(bench, Some(Ok(_)));
+    drop(bench);
+    if loaded {
+        if let Err(e) = unload(cfg) {
+            let _ = writeln!(log, "bench: {}: rmmod failed: {e}", format_size(size));
+            if let Some(last) = runs.last_mut() {
+                last.error
+                    .get_or_insert_with(|| format!("rmmod failed: {e}"));
+            }
+        }
+    }
+    runs
 }
 
 fn progress(log: &mut dyn Write, r: &Run) {
@@ -92,9 +199,10 @@ fn progress(log: &mut dyn Write, r: &Run) {
     // Progress output is best effort.
     let _ = writeln!(
         log,
-        "bench: {} {}: {what}",
+        "bench: {} {} (repeat {}): {what}",
         format_size(r.size),
-        r.mechanism.name()
+        r.mechanism.name(),
+        r.repeat
     );
     let _ = log.flush();
 }
@@ -182,61 +290,7 @@ fn floor_into(run: &mut Run, timeout: Duration, same_cpu: bool) -> Result<()> {
     })
 }
 
-fn duration_ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Load the module for `size`, run the kernel mechanisms, unload it.
-fn kernel_size(
-    cfg: &Config,
-    size: usize,
-    target: u64,
-    mechanisms: &[Mechanism],
-    log: &mut dyn Write,
-) -> Vec<Run> {
-    let fail_all = |why: String| -> Vec<Run> {
-        mechanisms
-            .iter()
-            .map(|&m| {
-                let mut r = Run::new(m, size, target);
-                r.error = Some(why.clone());
-                r
-            })
-            .collect()
-    };
-    if let Err(e) = load(cfg, size) {
-        let runs = fail_all(format!("loading the module: {e}"));
-        for r in &runs {
-            progress(log, r);
-        }
-        return runs;
-    }
-    let mut runs = Vec::new();
-    match KernelBench::open(cfg, size) {
-        Ok(mut kb) => {
-            for &m in mechanisms {
-                let r = kb.run(m, target);
-                progress(log, &r);
-                runs.push(r);
-            }
-        }
-        Err(e) => {
-            runs = fail_all(format!("setting up: {e}"));
-            for r in &runs {
-                progress(log, r);
-            }
-        }
-    }
-    // Everything of the session is closed by now: the module can go.
-    if let Err(e) = unload(cfg) {
-        let _ = writeln!(log, "bench: {}: rmmod failed: {e}", format_size(size));
-        if let Some(last) = runs.last_mut() {
-            last.error
-                .get_or_insert_with(|| format!("rmmod failed: {e}"));
-        }
-    }
-    runs
-}
+use super::duration_ns;
 
 fn sh(program: &str, args: &[&str]) -> Result<()> {
     let out = Command::new(program)
@@ -390,7 +444,12 @@ impl<'a> KernelBench<'a> {
                     }
                     first_pattern_mismatch(&self.own)
                 }
-                Mechanism::Floor => return Err(protocol("the floor is no kernel mechanism")),
+                Mechanism::Floor | Mechanism::AdaptivePoll | Mechanism::Ring => {
+                    return Err(protocol(format!(
+                        "{} is not run through the default channel",
+                        run.mechanism.name()
+                    )))
+                }
             };
             if let Some(m) = bad {
                 run.bad_rounds += 1;
@@ -543,6 +602,10 @@ mod tests {
         let cfg = Config {
             sizes: vec![4096],
             rounds: Some(10),
+            repeats: 2,
+            scaling: vec![2],
+            scaling_size: 4096,
+            ack_poll_us: 100,
             mechanisms: vec![Mechanism::Floor, Mechanism::Kern2usr, Mechanism::Classic],
             spin: Duration::from_micros(50),
             module: dir.path().join("kern2usr.ko"),
@@ -553,17 +616,48 @@ mod tests {
         };
         let mut log = Vec::new();
         let report = run(&cfg, &mut log);
-        assert_eq!(report.runs.len(), 3);
-        assert!(report.runs[0].passed());
-        for r in &report.runs[1..] {
+        // Two repeats of three mechanisms, the second in rotated order.
+        let order: Vec<(&str, u32)> = report
+            .runs
+            .iter()
+            .map(|r| (r.mechanism.name(), r.repeat))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("floor", 0),
+                ("kern2usr", 0),
+                ("classic", 0),
+                ("kern2usr", 1),
+                ("classic", 1),
+                ("floor", 1)
+            ]
+        );
+        for r in &report.runs {
+            if r.mechanism == Mechanism::Floor {
+                assert!(r.passed(), "{:?}", r.error);
+            } else {
+                let e = r.error.as_deref().unwrap_or_default();
+                assert!(e.starts_with("loading the module: "), "{e}");
+            }
+        }
+        assert_eq!(report.scaling.len(), 2);
+        for r in &report.scaling {
             let e = r.error.as_deref().unwrap_or_default();
             assert!(e.starts_with("loading the module: "), "{e}");
         }
-        assert_eq!(report.closing_line(), "bench: 1 passed, 2 failed");
+        assert_eq!(report.closing_line(), "bench: 2 passed, 6 failed");
         let log = String::from_utf8(log)?;
-        assert!(log.contains("bench: 4 KiB floor: 10 rounds in"), "{log}");
         assert!(
-            log.contains("bench: 4 KiB classic: FAILED after 0 rounds"),
+            log.contains("bench: 4 KiB floor (repeat 1): 10 rounds in"),
+            "{log}"
+        );
+        assert!(
+            log.contains("bench: 4 KiB classic (repeat 0): FAILED after 0 rounds"),
+            "{log}"
+        );
+        assert!(
+            log.contains("bench: 2 channel(s) of 4 KiB (repeat 1): FAILED: loading the module"),
             "{log}"
         );
         Ok(())
