@@ -31,6 +31,16 @@ pub struct BenchArgs {
     /// Buffer sizes (default: 4096,65536,1048576).
     #[arg(long)]
     sizes: Option<String>,
+    /// Repeats of each mechanism, interleaved (default: the guest's, 5).
+    #[arg(long)]
+    repeats: Option<u32>,
+    /// Mechanisms, comma-separated (default: all of them).
+    #[arg(long)]
+    mechanisms: Option<String>,
+    /// Channel counts of the several-channels runs, or `none` (default:
+    /// 1,2,4,8).
+    #[arg(long)]
+    channels: Option<String>,
     /// Where to write the results as JSON (default: target/bench/bench.json).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -54,8 +64,37 @@ impl BenchArgs {
     }
 }
 
+/// What the guest runs besides the defaults.
+#[derive(Default)]
+pub struct GuestOptions<'a> {
+    /// `--rounds`.
+    pub rounds: Option<u64>,
+    /// `--sizes`.
+    pub sizes: Option<&'a str>,
+    /// `--repeats`.
+    pub repeats: Option<u32>,
+    /// `--mechanisms`.
+    pub mechanisms: Option<&'a str>,
+    /// `--channels`.
+    pub channels: Option<&'a str>,
+}
+
+/// A comma-separated list of names or numbers, safe on the kernel command
+/// line (letters, digits, `-` and `,` only).
+fn plain_list(what: &str, s: &str) -> Result<()> {
+    if s.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ',' || c == '-')
+    {
+        bail!("--{what} must be a comma-separated list of names or numbers, not {s:?}");
+    }
+    Ok(())
+}
+
 /// The guest command.
-pub fn guest_command(rounds: Option<u64>, sizes: Option<&str>) -> Result<String> {
+pub fn guest_command(o: &GuestOptions<'_>) -> Result<String> {
+    let (rounds, sizes) = (o.rounds, o.sizes);
     let mut run = "kern2usr bench --dump".to_string();
     if let Some(r) = rounds {
         if r == 0 {
@@ -68,6 +107,18 @@ pub fn guest_command(rounds: Option<u64>, sizes: Option<&str>) -> Result<String>
             bail!("--sizes must be a comma-separated list like 4096,64k,1M, not {s:?}");
         }
         run.push_str(&format!(" --sizes {s}"));
+    }
+    if let Some(r) = o.repeats {
+        if r == 0 {
+            bail!("--repeats must be at least 1");
+        }
+        run.push_str(&format!(" --repeats {r}"));
+    }
+    for (what, value) in [("mechanisms", o.mechanisms), ("channels", o.channels)] {
+        if let Some(v) = value {
+            plain_list(what, v)?;
+            run.push_str(&format!(" --{what} {v}"));
+        }
     }
     Ok(run)
 }
@@ -89,7 +140,13 @@ pub fn write_plot(text: &str, path: &Path) -> Result<()> {
 
 /// `cargo xtask bench`.
 pub fn bench(args: &BenchArgs) -> Result<()> {
-    let run = guest_command(args.rounds, args.sizes.as_deref())?;
+    let run = guest_command(&GuestOptions {
+        rounds: args.rounds,
+        sizes: args.sizes.as_deref(),
+        repeats: args.repeats,
+        mechanisms: args.mechanisms.as_deref(),
+        channels: args.channels.as_deref(),
+    })?;
     let json = args
         .json
         .clone()
@@ -149,13 +206,40 @@ mod tests {
 
     #[test]
     fn guest_command_carries_the_options() -> Result<()> {
-        assert_eq!(guest_command(None, None)?, "kern2usr bench --dump");
+        let none = GuestOptions::default();
+        assert_eq!(guest_command(&none)?, "kern2usr bench --dump");
         assert_eq!(
-            guest_command(Some(500), Some("4096,1M"))?,
-            "kern2usr bench --dump --rounds 500 --sizes 4096,1M"
+            guest_command(&GuestOptions {
+                rounds: Some(500),
+                sizes: Some("4096,1M"),
+                repeats: Some(3),
+                mechanisms: Some("floor,adaptive-poll"),
+                channels: Some("none"),
+            })?,
+            "kern2usr bench --dump --rounds 500 --sizes 4096,1M --repeats 3 \
+             --mechanisms floor,adaptive-poll --channels none"
         );
-        assert!(guest_command(Some(0), None).is_err());
-        assert!(guest_command(None, Some("4096; reboot")).is_err());
+        let bad = |o: GuestOptions<'_>| guest_command(&o).is_err();
+        assert!(bad(GuestOptions {
+            rounds: Some(0),
+            ..GuestOptions::default()
+        }));
+        assert!(bad(GuestOptions {
+            repeats: Some(0),
+            ..GuestOptions::default()
+        }));
+        assert!(bad(GuestOptions {
+            sizes: Some("4096; reboot"),
+            ..GuestOptions::default()
+        }));
+        assert!(bad(GuestOptions {
+            mechanisms: Some("floor reboot"),
+            ..GuestOptions::default()
+        }));
+        assert!(bad(GuestOptions {
+            channels: Some(""),
+            ..GuestOptions::default()
+        }));
         Ok(())
     }
 
