@@ -144,9 +144,9 @@ pub enum Command {
         #[arg(long)]
         rounds: Option<u64>,
         /// Mechanisms to run, comma-separated (floor, kern2usr, zero-copy,
-        /// classic, adaptive).
+        /// classic, adaptive, and the peers netlink and relay).
         #[arg(long, value_delimiter = ',', value_parser = parse_mechanism,
-              default_value = "floor,kern2usr,zero-copy,classic,adaptive")]
+              default_value = "floor,kern2usr,zero-copy,classic,adaptive,netlink,relay")]
         mechanisms: Vec<Mechanism>,
         /// The adaptive run's spin budget in microseconds.
         #[arg(long, value_name = "US", default_value_t = 200)]
@@ -162,6 +162,10 @@ pub enum Command {
         /// The module file to insmod for each size.
         #[arg(long, default_value = "/root/kern2usr/kern/kern2usr.ko")]
         module: PathBuf,
+        /// The peers' module (netlink and relay), insmod'ed for each of
+        /// their runs.
+        #[arg(long, default_value = "/root/kern2usr/kern/k2u_bench_peers.ko")]
+        peers_module: PathBuf,
         /// Longest wait for one round or command, in seconds.
         #[arg(long, value_name = "S", default_value_t = 20)]
         timeout: u64,

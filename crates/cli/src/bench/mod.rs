@@ -9,8 +9,11 @@
 //! | `classic` | efd doorbell | `K2U_IOC_READ_BUFFER` (copy_to_user), checked | `K2U_IOC_ACK` |
 //! | `adaptive` | spin on `ready_seq`, doorbell only when asleep | memcpy out of the mmap, checked | 7 on efd2 |
 //! | `floor` | a second thread's eventfd | memcpy of the same size, checked | the thread's second eventfd |
+//! | `netlink` | a generic netlink message to our socket ([`peers`]) | recv(), checked | a netlink message back |
+//! | `relay` | poll() on the mapped relay file ([`peers`]) | checked in place | the sequence written to a debugfs file |
 //!
-//! Kernel mechanisms run with `back_to_back=1`; the module measures each
+//! The peers (`netlink`, `relay`) run in `k2u_bench_peers.ko`, timed the
+//! same way into the same buckets. Kernel mechanisms run with `back_to_back=1`; the module measures each
 //! round from signalling MEMORY_READY to consuming the ack (its `stats` and
 //! `histogram`). The floor measures the same span on the initiating thread
 //! with CLOCK_MONOTONIC into a [`Histogram`] with the same buckets, so every
@@ -19,6 +22,7 @@
 //! passes when it completed its rounds with byte-exact data.
 
 pub mod dump;
+pub mod peers;
 pub mod runner;
 
 use std::fmt::Write as _;
@@ -39,17 +43,28 @@ pub enum Mechanism {
     Classic,
     /// Spin on the control page, doorbell only when asleep; memcpy.
     Adaptive,
+    /// Peer: a generic netlink message, acked by one back.
+    Netlink,
+    /// Peer: a relay channel's mapped sub-buffer, acked through debugfs.
+    Relay,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order they run and are shown.
-    pub const ALL: [Mechanism; 5] = [
+    pub const ALL: [Mechanism; 7] = [
         Mechanism::Floor,
         Mechanism::Kern2usr,
         Mechanism::ZeroCopy,
         Mechanism::Classic,
         Mechanism::Adaptive,
+        Mechanism::Netlink,
+        Mechanism::Relay,
     ];
+
+    /// A peer, run by `k2u_bench_peers.ko` ([`peers`]), not by kern2usr.
+    pub const fn is_peer(self) -> bool {
+        matches!(self, Mechanism::Netlink | Mechanism::Relay)
+    }
 
     /// Name in the table, the JSON and the plot (drawn on the host by
     /// `cargo xtask bench` from the JSON).
@@ -60,6 +75,8 @@ impl Mechanism {
             Mechanism::ZeroCopy => "zero-copy",
             Mechanism::Classic => "classic",
             Mechanism::Adaptive => "adaptive",
+            Mechanism::Netlink => "netlink",
+            Mechanism::Relay => "relay",
         }
     }
 
@@ -76,6 +93,8 @@ impl Mechanism {
             Mechanism::ZeroCopy => "#2ca02c",
             Mechanism::Classic => "#d62728",
             Mechanism::Adaptive => "#9467bd",
+            Mechanism::Netlink => "#ff7f0e",
+            Mechanism::Relay => "#8c564b",
         }
     }
 }

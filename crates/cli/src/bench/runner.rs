@@ -39,6 +39,8 @@ pub struct Config {
     pub timeout: Duration,
     /// Run both floor threads on one CPU (no cross-CPU wake-ups).
     pub floor_same_cpu: bool,
+    /// `k2u_bench_peers.ko`, insmod'ed for each peer run ([`super::peers`]).
+    pub peers_module: PathBuf,
 }
 
 impl Config {
@@ -66,15 +68,32 @@ pub fn run(cfg: &Config, log: &mut dyn Write) -> Report {
             .mechanisms
             .iter()
             .copied()
-            .filter(|&m| m != Mechanism::Floor)
+            .filter(|&m| m != Mechanism::Floor && !m.is_peer())
             .collect();
-        if kernel.is_empty() {
-            continue;
+        if !kernel.is_empty() {
+            let mut runs = kernel_size(cfg, size, target, &kernel, log);
+            report.runs.append(&mut runs);
         }
-        let mut runs = kernel_size(cfg, size, target, &kernel, log);
-        report.runs.append(&mut runs);
+        for &m in cfg.mechanisms.iter().filter(|m| m.is_peer()) {
+            let r = peer(cfg, m, size, target);
+            progress(log, &r);
+            report.runs.push(r);
+        }
     }
     report
+}
+
+/// One run of the peer `m` (loads and unloads its module).
+pub fn peer(cfg: &Config, m: Mechanism, size: usize, target: u64) -> Run {
+    match m {
+        Mechanism::Netlink => super::peers::netlink(size, target, cfg.timeout, &cfg.peers_module),
+        Mechanism::Relay => super::peers::relay(size, target, cfg.timeout, &cfg.peers_module),
+        _ => {
+            let mut r = Run::new(m, size, target);
+            r.error = Some(format!("{} is no peer", m.name()));
+            r
+        }
+    }
 }
 
 fn progress(log: &mut dyn Write, r: &Run) {
@@ -390,7 +409,12 @@ impl<'a> KernelBench<'a> {
                     }
                     first_pattern_mismatch(&self.own)
                 }
-                Mechanism::Floor => return Err(protocol("the floor is no kernel mechanism")),
+                Mechanism::Floor | Mechanism::Netlink | Mechanism::Relay => {
+                    return Err(protocol(format!(
+                        "{} is no kern2usr mechanism",
+                        run.mechanism.name()
+                    )))
+                }
             };
             if let Some(m) = bad {
                 run.bad_rounds += 1;
@@ -550,6 +574,7 @@ mod tests {
             params: Params::at_dir(dir.path().join("params")),
             timeout: Duration::from_secs(1),
             floor_same_cpu: true,
+            peers_module: dir.path().join("k2u_bench_peers.ko"),
         };
         let mut log = Vec::new();
         let report = run(&cfg, &mut log);
