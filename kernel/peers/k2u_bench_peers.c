@@ -352,6 +352,10 @@ too_small:
 	return -EMSGSIZE;
 }
 
+/* Relay (CONFIG_RELAY: Debian's images have it). */
+
+#if IS_ENABLED(CONFIG_RELAY)
+
 /* One relay round: header and data into a sub-buffer, then complete it. */
 static void k2ub_relay_send(void)
 {
@@ -364,6 +368,146 @@ static void k2ub_relay_send(void)
 	relay_write(k2ub.chan, &hdr, sizeof(hdr));
 	relay_write(k2ub.chan, k2ub_pattern, k2ub.size);
 	relay_flush(k2ub.chan);
+}
+
+#ifdef K2UB_RELAY_PREV_PADDING
+static int k2ub_subbuf_start(struct rchan_buf *buf, void *subbuf,
+			     void *prev_subbuf, size_t prev_padding)
+#else
+static int k2ub_subbuf_start(struct rchan_buf *buf, void *subbuf,
+			     void *prev_subbuf)
+#endif
+{
+	/* Never overwrite a sub-buffer the listener has not consumed. */
+	if (relay_buf_full(buf)) {
+		k2ub.relay_full++;
+		return 0;
+	}
+	return 1;
+}
+
+static struct dentry *k2ub_create_buf_file(const char *filename,
+					   struct dentry *parent, umode_t mode,
+					   struct rchan_buf *buf, int *is_global)
+{
+	struct dentry *d;
+
+	*is_global = 1;
+	/*
+	 * The unsafe variant: the file's own operations, mmap included (the
+	 * full proxy has none); k2ub_relay_fops pins this module while the
+	 * file is open or mapped.
+	 */
+	d = debugfs_create_file_unsafe(filename, 0400, parent, buf,
+				       k2ub_relay_fops);
+	return IS_ERR(d) ? NULL : d;
+}
+
+static int k2ub_remove_buf_file(struct dentry *dentry)
+{
+	debugfs_remove(dentry);
+	return 0;
+}
+
+static const struct rchan_callbacks k2ub_relay_callbacks = {
+	.subbuf_start = k2ub_subbuf_start,
+	.create_buf_file = k2ub_create_buf_file,
+	.remove_buf_file = k2ub_remove_buf_file,
+};
+
+/* k2ub_lock held, no run going. */
+static void k2ub_relay_close(void)
+{
+	if (k2ub.chan) {
+		relay_close(k2ub.chan);
+		k2ub.chan = NULL;
+	}
+	if (k2ub.mech == K2UB_RELAY)
+		k2ub.mech = K2UB_NONE;
+}
+
+static int k2ub_relay_prepare(u32 size, u32 rounds)
+{
+	int err = k2ub_check_size(size, rounds);
+
+	if (err)
+		return err;
+	if (k2ub.running) {
+		pr_warn_ratelimited("relay setup while a %s run is going\n",
+				    k2ub_mech_names[k2ub.mech]);
+		return -EBUSY;
+	}
+	k2ub_relay_close();
+	k2ub.chan = relay_open("relay", k2ub_dir, size + PAGE_SIZE,
+			       K2UB_RELAY_SUBBUFS, &k2ub_relay_callbacks, NULL);
+	if (!k2ub.chan) {
+		pr_warn("relay_open of %u sub-buffers of %lu bytes failed\n",
+			K2UB_RELAY_SUBBUFS, size + PAGE_SIZE);
+		return -ENOMEM;
+	}
+	k2ub_begin(K2UB_RELAY, size, rounds);
+	return 0;
+}
+
+/* The listener consumed the round's sub-buffer; k2ub_lock held. */
+static void k2ub_relay_consumed(void)
+{
+	relay_subbufs_consumed(k2ub.chan, 0, 1);
+}
+
+static int k2ub_relay_fops_init(void)
+{
+	k2ub_relay_fops = kmemdup(&relay_file_operations,
+				  sizeof(relay_file_operations), GFP_KERNEL);
+	if (!k2ub_relay_fops)
+		return -ENOMEM;
+	k2ub_relay_fops->owner = THIS_MODULE;
+	return 0;
+}
+
+#else /* !CONFIG_RELAY */
+
+static void k2ub_relay_send(void)
+{
+}
+
+static void k2ub_relay_consumed(void)
+{
+}
+
+static void k2ub_relay_close(void)
+{
+	if (k2ub.mech == K2UB_RELAY)
+		k2ub.mech = K2UB_NONE;
+}
+
+static int k2ub_relay_prepare(u32 size, u32 rounds)
+{
+	pr_warn_ratelimited("relay: this kernel is built without CONFIG_RELAY\n");
+	return -EOPNOTSUPP;
+}
+
+static int k2ub_relay_fops_init(void)
+{
+	return 0;
+}
+
+#endif /* CONFIG_RELAY */
+
+static int k2ub_relay_go(void)
+{
+	if (k2ub.running) {
+		pr_warn_ratelimited("relay go while a %s run is going\n",
+				    k2ub_mech_names[k2ub.mech]);
+		return -EBUSY;
+	}
+	if (k2ub.mech != K2UB_RELAY || !k2ub.chan || k2ub.seq) {
+		pr_warn_ratelimited("relay go without a fresh `relay SIZE ROUNDS`\n");
+		return -ENOENT;
+	}
+	k2ub.running = true;
+	queue_work(k2ub_wq, &k2ub_work);
+	return 0;
 }
 
 static void k2ub_round_work(struct work_struct *work)
@@ -408,7 +552,7 @@ static int k2ub_ack(enum k2ub_mech mech, u32 seq, u64 now)
 	k2ub.awaiting = false;
 	k2ub.acked++;
 	if (mech == K2UB_RELAY)
-		relay_subbufs_consumed(k2ub.chan, 0, 1);
+		k2ub_relay_consumed();
 	if (k2ub.acked == k2ub.rounds)
 		k2ub_end(0);
 	else
@@ -503,103 +647,6 @@ static struct genl_family k2ub_family = {
 	.resv_start_op = __K2UB_CMD_MAX,
 };
 
-/* Relay. */
-
-#ifdef K2UB_RELAY_PREV_PADDING
-static int k2ub_subbuf_start(struct rchan_buf *buf, void *subbuf,
-			     void *prev_subbuf, size_t prev_padding)
-#else
-static int k2ub_subbuf_start(struct rchan_buf *buf, void *subbuf,
-			     void *prev_subbuf)
-#endif
-{
-	/* Never overwrite a sub-buffer the listener has not consumed. */
-	if (relay_buf_full(buf)) {
-		k2ub.relay_full++;
-		return 0;
-	}
-	return 1;
-}
-
-static struct dentry *k2ub_create_buf_file(const char *filename,
-					   struct dentry *parent, umode_t mode,
-					   struct rchan_buf *buf, int *is_global)
-{
-	struct dentry *d;
-
-	*is_global = 1;
-	/*
-	 * The unsafe variant: the file's own operations, mmap included (the
-	 * full proxy has none); k2ub_relay_fops pins this module while the
-	 * file is open or mapped.
-	 */
-	d = debugfs_create_file_unsafe(filename, 0400, parent, buf,
-				       k2ub_relay_fops);
-	return IS_ERR(d) ? NULL : d;
-}
-
-static int k2ub_remove_buf_file(struct dentry *dentry)
-{
-	debugfs_remove(dentry);
-	return 0;
-}
-
-static const struct rchan_callbacks k2ub_relay_callbacks = {
-	.subbuf_start = k2ub_subbuf_start,
-	.create_buf_file = k2ub_create_buf_file,
-	.remove_buf_file = k2ub_remove_buf_file,
-};
-
-/* k2ub_lock held, no run going. */
-static void k2ub_relay_close(void)
-{
-	if (k2ub.chan) {
-		relay_close(k2ub.chan);
-		k2ub.chan = NULL;
-	}
-	if (k2ub.mech == K2UB_RELAY)
-		k2ub.mech = K2UB_NONE;
-}
-
-static int k2ub_relay_prepare(u32 size, u32 rounds)
-{
-	int err = k2ub_check_size(size, rounds);
-
-	if (err)
-		return err;
-	if (k2ub.running) {
-		pr_warn_ratelimited("relay setup while a %s run is going\n",
-				    k2ub_mech_names[k2ub.mech]);
-		return -EBUSY;
-	}
-	k2ub_relay_close();
-	k2ub.chan = relay_open("relay", k2ub_dir, size + PAGE_SIZE,
-			       K2UB_RELAY_SUBBUFS, &k2ub_relay_callbacks, NULL);
-	if (!k2ub.chan) {
-		pr_warn("relay_open of %u sub-buffers of %lu bytes failed\n",
-			K2UB_RELAY_SUBBUFS, size + PAGE_SIZE);
-		return -ENOMEM;
-	}
-	k2ub_begin(K2UB_RELAY, size, rounds);
-	return 0;
-}
-
-static int k2ub_relay_go(void)
-{
-	if (k2ub.running) {
-		pr_warn_ratelimited("relay go while a %s run is going\n",
-				    k2ub_mech_names[k2ub.mech]);
-		return -EBUSY;
-	}
-	if (k2ub.mech != K2UB_RELAY || !k2ub.chan || k2ub.seq) {
-		pr_warn_ratelimited("relay go without a fresh `relay SIZE ROUNDS`\n");
-		return -ENOENT;
-	}
-	k2ub.running = true;
-	queue_work(k2ub_wq, &k2ub_work);
-	return 0;
-}
-
 /* debugfs control and relay_ack. */
 
 static ssize_t k2ub_control_write(struct file *file, const char __user *ubuf,
@@ -684,11 +731,9 @@ static int __init k2ub_init(void)
 		spin_lock_init(&k2ub_st[i].lock);
 		k2ub_stats_reset(&k2ub_st[i]);
 	}
-	k2ub_relay_fops = kmemdup(&relay_file_operations,
-				  sizeof(relay_file_operations), GFP_KERNEL);
-	if (!k2ub_relay_fops)
-		return -ENOMEM;
-	k2ub_relay_fops->owner = THIS_MODULE;
+	err = k2ub_relay_fops_init();
+	if (err)
+		return err;
 
 	k2ub_pattern = kvmalloc(K2UB_MAX_SIZE, GFP_KERNEL);
 	if (!k2ub_pattern) {
