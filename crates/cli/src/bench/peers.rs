@@ -358,6 +358,12 @@ fn with_module(
 ) -> Run {
     let mut run = Run::new(mechanism, size, target);
     let loaded_ok = (|| -> Result<()> {
+        if !module.exists() {
+            bail!(
+                "no module at {} (--peers-module; `cargo xtask bench` builds and packs it)",
+                module.display()
+            );
+        }
         if loaded() {
             sh("rmmod", &[MODULE_NAME])?;
         }
@@ -823,6 +829,23 @@ mod tests {
         )?;
         assert_eq!(family_id(&parse(&answer)?)?, 0x25);
         Ok(())
+    }
+
+    #[test]
+    fn a_missing_module_fails_the_run_with_the_reason() {
+        let missing = Path::new("/nonexistent/k2u_bench_peers.ko");
+        for r in [
+            netlink(4096, 10, Duration::from_secs(1), missing),
+            relay(4096, 10, Duration::from_secs(1), missing),
+        ] {
+            assert!(!r.passed());
+            assert_eq!(r.rounds, 0);
+            let e = r.error.unwrap_or_default();
+            assert!(
+                e.starts_with("loading the peers module: no module at /nonexistent/"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
