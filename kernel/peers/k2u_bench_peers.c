@@ -327,7 +327,6 @@ static int k2ub_netlink_send(void)
 	struct sk_buff *skb;
 	u32 off, len;
 	void *hdr;
-	int err;
 
 	for (off = 0; off < k2ub.size; off += K2UB_CHUNK)
 		payload += nla_total_size(min(K2UB_CHUNK, k2ub.size - off));
@@ -345,8 +344,8 @@ static int k2ub_netlink_send(void)
 			goto too_small;
 	}
 	genlmsg_end(skb, hdr);
-	err = genlmsg_unicast(k2ub.net, skb, k2ub.portid);
-	return err;
+	/* Consumes skb, also on failure (ECONNREFUSED: the socket is gone). */
+	return genlmsg_unicast(k2ub.net, skb, k2ub.portid);
 too_small:
 	nlmsg_free(skb);
 	return -EMSGSIZE;
