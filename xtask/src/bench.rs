@@ -167,12 +167,20 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         return Ok(());
     }
     let series = args.kernel;
-    let (kernel, image) = crate::prepare(
+    // The peers (netlink, relay) run from their own module, built here.
+    let (kernel, image) = crate::prepare_with(
         series,
         args.kernel_version.as_deref(),
         Some(&args.module),
+        None,
         true,
         &run,
+        &|kernel| {
+            let ko = crate::util::stage(format!("build module peers for {series}"), || {
+                crate::build::build_peers(kernel)
+            })?;
+            Ok(vec![ko])
+        },
     )?;
     let name = format!("{}@{series}", args.module);
     let boot = crate::qemu::Boot::of(

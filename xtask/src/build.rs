@@ -133,7 +133,22 @@ pub fn build_module(kernel: &Unpacked, module: &str) -> Result<PathBuf> {
             src.display()
         );
     }
-    let mut make = kernel.make_command(&out);
+    make_in(kernel, &out, module)?;
+    let ko = out.join(MODULE_FILE);
+    if !ko.exists() {
+        bail!(
+            "make succeeded but {} is missing; does kernel/{module}/Kbuild build {MODULE_FILE}?",
+            ko.display()
+        );
+    }
+    say(format!("module {module}: built {}", ko.display()));
+    Ok(ko)
+}
+
+/// Runs kbuild in `out` against `kernel`'s headers; fails on a failed
+/// build or any warning. The log goes to `out/build.log`.
+fn make_in(kernel: &Unpacked, out: &Path, module: &str) -> Result<()> {
+    let mut make = kernel.make_command(out);
     say(format!("module {module}: {}", describe(&make)));
     let output = crate::util::output_timeout(&mut make, MAKE_LIMIT)
         .with_context(|| "could not build the module; run `cargo xtask deps`".to_string())?;
@@ -164,14 +179,41 @@ pub fn build_module(kernel: &Unpacked, module: &str) -> Result<PathBuf> {
             warnings.join("\n")
         );
     }
-    let ko = out.join(MODULE_FILE);
-    if !ko.exists() {
-        bail!(
-            "make succeeded but {} is missing; does kernel/{module}/Kbuild build {MODULE_FILE}?",
-            ko.display()
-        );
+    Ok(())
+}
+
+/// The bench peers' module (kernel/peers/, `cargo xtask bench` only).
+pub const PEERS_MODULE_FILE: &str = "k2u_bench_peers.ko";
+/// Files of `kernel/c/` the peers' module builds with, copied beside it.
+pub const PEERS_FROM_C: &[&str] = &["kern2usr_abi.h"];
+
+/// Copies `kernel/peers/` (and [`PEERS_FROM_C`]) to
+/// `target/kmod/peers-<series>/` and builds it against `kernel`'s headers.
+/// Returns the `.ko` path.
+pub fn build_peers(kernel: &Unpacked) -> Result<PathBuf> {
+    let src = repo_root().join("kernel/peers");
+    let out = target_dir()
+        .join("kmod")
+        .join(format!("peers-{}", kernel.kernel.series));
+    say(format!(
+        "module peers: copying sources from {} to {}",
+        src.display(),
+        out.display()
+    ));
+    remove_dir_if_exists(&out)?;
+    create_dir(&out)?;
+    copy_sources(&src, &out, |_| false)?;
+    for name in PEERS_FROM_C {
+        let from = repo_root().join("kernel/c").join(name);
+        std::fs::copy(&from, out.join(name))
+            .with_context(|| format!("could not copy {}", from.display()))?;
     }
-    say(format!("module {module}: built {}", ko.display()));
+    make_in(kernel, &out, "peers")?;
+    let ko = out.join(PEERS_MODULE_FILE);
+    if !ko.exists() {
+        bail!("make succeeded but {} is missing", ko.display());
+    }
+    say(format!("module peers: built {}", ko.display()));
     Ok(ko)
 }
 

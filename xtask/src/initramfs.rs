@@ -6,6 +6,7 @@
 //! /usr/bin/kern2usr, kern2usr-vmtest   static guest binaries
 //! /usr/bin/seed-client                 the 2017 client's calls (tests/seed-client)
 //! /root/kern2usr/kern/kern2usr.ko      the module
+//! /root/kern2usr/kern/<other>.ko       extra modules (the bench's peers)
 //! /root/kern2usr/scripts/create_chdev.sh
 //! /etc/k2u-run                         the guest command
 //! ```
@@ -71,6 +72,9 @@ pub struct Contents<'a> {
     pub user: Option<&'a UserBins>,
     /// The one-line guest command.
     pub run: &'a str,
+    /// More modules for /root/kern2usr/kern/ (`cargo xtask bench`: the
+    /// peers' module).
+    pub extra_modules: &'a [PathBuf],
 }
 
 /// Host path of the static busybox.
@@ -173,6 +177,12 @@ pub fn build(name: &str, contents: &Contents<'_>) -> Result<PathBuf> {
                 0o644,
             )?;
         }
+    }
+    for ko in contents.extra_modules {
+        let name = ko
+            .file_name()
+            .with_context(|| format!("{} has no file name", ko.display()))?;
+        copy(ko, &tree.join("root/kern2usr/kern").join(name), 0o644)?;
     }
     let chdev = repo_root().join("scripts/create_chdev.sh");
     if chdev.exists() {

@@ -177,6 +177,22 @@ pub fn prepare_from(
     user: bool,
     run: &str,
 ) -> Result<(kernels::Unpacked, PathBuf)> {
+    prepare_with(series, version, module, prebuilt, user, run, &|_| {
+        Ok(Vec::new())
+    })
+}
+
+/// [`prepare_from`], with `extra` building more modules for the kernel
+/// (into /root/kern2usr/kern/ beside the module; the bench's peers).
+pub fn prepare_with(
+    series: Series,
+    version: Option<&str>,
+    module: Option<&str>,
+    prebuilt: Option<&std::path::Path>,
+    user: bool,
+    run: &str,
+    extra: &dyn Fn(&kernels::Unpacked) -> Result<Vec<PathBuf>>,
+) -> Result<(kernels::Unpacked, PathBuf)> {
     let kernel = util::stage(format!("fetch kernel {series}"), || {
         kernels::fetch(series, version)
     })?;
@@ -206,10 +222,12 @@ pub fn prepare_from(
         Some(m) => format!("{m}-{series}"),
         None => format!("nomodule-{series}"),
     };
+    let extra_modules = extra(&kernel)?;
     let contents = initramfs::Contents {
         module: ko.as_deref(),
         user: bins.as_ref(),
         run,
+        extra_modules: &extra_modules,
     };
     let image = util::stage(format!("pack the initramfs for {series}"), || {
         initramfs::build(&name, &contents)

@@ -240,8 +240,8 @@ pub(crate) mod tests {
         r
     }
 
-    /// A report as the guest writes it: every mechanism at 4 KiB (classic
-    /// failed), the floor alone at 1 MiB.
+    /// A report as the guest writes it: every mechanism (the peers
+    /// included) at 4 KiB (classic failed), the floor alone at 1 MiB.
     fn sample() -> JsonReport {
         let spread = |base: u64| -> Vec<u64> { (0..200).map(|i| base + i * base / 100).collect() };
         let mut failed = run_with(Mechanism::Classic, 4096, &spread(30_000));
@@ -256,6 +256,8 @@ pub(crate) mod tests {
                 run_with(Mechanism::Adaptive, 4096, &spread(8_000)),
                 run_with(Mechanism::AdaptivePoll, 4096, &spread(6_000)),
                 run_with(Mechanism::Ring, 4096, &spread(12_000)),
+                run_with(Mechanism::Netlink, 4096, &spread(25_000)),
+                run_with(Mechanism::Relay, 4096, &spread(22_000)),
                 run_with(Mechanism::Floor, 1 << 20, &spread(300_000)),
                 // A second repeat of the 4 KiB floor: drawn merged with
                 // the first, as one curve.

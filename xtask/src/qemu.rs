@@ -235,6 +235,7 @@ fn probe_kvm(kernel: &crate::kernels::Unpacked) -> Result<Duration> {
         module: None,
         user: None,
         run: "true",
+        extra_modules: &[],
     };
     let image = crate::initramfs::build("kvm-probe", &contents)?;
     let boot = Boot {

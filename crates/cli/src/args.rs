@@ -149,9 +149,10 @@ pub enum Command {
               value_parser = clap::value_parser!(u32).range(1..=100))]
         repeats: u32,
         /// Mechanisms to run, comma-separated (floor, kern2usr, zero-copy,
-        /// classic, adaptive, adaptive-poll, ring).
+        /// classic, adaptive, adaptive-poll, ring, and the peers netlink
+        /// and relay).
         #[arg(long, value_delimiter = ',', value_parser = parse_mechanism,
-              default_value = "floor,kern2usr,zero-copy,classic,adaptive,adaptive-poll,ring")]
+              default_value = "floor,kern2usr,zero-copy,classic,adaptive,adaptive-poll,ring,netlink,relay")]
         mechanisms: Vec<Mechanism>,
         /// Channel counts of the several-channels runs, comma-separated
         /// (each channel its own thread, 4 KiB, back to back), or `none`.
@@ -175,6 +176,10 @@ pub enum Command {
         /// The module file to insmod for each size.
         #[arg(long, default_value = "/root/kern2usr/kern/kern2usr.ko")]
         module: PathBuf,
+        /// The peers' module (netlink and relay), insmod'ed for each of
+        /// their runs.
+        #[arg(long, default_value = "/root/kern2usr/kern/k2u_bench_peers.ko")]
+        peers_module: PathBuf,
         /// Longest wait for one round or command, in seconds.
         #[arg(long, value_name = "S", default_value_t = 20)]
         timeout: u64,

@@ -138,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             dump,
             module,
+            peers_module,
             timeout,
             floor_cpu,
         } => {
@@ -155,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 params,
                 timeout: Duration::from_secs(timeout),
                 floor_same_cpu: floor_cpu == FloorCpu::Same,
+                peers_module,
             };
             run_bench(&config, json, dump)
         }

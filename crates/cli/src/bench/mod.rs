@@ -11,6 +11,8 @@
 //! | `adaptive-poll` | as `adaptive` | as `adaptive` | `ack_seq`; the module polls it (`ack_poll_us`), efd2 only once it sleeps |
 //! | `ring` | a ring of slots: spin on `ready_seq`, doorbell only when asleep | checked in place in the slot | `ack_seq` (the consumer index); efd2 only when the module waits for room |
 //! | `floor` | a second thread's eventfd | memcpy of the same size, checked | the thread's second eventfd |
+//! | `netlink` | a generic netlink message to our socket ([`peers`]) | recv(), checked | a netlink message back |
+//! | `relay` | poll() on the mapped relay file ([`peers`]) | checked in place | the sequence written to a debugfs file |
 //!
 //! Every mechanism runs [`runner::Config::repeats`] times per size,
 //! interleaved (repeat k runs them all, in an order rotated by k), so slow
@@ -18,7 +20,9 @@
 //! within a repeat and reported as the median with the min-max spread
 //! ([`summary`]).
 //!
-//! Kernel mechanisms run with `back_to_back=1`; the module measures each
+//! The peers (`netlink`, `relay`) run in `k2u_bench_peers.ko`, timed the
+//! same way into the same buckets. Kernel mechanisms run with
+//! `back_to_back=1`; the module measures each
 //! round from signalling MEMORY_READY to consuming the ack (its `stats` and
 //! `histogram`). The floor measures the same span on the initiating thread
 //! with CLOCK_MONOTONIC into a [`Histogram`] with the same buckets, so every
@@ -28,6 +32,7 @@
 
 pub mod cpu;
 pub mod dump;
+pub mod peers;
 pub mod runner;
 pub mod scaling;
 pub mod summary;
@@ -56,11 +61,15 @@ pub enum Mechanism {
     AdaptivePoll,
     /// A ring channel: slots checked in place, acks through `ack_seq`.
     Ring,
+    /// Peer: a generic netlink message, acked by one back.
+    Netlink,
+    /// Peer: a relay channel's mapped sub-buffer, acked through debugfs.
+    Relay,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order they run and are shown.
-    pub const ALL: [Mechanism; 7] = [
+    pub const ALL: [Mechanism; 9] = [
         Mechanism::Floor,
         Mechanism::Kern2usr,
         Mechanism::ZeroCopy,
@@ -68,7 +77,14 @@ impl Mechanism {
         Mechanism::Adaptive,
         Mechanism::AdaptivePoll,
         Mechanism::Ring,
+        Mechanism::Netlink,
+        Mechanism::Relay,
     ];
+
+    /// A peer, run by `k2u_bench_peers.ko` ([`peers`]), not by kern2usr.
+    pub const fn is_peer(self) -> bool {
+        matches!(self, Mechanism::Netlink | Mechanism::Relay)
+    }
 
     /// Name in the table, the JSON and the plot (drawn on the host by
     /// `cargo xtask bench` from the JSON).
@@ -81,6 +97,8 @@ impl Mechanism {
             Mechanism::Adaptive => "adaptive",
             Mechanism::AdaptivePoll => "adaptive-poll",
             Mechanism::Ring => "ring",
+            Mechanism::Netlink => "netlink",
+            Mechanism::Relay => "relay",
         }
     }
 
@@ -97,8 +115,10 @@ impl Mechanism {
             Mechanism::ZeroCopy => "#2ca02c",
             Mechanism::Classic => "#d62728",
             Mechanism::Adaptive => "#9467bd",
-            Mechanism::AdaptivePoll => "#8c564b",
+            Mechanism::AdaptivePoll => "#e377c2",
             Mechanism::Ring => "#17becf",
+            Mechanism::Netlink => "#ff7f0e",
+            Mechanism::Relay => "#8c564b",
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub timeout: Duration,
     /// Run both floor threads on one CPU (no cross-CPU wake-ups).
     pub floor_same_cpu: bool,
+    /// `k2u_bench_peers.ko`, insmod'ed for each peer run ([`super::peers`]).
+    pub peers_module: PathBuf,
 }
 
 impl Config {
@@ -85,6 +87,20 @@ pub fn run(cfg: &Config, log: &mut dyn Write) -> Report {
         report.scaling = scale(cfg, log);
     }
     report
+}
+
+/// One run of a peer (netlink or relay), which loads and unloads
+/// `k2u_bench_peers.ko` itself.
+pub fn peer(cfg: &Config, m: Mechanism, size: usize, target: u64) -> Run {
+    match m {
+        Mechanism::Netlink => super::peers::netlink(size, target, cfg.timeout, &cfg.peers_module),
+        Mechanism::Relay => super::peers::relay(size, target, cfg.timeout, &cfg.peers_module),
+        _ => {
+            let mut r = Run::new(m, size, target);
+            r.error = Some(format!("{} is no peer", m.name()));
+            r
+        }
+    }
 }
 
 /// The several-channels runs: the module loaded once, each count of
@@ -137,7 +153,10 @@ fn scale(cfg: &Config, log: &mut dyn Write) -> Vec<super::scaling::ScaleRun> {
 /// module loaded once for the size (if any mechanism needs it).
 fn one_size(cfg: &Config, size: usize, log: &mut dyn Write) -> Vec<Run> {
     let target = cfg.rounds(size);
-    let needs_module = cfg.mechanisms.iter().any(|&m| m != Mechanism::Floor);
+    let needs_module = cfg
+        .mechanisms
+        .iter()
+        .any(|&m| m != Mechanism::Floor && !m.is_peer());
     let mut bench = if needs_module {
         Some(
             load(cfg, size)
@@ -155,6 +174,7 @@ fn one_size(cfg: &Config, size: usize, log: &mut dyn Write) -> Vec<Run> {
             let before = super::cpu::busy();
             let mut r = match (m, &mut bench) {
                 (Mechanism::Floor, _) => floor(size, target, cfg.timeout, cfg.floor_same_cpu),
+                (m, _) if m.is_peer() => peer(cfg, m, size, target),
                 (_, Some(Ok(kb))) => kb.run(m, target),
                 (_, Some(Err(e))) => {
                     let mut r = Run::new(m, size, target);
@@ -444,7 +464,11 @@ impl<'a> KernelBench<'a> {
                     }
                     first_pattern_mismatch(&self.own)
                 }
-                Mechanism::Floor | Mechanism::AdaptivePoll | Mechanism::Ring => {
+                Mechanism::Floor
+                | Mechanism::AdaptivePoll
+                | Mechanism::Ring
+                | Mechanism::Netlink
+                | Mechanism::Relay => {
                     return Err(protocol(format!(
                         "{} is not run through the default channel",
                         run.mechanism.name()
@@ -613,6 +637,7 @@ mod tests {
             params: Params::at_dir(dir.path().join("params")),
             timeout: Duration::from_secs(1),
             floor_same_cpu: true,
+            peers_module: dir.path().join("k2u_bench_peers.ko"),
         };
         let mut log = Vec::new();
         let report = run(&cfg, &mut log);
