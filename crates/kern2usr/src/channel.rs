@@ -290,6 +290,12 @@ impl Channel {
     /// # Ok::<(), kern2usr::Error>(())
     /// ```
     pub fn create(options: &ChannelOptions) -> Result<Self> {
+        if options.get_ring() != 0 {
+            return Err(Error::InvalidOptions(
+                "ring: a ring channel is made with Ring::create (its slots and acks differ)"
+                    .to_owned(),
+            ));
+        }
         let request = options.request()?;
         let name = (!options.get_name().is_empty()).then(|| options.get_name().to_owned());
         Self::new_channel(options.get_device(), request, ChannelKind::Owned, name)
@@ -681,7 +687,7 @@ impl Channel {
 }
 
 /// The typed error for a refused `K2U_IOC_CHANNEL_CMD`.
-fn command_error(e: Error, command: Command, channel: u32) -> Error {
+pub(crate) fn command_error(e: Error, command: Command, channel: u32) -> Error {
     let Some(errno) = e.errno().filter(|_| matches!(e, Error::Ioctl { .. })) else {
         return e;
     };
@@ -709,7 +715,12 @@ fn command_error(e: Error, command: Command, channel: u32) -> Error {
 }
 
 /// The typed error for a refused `K2U_IOC_CREATE`.
-fn create_error(e: Error, request: &abi::Create, kind: ChannelKind, name: Option<&str>) -> Error {
+pub(crate) fn create_error(
+    e: Error,
+    request: &abi::Create,
+    kind: ChannelKind,
+    name: Option<&str>,
+) -> Error {
     let Some(errno) = e.errno().filter(|_| matches!(e, Error::Ioctl { .. })) else {
         return e;
     };
