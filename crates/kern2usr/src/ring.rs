@@ -243,6 +243,25 @@ impl Ring {
         self.events.drain(..).collect()
     }
 
+    /// Wait at most `timeout` for efd and read every event delivered by
+    /// then, without consuming rounds; the command events (as
+    /// [`Ring::take_events`]).
+    pub fn wait_events(&mut self, timeout: Duration) -> Result<Vec<Event>> {
+        if let Some(code) = self.session.next_code(timeout)? {
+            self.take_code(code)?;
+            self.drain()?;
+        }
+        Ok(self.take_events())
+    }
+
+    /// Write 7 to efd2 whatever the page says: "look at `ack_seq`" (a
+    /// module asleep on efd2 wakes and takes it; otherwise a no-op).
+    pub fn kick(&self) -> Result<()> {
+        self.session
+            .efd2()
+            .write(u64::from(Code::MemoryCopied.value()))
+    }
+
     /// Run `command` on the ring (`K2U_IOC_CHANNEL_CMD`), as
     /// [`crate::Channel::command`]. Its event is kept for
     /// [`Ring::take_events`].
