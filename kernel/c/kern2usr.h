@@ -161,7 +161,8 @@ struct k2u_chan {
 	u64 ack_oor;			/* out-of-range ack_seq to log */
 	u64 ack_oor_acked;		/* ack_taken when it was seen */
 	u64 ack_oor_published;		/* rounds_published then */
-	u64 ack_oor_last;		/* last one logged: said once */
+	u64 ack_oor_last;		/* the last one seen: said once */
+	bool ack_oor_seen;		/* ack_oor_last is valid */
 	bool ack_oor_pending;
 	bool page_acks;			/* ack_seq changed since the attach */
 

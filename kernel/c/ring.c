@@ -118,19 +118,20 @@ void k2u_page_ack_reset_locked(struct k2u_chan *c)
 	c->ring_abandon = c->rounds_published;
 	c->page_acks = false;
 	c->ack_oor_pending = false;
-	c->ack_oor_last = 0;
+	c->ack_oor_seen = false;
 }
 
 /* Under ack_lock: ack_seq @v is neither behind nor beyond: say it once. */
 static void k2u_page_ack_oor_locked(struct k2u_chan *c, u64 v)
 {
-	if (v == c->ack_oor_last && !c->ack_oor_pending)
+	if (c->ack_oor_seen && v == c->ack_oor_last)
 		return;
 	c->ack_oor = v;
 	c->ack_oor_acked = c->ack_taken;
 	c->ack_oor_published = c->rounds_published;
 	c->ack_oor_pending = true;
 	c->ack_oor_last = v;
+	c->ack_oor_seen = true;
 }
 
 /* Under ack_lock: a ring's rounds ack_taken+1 ..= @v are acked now. */
@@ -167,6 +168,7 @@ bool k2u_page_ack_locked(struct k2u_chan *c)
 		return false;
 	}
 	c->page_acks = true;
+	c->ack_oor_seen = false;
 	if (c->ring_slots)
 		k2u_ring_ack_locked(c, v);
 	else
