@@ -475,10 +475,11 @@ fn page_ack_rounds(rounds: u64) -> Result<(u64, bool, u64)> {
     ch.command(Command::Mmap)?;
     let page = ch.ctrl().context("a created channel's page")?;
     page.set_spinning();
+    // Before START: back to back, round 1 may come at once.
+    let start = page.ready_seq();
     ch.command(Command::Start)?;
     let (mut writes, mut polling) = (0u64, false);
     let mut data = Vec::with_capacity(4096);
-    let start = page.ready_seq();
     let mut last = start;
     let mut since = 0u32;
     while last < start + rounds {
