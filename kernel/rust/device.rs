@@ -321,7 +321,7 @@ impl K2uFile {
         writer.write(&Info {
             abi_version: abi::ABI_VERSION,
             event_mode: EventMode::Queue as u32,
-            buffer_size: chan.mem.size() as u64,
+            buffer_size: chan.buffer_size() as u64,
             period_ms: chan.period_ms(),
             channel_id: chan.id(),
         })?;
@@ -403,7 +403,7 @@ impl K2uFile {
         }
         let chan = channel::create(&self.dev, &req, self.token())?;
         req.id = chan.id();
-        req.buffer_size = chan.mem.size() as u64;
+        req.buffer_size = chan.buffer_size() as u64;
         if let Err(e) = writer.write(&req) {
             // The caller cannot learn of its channel: undo it.
             channel::release(&self.dev, chan, self.token());
@@ -422,7 +422,7 @@ impl K2uFile {
         writer.write(&ChannelStats {
             id: chan.id(),
             event_mode: EventMode::Queue as u32,
-            buffer_size: chan.mem.size() as u64,
+            buffer_size: chan.buffer_size() as u64,
             rounds_published: rounds,
             count: v[0],
             min_ns: v[1],

@@ -70,6 +70,7 @@ mod link;
 mod memory;
 mod params;
 mod producer;
+mod ring;
 mod round;
 mod state;
 mod stats;

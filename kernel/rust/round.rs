@@ -42,6 +42,11 @@ pub(crate) struct Round {
     value_log: RateLimit,
     late_log: RateLimit,
     lend_log: RateLimit,
+    stray_log: RateLimit,
+    pub(crate) ring_log: RateLimit,
+    /// A back-to-back ring's producer counted `ring_full` for the wait it
+    /// is in (once per wait); cleared by the next publish.
+    pub(crate) ring_waiting: bool,
 }
 
 impl Round {
@@ -59,6 +64,9 @@ impl Round {
             value_log: RateLimit::new("k2u_round_collect", 5000, 10),
             late_log: RateLimit::new("k2u_round_collect", 5000, 10),
             lend_log: RateLimit::new("k2u_round_note_lent", 5000, 10),
+            stray_log: RateLimit::new("k2u_round_collect", 5000, 10),
+            ring_log: RateLimit::new("k2u_round_ack_ioctl", 5000, 10),
+            ring_waiting: false,
         })
     }
 }
@@ -86,7 +94,14 @@ impl WorkItem<ROUND_WORK> for Channel {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
+        if this.is_ring() {
+            crate::ring::run(&this);
+            return;
+        }
         Locked::new(&this).round_tick();
+        // Back to back and adaptive with `ack_poll_us`: poll the round's
+        // ack, the mutex released.
+        crate::ring::poll_rounds(&this);
     }
 }
 
@@ -140,13 +155,7 @@ impl Locked<'_> {
             None => {}
         }
         if !self.has_room(Code::MemoryReady) {
-            if self.round.skip_log.check() {
-                pr_notice!("{}event queue full: round skipped\n", dev.tag());
-            }
-            // Back to back has no timer to try again: arm it.
-            if dev.back_to_back() && self.round.timer.is_none() {
-                self.round.timer = Some(dev.clone().start(dev.period()));
-            }
+            self.note_queue_full();
             return;
         }
         if log {
@@ -177,6 +186,24 @@ impl Locked<'_> {
         if log {
             pr_info!("Buffer filled\n");
         }
+        // The round work polls its ack (outside the mutex; already queued
+        // or running is fine: it polls the open round when it runs).
+        if crate::ring::polls(dev) {
+            let _ = dev.wq.enqueue::<Arc<Channel>, ROUND_WORK>(dev.clone());
+        }
+    }
+
+    /// A round is due but the event queue has no room for its
+    /// MEMORY_READY: skipped. Back to back has no timer to try again: arm
+    /// it.
+    pub(crate) fn note_queue_full(&mut self) {
+        let dev = self.dev;
+        if self.round.skip_log.check() {
+            pr_notice!("{}event queue full: round skipped\n", dev.tag());
+        }
+        if dev.back_to_back() && self.round.timer.is_none() {
+            self.round.timer = Some(dev.clone().start(dev.period()));
+        }
     }
 
     /// A round is due but the buffer is still lent for round `id`, which
@@ -205,6 +232,7 @@ impl Locked<'_> {
         self.round.calculation_done = false;
         self.dev.ack.lock().new_test();
         self.round.stats.reset();
+        self.round.ring_waiting = false;
         let dev = self.dev;
         if dev.back_to_back() {
             let _ = dev.wq.enqueue::<Arc<Channel>, ROUND_WORK>(dev.clone());
@@ -226,6 +254,12 @@ impl Locked<'_> {
         // Abandon first: an ack from here on finds no round to close.
         self.dev.ack.lock().open = false;
         self.round_collect();
+        // A ring's rounds acked from now on count nothing; its producer
+        // stops and any ack may ring efd2.
+        if self.dev.is_ring() {
+            self.dev.ack.lock().end_test();
+            self.dev.mem.ctrl.idle();
+        }
         self.round.buffer_filled = false;
         self.round.calculation_done = false;
     }
@@ -239,7 +273,7 @@ impl Locked<'_> {
     /// the next round, also when an ack ended an abandoned round's lend
     /// (C's `k2u_round_collect()`).
     pub(crate) fn round_collect(&mut self) {
-        let (took, returned, late, bad) = {
+        let (took, returned, late, bad, stray) = {
             let mut ack = self.dev.ack.lock();
             let took = ack.take_closed();
             (
@@ -247,11 +281,27 @@ impl Locked<'_> {
                 ack.take_returned(),
                 core::mem::take(&mut ack.late),
                 core::mem::take(&mut ack.bad),
+                ack.stray.take(),
             )
         };
         let tag = self.dev.tag();
         if bad != 0 && self.round.value_log.check() {
             pr_notice!("{}unexpected value {} on efd2 ignored\n", tag, bad);
+        }
+        if let Some((v, acked, published)) = stray {
+            if self.round.stray_log.check() {
+                pr_notice!(
+                    "{}ack_seq {} out of range (acked {}, published {}): ignored\n",
+                    tag,
+                    v,
+                    acked,
+                    published
+                );
+            }
+        }
+        if self.dev.is_ring() {
+            self.ring_count_acks();
+            return;
         }
         if late != 0 && self.round.late_log.check() {
             pr_notice!(
@@ -284,6 +334,12 @@ impl Locked<'_> {
 
     /// `K2U_IOC_ACK` (`round` `None`) or `K2U_IOC_ACK_ROUND`.
     pub(crate) fn round_ack_ioctl(&mut self, round: Option<u32>) -> Result {
+        if self.dev.is_ring() {
+            if self.round.ring_log.check() {
+                pr_notice!("{}ring channel: acks go through ack_seq\n", self.dev.tag());
+            }
+            return Err(EOPNOTSUPP);
+        }
         if self.link.is_none() || self.listener_gone() {
             return Err(EPROTO);
         }
