@@ -251,6 +251,9 @@ impl Locked<'_> {
         // Dropping the handle cancels the timer and waits for its callback.
         self.round.timer = None;
         self.testing = false;
+        // An ack already in `ack_seq` (the listener saw the module polling
+        // and wrote no efd2) was given before STOP: it counts.
+        self.dev.look_acks();
         // Abandon first: an ack from here on finds no round to close.
         self.dev.ack.lock().open = false;
         self.round_collect();
