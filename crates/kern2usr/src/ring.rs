@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
-use crate::abi::{self, Code, EventMode};
+use crate::abi::{self, Code};
 use crate::channel::{create_error, ChannelKind, Event, Info};
 use crate::ctrl::CtrlPage;
 use crate::device::{Access, Device, MappedBuffer};
@@ -183,7 +183,7 @@ impl Ring {
     ) -> Self {
         let slot_size = buffer.len() / slots.max(1) as usize;
         let dev = Device::from_fd(records, "fake".into());
-        let session = Session::from_parts(efd, efd2, dev, EventMode::Queue);
+        let session = Session::from_parts(efd, efd2, dev, abi::EventMode::Queue);
         Self::from_parts(session, buffer, ctrl, id, None, slots, slot_size)
     }
 
