@@ -107,8 +107,8 @@ fn check_fields(req: &Create) -> Result {
             ),
         ));
     }
-    let pacing = abi::CREATE_BACK_TO_BACK | abi::CREATE_ADAPTIVE;
-    if attach && req.flags & pacing != 0 {
+    // Any flag but ATTACH itself (CREATE_RING too) is a pacing flag here.
+    if attach && req.flags & !abi::CREATE_ATTACH & abi::CREATE_FLAGS != 0 {
         return Err(refuse(
             EINVAL,
             fmt!(
@@ -139,7 +139,8 @@ fn check_fields(req: &Create) -> Result {
 
 /// Checks `ring_slots` (EINVAL): 0 without `CREATE_RING`; with it a power
 /// of two from `RING_MIN_SLOTS` to `RING_MAX_SLOTS` whose slots together
-/// fit `MAX_BUFFER_SIZE`, and no `CREATE_ATTACH`.
+/// fit `MAX_BUFFER_SIZE` (`CREATE_ATTACH` with it was refused with the
+/// flags).
 fn check_ring(req: &Create) -> Result {
     let slots = req.ring_slots;
     if req.flags & abi::CREATE_RING == 0 {
@@ -150,15 +151,6 @@ fn check_ring(req: &Create) -> Result {
             ));
         }
         return Ok(());
-    }
-    if req.flags & abi::CREATE_ATTACH != 0 {
-        return Err(refuse(
-            EINVAL,
-            fmt!(
-                "flags {:#x}: K2U_CREATE_RING is not for a producer's channel",
-                req.flags
-            ),
-        ));
     }
     if !slots.is_power_of_two() || !(abi::RING_MIN_SLOTS..=abi::RING_MAX_SLOTS).contains(&slots) {
         return Err(refuse(
@@ -176,7 +168,7 @@ fn check_ring(req: &Create) -> Result {
         return Err(refuse(
             EINVAL,
             fmt!(
-                "ring_slots {}: {} slots of {} bytes pass {}",
+                "ring_slots {}: {} x buffer_size {} is above the maximum {}",
                 slots,
                 slots,
                 req.buffer_size,
@@ -257,13 +249,24 @@ pub(crate) fn create(dev: &Device, req: &Create, this_file: FileToken) -> Result
         return Err(e);
     }
     drop(reg);
-    pr_info!(
-        "channel {} created: name={} size={} owner={}\n",
-        id,
-        chan.name(),
-        size,
-        pid
-    );
+    if ring_slots != 0 {
+        pr_info!(
+            "channel {} created: name={} size={} ring_slots={} owner={}\n",
+            id,
+            chan.name(),
+            size,
+            ring_slots,
+            pid
+        );
+    } else {
+        pr_info!(
+            "channel {} created: name={} size={} owner={}\n",
+            id,
+            chan.name(),
+            size,
+            pid
+        );
+    }
     Ok(chan)
 }
 

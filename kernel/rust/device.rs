@@ -20,6 +20,7 @@ use crate::abi::{self, ChannelStats, Create, EventMode, Info, ReadBuffer, Regist
 use crate::channel;
 use crate::link;
 use crate::params;
+use crate::ring;
 use crate::state::{self, Channel, Device, FileToken, Locked};
 use crate::sys::{self, ParamLock, PidRef};
 
@@ -128,6 +129,9 @@ impl MiscDevice for K2uFile {
             abi::IOC_ACK => me.ack("ACK", None),
             abi::IOC_ACK_ROUND => {
                 let chan = me.reach("ACK_ROUND", Rule::Listener)?;
+                if chan.is_ring() {
+                    return Err(ring::refuse_ioctl(&chan, "ACK_ROUND"));
+                }
                 let round: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
                 Locked::new(&chan).round_ack_ioctl(Some(round))?;
                 Ok(0)
@@ -310,6 +314,9 @@ impl K2uFile {
     /// `K2U_IOC_ACK`: the outstanding round, if it was shown, as 7 on efd2.
     fn ack(&self, op: &str, round: Option<u32>) -> Result<isize> {
         let chan = self.reach(op, Rule::Listener)?;
+        if chan.is_ring() {
+            return Err(ring::refuse_ioctl(&chan, op));
+        }
         Locked::new(&chan).round_ack_ioctl(round)?;
         Ok(0)
     }
@@ -342,6 +349,9 @@ impl K2uFile {
     /// fill.
     fn read_buffer(&self, mut reader: UserSliceReader) -> Result<isize> {
         let chan = self.reach("READ_BUFFER", Rule::Listener)?;
+        if chan.is_ring() {
+            return Err(ring::refuse_ioctl(&chan, "READ_BUFFER"));
+        }
         if chan.is_producer() {
             // The producer writes its buffer without the channel's mutex.
             pr_notice!(

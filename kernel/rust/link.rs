@@ -119,10 +119,9 @@ impl WorkItem<ACK_WORK> for Channel {
     fn run(this: Arc<Self>) {
         let mut k = Locked::new(&this);
         if k.link.is_some() {
+            // (A ring's: back to back, wakes its producer if the acks
+            // made room.)
             k.round_collect();
-            // A back-to-back ring's producer waits for room: the acks
-            // just taken may have made some.
-            k.ring_kick();
         }
     }
 }

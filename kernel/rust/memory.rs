@@ -425,12 +425,9 @@ impl CtrlPage {
         })
     }
 
-    /// The module is asleep, and any ack rings efd2 (`wake_seq = 0`).
-    pub(crate) fn idle(&self) {
-        self.with(|c| {
-            c.wake_seq.store(0, Relaxed);
-            c.kernel_state.store(abi::KERNEL_ASLEEP, Release);
-        });
+    /// Whether the page shows the module polling.
+    pub(crate) fn polling(&self) -> bool {
+        self.with(|c| c.kernel_state.load(Relaxed) != abi::KERNEL_ASLEEP)
     }
 
     /// `Ctrl::ring_slots`, set at creation.

@@ -16,7 +16,7 @@ use kernel::{
     module_param::KernelParam,
     page::PAGE_SIZE,
     prelude::*,
-    str::{kstrtobool_bytes, Formatter},
+    str::{kstrtobool_bytes, BStr, Formatter},
     sync::atomic::{Atomic, Relaxed},
 };
 
@@ -436,17 +436,26 @@ impl Param for MaxChannelMemory {
 struct AckPollUs;
 impl Param for AckPollUs {
     fn set(val: &CStr) -> Result {
-        let v = kstrtouint(val).map_err(|_| EINVAL)?;
-        if v > abi::MAX_ACK_POLL_US {
-            pr_notice!(
-                "ack_poll_us {}: above the maximum {}\n",
-                v,
-                abi::MAX_ACK_POLL_US
-            );
-            return Err(EINVAL);
+        match kstrtouint(val) {
+            Ok(v) if v <= abi::MAX_ACK_POLL_US => {
+                ACK_POLL_US.store(v, Relaxed);
+                Ok(())
+            }
+            _ => {
+                // Rate-limited once the device exists (a load-time value
+                // is parsed once).
+                if state::device().is_none_or(|dev| dev.param_log.lock().check()) {
+                    let text = val.to_bytes();
+                    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+                    pr_notice!(
+                        "ack_poll_us={} refused: must be 0 to {}\n",
+                        BStr::from_bytes(line),
+                        abi::MAX_ACK_POLL_US
+                    );
+                }
+                Err(EINVAL)
+            }
         }
-        ACK_POLL_US.store(v, Relaxed);
-        Ok(())
     }
     fn show(f: &mut Formatter<'_>) -> fmt::Result {
         f.write_fmt(fmt!("{}\n", ack_poll_us()))

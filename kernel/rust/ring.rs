@@ -1,59 +1,51 @@
 // SPDX-License-Identifier: GPL-2.0-only
 
 //! Ring channels (`CREATE_RING`) and the module's bounded ack polling
-//! (`ack_poll_us`), PROTOCOL.md's ring section.
+//! (`ack_poll_us`): PROTOCOL.md's "Ring channels and acks through the
+//! control page", as the C module's `ring.c` does them.
 //!
 //! A ring's buffer is `ring_slots` slots of the channel's buffer size;
 //! round `r` lives in slot `(r - 1) % ring_slots`. The listener acks by
 //! storing the last round it is done with in `Ctrl::ack_seq` (the
 //! consumer index); the module takes that value (under the ack lock,
-//! [`crate::state::AckState::look`]) on every efd2 wake-up, while it
-//! polls, and before every fill, and publishes round `r` only while
-//! fewer than `ring_slots` rounds are outstanding: a slot is never
-//! refilled before its ack.
+//! [`crate::state::AckState::look`]) in efd2's wake-up callback, while it
+//! polls, and on a ring before every fill and at STOP, and publishes
+//! round `r` only while fewer than `ring_slots` rounds are outstanding: a
+//! slot is never refilled before its ack.
 //!
-//! The round work publishes: one round per tick with timer pacing; back to
-//! back, while there is room (at most `ring_slots` rounds per run, then
-//! it queues itself again), and when the ring is full it polls `ack_seq`
-//! for up to `ack_poll_us` µs (`KERNEL_POLLING`), then sleeps: `wake_seq`
-//! half a ring ahead, `KERNEL_ASLEEP`, a full barrier, `ack_seq` read
-//! again; the listener's efd2 write (it sees ASLEEP) queues the work again.
+//! A ring's round work publishes one round per tick with timer pacing;
+//! back to back, while there is room, at most `ring_slots` rounds per run
+//! (then it queues itself again, showing `KERNEL_POLLING` meanwhile), and
+//! on a full ring it polls `ack_seq` for up to `ack_poll_us` µs, then
+//! sleeps: `wake_seq` half a ring ahead, `KERNEL_ASLEEP`, a full barrier,
+//! `ack_seq` read again. An ack seen there queues it again; else efd2's
+//! wake-up takes the ack and the ack work queues it once there is room.
 //!
-//! Ack polling of the other channels: back to back and adaptive, after a
-//! round is published, the round work polls its ack the same way, then
-//! sleeps with `wake_seq` = the round's id; at most [`POLL_ROUNDS`] rounds
-//! per run. Every poll runs in the work item with the channel's mutex
-//! released (acks, commands and the listing go on meanwhile), yields the
-//! CPU when the scheduler wants it, and never runs in atomic context.
+//! Other channels, back to back and adaptive: after each publish the poll
+//! work polls that round's ack the same way, then sleeps with `wake_seq`
+//! = the round's id; one round per run: the ack it takes goes to the ack
+//! work, which counts the round and publishes the next (queueing the poll
+//! work again). Every poll runs in a work item with the channel's mutex
+//! released (acks, commands and the listing go on meanwhile), is a
+//! scheduling point at every turn, and never runs in atomic context.
 
 use kernel::{
     page::PAGE_SIZE,
+    prelude::*,
     processor::cpu_relax,
     sync::Arc,
     task::might_sleep,
     time::{Delta, Instant, Monotonic},
+    workqueue::WorkItem,
 };
 
 use crate::abi::{self, Code};
 use crate::params;
-use crate::state::{Channel, Locked, ROUND_WORK};
+use crate::state::{Channel, Locked, ACK_WORK, POLL_WORK, ROUND_WORK};
 
-/// Rounds one run of the round work polls acks for (a channel that is not
-/// a ring) before it queues itself again.
-const POLL_ROUNDS: u32 = 64;
-
-/// How a ring producer's step under the mutex ended.
-enum Step {
-    /// Nothing more to do in this run (timer pacing, no test, no room in
-    /// the event queue).
-    Done,
-    /// Back to back: this run published its share; queue it again.
-    Requeue,
-    /// Back to back: the ring is full; wait for acks.
-    Full,
-}
-
-/// What [`Locked::ring_publish`] did.
+/// What [`Locked::ring_publish`] did (C's 0, -ENOSPC, -EAGAIN), or why the
+/// ring work stopped before it (-ESHUTDOWN).
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Publish {
     /// Published one round.
     Done,
@@ -61,6 +53,8 @@ enum Publish {
     Full,
     /// The event queue has no room for MEMORY_READY.
     NoRoom,
+    /// No test runs, or the listener is gone.
+    Shutdown,
 }
 
 impl Channel {
@@ -72,25 +66,16 @@ impl Channel {
     }
 }
 
-/// Whether round work polls acks after each round: back to back and
-/// adaptive (not a ring nor a producer's channel), `ack_poll_us` non-zero.
-pub(crate) fn polls(chan: &Channel) -> bool {
-    !chan.is_ring()
-        && !chan.is_producer()
-        && chan.back_to_back()
-        && chan.adaptive()
-        && params::ack_poll_us() != 0
-}
-
-/// Polls `ack_seq` for up to `us` µs (the caller set `KERNEL_POLLING`),
-/// without the mutex. Returns whether a new value was taken.
+/// Polls `ack_seq` for up to `us` µs with `KERNEL_POLLING` shown, without
+/// the mutex. Returns whether a new value was taken (a value ignored once
+/// is not looked at again).
 fn poll_for(chan: &Channel, us: u32) -> bool {
+    chan.mem.ctrl.set_polling();
     let start = Instant::<Monotonic>::now();
     let limit = Delta::from_micros(i64::from(us));
     let mut last = chan.ack.lock().taken;
     loop {
         let v = chan.mem.ctrl.ack_seq();
-        // A value taken or ignored once is not looked at again.
         if v != last {
             last = v;
             if chan.look_acks() {
@@ -101,149 +86,136 @@ fn poll_for(chan: &Channel, us: u32) -> bool {
             return false;
         }
         cpu_relax();
-        // A scheduling point (cond_resched()); also checks that this is
+        // A scheduling point (cond_resched()), and a check that this is
         // not atomic context.
         might_sleep();
     }
 }
 
-/// The round work of a channel that is not a ring, after its step under
-/// the mutex: with [`polls`], polls the open round's ack, counts it and
-/// goes on with the next round, at most [`POLL_ROUNDS`] rounds, then
-/// queues itself again. A round whose poll timed out is slept on (efd2
-/// wakes the module) and not polled again.
-pub(crate) fn poll_rounds(this: &Arc<Channel>) {
-    let ctrl = &this.mem.ctrl;
-    let mut polling = false;
-    for _ in 0..POLL_ROUNDS {
-        let us = params::ack_poll_us();
-        let id = {
-            let ack = this.ack.lock();
-            (ack.open && ack.slept != ack.round_id()).then(|| ack.round_id())
-        };
-        let (Some(id), true) = (id, polls(this)) else {
-            // No round to poll (or polling was turned off): asleep, any
-            // ack rings efd2.
-            if polling {
-                ctrl.idle();
-            }
-            return;
-        };
-        ctrl.set_polling();
-        polling = true;
-        if !poll_for(this, us) {
-            this.ack.lock().slept = id;
-            ctrl.sleep(id);
-            polling = false;
-            if !this.look_acks() {
-                return;
-            }
-        }
-        // Counts the round and, back to back, publishes the next.
-        let mut k = Locked::new(this);
-        if k.link.is_some() {
-            k.round_collect();
-        }
-    }
-    // Still POLLING: the next run goes on.
-    let _ = this.wq.enqueue::<Arc<Channel>, ROUND_WORK>(this.clone());
-}
-
-/// The round work of a ring channel: publishes (see the module's doc).
-pub(crate) fn run(this: &Arc<Channel>) {
-    let b2b = this.back_to_back();
-    let slots = this.ring_slots();
-    let mut budget = if b2b { slots } else { 1 };
-    // Each wait that ends takes acks, so the next step publishes: at most
-    // `slots` waits before the budget is spent.
-    for _ in 0..=slots {
-        let step = Locked::new(this).ring_step(&mut budget, b2b);
-        match step {
-            Step::Done => return,
-            Step::Requeue => break,
-            Step::Full => {}
-        }
-        if !wait_ring(this) {
-            return;
-        }
-    }
-    let _ = this.wq.enqueue::<Arc<Channel>, ROUND_WORK>(this.clone());
-}
-
-/// A full ring, back to back: polls `ack_seq` for `ack_poll_us` µs
-/// (`KERNEL_POLLING`, set by the step), then sleeps until half the ring is
-/// free. Returns whether acks were taken (go on publishing).
-fn wait_ring(chan: &Channel) -> bool {
-    let us = params::ack_poll_us();
-    if us != 0 && poll_for(chan, us) {
-        return true;
-    }
-    let taken = chan.ack.lock().taken;
-    let half = u64::from(chan.ring_slots() / 2).max(1);
-    chan.mem.ctrl.sleep(taken.wrapping_add(half));
-    // It may have moved before ASLEEP was visible: the listener then saw
-    // POLLING and did not write efd2.
+/// Sleeps on efd2 until `ack_seq` reaches `wake` (NEED_WAKEUP): `wake_seq`,
+/// ASLEEP, a full barrier, then `ack_seq` looked at again; returns whether
+/// a new value was taken there (the listener may have seen the module
+/// awake and written no efd2: the caller goes on).
+fn sleep_ack(chan: &Channel, wake: u64) -> bool {
+    chan.mem.ctrl.sleep(wake);
     chan.look_acks()
 }
 
-impl Locked<'_> {
-    /// A ring producer's step under the mutex: takes the acks, counts them,
-    /// publishes what the budget and the room allow.
-    fn ring_step(&mut self, budget: &mut u32, b2b: bool) -> Step {
-        let dev = self.dev;
-        if !self.testing || self.listener_gone() {
-            // No producer any more: asleep, any ack rings efd2.
-            if b2b {
-                dev.mem.ctrl.idle();
-            }
-            return Step::Done;
-        }
-        if b2b {
-            dev.mem.ctrl.set_polling();
-        }
-        dev.look_acks();
-        self.round_collect();
-        dev.ack.lock().ring.moved = false;
-        loop {
-            if *budget == 0 {
-                return Step::Requeue;
-            }
-            match self.ring_publish() {
-                Publish::Done => {
-                    *budget -= 1;
-                    self.round.ring_waiting = false;
-                    if !b2b {
-                        return Step::Done;
-                    }
-                }
-                Publish::Full => {
-                    // Each tick that finds it full; back to back once per
-                    // wait.
-                    if !b2b || !self.round.ring_waiting {
-                        dev.mem.ctrl.count_ring_full();
-                    }
-                    self.round.ring_waiting = true;
-                    return if b2b { Step::Full } else { Step::Done };
-                }
-                Publish::NoRoom => {
-                    if b2b {
-                        dev.mem.ctrl.idle();
-                    }
-                    return Step::Done;
-                }
-            }
+/// A round was published on `chan` (under its mutex): the poll work polls
+/// its ack if `ack_poll_us` asks and the rounds are back to back and
+/// adaptive; it is queued also whenever the page shows POLLING, so that it
+/// either looks at `ack_seq` or shows ASLEEP (no ack is left unseen).
+pub(crate) fn poll_kick(chan: &Arc<Channel>) {
+    if chan.is_ring() || chan.is_producer() {
+        return;
+    }
+    let poll = params::ack_poll_us() != 0 && chan.back_to_back() && chan.adaptive();
+    if poll || chan.mem.ctrl.polling() {
+        let _ = chan.wq.enqueue::<Arc<Channel>, POLL_WORK>(chan.clone());
+    }
+}
+
+impl WorkItem<POLL_WORK> for Channel {
+    type Pointer = Arc<Self>;
+
+    /// One round's poll (C's `k2u_poll_work()`): polls `ack_seq` for up to
+    /// `ack_poll_us` µs, then sleeps with `wake_seq` the round's id; an ack
+    /// taken goes to the ack work (close, count, next round).
+    fn run(this: Arc<Self>) {
+        let us = params::ack_poll_us();
+        let (open, id, taken) = {
+            let ack = this.ack.lock();
+            (ack.open, ack.round_id(), ack.taken)
+        };
+        let poll = open && us != 0 && this.back_to_back() && this.adaptive();
+        let took = (poll && poll_for(&this, us))
+            || sleep_ack(&this, if open { id } else { taken.wrapping_add(1) });
+        if took {
+            let _ = this.wq.enqueue::<Arc<Channel>, ACK_WORK>(this.clone());
         }
     }
+}
 
-    /// Publishes the next round into its slot if the ring has room (the
-    /// acks were taken just before): fills the slot, describes it in the
-    /// control page's table, stores `ready_seq` (release), and rings the
-    /// doorbell by the adaptive rule.
+/// A ring's round work (C's `k2u_ring_work()`; see the module's doc).
+pub(crate) fn run(this: &Arc<Channel>) {
+    let ctrl = &this.mem.ctrl;
+    let mut b2b = false;
+    let mut ret = Publish::Shutdown;
+    for _ in 0..this.ring_slots() {
+        let mut k = Locked::new(this);
+        if !k.testing || k.listener_gone() {
+            ret = Publish::Shutdown;
+            break;
+        }
+        b2b = this.back_to_back();
+        if b2b {
+            // It looks at `ack_seq` before every fill.
+            ctrl.set_polling();
+        }
+        ret = k.ring_publish();
+        drop(k);
+        if ret != Publish::Done || !b2b {
+            break;
+        }
+    }
+    if !b2b && ret != Publish::Shutdown {
+        return;
+    }
+    let taken = this.ack.lock().taken;
+    let again = match ret {
+        // A whole ring published: let others have the worker.
+        Publish::Done => true,
+        // The timer armed by `note_queue_full()` tries again.
+        Publish::NoRoom => false,
+        Publish::Shutdown => {
+            // No test: nothing looks at `ack_seq` until START.
+            ctrl.sleep(taken.wrapping_add(1));
+            false
+        }
+        Publish::Full => {
+            let us = params::ack_poll_us();
+            let half = u64::from(this.ring_slots() / 2).max(1);
+            (us != 0 && poll_for(this, us)) || sleep_ack(this, taken.wrapping_add(half))
+        }
+    };
+    if again {
+        let _ = this.wq.enqueue::<Arc<Channel>, ROUND_WORK>(this.clone());
+    }
+}
+
+/// `K2U_IOC_ACK`, `K2U_IOC_ACK_ROUND` (`op` `ACK`, `ACK_ROUND`) and
+/// `K2U_IOC_READ_BUFFER` on a ring: EOPNOTSUPP with one line.
+pub(crate) fn refuse_ioctl(chan: &Arc<Channel>, op: &str) -> Error {
+    let mut k = Locked::new(chan);
+    if op == "READ_BUFFER" {
+        if k.round.ring_read_log.check() {
+            pr_notice!(
+                "{}ring channel: READ_BUFFER refused: read the slots through the mapping\n",
+                chan.tag()
+            );
+        }
+    } else if k.round.ring_ack_log.check() {
+        pr_notice!("{}ring channel: acks go through ack_seq\n", chan.tag());
+    }
+    EOPNOTSUPP
+}
+
+impl Locked<'_> {
+    /// Publishes the next round into its slot if the ring has room, the
+    /// acks in `ack_seq` taken and counted first: fills the slot,
+    /// describes it in the control page's table, stores `ready_seq`
+    /// (release), and rings the doorbell by the adaptive rule. A full ring
+    /// counts `ring_full` once per wait (until the next publish).
     fn ring_publish(&mut self) -> Publish {
         let dev = self.dev;
+        self.ring_count_acks();
         // Only this function publishes, under the mutex, and acks only
         // free slots: the room found here holds until the round is out.
         if !dev.ack.lock().ring_room() {
+            if !self.round.ring_waiting {
+                self.round.ring_waiting = true;
+                dev.mem.ctrl.count_ring_full();
+            }
             return Publish::Full;
         }
         if !self.has_room(Code::MemoryReady) {
@@ -257,6 +229,9 @@ impl Locked<'_> {
         // Round `id - ring_slots`, the slot's last, was acked (room).
         dev.mem.fill_slot(self, id, slot * pages, pages);
         dev.mem.ctrl.store_slot(slot, id, size as u64);
+        self.round.ring_waiting = false;
+        self.round.buffer_filled = true;
+        self.round.calculation_done = false;
         self.rounds = id;
         {
             let mut ack = dev.ack.lock();
@@ -271,36 +246,45 @@ impl Locked<'_> {
         Publish::Done
     }
 
-    /// Counts the ring's rounds acked since the last look (their round
-    /// trips into the statistics, in order).
-    pub(crate) fn ring_count_acks(&mut self) {
+    /// Takes the acks in `ack_seq` and counts the rounds of the current
+    /// test they acked (their round trips into the statistics, in order);
+    /// says an out-of-range `ack_seq` (C's `k2u_ring_count()`).
+    fn ring_count_acks(&mut self) {
         let mut times = [0u64; abi::RING_MAX_SLOTS as usize];
         let mut n = 0;
         // Copied out first: the statistics' lock is not taken inside the
         // ack lock.
-        self.dev.ack.lock().ring.drain_times(|t| {
-            if let Some(slot) = times.get_mut(n) {
-                *slot = t;
-                n += 1;
-            }
-        });
+        let stray = {
+            let mut ack = self.dev.ack.lock();
+            ack.look(self.dev.mem.ctrl.ack_seq());
+            ack.ring.drain_times(|t| {
+                if let Some(slot) = times.get_mut(n) {
+                    *slot = t;
+                    n += 1;
+                }
+            });
+            ack.stray.take()
+        };
         for &t in times.iter().take(n) {
             self.round.stats.add(t);
         }
         if n != 0 {
             self.round.calculation_done = true;
         }
+        self.report_stray(stray);
     }
 
-    /// After an efd2 wake-up took acks: a back-to-back ring's producer
-    /// (asleep on a full ring) goes on.
-    pub(crate) fn ring_kick(&mut self) {
+    /// A ring's part of `round_collect()` (the ack work, STOP): counts
+    /// the acks and, back to back, wakes the round work when the ring has
+    /// room (C's `k2u_ring_collect()`).
+    pub(crate) fn ring_collect(&mut self) {
+        self.ring_count_acks();
         let dev = self.dev;
-        if !dev.is_ring() || !dev.back_to_back() || !self.testing {
+        let alive = self.link.as_ref().is_some_and(|l| !l.exited());
+        if !dev.back_to_back() || !self.testing || !alive {
             return;
         }
-        let moved = core::mem::take(&mut dev.ack.lock().ring.moved);
-        if moved {
+        if dev.ack.lock().ring_room() {
             let _ = dev.wq.enqueue::<Arc<Channel>, ROUND_WORK>(dev.clone());
         }
     }

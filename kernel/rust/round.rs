@@ -43,7 +43,9 @@ pub(crate) struct Round {
     late_log: RateLimit,
     lend_log: RateLimit,
     stray_log: RateLimit,
-    pub(crate) ring_log: RateLimit,
+    /// `ring channel: ...` refusals of ioctls a ring does not have.
+    pub(crate) ring_ack_log: RateLimit,
+    pub(crate) ring_read_log: RateLimit,
     /// A back-to-back ring's producer counted `ring_full` for the wait it
     /// is in (once per wait); cleared by the next publish.
     pub(crate) ring_waiting: bool,
@@ -64,8 +66,9 @@ impl Round {
             value_log: RateLimit::new("k2u_round_collect", 5000, 10),
             late_log: RateLimit::new("k2u_round_collect", 5000, 10),
             lend_log: RateLimit::new("k2u_round_note_lent", 5000, 10),
-            stray_log: RateLimit::new("k2u_round_collect", 5000, 10),
-            ring_log: RateLimit::new("k2u_round_ack_ioctl", 5000, 10),
+            stray_log: RateLimit::new("k2u_page_ack_report", 5000, 10),
+            ring_ack_log: RateLimit::new("k2u_ring_refuse", 5000, 10),
+            ring_read_log: RateLimit::new("k2u_ring_refuse", 5000, 10),
             ring_waiting: false,
         })
     }
@@ -99,9 +102,6 @@ impl WorkItem<ROUND_WORK> for Channel {
             return;
         }
         Locked::new(&this).round_tick();
-        // Back to back and adaptive with `ack_poll_us`: poll the round's
-        // ack, the mutex released.
-        crate::ring::poll_rounds(&this);
     }
 }
 
@@ -186,11 +186,7 @@ impl Locked<'_> {
         if log {
             pr_info!("Buffer filled\n");
         }
-        // The round work polls its ack (outside the mutex; already queued
-        // or running is fine: it polls the open round when it runs).
-        if crate::ring::polls(dev) {
-            let _ = dev.wq.enqueue::<Arc<Channel>, ROUND_WORK>(dev.clone());
-        }
+        crate::ring::poll_kick(dev);
     }
 
     /// A round is due but the event queue has no room for its
@@ -251,17 +247,14 @@ impl Locked<'_> {
         // Dropping the handle cancels the timer and waits for its callback.
         self.round.timer = None;
         self.testing = false;
-        // An ack already in `ack_seq` (the listener saw the module polling
-        // and wrote no efd2) was given before STOP: it counts.
-        self.dev.look_acks();
         // Abandon first: an ack from here on finds no round to close.
         self.dev.ack.lock().open = false;
+        // (A ring's takes the acks already in `ack_seq` first: given
+        // before STOP, they count.)
         self.round_collect();
-        // A ring's rounds acked from now on count nothing; its producer
-        // stops and any ack may ring efd2.
+        // A ring's rounds published so far count nothing when acked.
         if self.dev.is_ring() {
             self.dev.ack.lock().end_test();
-            self.dev.mem.ctrl.idle();
         }
         self.round.buffer_filled = false;
         self.round.calculation_done = false;
@@ -291,19 +284,9 @@ impl Locked<'_> {
         if bad != 0 && self.round.value_log.check() {
             pr_notice!("{}unexpected value {} on efd2 ignored\n", tag, bad);
         }
-        if let Some((v, acked, published)) = stray {
-            if self.round.stray_log.check() {
-                pr_notice!(
-                    "{}ack_seq {} out of range (acked {}, published {}): ignored\n",
-                    tag,
-                    v,
-                    acked,
-                    published
-                );
-            }
-        }
+        self.report_stray(stray);
         if self.dev.is_ring() {
-            self.ring_count_acks();
+            self.ring_collect();
             return;
         }
         if late != 0 && self.round.late_log.check() {
@@ -335,14 +318,25 @@ impl Locked<'_> {
         }
     }
 
-    /// `K2U_IOC_ACK` (`round` `None`) or `K2U_IOC_ACK_ROUND`.
-    pub(crate) fn round_ack_ioctl(&mut self, round: Option<u32>) -> Result {
-        if self.dev.is_ring() {
-            if self.round.ring_log.check() {
-                pr_notice!("{}ring channel: acks go through ack_seq\n", self.dev.tag());
+    /// The out-of-range line for an `ack_seq` value `stray` that was
+    /// ignored, if any (rate-limited).
+    pub(crate) fn report_stray(&mut self, stray: Option<(u64, u64, u64)>) {
+        if let Some((v, acked, published)) = stray {
+            if self.round.stray_log.check() {
+                pr_notice!(
+                    "{}ack_seq {} out of range (acked {}, published {}): ignored\n",
+                    self.dev.tag(),
+                    v,
+                    acked,
+                    published
+                );
             }
-            return Err(EOPNOTSUPP);
         }
+    }
+
+    /// `K2U_IOC_ACK` (`round` `None`) or `K2U_IOC_ACK_ROUND` (a ring was
+    /// refused before, `ring::refuse_ioctl()`).
+    pub(crate) fn round_ack_ioctl(&mut self, round: Option<u32>) -> Result {
         if self.link.is_none() || self.listener_gone() {
             return Err(EPROTO);
         }

@@ -29,10 +29,12 @@ use crate::round::Round;
 use crate::stats::Stats;
 use crate::sys::{OwnedQueue, PidRef};
 
-/// Ids of the three work items of a [`Channel`].
+/// Ids of the four work items of a [`Channel`].
 pub(crate) const ROUND_WORK: u64 = 1;
 pub(crate) const ACK_WORK: u64 = 2;
 pub(crate) const HUP_WORK: u64 = 3;
+/// Polls a round's ack (`ack_poll_us`, `ring.rs`).
+pub(crate) const POLL_WORK: u64 = 4;
 
 /// Events the ring holds (`EVENT_QUEUE_LEN`).
 pub(crate) const QUEUE_LEN: usize = abi::EVENT_QUEUE_LEN as usize;
@@ -83,9 +85,8 @@ pub(crate) struct AckState {
     /// An `ack_seq` value ignored since the work last looked: the value,
     /// then `taken` and `published` at the time.
     pub(crate) stray: Option<(u64, u64, u64)>,
-    /// The round whose ack poll ended in a sleep on efd2: the round work
-    /// does not poll it again.
-    pub(crate) slept: u64,
+    /// The last value ignored since a value was taken: said once.
+    stray_last: Option<u64>,
     /// A ring's part (`slots` 0: not a ring).
     pub(crate) ring: RingAcks,
 }
@@ -105,8 +106,6 @@ pub(crate) struct RingAcks {
     /// counted: a fill counts them first, under the mutex).
     times: [u64; RING_SLOTS],
     ntimes: usize,
-    /// Acks were taken since the work last looked (the producer may go on).
-    pub(crate) moved: bool,
 }
 
 /// Entries of [`RingAcks`]' tables.
@@ -120,7 +119,6 @@ impl RingAcks {
             stamps: [None; RING_SLOTS],
             times: [0; RING_SLOTS],
             ntimes: 0,
-            moved: false,
         }
     }
 
@@ -149,7 +147,6 @@ impl RingAcks {
                 self.ntimes += 1;
             }
         }
-        self.moved = true;
     }
 
     /// Calls `f` with each round trip taken since the last call, in order.
@@ -180,7 +177,7 @@ impl AckState {
             taken: 0,
             page_acks: false,
             stray: None,
-            slept: 0,
+            stray_last: None,
             ring: RingAcks::new(slots),
         }
     }
@@ -196,7 +193,6 @@ impl AckState {
         self.acked = acked;
         self.published = published;
         self.taken = published;
-        self.slept = published;
         self.ring.test_base = published;
     }
 
@@ -246,22 +242,27 @@ impl AckState {
 
     /// `Ctrl::ack_seq` reads `v` (under this lock, so lookers take values
     /// in order): takes it if it moved since the last value taken
-    /// (PROTOCOL.md, acks through the control page). The first change
-    /// since the attach turns page acks on. A value in `taken + 1 ..=
-    /// published` is taken: on a ring it acks every round up to it; else
-    /// it closes the open round if it is its id (as `K2U_IOC_ACK_ROUND`),
-    /// or ends the lend of the round STOP abandoned if it is that one's,
-    /// or (an older round's) changes nothing more. Any other value is
-    /// noted in `stray` and ignored. Returns whether it took a value.
+    /// (PROTOCOL.md, acks through the control page). A value in `taken +
+    /// 1 ..= published` is taken, and the first one since the attach turns
+    /// page acks on: on a ring it acks every round up to it; else it
+    /// closes the open round if it is its id (as `K2U_IOC_ACK_ROUND`), or
+    /// ends the lend of the round STOP abandoned if it is that one's, or
+    /// (an older round's) changes nothing more. Any other value is
+    /// ignored, and noted in `stray` for the log once (until another
+    /// value is taken or ignored). Returns whether it took a value.
     pub(crate) fn look(&mut self, v: u64) -> bool {
         if v == self.taken {
             return false;
         }
-        self.page_acks = true;
         if v < self.taken || v > self.published {
-            self.stray = Some((v, self.taken, self.published));
+            if self.stray_last != Some(v) {
+                self.stray = Some((v, self.taken, self.published));
+                self.stray_last = Some(v);
+            }
             return false;
         }
+        self.page_acks = true;
+        self.stray_last = None;
         let from = core::mem::replace(&mut self.taken, v);
         if self.ring.slots != 0 {
             self.ring.take(from, v);
@@ -556,6 +557,8 @@ pub(crate) struct Channel {
     pub(crate) ack_work: Work<Channel, ACK_WORK>,
     #[pin]
     pub(crate) hup_work: Work<Channel, HUP_WORK>,
+    #[pin]
+    pub(crate) poll_work: Work<Channel, POLL_WORK>,
     /// The round timer (unused with `back_to_back`).
     #[pin]
     pub(crate) timer: HrTimer<Channel>,
@@ -568,6 +571,7 @@ impl_has_work! {
     impl HasWork<Self, ROUND_WORK> for Channel { self.round_work }
     impl HasWork<Self, ACK_WORK> for Channel { self.ack_work }
     impl HasWork<Self, HUP_WORK> for Channel { self.hup_work }
+    impl HasWork<Self, POLL_WORK> for Channel { self.poll_work }
 }
 
 /// The state under [`Channel::inner`].
@@ -664,6 +668,7 @@ impl Channel {
                 round_work <- new_work!("kern2usr::round_work"),
                 ack_work <- new_work!("kern2usr::ack_work"),
                 hup_work <- new_work!("kern2usr::hup_work"),
+                poll_work <- new_work!("kern2usr::poll_work"),
                 timer <- HrTimer::new(),
                 prod <- ProducerSide::new(),
             }),
@@ -916,6 +921,9 @@ pub(crate) struct Device {
     /// Refused attaches to producers' channels: 10 lines per 5 s.
     #[pin]
     pub(crate) attach_log: SpinLock<RateLimit>,
+    /// Refused `ack_poll_us` writes: 10 lines per 5 s.
+    #[pin]
+    pub(crate) param_log: SpinLock<RateLimit>,
 }
 
 impl Device {
@@ -941,6 +949,7 @@ impl Device {
                 }),
                 perm_log <- new_spinlock!(RateLimit::new("k2u_may", 5000, 100)),
                 attach_log <- new_spinlock!(RateLimit::new("k2u_producer_may_attach", 5000, 10)),
+                param_log <- new_spinlock!(RateLimit::new("ack_poll_us_set", 5000, 10)),
             }),
             GFP_KERNEL,
         )
