@@ -111,7 +111,9 @@ pub(crate) fn poll_kick(chan: &Arc<Channel>) {
     }
     let poll = params::ack_poll_us() != 0 && chan.back_to_back() && chan.adaptive();
     if poll || chan.mem.ctrl.polling() {
-        let _ = chan.wq.enqueue::<Arc<Channel>, POLL_WORK>(chan.clone());
+        let _ = chan
+            .poll_wq
+            .enqueue::<Arc<Channel>, POLL_WORK>(chan.clone());
     }
 }
 

@@ -551,6 +551,11 @@ pub(crate) struct Channel {
     /// it. Its own, so that draining it at the end waits for this
     /// channel's work only.
     pub(crate) wq: OwnedQueue,
+    /// `POLL_WORK`'s queue: unbound, so that the poll spins on a CPU the
+    /// scheduler finds free, not on the listener's (which queued the ack
+    /// work that published the round), where it would keep the listener
+    /// from acking until the poll times out. It queues only `ACK_WORK`.
+    pub(crate) poll_wq: OwnedQueue,
     #[pin]
     pub(crate) round_work: Work<Channel, ROUND_WORK>,
     #[pin]
@@ -638,6 +643,7 @@ impl Channel {
         let round = Round::new(gfp)?;
         let stats = round.stats.clone();
         let wq = OwnedQueue::new(c"kern2usr")?;
+        let poll_wq = OwnedQueue::new_unbound(c"kern2usr_poll")?;
         Arc::pin_init(
             try_pin_init!(Self {
                 cfg,
@@ -665,6 +671,7 @@ impl Channel {
                 stats,
                 mmap_log <- new_spinlock!(RateLimit::new("k2u_mmap", 5000, 10)),
                 wq,
+                poll_wq,
                 round_work <- new_work!("kern2usr::round_work"),
                 ack_work <- new_work!("kern2usr::ack_work"),
                 hup_work <- new_work!("kern2usr::hup_work"),
@@ -828,6 +835,9 @@ impl Channel {
             k.detach();
         }
         self.readq.notify_all();
+        // The poll work first: it may queue the ack work. Detached, no
+        // work queues the poll work any more (only a publish does).
+        self.poll_wq.drain();
         self.wq.drain();
     }
 }
