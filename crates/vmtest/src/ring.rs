@@ -39,6 +39,10 @@ pub const TESTS: &[Test] = &[
         ack_out_of_range,
     ),
     (
+        "timer-paced ring (timer+ring): a tick publishes one round; a full ring publishes nothing and counts ring_full; consuming resumes it",
+        timer_ring,
+    ),
+    (
         "K2U_IOC_ACK and K2U_IOC_ACK_ROUND on a ring are EOPNOTSUPP with one log line",
         ioctl_acks_refused,
     ),
@@ -278,6 +282,39 @@ fn back_pressure(ctx: &mut Ctx) -> Result<()> {
     wait_full_and_asleep(&ring, 12)?;
     check_all_slots(&ring, 13)?;
     ring.command(Command::Stop)?;
+    Ok(())
+}
+
+fn timer_ring(ctx: &mut Ctx) -> Result<()> {
+    fresh(ctx)?;
+    let mut ring = Ring::create(
+        &ChannelOptions::new()
+            .period(Duration::from_millis(5))
+            .ring(4),
+    )?;
+    let list = ctx.params.channels()?;
+    let entry = list
+        .iter()
+        .find(|e| e.id == ring.id())
+        .context("the ring is not listed")?;
+    ensure!(entry.pacing == Pacing::TimerRing, "listing: {entry:?}");
+    ring.command(Command::Mmap)?;
+    ring.command(Command::Start)?;
+    wait_page("a timer ring full", ring.ctrl(), |p| {
+        p.ready_seq() == 4 && p.ring_full() >= 1
+    })?;
+    check_all_slots(&ring, 1)?;
+    ensure!(ring.ctrl().ready_seq() == 4, "published past a full ring");
+    for r in 1..=12 {
+        take(&mut ring, r)?;
+    }
+    ring.command(Command::Stop)?;
+    let st = ring.stats()?;
+    ensure!(
+        st.round_trips.count >= 8 && st.round_trips.count <= 12,
+        "{} rounds counted after 12 consumed",
+        st.round_trips.count
+    );
     Ok(())
 }
 
