@@ -46,8 +46,8 @@ pub(crate) struct Round {
     /// `ring channel: ...` refusals of ioctls a ring does not have.
     pub(crate) ring_ack_log: RateLimit,
     pub(crate) ring_read_log: RateLimit,
-    /// A back-to-back ring's producer counted `ring_full` for the wait it
-    /// is in (once per wait); cleared by the next publish.
+    /// A ring's producer counted `ring_full` for the full spell it is in
+    /// (once per spell, either pacing); cleared by the next publish.
     pub(crate) ring_waiting: bool,
 }
 
