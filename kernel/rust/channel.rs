@@ -107,8 +107,8 @@ fn check_fields(req: &Create) -> Result {
             ),
         ));
     }
-    let pacing = abi::CREATE_BACK_TO_BACK | abi::CREATE_ADAPTIVE;
-    if attach && req.flags & pacing != 0 {
+    // Any flag but ATTACH itself (CREATE_RING too) is a pacing flag here.
+    if attach && req.flags & !abi::CREATE_ATTACH & abi::CREATE_FLAGS != 0 {
         return Err(refuse(
             EINVAL,
             fmt!(
@@ -134,10 +134,46 @@ fn check_fields(req: &Create) -> Result {
     if req.id != 0 {
         return Err(refuse(EINVAL, fmt!("id {}: must be 0", req.id)));
     }
-    if req.ring_slots != 0 || req.flags & abi::CREATE_RING != 0 {
+    check_ring(req)
+}
+
+/// Checks `ring_slots` (EINVAL): 0 without `CREATE_RING`; with it a power
+/// of two from `RING_MIN_SLOTS` to `RING_MAX_SLOTS` whose slots together
+/// fit `MAX_BUFFER_SIZE` (`CREATE_ATTACH` with it was refused with the
+/// flags).
+fn check_ring(req: &Create) -> Result {
+    let slots = req.ring_slots;
+    if req.flags & abi::CREATE_RING == 0 {
+        if slots != 0 {
+            return Err(refuse(
+                EINVAL,
+                fmt!("ring_slots {}: must be 0 without K2U_CREATE_RING", slots),
+            ));
+        }
+        return Ok(());
+    }
+    if !slots.is_power_of_two() || !(abi::RING_MIN_SLOTS..=abi::RING_MAX_SLOTS).contains(&slots) {
         return Err(refuse(
             EINVAL,
-            fmt!("ring_slots {}: ring channels are not built yet", req.ring_slots),
+            fmt!(
+                "ring_slots {}: must be a power of two from {} to {}",
+                slots,
+                abi::RING_MIN_SLOTS,
+                abi::RING_MAX_SLOTS
+            ),
+        ));
+    }
+    let total = u64::from(slots).saturating_mul(req.buffer_size);
+    if total > abi::MAX_BUFFER_SIZE {
+        return Err(refuse(
+            EINVAL,
+            fmt!(
+                "ring_slots {}: {} x buffer_size {} is above the maximum {}",
+                slots,
+                slots,
+                req.buffer_size,
+                abi::MAX_BUFFER_SIZE
+            ),
         ));
     }
     Ok(())
@@ -178,8 +214,15 @@ pub(crate) fn create(dev: &Device, req: &Create, this_file: FileToken) -> Result
             dev, &reg, &req.name, this_file, pid, owner, listener, efd, efd2,
         );
     }
-    // A multiple of the page size up to MAX_BUFFER_SIZE: fits.
+    // A multiple of the page size up to MAX_BUFFER_SIZE: fits. A ring's
+    // memory is all its slots (at most MAX_BUFFER_SIZE too).
     let size = req.buffer_size as usize;
+    let ring_slots = if req.flags & abi::CREATE_RING != 0 {
+        req.ring_slots
+    } else {
+        0
+    };
+    let memory = size * ring_slots.max(1) as usize;
     let period_ms = if req.period_ms == 0 {
         abi::DEFAULT_PERIOD_MS
     } else {
@@ -187,11 +230,11 @@ pub(crate) fn create(dev: &Device, req: &Create, this_file: FileToken) -> Result
     };
 
     let mut reg = dev.registry.lock();
-    check_limits(&reg, size)?;
+    check_limits(&reg, memory)?;
     let id = reg.free_id();
-    let cfg = Config::created(id, req.name, period_ms, req.flags, owner);
-    let chan = Channel::new(cfg, size)
-        .map_err(|_| refuse(ENOMEM, fmt!("out of memory for {} bytes", size)))?;
+    let cfg = Config::created(id, req.name, period_ms, req.flags, owner, ring_slots);
+    let chan = Channel::new(cfg, memory)
+        .map_err(|_| refuse(ENOMEM, fmt!("out of memory for {} bytes", memory)))?;
     let attached = Locked::new(&chan).attach(pid, listener, efd, efd2);
     if let Err(e) = attached {
         let err = match &e {
@@ -206,13 +249,24 @@ pub(crate) fn create(dev: &Device, req: &Create, this_file: FileToken) -> Result
         return Err(e);
     }
     drop(reg);
-    pr_info!(
-        "channel {} created: name={} size={} owner={}\n",
-        id,
-        chan.name(),
-        size,
-        pid
-    );
+    if ring_slots != 0 {
+        pr_info!(
+            "channel {} created: name={} size={} ring_slots={} owner={}\n",
+            id,
+            chan.name(),
+            size,
+            ring_slots,
+            pid
+        );
+    } else {
+        pr_info!(
+            "channel {} created: name={} size={} owner={}\n",
+            id,
+            chan.name(),
+            size,
+            pid
+        );
+    }
     Ok(chan)
 }
 

@@ -20,6 +20,7 @@ use crate::abi::{self, ChannelStats, Create, EventMode, Info, ReadBuffer, Regist
 use crate::channel;
 use crate::link;
 use crate::params;
+use crate::ring;
 use crate::state::{self, Channel, Device, FileToken, Locked};
 use crate::sys::{self, ParamLock, PidRef};
 
@@ -128,6 +129,9 @@ impl MiscDevice for K2uFile {
             abi::IOC_ACK => me.ack("ACK", None),
             abi::IOC_ACK_ROUND => {
                 let chan = me.reach("ACK_ROUND", Rule::Listener)?;
+                if chan.is_ring() {
+                    return Err(ring::refuse_ioctl(&chan, "ACK_ROUND"));
+                }
                 let round: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
                 Locked::new(&chan).round_ack_ioctl(Some(round))?;
                 Ok(0)
@@ -310,6 +314,9 @@ impl K2uFile {
     /// `K2U_IOC_ACK`: the outstanding round, if it was shown, as 7 on efd2.
     fn ack(&self, op: &str, round: Option<u32>) -> Result<isize> {
         let chan = self.reach(op, Rule::Listener)?;
+        if chan.is_ring() {
+            return Err(ring::refuse_ioctl(&chan, op));
+        }
         Locked::new(&chan).round_ack_ioctl(round)?;
         Ok(0)
     }
@@ -321,7 +328,7 @@ impl K2uFile {
         writer.write(&Info {
             abi_version: abi::ABI_VERSION,
             event_mode: EventMode::Queue as u32,
-            buffer_size: chan.mem.size() as u64,
+            buffer_size: chan.buffer_size() as u64,
             period_ms: chan.period_ms(),
             channel_id: chan.id(),
         })?;
@@ -342,6 +349,9 @@ impl K2uFile {
     /// fill.
     fn read_buffer(&self, mut reader: UserSliceReader) -> Result<isize> {
         let chan = self.reach("READ_BUFFER", Rule::Listener)?;
+        if chan.is_ring() {
+            return Err(ring::refuse_ioctl(&chan, "READ_BUFFER"));
+        }
         if chan.is_producer() {
             // The producer writes its buffer without the channel's mutex.
             pr_notice!(
@@ -403,7 +413,7 @@ impl K2uFile {
         }
         let chan = channel::create(&self.dev, &req, self.token())?;
         req.id = chan.id();
-        req.buffer_size = chan.mem.size() as u64;
+        req.buffer_size = chan.buffer_size() as u64;
         if let Err(e) = writer.write(&req) {
             // The caller cannot learn of its channel: undo it.
             channel::release(&self.dev, chan, self.token());
@@ -422,7 +432,7 @@ impl K2uFile {
         writer.write(&ChannelStats {
             id: chan.id(),
             event_mode: EventMode::Queue as u32,
-            buffer_size: chan.mem.size() as u64,
+            buffer_size: chan.buffer_size() as u64,
             rounds_published: rounds,
             count: v[0],
             min_ns: v[1],

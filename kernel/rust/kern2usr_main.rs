@@ -14,7 +14,9 @@
 //! refusals; `device.rs` the misc device (mmap, read, ioctl); `memory.rs`
 //! the data buffer and the control page; `link.rs` the listener's eventfds,
 //! event delivery and acks; `round.rs` the rounds and their timing;
-//! `stats.rs` the round-trip histogram; `state.rs` the channel (`Channel`:
+//! `stats.rs` the round-trip histogram; `ring.rs` ring channels
+//! (`CREATE_RING`), acks through the control page (`ack_seq`) and the
+//! bounded ack polling (`ack_poll_us`); `state.rs` the channel (`Channel`:
 //! the default one, id 0, and those `K2U_IOC_CREATE` makes) and the device
 //! (`Device`: the default channel and the registry of the others);
 //! `channel.rs` CREATE's checks and limits and a channel's end;
@@ -70,6 +72,7 @@ mod link;
 mod memory;
 mod params;
 mod producer;
+mod ring;
 mod round;
 mod state;
 mod stats;

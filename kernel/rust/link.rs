@@ -80,9 +80,12 @@ impl WakeHandler for Waker {
         if self.role == Role::Ack && events & EPOLLIN != 0 {
             // Consume the acks right here and decide, under the ack lock,
             // which round they close: a round published after this cannot
-            // be closed by them, and the time is taken now.
+            // be closed by them, and the time is taken now. Every wake-up
+            // looks at `ack_seq` first (page acks; a ring's only acks):
+            // nothing here sleeps, the control page is read in place.
             let value = {
                 let mut ack = dev.ack.lock();
+                ack.look(dev.mem.ctrl.ack_seq());
                 // A plain eventfd gives its whole count at once, an
                 // EFD_SEMAPHORE one 1 per read: read a bounded number of
                 // times.
@@ -116,6 +119,8 @@ impl WorkItem<ACK_WORK> for Channel {
     fn run(this: Arc<Self>) {
         let mut k = Locked::new(&this);
         if k.link.is_some() {
+            // (A ring's: back to back, wakes its producer if the acks
+            // made room.)
             k.round_collect();
         }
     }
@@ -225,6 +230,13 @@ impl Locked<'_> {
             pid_nr,
         });
         self.next_seq = 1;
+        // Page acks start afresh: `ack_seq` is `ready_seq` (a ring's
+        // slots are all free: the detach returned them).
+        {
+            let mut ack = dev.ack.lock();
+            ack.reset();
+            dev.mem.ctrl.attach(ack.published());
+        }
         // A note for the seed's client, which only knows the default channel.
         if dev.is_default() {
             pr_info!(

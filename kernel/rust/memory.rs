@@ -14,7 +14,7 @@ use kernel::{
     page::{Page, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{
-        atomic::{Atomic, Relaxed, Release},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         barrier::{smp_mb, Full},
         SpinLock,
     },
@@ -258,6 +258,37 @@ impl Memory {
         Ok(())
     }
 
+    /// A ring's fill: writes round `round`'s pattern into the `pages`
+    /// pages from page `first` on (the round's slot), byte `i` of the slot
+    /// being `channel_pattern_byte(id, round, i)` as [`Self::fill`] writes
+    /// a whole buffer.
+    ///
+    /// Taking the lock guard serialises it with the other fills.
+    pub(crate) fn fill_slot(
+        &self,
+        _locked: &mut Locked<'_>,
+        round: u64,
+        first: usize,
+        pages: usize,
+    ) {
+        let modulus = self.modulus;
+        let start = (self.shift + (round % modulus as u64) as usize) % modulus;
+        for n in 0..pages {
+            let Some(src) = self.pattern.get((n * PAGE_SIZE + start) % modulus..) else {
+                return;
+            };
+            let _ = self.with_page(first + n, |page| {
+                // SAFETY: As in `fill()`: `src` holds at least `PAGE_SIZE`
+                // bytes (`pattern` is a page and a period long and `src`
+                // starts within the period); the kernel's writes to the
+                // pages are serialised by the lock guard; user space may
+                // read the page through its mapping meanwhile (shared
+                // memory's byte-wise race, no Rust reference to it exists).
+                unsafe { page.write_raw(src.as_ptr(), 0, PAGE_SIZE) }
+            });
+        }
+    }
+
     /// `K2U_IOC_READ_BUFFER`'s step under the mutex: copies the buffer's
     /// bytes from `offset` on into `dst` (kernel memory; as many as fit,
     /// up to the buffer's end). Returns the bytes copied.
@@ -290,7 +321,19 @@ struct CtrlFields<'a> {
     ready_len: &'a Atomic<u64>,
     listener_state: &'a Atomic<u32>,
     doorbells_skipped: &'a Atomic<u64>,
+    ack_seq: &'a Atomic<u64>,
+    kernel_state: &'a Atomic<u32>,
+    wake_seq: &'a Atomic<u64>,
+    ring_slots: &'a Atomic<u32>,
+    ring_full: &'a Atomic<u64>,
+    /// `slots[0]`'s round; entry `i`'s `round` and `len` are `2 * i` and
+    /// `2 * i + 1` `u64`s on.
+    slots: *mut u64,
 }
+
+// `Ctrl` fits in the page, its ring table included.
+const _: () = assert!(size_of::<Ctrl>() <= PAGE_SIZE);
+const _: () = assert!(size_of::<abi::RingSlot>() == 2 * size_of::<u64>());
 
 impl CtrlPage {
     /// Calls `f` with the fields, as atomics (the listener accesses them
@@ -299,15 +342,22 @@ impl CtrlPage {
         sys::with_page_mapped(&self.0, |addr| {
             let ctrl = addr.cast::<Ctrl>();
             // SAFETY: `addr` maps the whole page for this call, and a
-            // `Ctrl` (32 bytes, 8-aligned) fits at its start, so the field
-            // pointers are valid and aligned. The kernel accesses them only
-            // here, atomically; the listener uses atomic accesses as well.
+            // `Ctrl` (8-aligned, smaller than a page: asserted above) fits
+            // at its start, so the field pointers are valid and aligned.
+            // The kernel accesses them only here, atomically; the listener
+            // uses atomic accesses as well.
             let fields = unsafe {
                 CtrlFields {
                     ready_seq: Atomic::from_ptr(&raw mut (*ctrl).ready_seq),
                     ready_len: Atomic::from_ptr(&raw mut (*ctrl).ready_len),
                     listener_state: Atomic::from_ptr(&raw mut (*ctrl).listener_state),
                     doorbells_skipped: Atomic::from_ptr(&raw mut (*ctrl).doorbells_skipped),
+                    ack_seq: Atomic::from_ptr(&raw mut (*ctrl).ack_seq),
+                    kernel_state: Atomic::from_ptr(&raw mut (*ctrl).kernel_state),
+                    wake_seq: Atomic::from_ptr(&raw mut (*ctrl).wake_seq),
+                    ring_slots: Atomic::from_ptr(&raw mut (*ctrl).ring_slots),
+                    ring_full: Atomic::from_ptr(&raw mut (*ctrl).ring_full),
+                    slots: (&raw mut (*ctrl).slots).cast::<u64>(),
                 }
             };
             f(&fields)
@@ -335,5 +385,79 @@ impl CtrlPage {
     /// One more round whose doorbell was skipped.
     pub(crate) fn count_skipped_doorbell(&self) {
         self.with(|c| c.doorbells_skipped.add(1u64, Relaxed));
+    }
+
+    /// The listener's `ack_seq` (acquire: what it did before the store,
+    /// its reads of the buffer, happened before).
+    pub(crate) fn ack_seq(&self) -> u64 {
+        self.with(|c| c.ack_seq.load(Acquire))
+    }
+
+    /// An attach: `ack_seq = ready`, `wake_seq = 0`, the module asleep.
+    pub(crate) fn attach(&self, ready: u64) {
+        self.with(|c| {
+            c.ack_seq.store(ready, Relaxed);
+            c.wake_seq.store(0, Relaxed);
+            c.kernel_state.store(abi::KERNEL_ASLEEP, Release);
+        });
+    }
+
+    /// The module polls `ack_seq` (or works, a ring's producer): the
+    /// listener need not write efd2.
+    pub(crate) fn set_polling(&self) {
+        self.with(|c| c.kernel_state.store(abi::KERNEL_POLLING, Relaxed));
+        // The listener's next ack is free to skip efd2 from now on; one
+        // that already looked writes it anyway (harmless).
+    }
+
+    /// The module goes to sleep on efd2 until `ack_seq` reaches `wake`:
+    /// stores `wake_seq`, then ASLEEP, a full barrier (pairs with the
+    /// listener's between its `ack_seq` store and its read of
+    /// `kernel_state`), and returns `ack_seq` read again: if it moved, the
+    /// caller takes it (the listener may have seen POLLING and not written
+    /// efd2).
+    pub(crate) fn sleep(&self, wake: u64) -> u64 {
+        self.with(|c| {
+            c.wake_seq.store(wake, Relaxed);
+            c.kernel_state.store(abi::KERNEL_ASLEEP, Release);
+            smp_mb(Full);
+            c.ack_seq.load(Acquire)
+        })
+    }
+
+    /// Whether the page shows the module polling.
+    pub(crate) fn polling(&self) -> bool {
+        self.with(|c| c.kernel_state.load(Relaxed) != abi::KERNEL_ASLEEP)
+    }
+
+    /// `Ctrl::ring_slots`, set at creation.
+    pub(crate) fn set_ring_slots(&self, slots: u32) {
+        self.with(|c| c.ring_slots.store(slots, Relaxed));
+    }
+
+    /// A ring's producer found it full once more.
+    pub(crate) fn count_ring_full(&self) {
+        self.with(|c| c.ring_full.add(1u64, Relaxed));
+    }
+
+    /// Describes ring slot `slot`: it holds round `round`, `len` bytes.
+    /// Stored before the round's `ready_seq` (release), which orders them.
+    pub(crate) fn store_slot(&self, slot: usize, round: u64, len: u64) {
+        if slot >= abi::RING_MAX_SLOTS as usize {
+            return;
+        }
+        self.with(|c| {
+            // SAFETY: `slot` is below the table's length (checked above),
+            // so both `u64`s of entry `slot` are inside the mapped page's
+            // `Ctrl` and 8-aligned; accessed atomically as above.
+            let (r, l) = unsafe {
+                (
+                    Atomic::from_ptr(c.slots.add(2 * slot)),
+                    Atomic::from_ptr(c.slots.add(2 * slot + 1)),
+                )
+            };
+            r.store(round, Relaxed);
+            l.store(len, Relaxed);
+        });
     }
 }

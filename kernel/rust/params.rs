@@ -16,7 +16,7 @@ use kernel::{
     module_param::KernelParam,
     page::PAGE_SIZE,
     prelude::*,
-    str::{kstrtobool_bytes, Formatter},
+    str::{kstrtobool_bytes, BStr, Formatter},
     sync::atomic::{Atomic, Relaxed},
 };
 
@@ -37,6 +37,8 @@ static BACK_TO_BACK: Atomic<bool> = Atomic::new(false);
 static ADAPTIVE: Atomic<bool> = Atomic::new(false);
 static MAX_CHANNELS: Atomic<u32> = Atomic::new(abi::DEFAULT_MAX_CHANNELS);
 static MAX_CHANNEL_MEMORY: Atomic<u64> = Atomic::new(abi::DEFAULT_MAX_CHANNEL_MEMORY);
+/// Read once per round (C's READ_ONCE); writable at any time.
+static ACK_POLL_US: Atomic<u32> = Atomic::new(0);
 
 /// `usr_pid`, `usr_efd`, `usr_efd2`.
 pub(crate) fn usr() -> (i32, i32, i32) {
@@ -81,6 +83,12 @@ pub(crate) fn max_channels() -> u32 {
 
 pub(crate) fn max_channel_memory() -> u64 {
     MAX_CHANNEL_MEMORY.load(Relaxed)
+}
+
+/// `ack_poll_us`: how long the round work polls `ack_seq` before it
+/// sleeps on efd2 (0: never).
+pub(crate) fn ack_poll_us() -> u32 {
+    ACK_POLL_US.load(Relaxed)
 }
 
 /// The callbacks of one parameter.
@@ -197,6 +205,8 @@ module_params! {
         "Most buffer bytes of all channels besides the default one (default 64 MiB)";
     channels: Channels, 0o444,
         "Every channel: id name owner buffer_size mode pacing rounds p50_ns p99_ns";
+    ack_poll_us: AckPollUs, 0o644,
+        "us the module polls ack_seq before it sleeps on efd2 (b2b adaptive and rings; 0-1000, default 0: never)";
 }
 
 // `module_param(buffer_size, ulong, 0444)` also emits its type.
@@ -222,6 +232,7 @@ const _: () = {
     assert!(sys::str_eq(param::MAX_CHANNELS, "max_channels"));
     assert!(sys::str_eq(param::MAX_CHANNEL_MEMORY, "max_channel_memory"));
     assert!(sys::str_eq(param::CHANNELS, "channels"));
+    assert!(sys::str_eq(param::ACK_POLL_US, "ack_poll_us"));
 };
 
 /// `kstrtoint()` setter with a lower bound (C's `int_at_least_set()`).
@@ -422,6 +433,35 @@ impl Param for MaxChannelMemory {
     }
 }
 
+struct AckPollUs;
+impl Param for AckPollUs {
+    fn set(val: &CStr) -> Result {
+        match kstrtouint(val) {
+            Ok(v) if v <= abi::MAX_ACK_POLL_US => {
+                ACK_POLL_US.store(v, Relaxed);
+                Ok(())
+            }
+            _ => {
+                // Rate-limited once the device exists (a load-time value
+                // is parsed once).
+                if state::device().is_none_or(|dev| dev.param_log.lock().check()) {
+                    let text = val.to_bytes();
+                    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+                    pr_notice!(
+                        "ack_poll_us={} refused: must be 0 to {}\n",
+                        BStr::from_bytes(line),
+                        abi::MAX_ACK_POLL_US
+                    );
+                }
+                Err(EINVAL)
+            }
+        }
+    }
+    fn show(f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_fmt(fmt!("{}\n", ack_poll_us()))
+    }
+}
+
 struct Channels;
 impl Param for Channels {
     fn set(_val: &CStr) -> Result {
@@ -453,7 +493,7 @@ fn channel_line(f: &mut Formatter<'_>, chan: &Channel) -> fmt::Result {
         chan.id(),
         chan.name(),
         owner,
-        chan.mem.size(),
+        chan.buffer_size(),
         EventMode::Queue.name(),
         chan.pacing(),
         rounds,

@@ -42,6 +42,13 @@ pub(crate) struct Round {
     value_log: RateLimit,
     late_log: RateLimit,
     lend_log: RateLimit,
+    stray_log: RateLimit,
+    /// `ring channel: ...` refusals of ioctls a ring does not have.
+    pub(crate) ring_ack_log: RateLimit,
+    pub(crate) ring_read_log: RateLimit,
+    /// A ring's producer counted `ring_full` for the full spell it is in
+    /// (once per spell, either pacing); cleared by the next publish.
+    pub(crate) ring_waiting: bool,
 }
 
 impl Round {
@@ -59,6 +66,10 @@ impl Round {
             value_log: RateLimit::new("k2u_round_collect", 5000, 10),
             late_log: RateLimit::new("k2u_round_collect", 5000, 10),
             lend_log: RateLimit::new("k2u_round_note_lent", 5000, 10),
+            stray_log: RateLimit::new("k2u_page_ack_report", 5000, 10),
+            ring_ack_log: RateLimit::new("k2u_ring_refuse", 5000, 10),
+            ring_read_log: RateLimit::new("k2u_ring_refuse", 5000, 10),
+            ring_waiting: false,
         })
     }
 }
@@ -86,6 +97,10 @@ impl WorkItem<ROUND_WORK> for Channel {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
+        if this.is_ring() {
+            crate::ring::run(&this);
+            return;
+        }
         Locked::new(&this).round_tick();
     }
 }
@@ -140,13 +155,7 @@ impl Locked<'_> {
             None => {}
         }
         if !self.has_room(Code::MemoryReady) {
-            if self.round.skip_log.check() {
-                pr_notice!("{}event queue full: round skipped\n", dev.tag());
-            }
-            // Back to back has no timer to try again: arm it.
-            if dev.back_to_back() && self.round.timer.is_none() {
-                self.round.timer = Some(dev.clone().start(dev.period()));
-            }
+            self.note_queue_full();
             return;
         }
         if log {
@@ -177,6 +186,20 @@ impl Locked<'_> {
         if log {
             pr_info!("Buffer filled\n");
         }
+        crate::ring::poll_kick(dev);
+    }
+
+    /// A round is due but the event queue has no room for its
+    /// MEMORY_READY: skipped. Back to back has no timer to try again: arm
+    /// it.
+    pub(crate) fn note_queue_full(&mut self) {
+        let dev = self.dev;
+        if self.round.skip_log.check() {
+            pr_notice!("{}event queue full: round skipped\n", dev.tag());
+        }
+        if dev.back_to_back() && self.round.timer.is_none() {
+            self.round.timer = Some(dev.clone().start(dev.period()));
+        }
     }
 
     /// A round is due but the buffer is still lent for round `id`, which
@@ -205,6 +228,7 @@ impl Locked<'_> {
         self.round.calculation_done = false;
         self.dev.ack.lock().new_test();
         self.round.stats.reset();
+        self.round.ring_waiting = false;
         let dev = self.dev;
         if dev.back_to_back() {
             let _ = dev.wq.enqueue::<Arc<Channel>, ROUND_WORK>(dev.clone());
@@ -225,7 +249,13 @@ impl Locked<'_> {
         self.testing = false;
         // Abandon first: an ack from here on finds no round to close.
         self.dev.ack.lock().open = false;
+        // (A ring's takes the acks already in `ack_seq` first: given
+        // before STOP, they count.)
         self.round_collect();
+        // A ring's rounds published so far count nothing when acked.
+        if self.dev.is_ring() {
+            self.dev.ack.lock().end_test();
+        }
         self.round.buffer_filled = false;
         self.round.calculation_done = false;
     }
@@ -239,7 +269,7 @@ impl Locked<'_> {
     /// the next round, also when an ack ended an abandoned round's lend
     /// (C's `k2u_round_collect()`).
     pub(crate) fn round_collect(&mut self) {
-        let (took, returned, late, bad) = {
+        let (took, returned, late, bad, stray) = {
             let mut ack = self.dev.ack.lock();
             let took = ack.take_closed();
             (
@@ -247,11 +277,17 @@ impl Locked<'_> {
                 ack.take_returned(),
                 core::mem::take(&mut ack.late),
                 core::mem::take(&mut ack.bad),
+                ack.stray.take(),
             )
         };
         let tag = self.dev.tag();
         if bad != 0 && self.round.value_log.check() {
             pr_notice!("{}unexpected value {} on efd2 ignored\n", tag, bad);
+        }
+        self.report_stray(stray);
+        if self.dev.is_ring() {
+            self.ring_collect();
+            return;
         }
         if late != 0 && self.round.late_log.check() {
             pr_notice!(
@@ -282,7 +318,24 @@ impl Locked<'_> {
         }
     }
 
-    /// `K2U_IOC_ACK` (`round` `None`) or `K2U_IOC_ACK_ROUND`.
+    /// The out-of-range line for an `ack_seq` value `stray` that was
+    /// ignored, if any (rate-limited).
+    pub(crate) fn report_stray(&mut self, stray: Option<(u64, u64, u64)>) {
+        if let Some((v, acked, published)) = stray {
+            if self.round.stray_log.check() {
+                pr_notice!(
+                    "{}ack_seq {} out of range (acked {}, published {}): ignored\n",
+                    self.dev.tag(),
+                    v,
+                    acked,
+                    published
+                );
+            }
+        }
+    }
+
+    /// `K2U_IOC_ACK` (`round` `None`) or `K2U_IOC_ACK_ROUND` (a ring was
+    /// refused before, `ring::refuse_ioctl()`).
     pub(crate) fn round_ack_ioctl(&mut self, round: Option<u32>) -> Result {
         if self.link.is_none() || self.listener_gone() {
             return Err(EPROTO);

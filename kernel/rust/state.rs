@@ -29,10 +29,12 @@ use crate::round::Round;
 use crate::stats::Stats;
 use crate::sys::{OwnedQueue, PidRef};
 
-/// Ids of the three work items of a [`Channel`].
+/// Ids of the four work items of a [`Channel`].
 pub(crate) const ROUND_WORK: u64 = 1;
 pub(crate) const ACK_WORK: u64 = 2;
 pub(crate) const HUP_WORK: u64 = 3;
+/// Polls a round's ack (`ack_poll_us`, `ring.rs`).
+pub(crate) const POLL_WORK: u64 = 4;
 
 /// Events the ring holds (`EVENT_QUEUE_LEN`).
 pub(crate) const QUEUE_LEN: usize = abi::EVENT_QUEUE_LEN as usize;
@@ -71,10 +73,94 @@ pub(crate) struct AckState {
     /// The last round whose close was counted (C's `acked_id`); kept by
     /// [`Self::reset`], for `k2u_producer_wait_ack()`.
     acked: u64,
+    /// The last round published (`ready_seq`), as the acks see it; kept
+    /// by [`Self::reset`].
+    published: u64,
+    /// The last `Ctrl::ack_seq` value taken (a ring's consumer index);
+    /// `published` at the attach.
+    pub(crate) taken: u64,
+    /// `ack_seq` changed since the attach: from now until the detach, a
+    /// multiple of 7 on efd2 is a doorbell ("look at `ack_seq`") only.
+    page_acks: bool,
+    /// An `ack_seq` value ignored since the work last looked: the value,
+    /// then `taken` and `published` at the time.
+    pub(crate) stray: Option<(u64, u64, u64)>,
+    /// The last value ignored since a value was taken: said once.
+    stray_last: Option<u64>,
+    /// A ring's part (`slots` 0: not a ring).
+    pub(crate) ring: RingAcks,
+}
+
+/// A ring channel's acks (under the ack lock): round `r` is in slot `(r -
+/// 1) % slots`; rounds `taken + 1 ..= published` are outstanding.
+pub(crate) struct RingAcks {
+    /// Its number of slots, fixed at creation (0: not a ring).
+    pub(crate) slots: u32,
+    /// Rounds up to this one were published before the last START or
+    /// STOP: their acks free their slots and count nothing.
+    test_base: u64,
+    /// When the round in each slot was published.
+    stamps: [Option<Instant<Monotonic>>; RING_SLOTS],
+    /// Round trips (ns) of rounds acked and not yet counted by the work, in
+    /// order. At most `slots` (no round is published before they are
+    /// counted: a fill counts them first, under the mutex).
+    times: [u64; RING_SLOTS],
+    ntimes: usize,
+}
+
+/// Entries of [`RingAcks`]' tables.
+const RING_SLOTS: usize = abi::RING_MAX_SLOTS as usize;
+
+impl RingAcks {
+    const fn new(slots: u32) -> Self {
+        Self {
+            slots,
+            test_base: 0,
+            stamps: [None; RING_SLOTS],
+            times: [0; RING_SLOTS],
+            ntimes: 0,
+        }
+    }
+
+    /// The slot of round `r` (1 and up).
+    pub(crate) fn slot_of(&self, r: u64) -> usize {
+        (r.wrapping_sub(1) % u64::from(self.slots.max(1))) as usize
+    }
+
+    /// Rounds `from + 1 ..= to` were acked now: those of the current test
+    /// get their round trip.
+    fn take(&mut self, from: u64, to: u64) {
+        let now = Instant::<Monotonic>::now();
+        for r in from.saturating_add(1)..=to {
+            if r <= self.test_base {
+                continue;
+            }
+            let slot = self.slot_of(r);
+            let took = self
+                .stamps
+                .get(slot)
+                .copied()
+                .flatten()
+                .map_or(0, |start| (now - start).as_nanos());
+            if let Some(t) = self.times.get_mut(self.ntimes) {
+                *t = u64::try_from(took).unwrap_or(0);
+                self.ntimes += 1;
+            }
+        }
+    }
+
+    /// Calls `f` with each round trip taken since the last call, in order.
+    pub(crate) fn drain_times(&mut self, mut f: impl FnMut(u64)) {
+        for &t in self.times.iter().take(self.ntimes) {
+            f(t);
+        }
+        self.ntimes = 0;
+    }
 }
 
 impl AckState {
-    const fn new() -> Self {
+    /// `slots`: a ring's number of slots, 0 for other channels.
+    const fn new(slots: u32) -> Self {
         Self {
             open: false,
             shown: false,
@@ -87,25 +173,108 @@ impl AckState {
             late: 0,
             bad: 0,
             acked: 0,
+            published: 0,
+            taken: 0,
+            page_acks: false,
+            stray: None,
+            stray_last: None,
+            ring: RingAcks::new(slots),
         }
     }
 
-    /// Forgets the round, its lend included (the listener left); which
-    /// round was acked last stays known.
+    /// Forgets the round, its lend included (the listener left): a ring's
+    /// outstanding rounds are all returned (`taken` is `published`), the
+    /// page acks start afresh. Which round was acked last stays known.
     pub(crate) fn reset(&mut self) {
         let acked = self.acked;
-        *self = Self::new();
+        let published = self.published;
+        let slots = self.ring.slots;
+        *self = Self::new(slots);
         self.acked = acked;
+        self.published = published;
+        self.taken = published;
+        self.ring.test_base = published;
     }
 
     /// A new test (C's `k2u_round_start()`): a round the last STOP
     /// abandoned keeps the buffer lent (its id and whether it was shown
-    /// stay), so the first round waits for its ack.
+    /// stay), so the first round waits for its ack. A ring's rounds
+    /// published so far count nothing when acked.
     pub(crate) fn new_test(&mut self) {
         self.open = false;
         self.closed = false;
         self.late = 0;
         self.bad = 0;
+        self.end_test();
+    }
+
+    /// The test ended (STOP) or begins (START): a ring's rounds published
+    /// so far count nothing when acked.
+    pub(crate) fn end_test(&mut self) {
+        self.ring.test_base = self.published;
+        self.ring.ntimes = 0;
+    }
+
+    /// The id of the round outstanding (or last opened).
+    pub(crate) fn round_id(&self) -> u64 {
+        self.id
+    }
+
+    /// The last round published (`ready_seq`).
+    pub(crate) fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// A ring has room for one more round: fewer than `slots` outstanding.
+    pub(crate) fn ring_room(&self) -> bool {
+        self.published.wrapping_sub(self.taken) < u64::from(self.ring.slots)
+    }
+
+    /// Publishes ring round `id` (the caller stores it to the control
+    /// page in the same ack-lock section): its time starts now.
+    pub(crate) fn ring_publish(&mut self, id: u64) {
+        let slot = self.ring.slot_of(id);
+        if let Some(stamp) = self.ring.stamps.get_mut(slot) {
+            *stamp = Some(Instant::now());
+        }
+        self.published = id;
+    }
+
+    /// `Ctrl::ack_seq` reads `v` (under this lock, so lookers take values
+    /// in order): takes it if it moved since the last value taken
+    /// (PROTOCOL.md, acks through the control page). A value in `taken +
+    /// 1 ..= published` is taken, and the first one since the attach turns
+    /// page acks on: on a ring it acks every round up to it; else it
+    /// closes the open round if it is its id (as `K2U_IOC_ACK_ROUND`), or
+    /// ends the lend of the round STOP abandoned if it is that one's, or
+    /// (an older round's) changes nothing more. Any other value is
+    /// ignored, and noted in `stray` for the log once (until another
+    /// value is taken or ignored). Returns whether it took a value.
+    pub(crate) fn look(&mut self, v: u64) -> bool {
+        if v == self.taken {
+            return false;
+        }
+        if v < self.taken || v > self.published {
+            if self.stray_last != Some(v) {
+                self.stray = Some((v, self.taken, self.published));
+                self.stray_last = Some(v);
+            }
+            return false;
+        }
+        self.page_acks = true;
+        self.stray_last = None;
+        let from = core::mem::replace(&mut self.taken, v);
+        if self.ring.slots != 0 {
+            self.ring.take(from, v);
+        } else if self.id == v {
+            if self.open {
+                let _ = self.close(Some(v as u32));
+            } else if self.lent {
+                self.lent = false;
+                self.returned = true;
+            }
+        }
+        true
     }
 
     /// A round is due but the buffer is lent for a round STOP abandoned:
@@ -121,6 +290,7 @@ impl AckState {
 
     /// Opens round `id`, shown already or not; the time starts now.
     pub(crate) fn open(&mut self, id: u64, shown: bool) {
+        self.published = id;
         self.open = true;
         self.lent = true;
         self.returned = false;
@@ -202,6 +372,11 @@ impl AckState {
             self.bad = value;
             return;
         }
+        // With page acks (and always on a ring) 7 is the doorbell that
+        // made the caller look at `ack_seq`: it closes nothing itself.
+        if self.page_acks || self.ring.slots != 0 {
+            return;
+        }
         let mut acks = value / ack;
         if self.close(None).is_ok() {
             acks -= 1;
@@ -229,6 +404,8 @@ pub(crate) struct Config {
     pub(crate) producer: bool,
     /// A producer's channel: who may attach (`struct k2u_producer_opts`).
     pub(crate) attach: AttachRule,
+    /// A ring channel's number of slots (`CREATE_RING`); 0 otherwise.
+    pub(crate) ring_slots: u32,
 }
 
 impl Config {
@@ -242,6 +419,7 @@ impl Config {
             owner: None,
             producer: false,
             attach: AttachRule::ADMIN,
+            ring_slots: 0,
         }
     }
 
@@ -260,16 +438,19 @@ impl Config {
             owner: None,
             producer: true,
             attach,
+            ring_slots: 0,
         }
     }
 
-    /// A created channel's; `name` is checked already.
+    /// A created channel's; `name` and `ring_slots` (0 unless
+    /// `CREATE_RING`) are checked already.
     pub(crate) fn created(
         id: u32,
         name: [u8; abi::CHANNEL_NAME_LEN],
         period_ms: u32,
         flags: u32,
         owner: PidRef,
+        ring_slots: u32,
     ) -> Self {
         Self {
             id,
@@ -279,6 +460,7 @@ impl Config {
             owner: Some(owner),
             producer: false,
             attach: AttachRule::ADMIN,
+            ring_slots,
         }
     }
 }
@@ -369,12 +551,19 @@ pub(crate) struct Channel {
     /// it. Its own, so that draining it at the end waits for this
     /// channel's work only.
     pub(crate) wq: OwnedQueue,
+    /// `POLL_WORK`'s queue: unbound, so that the poll spins on a CPU the
+    /// scheduler finds free, not on the listener's (which queued the ack
+    /// work that published the round), where it would keep the listener
+    /// from acking until the poll times out. It queues only `ACK_WORK`.
+    pub(crate) poll_wq: OwnedQueue,
     #[pin]
     pub(crate) round_work: Work<Channel, ROUND_WORK>,
     #[pin]
     pub(crate) ack_work: Work<Channel, ACK_WORK>,
     #[pin]
     pub(crate) hup_work: Work<Channel, HUP_WORK>,
+    #[pin]
+    pub(crate) poll_work: Work<Channel, POLL_WORK>,
     /// The round timer (unused with `back_to_back`).
     #[pin]
     pub(crate) timer: HrTimer<Channel>,
@@ -387,6 +576,7 @@ impl_has_work! {
     impl HasWork<Self, ROUND_WORK> for Channel { self.round_work }
     impl HasWork<Self, ACK_WORK> for Channel { self.ack_work }
     impl HasWork<Self, HUP_WORK> for Channel { self.hup_work }
+    impl HasWork<Self, POLL_WORK> for Channel { self.poll_work }
 }
 
 /// The state under [`Channel::inner`].
@@ -437,20 +627,23 @@ impl Channel {
         Self::new(Config::default_channel(), size)
     }
 
-    /// A channel of `size` bytes (checked by the caller). A created
-    /// channel's memory (buffer, control page, queue, state) is charged to
-    /// the caller's memory cgroup.
+    /// A channel of `size` bytes (checked by the caller; a ring's: all
+    /// its slots). A created channel's memory (buffer, control page,
+    /// queue, state) is charged to the caller's memory cgroup.
     pub(crate) fn new(cfg: Config, size: usize) -> Result<Arc<Self>> {
         let gfp = if cfg.id == 0 {
             GFP_KERNEL
         } else {
             GFP_KERNEL_ACCOUNT
         };
+        let slots = cfg.ring_slots;
         let mem = Memory::new(size, cfg.id, cfg.producer)?;
+        mem.ctrl.set_ring_slots(slots);
         let ring = KVVec::from_elem(Event::default(), QUEUE_LEN, gfp)?;
         let round = Round::new(gfp)?;
         let stats = round.stats.clone();
         let wq = OwnedQueue::new(c"kern2usr")?;
+        let poll_wq = OwnedQueue::new_unbound(c"kern2usr_poll")?;
         Arc::pin_init(
             try_pin_init!(Self {
                 cfg,
@@ -471,16 +664,18 @@ impl Channel {
                     last_error: ErrorText::new(),
                 }),
                 readq <- new_condvar!(),
-                ack <- new_spinlock_irq!(AckState::new()),
+                ack <- new_spinlock_irq!(AckState::new(slots)),
                 listener <- new_spinlock!(None),
                 hup: Atomic::new(false),
                 mem,
                 stats,
                 mmap_log <- new_spinlock!(RateLimit::new("k2u_mmap", 5000, 10)),
                 wq,
+                poll_wq,
                 round_work <- new_work!("kern2usr::round_work"),
                 ack_work <- new_work!("kern2usr::ack_work"),
                 hup_work <- new_work!("kern2usr::hup_work"),
+                poll_work <- new_work!("kern2usr::poll_work"),
                 timer <- HrTimer::new(),
                 prod <- ProducerSide::new(),
             }),
@@ -534,13 +729,31 @@ impl Channel {
         }
     }
 
-    /// No doorbell while the listener spins.
+    /// No doorbell while the listener spins (a ring implies it).
     pub(crate) fn adaptive(&self) -> bool {
-        if self.is_default() {
+        if self.is_ring() {
+            true
+        } else if self.is_default() {
             params::adaptive()
         } else {
             self.cfg.flags & abi::CREATE_ADAPTIVE != 0
         }
+    }
+
+    /// A ring's number of slots; 0: not a ring.
+    pub(crate) fn ring_slots(&self) -> u32 {
+        self.cfg.ring_slots
+    }
+
+    /// Whether it is a ring channel (`CREATE_RING`).
+    pub(crate) fn is_ring(&self) -> bool {
+        self.cfg.ring_slots != 0
+    }
+
+    /// The buffer size userspace is told (`Info`, `ChannelStats`, the
+    /// listing, CREATE's answer): a ring's slot size.
+    pub(crate) fn buffer_size(&self) -> usize {
+        self.mem.size() / self.cfg.ring_slots.max(1) as usize
     }
 
     /// Whether a kernel producer feeds it.
@@ -584,6 +797,13 @@ impl Channel {
         if self.cfg.producer {
             return "producer";
         }
+        if self.is_ring() {
+            return if self.back_to_back() {
+                "b2b+ring"
+            } else {
+                "timer+ring"
+            };
+        }
         match (self.back_to_back(), self.adaptive()) {
             (false, false) => "timer",
             (false, true) => "timer+adaptive",
@@ -615,6 +835,9 @@ impl Channel {
             k.detach();
         }
         self.readq.notify_all();
+        // The poll work first: it may queue the ack work. Detached, no
+        // work queues the poll work any more (only a publish does).
+        self.poll_wq.drain();
         self.wq.drain();
     }
 }
@@ -708,6 +931,9 @@ pub(crate) struct Device {
     /// Refused attaches to producers' channels: 10 lines per 5 s.
     #[pin]
     pub(crate) attach_log: SpinLock<RateLimit>,
+    /// Refused `ack_poll_us` writes: 10 lines per 5 s.
+    #[pin]
+    pub(crate) param_log: SpinLock<RateLimit>,
 }
 
 impl Device {
@@ -733,6 +959,7 @@ impl Device {
                 }),
                 perm_log <- new_spinlock!(RateLimit::new("k2u_may", 5000, 100)),
                 attach_log <- new_spinlock!(RateLimit::new("k2u_producer_may_attach", 5000, 10)),
+                param_log <- new_spinlock!(RateLimit::new("ack_poll_us_set", 5000, 10)),
             }),
             GFP_KERNEL,
         )

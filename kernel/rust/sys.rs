@@ -41,7 +41,23 @@ impl OwnedQueue {
     /// A per-CPU, high-priority workqueue (the C module's `WQ_HIGHPRI`; 7.3
     /// wants `WQ_PERCPU` or `WQ_UNBOUND` spelled out).
     pub(crate) fn new(name: &'static CStr) -> Result<Self> {
-        let flags = bindings::wq_flags_WQ_HIGHPRI | bindings::wq_flags_WQ_PERCPU;
+        Self::with_flags(
+            name,
+            bindings::wq_flags_WQ_HIGHPRI | bindings::wq_flags_WQ_PERCPU,
+        )
+    }
+
+    /// An unbound, high-priority workqueue: its work runs on whichever CPU
+    /// the scheduler finds free (the ack poll's, which must not spin on
+    /// the CPU of the listener it waits for).
+    pub(crate) fn new_unbound(name: &'static CStr) -> Result<Self> {
+        Self::with_flags(
+            name,
+            bindings::wq_flags_WQ_HIGHPRI | bindings::wq_flags_WQ_UNBOUND,
+        )
+    }
+
+    fn with_flags(name: &'static CStr, flags: bindings::wq_flags) -> Result<Self> {
         // SAFETY: The format is a NUL-terminated "%s" and its one argument a
         // NUL-terminated string, as `alloc_workqueue()` expects.
         let wq = unsafe {
