@@ -7,6 +7,7 @@
 
 #include <linux/math64.h>
 #include <linux/ratelimit.h>
+#include <linux/sizes.h>
 
 #include "kern2usr.h"
 
@@ -28,6 +29,42 @@ static enum hrtimer_restart k2u_timer_fn(struct hrtimer *timer)
 	return HRTIMER_RESTART;
 }
 
+/* Bytes past which k2u_fill_periodic() stops doubling its copies. */
+#define K2U_FILL_CHUNK	SZ_64K
+
+/*
+ * @len bytes of period @period at @p, byte 0 being @first (< @period):
+ * one period written by hand, then memcpy() of what is already there,
+ * doubling up to K2U_FILL_CHUNK, then that chunk (a whole number of
+ * periods, so it lines up) over and over. No table to allocate, and the
+ * chunk copied from stays cache-hot.
+ */
+static void k2u_fill_periodic(u8 *p, size_t len, unsigned int first,
+			      unsigned int period)
+{
+	size_t done = min_t(size_t, len, period);
+	unsigned int v = first;
+	size_t i, n;
+
+	for (i = 0; i < done; i++) {
+		p[i] = v;
+		if (++v == period)
+			v = 0;
+	}
+	while (done < len) {
+		n = min(len - done, done);
+		memcpy(p + done, p, n);
+		done += n;
+		if (done * 2 > K2U_FILL_CHUNK)
+			break;
+	}
+	/* done is now a multiple of the period, or len. */
+	for (i = done; i < len; i += n) {
+		n = min(len - i, done);
+		memcpy(p + i, p, n);
+	}
+}
+
 /*
  * The default channel's bytes are the seed's i % 255; a created channel's
  * are K2U_CHANNEL_PATTERN_BYTE(id, round, i): the value at 0, then +1
@@ -35,21 +72,12 @@ static enum hrtimer_restart k2u_timer_fn(struct hrtimer *timer)
  */
 static void k2u_fill(struct k2u_chan *c, u64 round)
 {
-	u8 *p = c->buffer;
-	unsigned int v;
-	size_t i;
-
-	if (k2u_is_default(c)) {
-		for (i = 0; i < c->buffer_size; i++)
-			p[i] = K2U_PATTERN_BYTE(i);
-		return;
-	}
-	v = K2U_CHANNEL_PATTERN_BYTE(c->id, round, 0);
-	for (i = 0; i < c->buffer_size; i++) {
-		p[i] = v;
-		if (++v == K2U_CHANNEL_PATTERN_MODULUS)
-			v = 0;
-	}
+	if (k2u_is_default(c))
+		k2u_fill_periodic(c->buffer, c->buffer_size, 0, 255);
+	else
+		k2u_fill_periodic(c->buffer, c->buffer_size,
+				  K2U_CHANNEL_PATTERN_BYTE(c->id, round, 0),
+				  K2U_CHANNEL_PATTERN_MODULUS);
 }
 
 /*
