@@ -250,6 +250,7 @@ int k2u_channel_cmd(struct k2u_chan *c, u32 cmd);
 /* chrdev.c */
 int k2u_chrdev_create(struct k2u_device *d);
 void k2u_chrdev_destroy(struct k2u_device *d);
+int k2u_may(struct k2u_chan *c, const char *op);
 
 /* channel.c */
 struct k2u_chan *k2u_chan_alloc(size_t size);
