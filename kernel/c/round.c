@@ -7,7 +7,12 @@
 
 #include <linux/math64.h>
 #include <linux/ratelimit.h>
-#include <linux/sizes.h>
+#include <linux/version.h>
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+#include <linux/unaligned.h>
+#else
+#include <asm/unaligned.h>
+#endif
 
 #include "kern2usr.h"
 
@@ -29,40 +34,30 @@ static enum hrtimer_restart k2u_timer_fn(struct hrtimer *timer)
 	return HRTIMER_RESTART;
 }
 
-/* Bytes past which k2u_fill_periodic() stops doubling its copies. */
-#define K2U_FILL_CHUNK	SZ_64K
-
 /*
- * @len bytes of period @period at @p, byte 0 being @first (< @period):
- * one period written by hand, then memcpy() of what is already there,
- * doubling up to K2U_FILL_CHUNK, then that chunk (a whole number of
- * periods, so it lines up) over and over. No table to allocate, and the
- * chunk copied from stays cache-hot.
+ * @len bytes of period @period (at least a word) at @p, byte 0 being
+ * @first (< @period): the first period, rounded up to a whole word, by
+ * hand; then word after word copied from one period back, where the bytes
+ * are already written. No table to allocate. Not memcpy(): with FSRM the
+ * kernel's memcpy() is `rep movsb`, which QEMU's TCG (where the suites
+ * and the benchmark run) executes a byte at a time.
  */
 static void k2u_fill_periodic(u8 *p, size_t len, unsigned int first,
 			      unsigned int period)
 {
-	size_t done = min_t(size_t, len, period);
+	size_t i, n = min_t(size_t, len, round_up(period, sizeof(u64)));
 	unsigned int v = first;
-	size_t i, n;
 
-	for (i = 0; i < done; i++) {
+	for (i = 0; i < n; i++) {
 		p[i] = v;
 		if (++v == period)
 			v = 0;
 	}
-	while (done < len) {
-		n = min(len - done, done);
-		memcpy(p + done, p, n);
-		done += n;
-		if (done * 2 > K2U_FILL_CHUNK)
-			break;
-	}
-	/* done is now a multiple of the period, or len. */
-	for (i = done; i < len; i += n) {
-		n = min(len - i, done);
-		memcpy(p + i, p, n);
-	}
+	for (; i + sizeof(u64) <= len; i += sizeof(u64))
+		put_unaligned(get_unaligned((u64 *)(p + i - period)),
+			      (u64 *)(p + i));
+	for (; i < len; i++)
+		p[i] = p[i - period];
 }
 
 /*
