@@ -53,8 +53,8 @@ pub fn run(fork: bool, read: bool) -> Result<()> {
         getpid().as_raw_nonzero()
     );
     if read {
-        let mut dev = std::fs::File::open(kern2usr::abi::SEED_DEVICE_PATH)
-            .context("opening the device")?;
+        let mut dev =
+            std::fs::File::open(kern2usr::abi::SEED_DEVICE_PATH).context("opening the device")?;
         println!("reading fd={} after SIGUSR1", dev.as_raw_fd());
         wait_sigusr1()?;
         let mut rec = [0u8; 16];
@@ -65,7 +65,11 @@ pub fn run(fork: bool, read: bool) -> Result<()> {
                         .and_then(|b| b.try_into().ok())
                         .map_or(0, u32::from_ne_bytes)
                 };
-                println!("read returned {n} bytes: code={} round={}", word(8), word(12));
+                println!(
+                    "read returned {n} bytes: code={} round={}",
+                    word(8),
+                    word(12)
+                );
             }
             Err(e) => println!("read returned errno {}", e.raw_os_error().unwrap_or(0)),
         }

@@ -27,7 +27,7 @@ use rustix::thread::{remove_capability_from_bounding_set, CapabilitySet};
 use crate::common::{errno_text, expect_refused, SelfListener};
 use crate::guest::{self, scaled, timeout};
 use crate::harness::{Ctx, Test};
-use crate::holder::{READING_LINE, READ_LINE, READY_LINE};
+use crate::holder::{READING_LINE, READY_LINE, READ_LINE};
 use crate::kmsg::KernelLog;
 use crate::listener::ListenerProc;
 
