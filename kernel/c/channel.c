@@ -24,6 +24,7 @@ void k2u_chan_init(struct k2u_chan *c)
 	k2u_stats_reset(&c->stats);
 	k2u_link_init(c);
 	k2u_round_init(c);
+	k2u_ring_init(c);
 	INIT_LIST_HEAD(&c->node);
 	init_waitqueue_head(&c->ack_wait);
 	kref_init(&c->ref);
@@ -44,6 +45,7 @@ void k2u_chan_free(struct kref *ref)
 	if (c->ctrl_page)
 		__free_page(c->ctrl_page);
 	kvfree(c->ring);
+	kvfree(c->ring_stamps);
 	put_pid(c->owner);
 	mutex_destroy(&c->read_lock);
 	mutex_destroy(&c->lock);
@@ -180,12 +182,7 @@ static int k2u_check_create(const struct k2u_create *cr)
 		pr_notice("CREATE refused: id %u: must be 0\n", cr->id);
 		return -EINVAL;
 	}
-	if (cr->ring_slots || (cr->flags & K2U_CREATE_RING)) {
-		pr_notice("CREATE refused: ring_slots %u: ring channels are not built yet\n",
-			  cr->ring_slots);
-		return -EINVAL;
-	}
-	return 0;
+	return k2u_ring_check_create(cr);
 }
 
 /* Keep the list ordered by id, so the listing is. */
@@ -228,18 +225,25 @@ static int k2u_chan_publish(struct k2u_device *d, struct file *filp,
 			    struct k2u_create *cr,
 			    struct file *efd, struct file *efd2)
 {
+	u64 total = cr->buffer_size * (cr->ring_slots ?: 1);
 	char why[K2U_LAST_ERROR_LEN];
 	struct k2u_chan *c;
 	int id, ret;
 
-	ret = k2u_chan_limits(d, cr->buffer_size);
+	/* A ring: all its slots count, allocated and mapped as one buffer. */
+	ret = k2u_chan_limits(d, total);
 	if (ret)
 		return ret;
-	c = k2u_chan_alloc(cr->buffer_size);
+	c = k2u_chan_alloc(total);
+	if (c && cr->ring_slots &&
+	    k2u_ring_setup(c, cr->ring_slots, cr->buffer_size)) {
+		k2u_chan_free(&c->ref);
+		c = NULL;
+	}
 	id = c ? ida_alloc_min(&d->ids, 1, GFP_KERNEL) : -ENOMEM;
 	if (id < 0) {
 		pr_notice("CREATE refused: out of memory for %llu bytes\n",
-			  cr->buffer_size);
+			  total);
 		ret = -ENOMEM;
 		goto err_free;
 	}
@@ -249,7 +253,7 @@ static int k2u_chan_publish(struct k2u_device *d, struct file *filp,
 	c->period_ns = (u64)(cr->period_ms ?: K2U_DEFAULT_PERIOD_MS) *
 		       NSEC_PER_MSEC;
 	c->back_to_back = cr->flags & K2U_CREATE_BACK_TO_BACK;
-	c->adaptive = cr->flags & K2U_CREATE_ADAPTIVE;
+	c->adaptive = (cr->flags & K2U_CREATE_ADAPTIVE) || c->ring_slots;
 	c->owner = get_task_pid(current, PIDTYPE_TGID);
 
 	cr->id = c->id;
@@ -263,13 +267,18 @@ static int k2u_chan_publish(struct k2u_device *d, struct file *filp,
 		goto err_id;
 	}
 	d->nr_channels++;
-	d->memory += c->buffer_size;
+	d->memory += k2u_chan_map_size(c);
 	k2u_chan_insert(d, c);
 	/* Pairs with k2u_file_chan(): the channel is complete first. */
 	smp_store_release(&filp->private_data, c);
-	pr_info("channel %u created: name=%s size=%zu owner=%d\n", c->id,
-		c->name[0] ? c->name : "-", c->buffer_size,
-		task_tgid_vnr(current));
+	if (c->ring_slots)
+		pr_info("channel %u created: name=%s size=%zu ring_slots=%u owner=%d\n",
+			c->id, c->name[0] ? c->name : "-", c->buffer_size,
+			c->ring_slots, task_tgid_vnr(current));
+	else
+		pr_info("channel %u created: name=%s size=%zu owner=%d\n",
+			c->id, c->name[0] ? c->name : "-", c->buffer_size,
+			task_tgid_vnr(current));
 	return 0;
 
 err_id:
@@ -363,7 +372,7 @@ void k2u_chan_release(struct k2u_chan *c)
 	mutex_lock(&d->chan_lock);
 	list_del(&c->node);
 	d->nr_channels--;
-	d->memory -= c->buffer_size;
+	d->memory -= k2u_chan_map_size(c);
 	ida_free(&d->ids, c->id);
 	mutex_unlock(&d->chan_lock);
 	pr_info("channel %u released\n", c->id);
@@ -374,6 +383,9 @@ static const char *k2u_pacing(const struct k2u_chan *c)
 {
 	if (c->producer)
 		return "producer";
+	/* Set once at CREATE; a ring's doorbell is always adaptive. */
+	if (c->ring_slots)
+		return c->back_to_back ? "b2b+ring" : "timer+ring";
 	/* The default channel's flags change under c->lock (main.c). */
 	if (READ_ONCE(c->back_to_back))
 		return READ_ONCE(c->adaptive) ? "b2b+adaptive" : "b2b";

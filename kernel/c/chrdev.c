@@ -86,7 +86,7 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 	struct k2u_chan *c = k2u_chan_of(filp);
 	unsigned long len = vma->vm_end - vma->vm_start;
 	void *area = c->buffer;
-	size_t size = c->buffer_size;
+	size_t size = k2u_chan_map_size(c);	/* a ring: all its slots */
 	int ret;
 
 	ret = k2u_may(c, "mmap");
@@ -359,10 +359,16 @@ static long k2u_chan_ioctl(struct file *filp, struct k2u_chan *c,
 	case K2U_IOC_CREATE:
 		return k2u_chan_create_ioctl(filp, arg);
 	case K2U_IOC_ACK:
+		if (c->ring_slots)
+			return k2u_ring_refuse(c, "ACK");
 		return k2u_ioctl_ack(c, false, NULL);
 	case K2U_IOC_ACK_ROUND:
+		if (c->ring_slots)
+			return k2u_ring_refuse(c, "ACK_ROUND");
 		return k2u_ioctl_ack(c, true, arg);
 	case K2U_IOC_READ_BUFFER:
+		if (c->ring_slots)
+			return k2u_ring_refuse(c, "READ_BUFFER");
 		if (c->producer) {
 			/* The producer writes its buffer without c->lock. */
 			pr_notice("%sREAD_BUFFER refused: a producer's buffer is read through the mapping\n",

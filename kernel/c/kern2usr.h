@@ -7,6 +7,7 @@
  * channel.c channels: create, look up, release, list
  * link.c    the listener's eventfds: attach, detach, event delivery, acks
  * round.c   the periodic test rounds and their timing
+ * ring.c    ring channels, acks through the control page, ack polling
  *
  * struct k2u_device is the device (cdev, class, workqueue) and the list of
  * channels with their limits; struct k2u_chan is one channel. The default
@@ -104,6 +105,12 @@ struct k2u_round {
 	bool returned;		/* an ack ended an abandoned round's lend */
 };
 
+/* A ring slot's round, kept in kernel memory (ring.c; under ack_lock). */
+struct k2u_ring_stamp {
+	u64 start_ns;		/* its publish time */
+	u64 took_ns;		/* its round trip, once its ack is taken */
+};
+
 /* Prefix of a created channel's log lines: "channel <id>: ". */
 #define K2U_TAG_LEN 24
 
@@ -127,6 +134,7 @@ struct k2u_chan {
 	struct work_struct ack_work;
 	struct work_struct post_work;
 	struct work_struct hup_work;
+	struct work_struct poll_work;	/* ring.c: polls ack_seq (ack_poll_us) */
 	struct hrtimer timer;
 	wait_queue_head_t readq;	/* readers of event records */
 	unsigned long events;		/* enum k2u_event_bits */
@@ -140,6 +148,23 @@ struct k2u_chan {
 	bool in_flight;			/* counter mode: a code sits in efd */
 	unsigned int in_flight_code;
 	u32 in_flight_round;
+
+	/*
+	 * Acks through the control page and rings (ring.c), guarded by
+	 * ack_lock. ring_slots and ring_stamps are set once at CREATE.
+	 */
+	u32 ring_slots;			/* 0: not a ring */
+	struct k2u_ring_stamp *ring_stamps;
+	u64 ack_taken;			/* the last ack_seq value taken */
+	u64 ring_counted;		/* rounds up to here are counted */
+	u64 ring_abandon;		/* rounds up to here: before a STOP */
+	u64 ack_oor;			/* out-of-range ack_seq to log */
+	u64 ack_oor_acked;		/* ack_taken when it was seen */
+	u64 ack_oor_published;		/* rounds_published then */
+	u64 ack_oor_last;		/* the last one seen: said once */
+	bool ack_oor_seen;		/* ack_oor_last is valid */
+	bool ack_oor_pending;
+	bool page_acks;			/* ack_seq changed since the attach */
 
 	/*
 	 * Serialises read() of event records: one reader at a time takes
@@ -178,6 +203,7 @@ struct k2u_chan {
 	bool back_to_back;		/* next round right after the ack */
 	bool adaptive;			/* no doorbell while the listener spins */
 	bool lend_logged;		/* "still lent" said for this round */
+	bool ring_waiting;		/* the ring is full: ring_full counted */
 	struct k2u_stats stats;
 
 	char last_error[K2U_LAST_ERROR_LEN];
@@ -220,6 +246,12 @@ extern struct k2u_device k2u_dev;
 static inline bool k2u_is_default(const struct k2u_chan *c)
 {
 	return !c->id;
+}
+
+/* Bytes of the buffer mapping: the whole ring for a ring channel. */
+static inline size_t k2u_chan_map_size(const struct k2u_chan *c)
+{
+	return c->ring_slots ? c->buffer_size * c->ring_slots : c->buffer_size;
 }
 
 /* The channel a file is, or NULL: its calls reach the default channel. */
@@ -302,5 +334,20 @@ int k2u_round_ack_ioctl(struct k2u_chan *c, bool by_id, u32 id);
 void k2u_round_shown_locked(struct k2u_chan *c, u32 id);
 void k2u_round_reset_locked(struct k2u_chan *c);
 s64 k2u_round_publish(struct k2u_chan *c, size_t len);
+void k2u_round_page_ack_locked(struct k2u_chan *c, u64 v);
+
+/* ring.c */
+void k2u_ring_init(struct k2u_chan *c);
+int k2u_ring_setup(struct k2u_chan *c, u32 slots, size_t slot_size);
+int k2u_ring_check_create(const struct k2u_create *cr);
+void k2u_page_ack_attach(struct k2u_chan *c);
+void k2u_page_ack_reset_locked(struct k2u_chan *c);
+bool k2u_page_ack_locked(struct k2u_chan *c);
+void k2u_page_ack_report(struct k2u_chan *c);
+void k2u_ack_poll_kick(struct k2u_chan *c);
+void k2u_ring_work(struct k2u_chan *c);
+void k2u_ring_collect(struct k2u_chan *c);
+void k2u_ring_stopped(struct k2u_chan *c);
+int k2u_ring_refuse(struct k2u_chan *c, const char *op);
 
 #endif /* _KERN2USR_H */

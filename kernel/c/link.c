@@ -700,6 +700,7 @@ int k2u_attach(struct k2u_chan *c, struct task_struct *task, struct file *efd_fi
 	c->pid = nr;
 	c->attached = true;
 	c->next_seq = 1;
+	k2u_page_ack_attach(c);
 	if (K2U_QUEUE_MODE && k2u_is_default(c))
 		pr_info("queue mode: codes are records read from /dev/%s; a client that reads codes from efd (the 2017 KernUsr) cannot follow them on this kernel\n",
 			K2U_DEVICE_NAME);

@@ -89,6 +89,7 @@ void k2u_round_reset_locked(struct k2u_chan *c)
 	c->round.returned = false;
 	c->acks_late = 0;
 	c->ack_bad_value = 0;
+	k2u_page_ack_reset_locked(c);
 }
 
 /*
@@ -133,20 +134,39 @@ static int k2u_round_close_locked(struct k2u_chan *c, bool by_id, u32 id)
 }
 
 /*
+ * Under ack_lock, ack_seq moved to @v (page acks, not a ring): if it
+ * names the outstanding round, close it as K2U_IOC_ACK_ROUND would; if
+ * it names the round STOP abandoned and still lent, end the lend. Any
+ * other (older) round is acked already: nothing to do.
+ */
+void k2u_round_page_ack_locked(struct k2u_chan *c, u64 v)
+{
+	lockdep_assert_held(&c->ack_lock);
+	if (v == c->round.id)
+		k2u_round_close_locked(c, true, (u32)v);
+}
+
+/*
  * Under ack_lock, from efd2's wake-up: @value is what its counter held,
- * k acks of 7 when several were written before it was read.
+ * k acks of 7 when several were written before it was read. ack_seq is
+ * looked at first; once the listener acks through the page (or on a
+ * ring) efd2 is only a doorbell.
  */
 void k2u_round_efd2_locked(struct k2u_chan *c, u64 value)
 {
+	bool paged;
 	u64 acks;
 	u32 rest;
 
 	lockdep_assert_held(&c->ack_lock);
+	paged = k2u_page_ack_locked(c);
 	acks = div_u64_rem(value, K2U_CMD_MEMORY_COPIED, &rest);
 	if (rest) {
 		c->ack_bad_value = value;
 		return;
 	}
+	if (paged || c->page_acks || c->ring_slots)
+		return;
 	if (!k2u_round_close_locked(c, false, 0))
 		acks--;
 	c->acks_late += acks;
@@ -281,6 +301,7 @@ static void k2u_round_begin(struct k2u_chan *c, bool log)
 	c->calculation_done = false;
 	c->log_round = log;
 	k2u_round_open(c, c->buffer_size);
+	k2u_ack_poll_kick(c);
 	if (log)
 		pr_info("Buffer filled\n");
 }
@@ -317,6 +338,10 @@ static void k2u_round_work(struct work_struct *work)
 	struct k2u_chan *c = container_of(work, struct k2u_chan, round_work);
 	bool log;
 
+	if (c->ring_slots) {
+		k2u_ring_work(c);
+		return;
+	}
 	mutex_lock(&c->lock);
 	if (!c->testing || !k2u_check_listener(c))
 		goto out;
@@ -352,6 +377,7 @@ void k2u_round_cancel_sync(struct k2u_chan *c)
 {
 	hrtimer_cancel(&c->timer);
 	cancel_work_sync(&c->round_work);
+	cancel_work_sync(&c->poll_work);	/* it queues ack_work */
 	cancel_work_sync(&c->ack_work);
 	cancel_work_sync(&c->post_work);
 	cancel_work_sync(&c->hup_work);
@@ -402,6 +428,8 @@ void k2u_round_stop(struct k2u_chan *c)
 	c->round.open = false;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	k2u_round_collect(c);
+	if (c->ring_slots)
+		k2u_ring_stopped(c);
 	c->buffer_filled = false;
 	c->calculation_done = false;
 }
@@ -424,6 +452,11 @@ void k2u_round_collect(struct k2u_chan *c)
 	bool closed, returned;
 
 	lockdep_assert_held(&c->lock);
+	if (c->ring_slots) {
+		k2u_ring_collect(c);
+		return;
+	}
+	k2u_page_ack_report(c);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	closed = c->round.closed;
 	took = c->round.took_ns;

@@ -16,6 +16,7 @@ mod pattern;
 mod perf;
 mod producer;
 mod regress;
+mod ring;
 mod seedclient;
 mod uffd;
 mod walkthrough;
@@ -110,6 +111,8 @@ enum SuiteName {
     Producer,
     /// The library's channel API against the module (ABI v3).
     Libchan,
+    /// Ring channels and acks through the control page (ABI 4).
+    Ring,
     /// All of the above but producer.
     All,
 }
@@ -193,6 +196,7 @@ fn run(cli: Cli) -> Result<bool> {
                     SuiteName::Libchan => {
                         harness::run_independent("libchan", libchan::TESTS, filter)
                     }
+                    SuiteName::Ring => harness::run_independent("ring", ring::TESTS, filter),
                     SuiteName::All => harness::Tally::default(),
                 };
                 failed += tally.failed;
@@ -231,6 +235,7 @@ fn run(cli: Cli) -> Result<bool> {
                 ("producer", producer::TESTS),
                 ("channels", channels::TESTS),
                 ("libchan", libchan::TESTS),
+                ("ring", ring::TESTS),
             ] {
                 println!("{suite}:");
                 for (name, _) in tests {
