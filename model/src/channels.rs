@@ -581,9 +581,14 @@ impl Channels {
         self.owned(f, caller)?.state.read_records(len)
     }
 
-    /// `K2U_IOC_READ_BUFFER` of `len` bytes: the bytes copied.
+    /// `K2U_IOC_READ_BUFFER` of `len` bytes: the bytes copied; on a ring
+    /// EOPNOTSUPP (its slots are read through the mapping).
     pub fn read_buffer(&mut self, f: FileId, caller: Pid, len: u64) -> Result<u64, Errno> {
-        Ok(self.owned(f, caller)?.state.ioctl_read_buffer(len))
+        let c = self.owned(f, caller)?;
+        if c.state.ring_slots() > 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        Ok(c.state.ioctl_read_buffer(len))
     }
 
     /// `mmap()` of a channel's file; on success the file has one more

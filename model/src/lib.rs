@@ -921,6 +921,10 @@ impl Model {
     /// The test ends: an outstanding round is abandoned (no ack counts
     /// it), but it stays lent until its ack or a detach.
     fn stop(&mut self) {
+        // A ring takes the acks stored so far first: they still count.
+        if self.ring_slots > 0 && self.testing {
+            self.take_ack_seq();
+        }
         self.testing = false;
         if let Some(r) = self.round.take() {
             self.lent = Some(r);
@@ -1061,7 +1065,7 @@ impl Model {
     }
 
     /// The module looks at `ack_seq`: a value other than the last one
-    /// taken turns page acks on and is taken, if in range. Not a ring:
+    /// taken is taken if in range, which turns page acks on. Not a ring:
     /// the open round's id closes it (as `K2U_IOC_ACK_ROUND`), an older
     /// round's id ends a lend (or nothing); a ring: every round up to it
     /// is acked (those of the current test counted). Out of range (behind
@@ -1072,11 +1076,11 @@ impl Model {
         if !self.live || self.listener.is_none() || v == self.ack_taken {
             return 0;
         }
-        self.page_acks = true;
         if v < self.ack_taken || v > self.ready_seq {
             self.acks_out_of_range += 1;
             return 0;
         }
+        self.page_acks = true;
         self.ack_taken = v;
         let mut closed = 0;
         if self.ring_slots > 0 {

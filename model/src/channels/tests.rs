@@ -491,6 +491,8 @@ fn ring_acks_out_of_range_are_ignored_and_ioctl_acks_refused() {
     assert_eq!(ch.ack(1, OWNER), Err(Errno::EOPNOTSUPP));
     assert_eq!(ch.ack_round(1, OWNER, 3), Err(Errno::EOPNOTSUPP));
     assert_eq!(ch.ack(1, OTHER), Err(Errno::EPERM));
+    assert_eq!(ch.read_buffer(1, OWNER, 4096), Err(Errno::EOPNOTSUPP));
+    assert_eq!(ch.read_buffer(1, OTHER, 4096), Err(Errno::EPERM));
     // 7 on efd2 alone is a doorbell: nothing closes, nothing is late.
     assert_eq!(ch.publish(id), Ok(()));
     let out = ch.efd2_write(id, 7);
@@ -575,4 +577,27 @@ fn page_acks_close_rounds_and_turn_efd2_into_a_doorbell() {
     assert_eq!(ch.efd2_write(1, 7).closed, 0);
     assert!(ch.can_publish(1), "the page ack returned the buffer");
     assert_eq!(count(&ch, 1), 0);
+}
+
+#[test]
+fn ring_stop_takes_the_acks_stored_before_it() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    let id = running_ring(&mut ch, 4);
+    for _ in 0..3 {
+        assert_eq!(ch.publish(id), Ok(()));
+    }
+    // Stored, no doorbell: STOP looks at ack_seq before it abandons.
+    ch.store_ack_seq(id, 2);
+    assert_eq!(ch.command(1, OWNER, 4), Ok(()));
+    assert_eq!(count(&ch, id), 2);
+    // Round 3 was abandoned: its ack frees its slot, counts nothing.
+    ch.store_ack_seq(id, 3);
+    assert_eq!(ch.efd2_write(id, 7).closed, 0);
+    assert_eq!(count(&ch, id), 2);
+    // An out-of-range value does not turn page acks on by itself.
+    let mut fresh = Channels::new(Mode::Queue, false);
+    let id = running_ring(&mut fresh, 2);
+    fresh.store_ack_seq(id, 9);
+    assert_eq!(fresh.efd2_write(id, 7).closed, 0);
+    assert!(!fresh.chan(id).is_some_and(|c| c.state.page_acks()));
 }

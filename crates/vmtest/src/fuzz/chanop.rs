@@ -544,8 +544,6 @@ pub fn generate(rng: &mut Rng, slots: &[SlotView], rings: bool) -> Option<ChanOp
                 },
                 4 => ChanOp::Mmap(c, rng.below(CHAN_MMAPS.len() as u64) as u8),
                 5 if maps > 0 => ChanOp::Check(c),
-                // A ring's READ_BUFFER is not specified yet.
-                5 | 6 if ring => ChanOp::Check(c),
                 5 | 6 => ChanOp::ReadBuf(c, *rng.pick(&[4096u32, 100, 8192, 1 << 20, 2 << 20])),
                 7 => ChanOp::Stats(c),
                 8 => ChanOp::List,
