@@ -42,8 +42,8 @@ static enum hrtimer_restart k2u_timer_fn(struct hrtimer *timer)
  * kernel's memcpy() is `rep movsb`, which QEMU's TCG (where the suites
  * and the benchmark run) executes a byte at a time.
  */
-static void k2u_fill_periodic(u8 *p, size_t len, unsigned int first,
-			      unsigned int period)
+void k2u_fill_periodic(u8 *p, size_t len, unsigned int first,
+		       unsigned int period)
 {
 	size_t i, n = min_t(size_t, len, round_up(period, sizeof(u64)));
 	unsigned int v = first;
