@@ -460,10 +460,16 @@ fn create_req(rng: &mut Rng, rings: bool) -> CreateReq {
     } else {
         *rng.pick(&[(5u32, 0u32), (0, 1)])
     };
-    if rings && rng.chance(1, 3) {
-        // A ring, mostly well formed; rarely with ATTACH (EINVAL).
+    if rings && rng.chance(1, 2) {
+        // A ring, mostly well formed and back to back (its rounds come at
+        // once, up to the slots); rarely with ATTACH (EINVAL).
         (size, reserved) = ring_fields(rng, valid);
-        flags = (flags & (CREATE_BACK_TO_BACK | CREATE_ADAPTIVE)) | CREATE_RING;
+        flags = *rng.pick(&[
+            CREATE_BACK_TO_BACK,
+            CREATE_BACK_TO_BACK,
+            CREATE_BACK_TO_BACK | CREATE_ADAPTIVE,
+            0,
+        ]) | CREATE_RING;
         if !valid && rng.chance(1, 4) {
             flags |= CREATE_ATTACH;
         }

@@ -434,7 +434,7 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
             4,  // 8 time passes
             1,  // 9 module
             2,  // 10 spawn
-            24, // 11 channels
+            32, // 11 channels
         ]);
         let op = match family {
             0 => {
