@@ -1338,19 +1338,36 @@ impl ChanSide {
         profile.add("chan wait count", t.elapsed());
         // Activity, for the report: total = rounds published / counted.
         let (mut published, mut counted) = (0u64, 0u64);
+        let (mut ring_published, mut ring_counted) = (0u64, 0u64);
         for (id, (p, c)) in &seen {
             if let Some(ch) = self.cands[0].chan(*id) {
-                published += p.saturating_sub(ch.state.ready_seq());
-                counted += counts
+                let p = p.saturating_sub(ch.state.ready_seq());
+                let c = counts
                     .get(id)
                     .map_or(0, |c2| c2.max(c).saturating_sub(ch.state.counted()));
+                published += p;
+                counted += c;
+                if ch.state.ring_slots() > 0 {
+                    ring_published += p;
+                    ring_counted += c;
+                }
             }
         }
-        if published > 0 {
-            profile.add("chan published(=ms)", Duration::from_millis(published));
+        for (name, n) in [
+            ("chan published(=ms)", published),
+            ("chan counted(=ms)", counted),
+            ("chan ring published(=ms)", ring_published),
+            ("chan ring counted(=ms)", ring_counted),
+        ] {
+            if n > 0 {
+                profile.add(name, Duration::from_millis(n));
+            }
         }
-        if counted > 0 {
-            profile.add("chan counted(=ms)", Duration::from_millis(counted));
+        if let Some(n) = obs
+            .strip_prefix("ring ok ")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            profile.add("chan ring slots checked(=ms)", Duration::from_millis(n));
         }
         if matches!(op, Some(ChanOp::Create(..))) && obs.starts_with("ok") {
             profile.add("chan created", Duration::ZERO);
