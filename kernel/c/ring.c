@@ -28,8 +28,9 @@ static int ack_poll_us_set(const char *val, const struct kernel_param *kp)
 	unsigned int v;
 
 	if (kstrtouint(val, 0, &v) || v > K2U_MAX_ACK_POLL_US) {
-		pr_notice("ack_poll_us=%.*s refused: must be 0 to %u\n",
-			  (int)strcspn(val, "\n"), val, K2U_MAX_ACK_POLL_US);
+		pr_notice_ratelimited("ack_poll_us=%.*s refused: must be 0 to %u\n",
+				      (int)strcspn(val, "\n"), val,
+				      K2U_MAX_ACK_POLL_US);
 		return -EINVAL;
 	}
 	WRITE_ONCE(ack_poll_us, v);

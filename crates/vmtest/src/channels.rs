@@ -1135,9 +1135,9 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
             "CREATE refused: period_ms 60001: above the maximum 60000".into(),
         ),
         (
-            Create { flags: 8, ..base },
+            Create { flags: 16, ..base },
             Errno::INVAL,
-            "CREATE refused: flags 0x8: unknown flag 0x8".into(),
+            "CREATE refused: flags 0x10: unknown flag 0x10".into(),
         ),
         (
             Create {
@@ -1174,7 +1174,7 @@ fn create_and_command_refusals(ctx: &mut Ctx) -> Result<()> {
                 ..base
             },
             Errno::INVAL,
-            "CREATE refused: reserved 1: must be 0".into(),
+            "CREATE refused: ring_slots 1: must be 0 without K2U_CREATE_RING".into(),
         ),
         (
             Create {
