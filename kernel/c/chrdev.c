@@ -56,7 +56,7 @@ static bool k2u_is_listener(struct k2u_chan *c)
  * process; on the default channel its listener process or CAP_SYS_ADMIN.
  * 0, or -EPERM with one (rate-limited) line.
  */
-static int k2u_may(struct k2u_chan *c, const char *op)
+int k2u_may(struct k2u_chan *c, const char *op)
 {
 	if (!k2u_is_default(c)) {
 		/* A producer's channel changes owner with its listener. */

@@ -282,6 +282,7 @@ int k2u_channel_cmd(struct k2u_chan *c, u32 cmd);
 /* chrdev.c */
 int k2u_chrdev_create(struct k2u_device *d);
 void k2u_chrdev_destroy(struct k2u_device *d);
+int k2u_may(struct k2u_chan *c, const char *op);
 
 /* channel.c */
 struct k2u_chan *k2u_chan_alloc(size_t size);
@@ -322,6 +323,8 @@ ssize_t k2u_read_events(struct k2u_chan *c, char __user *buf, size_t count,
 			bool nonblock);
 
 /* round.c */
+void k2u_fill_periodic(u8 *p, size_t len, unsigned int first,
+		       unsigned int period);
 void k2u_round_init(struct k2u_chan *c);
 void k2u_round_cancel_sync(struct k2u_chan *c);
 void k2u_round_start(struct k2u_chan *c);

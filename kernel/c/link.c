@@ -352,20 +352,30 @@ static void k2u_consume_events(struct k2u_chan *c, const struct k2u_event *ev,
 	}
 }
 
-/* Wait for a record (or the channel's end); c->read_lock not held. */
-static int k2u_wait_events(struct k2u_chan *c, bool nonblock)
+/* Whether there are records, or the ring was emptied since @epoch. */
+static bool k2u_events_changed(struct k2u_chan *c, u64 epoch)
+{
+	return READ_ONCE(c->ring_count) || READ_ONCE(c->ring_epoch) != epoch;
+}
+
+/*
+ * Wait for a record, a detach (the ring's epoch moves on from @epoch: the
+ * caller's right to read is asked again) or the channel's end;
+ * c->read_lock not held.
+ */
+static int k2u_wait_events(struct k2u_chan *c, bool nonblock, u64 epoch)
 {
 	int ret;
 
-	if (READ_ONCE(c->ring_count))
+	if (k2u_events_changed(c, epoch))
 		return 0;
 	if (nonblock)
 		return -EAGAIN;
-	ret = wait_event_interruptible(c->readq, READ_ONCE(c->ring_count) ||
+	ret = wait_event_interruptible(c->readq, k2u_events_changed(c, epoch) ||
 				       !READ_ONCE(c->live));
 	if (ret)
 		return ret;
-	return READ_ONCE(c->ring_count) ? 0 : -ENODEV;
+	return k2u_events_changed(c, epoch) ? 0 : -ENODEV;
 }
 
 /*
@@ -383,14 +393,19 @@ ssize_t k2u_read_events(struct k2u_chan *c, char __user *buf, size_t count,
 	unsigned int n, copied;
 	size_t done = 0;
 	unsigned long left;
-	u64 epoch;
+	u64 epoch, seen;
 	int ret;
 
 	if (!K2U_QUEUE_MODE || count < sizeof(struct k2u_event))
 		return -EINVAL;
+	ret = mutex_lock_interruptible(&c->lock);
+	if (ret)
+		return ret;
+	seen = c->ring_epoch;
+	mutex_unlock(&c->lock);
 again:
 	for (;;) {
-		ret = k2u_wait_events(c, nonblock);
+		ret = k2u_wait_events(c, nonblock, seen);
 		if (ret)
 			return ret;
 		if (nonblock) {
@@ -401,7 +416,7 @@ again:
 			if (ret)
 				return ret;
 		}
-		if (READ_ONCE(c->ring_count))
+		if (k2u_events_changed(c, seen))
 			break;
 		/* Another reader took them meanwhile. */
 		mutex_unlock(&c->read_lock);
@@ -410,6 +425,18 @@ again:
 		ret = mutex_lock_interruptible(&c->lock);
 		if (ret)
 			break;
+		/*
+		 * The caller may have stopped being the listener while it
+		 * waited (root attached another process): asked again under
+		 * c->lock, where the listener cannot change, before any
+		 * record is taken.
+		 */
+		seen = c->ring_epoch;
+		ret = k2u_may(c, "read");
+		if (ret) {
+			mutex_unlock(&c->lock);
+			break;
+		}
 		n = k2u_peek_events(c, batch,
 				    min_t(size_t, K2U_READ_BATCH,
 					  (count - done) / sizeof(*batch)),
@@ -716,7 +743,8 @@ void k2u_detach(struct k2u_chan *c)
 	c->ring_head = 0;
 	WRITE_ONCE(c->ring_count, 0);
 	/* A read() copying records out must not take them off again. */
-	c->ring_epoch++;
+	WRITE_ONCE(c->ring_epoch, c->ring_epoch + 1);
+	/* Readers that wait ask again whether they may read. */
 	wake_up_interruptible(&c->readq);
 	/* A producer's round is abandoned: its waiter returns -ENOTCONN. */
 	wake_up_all(&c->ack_wait);

@@ -294,27 +294,12 @@ int k2u_ring_setup(struct k2u_chan *c, u32 slots, size_t slot_size)
 	return 0;
 }
 
-/*
- * Fill @dst with channel @c's round @round: the first period of the
- * pattern (it repeats every K2U_CHANNEL_PATTERN_MODULUS bytes) byte by
- * byte, then copies of what is filled, doubling.
- */
+/* Fill @dst with channel @c's round @round (word copies: round.c). */
 static void k2u_ring_fill(struct k2u_chan *c, u8 *dst, u64 round)
 {
-	const size_t period = K2U_CHANNEL_PATTERN_MODULUS;
-	size_t size = c->buffer_size, first = min(size, period), done, n;
-	unsigned int v = K2U_CHANNEL_PATTERN_BYTE(c->id, round, 0);
-	size_t i;
-
-	for (i = 0; i < first; i++) {
-		dst[i] = v;
-		if (++v == period)
-			v = 0;
-	}
-	for (done = first; done < size; done += n) {
-		n = min(done, size - done);
-		memcpy(dst + done, dst, n);
-	}
+	k2u_fill_periodic(dst, c->buffer_size,
+			  K2U_CHANNEL_PATTERN_BYTE(c->id, round, 0),
+			  K2U_CHANNEL_PATTERN_MODULUS);
 }
 
 /*

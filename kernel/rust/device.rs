@@ -118,8 +118,19 @@ impl MiscDevice for K2uFile {
 
     fn read_iter(kiocb: Kiocb<'_, Pin<KBox<Self>>>, iov: &mut IovIterDest<'_>) -> Result<usize> {
         let nonblock = sys::nonblocking(&kiocb);
-        let chan = kiocb.file().reach("read", Rule::Listener)?;
-        link::read_events(&chan, iov, nonblock)
+        let me = kiocb.file();
+        let chan = me.reach("read", Rule::Listener)?;
+        // Asked again before records are taken (the listener may change
+        // while the call waits): the same check as `reach()`'s.
+        let own = me.own().is_some();
+        let may = || {
+            if own {
+                check_owner(&me.dev, &chan, "read")
+            } else {
+                check_default(&me.dev, "read", Rule::Listener)
+            }
+        };
+        link::read_events(&chan, iov, nonblock, may)
     }
 
     fn ioctl(me: Pin<&K2uFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {

@@ -362,24 +362,32 @@ const READ_BATCH: usize = 16;
 /// the ring was not emptied meanwhile; a record leaves the ring only once
 /// it reached the reader. One reader at a time (`Inner::reading`); a
 /// non-blocking one does not wait for its turn: EAGAIN.
+///
+/// `may` says whether the caller may still read (EPERM, logged, if not):
+/// it is asked under the mutex before every batch, and a detach (the
+/// ring's epoch moves on) wakes a waiting reader to ask it, so a read
+/// begun before root attached another process never takes that
+/// listener's records.
 pub(crate) fn read_events(
     dev: &Arc<Channel>,
     iov: &mut IovIterDest<'_>,
     nonblock: bool,
+    may: impl Fn() -> Result,
 ) -> Result<usize> {
     if iov.len() < EVENT_SIZE {
         return Err(EINVAL);
     }
+    let mut seen = Locked::new(dev).ring_epoch;
     loop {
         {
             let mut k = Locked::new(dev);
-            while k.ring_count == 0 || k.reading {
+            while (k.ring_count == 0 && k.ring_epoch == seen) || k.reading {
                 if nonblock {
                     return Err(EAGAIN);
                 }
                 // A producer's destroyed channel: nothing will come (C
                 // waits on `ring_count || !live`).
-                if k.dead && k.ring_count == 0 {
+                if k.dead && k.ring_count == 0 && k.ring_epoch == seen {
                     return Err(ENODEV);
                 }
                 if k.wait_readable() {
@@ -388,14 +396,15 @@ pub(crate) fn read_events(
             }
             k.reading = true;
         }
-        let ret = read_batches(dev, iov);
+        let ret = read_batches(dev, iov, &may, &mut seen);
         let mut k = Locked::new(dev);
         k.reading = false;
         // The next reader's turn.
         dev.readq.notify_all();
         match ret {
-            // Emptied by a detach before the first record was taken: wait
-            // on (EAGAIN when non-blocking), as C does; never 0 (EOF).
+            // Emptied by a detach before the first record was taken, and
+            // the caller may still read: wait on (EAGAIN when
+            // non-blocking), as C does; never 0 (EOF).
             Ok(0) => continue,
             other => return other,
         }
@@ -403,12 +412,25 @@ pub(crate) fn read_events(
 }
 
 /// The body of [`read_events`], its turn taken.
-fn read_batches(dev: &Arc<Channel>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+/// `seen` is the ring's epoch at the last check of `may`.
+fn read_batches(
+    dev: &Arc<Channel>,
+    iov: &mut IovIterDest<'_>,
+    may: &impl Fn() -> Result,
+    seen: &mut u64,
+) -> Result<usize> {
     let mut done = 0;
     let mut batch = [Event::default(); READ_BATCH];
     while iov.len() >= EVENT_SIZE {
         let (n, epoch) = {
             let k = Locked::new(dev);
+            // The caller may have stopped being the listener while it
+            // waited (root attached another process): asked again under
+            // the mutex, where the listener cannot change.
+            *seen = k.ring_epoch;
+            if let Err(e) = may() {
+                return if done == 0 { Err(e) } else { Ok(done) };
+            }
             let n = k.ring_count.min(READ_BATCH).min(iov.len() / EVENT_SIZE);
             for (i, slot) in batch.iter_mut().take(n).enumerate() {
                 *slot = k

@@ -1,4 +1,4 @@
-//! Channels (ABI 3, docs/PROTOCOL.md "Channels"): the files that
+//! Channels (ABI 4, docs/PROTOCOL.md "Channels"): the files that
 //! `K2U_IOC_CREATE` made channels of their own, the device-wide limits
 //! `max_channels` and `max_channel_memory`, ids, ownership, release and
 //! the `channels` listing.
@@ -23,7 +23,14 @@
 //! * ownership: on a channel's file every call of another process is EPERM
 //!   but `K2U_IOC_INFO` (unknown ioctls stay ENOTTY);
 //! * release: at the last reference of the file (its fds and mappings),
-//!   which returns the id and the memory.
+//!   which returns the id and the memory;
+//! * ring channels (`K2U_CREATE_RING`, RING-SPEC B): `ring_slots` a power of
+//!   two in `RING_MIN_SLOTS..=RING_MAX_SLOTS` with `ring_slots *
+//!   buffer_size <= MAX_BUFFER_SIZE` (else EINVAL, as is `ring_slots`
+//!   without the flag and the flag with `K2U_CREATE_ATTACH`); charged
+//!   `ring_slots * buffer_size`; the listing's pacing `b2b+ring` or
+//!   `timer+ring`. The rounds, slots and acks through `ack_seq` are in
+//!   the channel's [`Model`].
 
 use std::collections::BTreeMap;
 
@@ -31,7 +38,7 @@ use kern2usr_abi::{
     param, Create, ABI_VERSION, CHANNEL_NAME_LEN, CREATE_ADAPTIVE, CREATE_ATTACH,
     CREATE_BACK_TO_BACK, CREATE_FLAGS, CREATE_RING, DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_CHANNEL_MEMORY, MAX_BUFFER_SIZE, MAX_CHANNELS_LIMIT, MAX_CHANNEL_MEMORY_LIMIT,
-    MAX_PERIOD_MS,
+    MAX_PERIOD_MS, RING_MAX_SLOTS, RING_MIN_SLOTS,
 };
 
 use crate::{kstrto, AckOutcome, Errno, Event, MmapReq, Mode, Model, Pid, PAGE_SIZE};
@@ -91,13 +98,25 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// The buffer size.
+    /// The buffer size (a ring's slot size).
     pub fn buffer_size(&self) -> u64 {
         self.state.buffer_size()
     }
 
+    /// The memory charged for its buffer: all its slots.
+    pub fn charged(&self) -> u64 {
+        self.buffer_size() * u64::from(self.state.ring_slots().max(1))
+    }
+
     /// The pacing the listing shows.
     pub fn pacing(&self) -> &'static str {
+        if self.state.ring_slots() > 0 {
+            return if self.back_to_back {
+                "b2b+ring"
+            } else {
+                "timer+ring"
+            };
+        }
         match (self.back_to_back, self.adaptive) {
             (true, true) => "b2b+adaptive",
             (true, false) => "b2b",
@@ -187,7 +206,19 @@ fn check_fields(req: &Create) -> Result<String, Errno> {
     if attach && name.is_empty() {
         return Err(Errno::EINVAL);
     }
-    if req.id != 0 || req.ring_slots != 0 || req.flags & CREATE_RING != 0 {
+    if req.id != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let slots = req.ring_slots;
+    if req.flags & CREATE_RING == 0 {
+        if slots != 0 {
+            return Err(Errno::EINVAL);
+        }
+    } else if attach
+        || !slots.is_power_of_two()
+        || !(RING_MIN_SLOTS..=RING_MAX_SLOTS).contains(&slots)
+        || u64::from(slots).saturating_mul(size) > MAX_BUFFER_SIZE
+    {
         return Err(Errno::EINVAL);
     }
     Ok(name)
@@ -221,9 +252,9 @@ impl Channels {
     pub fn count(&self) -> usize {
         self.chans.len()
     }
-    /// Sum of their buffer sizes.
+    /// Sum of their buffer sizes (a ring's: all its slots).
     pub fn memory(&self) -> u64 {
-        self.chans.values().map(Channel::buffer_size).sum()
+        self.chans.values().map(Channel::charged).sum()
     }
     /// A channel by id.
     pub fn chan(&self, id: u32) -> Option<&Channel> {
@@ -415,13 +446,14 @@ impl Channels {
         if self.chans.len() >= self.max_channels as usize {
             return Err(Errno::ENOSPC);
         }
-        if self.memory() + req.buffer_size > self.max_memory {
+        let slots = u64::from(req.ring_slots.max(1));
+        if self.memory() + req.buffer_size * slots > self.max_memory {
             return Err(Errno::ENOSPC);
         }
         let id = self.next_id();
         let back_to_back = req.flags & CREATE_BACK_TO_BACK != 0;
         let adaptive = req.flags & CREATE_ADAPTIVE != 0;
-        let state = Self::channel_model(
+        let mut state = Self::channel_model(
             self.mode,
             self.dev_noexec,
             caller,
@@ -431,6 +463,9 @@ impl Channels {
             adaptive,
             c1,
         )?;
+        if req.flags & CREATE_RING != 0 {
+            state.set_ring(req.ring_slots);
+        }
         self.chans.insert(
             id,
             Channel {
@@ -546,9 +581,14 @@ impl Channels {
         self.owned(f, caller)?.state.read_records(len)
     }
 
-    /// `K2U_IOC_READ_BUFFER` of `len` bytes: the bytes copied.
+    /// `K2U_IOC_READ_BUFFER` of `len` bytes: the bytes copied; on a ring
+    /// EOPNOTSUPP (its slots are read through the mapping).
     pub fn read_buffer(&mut self, f: FileId, caller: Pid, len: u64) -> Result<u64, Errno> {
-        Ok(self.owned(f, caller)?.state.ioctl_read_buffer(len))
+        let c = self.owned(f, caller)?;
+        if c.state.ring_slots() > 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        Ok(c.state.ioctl_read_buffer(len))
     }
 
     /// `mmap()` of a channel's file; on success the file has one more
@@ -578,6 +618,15 @@ impl Channels {
         match efd {
             crate::FdKind::Eventfd(e) => c.state.efd_read(e),
             _ => None,
+        }
+    }
+
+    /// The owner stores `v` in its channel's control page `ack_seq` (a
+    /// page ack; the module takes it at the next efd2 wake-up or, on a
+    /// ring, before its next fill).
+    pub fn store_ack_seq(&mut self, id: u32, v: u64) {
+        if let Some(c) = self.chans.get_mut(&id) {
+            c.state.store_ack_seq(v);
         }
     }
 

@@ -272,6 +272,22 @@ pub struct Model {
     /// or it closed an eventfd): one log line each.
     detach_lines: u64,
     spinning: bool,
+    /// Acks through the control page (ABI 4): `ack_seq` as the listener
+    /// last stored it (the module stores `ready_seq` there at attach).
+    ack_seq: u64,
+    /// The last `ack_seq` value the module took.
+    ack_taken: u64,
+    /// A change of `ack_seq` was taken since the attach: from then on
+    /// efd2 values are doorbells only.
+    page_acks: bool,
+    /// `ack_seq` values the module ignored (out of range): one log line
+    /// each.
+    acks_out_of_range: u64,
+    /// A ring channel's slots (0: no ring).
+    ring_slots: u32,
+    /// A ring's rounds published and not yet acked, oldest first, each
+    /// with whether its ack counts (published in the current test).
+    ring_out: VecDeque<(u64, bool)>,
 }
 
 /// The page size of the guests.
@@ -315,6 +331,12 @@ impl Model {
             doorbells_skipped: 0,
             detach_lines: 0,
             spinning: false,
+            ack_seq: 0,
+            ack_taken: 0,
+            page_acks: false,
+            acks_out_of_range: 0,
+            ring_slots: 0,
+            ring_out: VecDeque::new(),
         }
     }
 
@@ -409,6 +431,37 @@ impl Model {
     /// The control page says the listener spins.
     pub fn spinning(&self) -> bool {
         self.spinning
+    }
+    /// The control page's `ack_seq` (the listener's last store, or what
+    /// the module stored at attach).
+    pub fn ack_seq(&self) -> u64 {
+        self.ack_seq
+    }
+    /// The last `ack_seq` value the module took (a ring's consumer index).
+    pub fn ack_taken(&self) -> u64 {
+        self.ack_taken
+    }
+    /// Acks go through the control page since the attach (efd2 values
+    /// are doorbells).
+    pub fn page_acks(&self) -> bool {
+        self.page_acks
+    }
+    /// `ack_seq` values ignored as out of range so far (log lines).
+    pub fn acks_out_of_range(&self) -> u64 {
+        self.acks_out_of_range
+    }
+    /// A ring channel's slots (0: not a ring).
+    pub fn ring_slots(&self) -> u32 {
+        self.ring_slots
+    }
+    /// Make this (a created channel's model) a ring of `slots` slots.
+    pub fn set_ring(&mut self, slots: u32) {
+        self.ring_slots = slots;
+    }
+    /// A ring's rounds published and not acked, oldest first, with
+    /// whether each counts when acked.
+    pub fn ring_outstanding(&self) -> &VecDeque<(u64, bool)> {
+        &self.ring_out
     }
     /// `last_error` is non-empty.
     pub fn last_error_set(&self) -> bool {
@@ -832,7 +885,17 @@ impl Model {
         self.detach();
         self.listener = Some(Listener { pid, efd, efd2 });
         self.next_seq = 1;
+        self.reset_page_acks();
         Ok(())
+    }
+
+    /// At every attach and detach: `ack_seq` and the value taken are
+    /// `ready_seq` (nothing outstanding), page acks off.
+    fn reset_page_acks(&mut self) {
+        self.ack_seq = self.ready_seq;
+        self.ack_taken = self.ready_seq;
+        self.page_acks = false;
+        self.ring_out.clear();
     }
 
     /// Forget the listener: the test stops, its round is abandoned, its
@@ -851,14 +914,25 @@ impl Model {
         self.in_flight = None;
         self.mmap_sent = false;
         self.exit_sent = false;
+        // A ring's outstanding rounds are returned.
+        self.reset_page_acks();
     }
 
     /// The test ends: an outstanding round is abandoned (no ack counts
     /// it), but it stays lent until its ack or a detach.
     fn stop(&mut self) {
+        // A ring takes the acks stored so far first: they still count.
+        if self.ring_slots > 0 && self.testing {
+            self.take_ack_seq();
+        }
         self.testing = false;
         if let Some(r) = self.round.take() {
             self.lent = Some(r);
+        }
+        // A ring's outstanding rounds stay lent (their slots are not
+        // refilled) until acked, but no longer count.
+        for r in &mut self.ring_out {
+            r.1 = false;
         }
     }
 
@@ -953,8 +1027,14 @@ impl Model {
         if let Some(c) = self.efd_counters.get_mut(id.0 as usize) {
             *c = 0;
         }
+        // Every efd2 wake-up looks at ack_seq first.
+        out.closed += self.take_ack_seq();
         if !v.is_multiple_of(7) {
             out.unexpected = true;
+            return out;
+        }
+        if self.page_acks || self.ring_slots > 0 {
+            // A doorbell only ("look at ack_seq").
             return out;
         }
         for _ in 0..v / 7 {
@@ -973,6 +1053,54 @@ impl Model {
     fn close_round(&mut self) {
         self.round = None;
         self.counted += 1;
+    }
+
+    /// The listener stores `v` in the control page's `ack_seq`. Nothing
+    /// happens until the module looks (an efd2 wake-up, or a ring's next
+    /// fill).
+    pub fn store_ack_seq(&mut self, v: u64) {
+        if self.live {
+            self.ack_seq = v;
+        }
+    }
+
+    /// The module looks at `ack_seq`: a value other than the last one
+    /// taken is taken if in range, which turns page acks on. Not a ring:
+    /// the open round's id closes it (as `K2U_IOC_ACK_ROUND`), an older
+    /// round's id ends a lend (or nothing); a ring: every round up to it
+    /// is acked (those of the current test counted). Out of range (behind
+    /// the last value taken, beyond `ready_seq`): ignored, one log line.
+    /// The rounds it closed.
+    pub fn take_ack_seq(&mut self) -> u32 {
+        let v = self.ack_seq;
+        if !self.live || self.listener.is_none() || v == self.ack_taken {
+            return 0;
+        }
+        if v < self.ack_taken || v > self.ready_seq {
+            self.acks_out_of_range += 1;
+            return 0;
+        }
+        self.page_acks = true;
+        self.ack_taken = v;
+        let mut closed = 0;
+        if self.ring_slots > 0 {
+            while let Some(&(id, counts)) = self.ring_out.front() {
+                if id > v {
+                    break;
+                }
+                self.ring_out.pop_front();
+                if counts {
+                    self.counted += 1;
+                    closed += 1;
+                }
+            }
+        } else if self.round.is_some_and(|r| r.id == v) {
+            self.close_round();
+            closed += 1;
+        } else if self.lent.is_some_and(|r| r.id == v) {
+            self.lent = None;
+        }
+        closed
     }
 
     /// `read()` of `len` bytes from the device (queue mode records).
@@ -997,6 +1125,10 @@ impl Model {
 
     /// `K2U_IOC_ACK`.
     pub fn ioctl_ack(&mut self) -> Result<(), Errno> {
+        if self.ring_slots > 0 {
+            // "ring channel: acks go through ack_seq".
+            return Err(Errno::EOPNOTSUPP);
+        }
         self.dead_check();
         match self.round {
             None => {
@@ -1016,6 +1148,9 @@ impl Model {
 
     /// `K2U_IOC_ACK_ROUND(id)`.
     pub fn ioctl_ack_round(&mut self, id: u32) -> Result<(), Errno> {
+        if self.ring_slots > 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
         self.dead_check();
         match self.round {
             None => {
@@ -1083,7 +1218,7 @@ impl Model {
         }
         let len = page_round(req.len);
         if req.offset == 0 {
-            if len > self.buffer_size {
+            if len > self.buffer_size * u64::from(self.ring_slots.max(1)) {
                 return Err(Errno::EINVAL);
             }
         } else if req.offset == CTRL_MMAP_OFFSET {
@@ -1107,12 +1242,24 @@ impl Model {
 
     // ----- What the kernel does on its own time ----------------------
 
-    /// Whether the kernel may publish a round now.
+    /// Whether the kernel may publish a round now. A ring: while a slot
+    /// is free (after taking `ack_seq`, which the module looks at before
+    /// every fill); never overwriting an outstanding round.
     pub fn can_publish(&self) -> bool {
+        let room = if self.ring_slots > 0 {
+            let v = self.ack_seq;
+            let taken = if v > self.ack_taken && v <= self.ready_seq {
+                v
+            } else {
+                self.ack_taken
+            };
+            self.ready_seq + 1 - taken <= u64::from(self.ring_slots)
+        } else {
+            self.round.is_none() && self.lent.is_none()
+        };
         self.live
             && self.testing
-            && self.round.is_none()
-            && self.lent.is_none()
+            && room
             && self.listener.is_some_and(|l| self.alive(l.pid))
             && self.free_slots() > EVENT_QUEUE_RESERVE
     }
@@ -1131,6 +1278,20 @@ impl Model {
                 self.listener,
                 self.free_slots()
             ));
+        }
+        if self.ring_slots > 0 {
+            // The fill looks at ack_seq first.
+            self.take_ack_seq();
+            self.ready_seq += 1;
+            let id = self.ready_seq;
+            self.ring_out.push_back((id, true));
+            // The adaptive rule, always.
+            if self.spinning {
+                self.doorbells_skipped += 1;
+            } else {
+                self.post(Code::MemoryReady.value(), id as u32);
+            }
+            return Ok(());
         }
         self.ready_seq += 1;
         let id = self.ready_seq;

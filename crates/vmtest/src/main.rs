@@ -83,6 +83,9 @@ enum Cmd {
         /// Share them with a forked child (`sleep 3600`).
         #[arg(long)]
         fork: bool,
+        /// After SIGUSR1, block in read() of one record from the device.
+        #[arg(long)]
+        read: bool,
     },
 }
 
@@ -217,7 +220,7 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::FuzzChild => fuzz::child::run(),
         Cmd::ChannelChild(o) => channels::child_main(&o),
         Cmd::ChannelIntruder => channels::intruder_main(),
-        Cmd::HoldEventfds { fork } => holder::run(fork).map(|()| true),
+        Cmd::HoldEventfds { fork, read } => holder::run(fork, read).map(|()| true),
         Cmd::List => {
             println!("walkthrough:");
             for (n, what, _) in walkthrough::STEPS {

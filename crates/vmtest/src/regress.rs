@@ -3,7 +3,9 @@
 //! re-attaching keeps undelivered codes, acks close only their own round,
 //! STOP and EXIT fit in a full queue, counter mode's eventfd checks, the
 //! ptrace check of FIND, a forked-then-killed listener, private mappings;
-//! and (issue 9) a shown round keeps the buffer lent across STOP/START.
+//! (issue 9) a shown round keeps the buffer lent across STOP/START; and a
+//! read() blocked across a re-attach takes none of the new listener's
+//! records.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
@@ -25,7 +27,7 @@ use rustix::thread::{remove_capability_from_bounding_set, CapabilitySet};
 use crate::common::{errno_text, expect_refused, SelfListener};
 use crate::guest::{self, scaled, timeout};
 use crate::harness::{Ctx, Test};
-use crate::holder::READY_LINE;
+use crate::holder::{READING_LINE, READY_LINE, READ_LINE};
 use crate::kmsg::KernelLog;
 use crate::listener::ListenerProc;
 
@@ -82,6 +84,10 @@ pub const TESTS: &[Test] = &[
     (
         "created channel: the Round guard's bytes do not change across STOP/START until its ack; the next round is fresh (9)",
         lent_round_created_channel,
+    ),
+    (
+        "a listener without CAP_SYS_ADMIN blocked in read() when root FINDs another process: EPERM at once; the new listener gets every record",
+        blocked_read_across_refind,
     ),
 ];
 
@@ -820,4 +826,79 @@ fn lent_round_created(ctx: &mut Ctx, back_to_back: bool) -> Result<()> {
     );
     ch.command(ChanCmd::Stop)?;
     Ok(())
+}
+
+/// Wait until process `pid` sleeps in `read()` (its /proc `stat` state `S`
+/// and its /proc `syscall` naming read on `fd`).
+fn wait_blocked_in_read(pid: Pid, fd: i32) -> Result<()> {
+    let deadline = Instant::now() + timeout();
+    let dir = format!("/proc/{}", pid.as_raw_nonzero());
+    let want = format!("{} {:#x} ", libc::SYS_read, fd);
+    loop {
+        let stat = std::fs::read_to_string(format!("{dir}/stat")).context("reading its stat")?;
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        let call = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
+        if state == Some(Some('S')) && call.starts_with(&want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("pid {pid:?} not blocked in read({fd}): state {state:?}, syscall {call:?}");
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// PROTOCOL.md "The listener is a process": the right to read() records is
+/// asked again after the wait, so a read begun by the old listener cannot
+/// take the next listener's records.
+fn blocked_read_across_refind(ctx: &mut Ctx) -> Result<()> {
+    loaded(ctx)?;
+    if ctx.params.event_mode()? == EventMode::Counter {
+        // Counter mode has no records: read() is EINVAL for everyone.
+        return Ok(());
+    }
+    let mut cmd = Command::new("/usr/bin/kern2usr-vmtest");
+    cmd.args(["hold-eventfds", "--read"]);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes one prctl() system call, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            remove_capability_from_bounding_set(CapabilitySet::SYS_ADMIN)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut old = ListenerProc::spawn_command(cmd)?;
+    let c = old.wait_line(READY_LINE, timeout())?;
+    let num = |i: usize| -> Result<i32> { Ok(c[i].parse()?) };
+    let pid = Pid::from_raw(num(2)?).context("pid 0")?;
+    ctx.params.attach(pid, num(0)?, num(1)?)?;
+    ctx.params.command(Code::Find)?;
+    // It is the listener: its read() passes the entry check and waits.
+    old.signal(Signal::USR1)?;
+    let dev_fd: i32 = old.wait_line(READING_LINE, timeout())?[0].parse()?;
+    wait_blocked_in_read(pid, dev_fd)?;
+    // Root attaches this process instead (the old one has nothing queued).
+    let mut l = SelfListener::new(ctx)?;
+    let ctrl = l.dev().map_ctrl()?;
+    l.attach_by_params(ctx)?;
+    // The detach wakes the old reader, which is no longer allowed to read.
+    let got = old.wait_line(READ_LINE, timeout())?;
+    let eperm = format!("errno {}", Errno::PERM.raw_os_error());
+    ensure!(
+        got.first() == Some(&eperm),
+        "the old listener's read() returned {got:?}; expected {eperm} (EPERM)"
+    );
+    ctx.klog.wait_for(
+        &format!(
+            "default channel: pid {} is neither its listener nor privileged: read refused",
+            pid.as_raw_nonzero()
+        ),
+        timeout(),
+    )?;
+    // Every record reaches the new listener: MMAP, START, a round.
+    map_and_start(ctx, &mut l)?;
+    let id = next_round_id(&mut l, &ctrl, EventMode::Queue)?;
+    ensure!(id == 1, "first round {id}, expected 1");
+    ctx.params.command(Code::StopTest)?;
+    l.expect_code(Code::StopTest)
 }

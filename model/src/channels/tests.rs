@@ -344,3 +344,260 @@ fn counter_mode_channels_deliver_one_code_per_read() {
     assert_eq!(ch.efd_read(1), Some(6));
     assert_eq!(ch.efd2_write(1, 7).closed, 1);
 }
+
+/// A ring request: `slots` slots of `size` bytes.
+fn ring_req(size: u64, slots: u32) -> Create {
+    let mut r = req(size);
+    r.flags = CREATE_RING;
+    r.ring_slots = slots;
+    r
+}
+
+/// A ring channel of 4 slots of a page on file 1, MMAP and START sent and
+/// their records read: its id.
+fn running_ring(ch: &mut Channels, slots: u32) -> u32 {
+    ch.open(1);
+    let (a, b) = efds(1);
+    let id = ch
+        .create(1, OWNER, &ring_req(4096, slots), a, b)
+        .map(|c| c.id);
+    assert_eq!(id, Ok(1));
+    assert_eq!(ch.command(1, OWNER, 2), Ok(()));
+    assert_eq!(ch.command(1, OWNER, 3), Ok(()));
+    assert_eq!(ch.read_records(1, OWNER, 16 * 8).map(|r| r.len()), Ok(2));
+    1
+}
+
+fn count(ch: &Channels, id: u32) -> u64 {
+    ch.chan(id).map_or(0, |c| c.state.counted())
+}
+
+#[test]
+fn ring_create_checks_slots_and_charges_every_slot() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    ch.open(1);
+    let (a, b) = efds(1);
+    for slots in [0, 1, 3, 6, 128, RING_MAX_SLOTS * 2] {
+        assert_eq!(
+            ch.create(1, OWNER, &ring_req(4096, slots), a, b),
+            Err(Errno::EINVAL),
+            "{slots} slots"
+        );
+    }
+    // slots * size past MAX_BUFFER_SIZE.
+    assert_eq!(
+        ch.create(1, OWNER, &ring_req(MAX_BUFFER_SIZE / 2, 4), a, b),
+        Err(Errno::EINVAL)
+    );
+    // ring_slots without the flag, and the flag with ATTACH.
+    let mut r = req(4096);
+    r.ring_slots = 4;
+    assert_eq!(ch.create(1, OWNER, &r, a, b), Err(Errno::EINVAL));
+    let mut r = ring_req(0, 4);
+    r.flags |= CREATE_ATTACH;
+    r.name[..3].copy_from_slice(b"cam");
+    assert_eq!(ch.create(1, OWNER, &r, a, b), Err(Errno::EINVAL));
+    // The memory cap counts every slot.
+    assert_eq!(ch.param_write(param::MAX_CHANNEL_MEMORY, b"65536"), Ok(()));
+    assert_eq!(
+        ch.create(1, OWNER, &ring_req(32768, 4), a, b),
+        Err(Errno::ENOSPC)
+    );
+    let out = ch.create(1, OWNER, &ring_req(16384, 4), a, b);
+    assert_eq!(out.map(|c| (c.id, c.buffer_size)), Ok((1, 16384)));
+    assert_eq!(ch.memory(), 65536);
+    assert_eq!(
+        ch.info(1).map(|i| i.2),
+        Some(16384),
+        "Info shows the slot size"
+    );
+    let list = ch.listing();
+    assert_eq!((list[0].buffer_size, list[0].pacing), (16384, "timer+ring"));
+    // The ring maps whole: offset 0 up to slots * size.
+    let map = |len| MmapReq {
+        len,
+        offset: 0,
+        shared: true,
+        write: false,
+        exec: false,
+    };
+    assert_eq!(ch.mmap(1, OWNER, map(65536)), Ok(()));
+    assert_eq!(ch.mmap(1, OWNER, map(65536 + 4096)), Err(Errno::EINVAL));
+    assert_eq!(ch.close(1), None, "still mapped");
+    assert_eq!(ch.unmapped(1), Some(1));
+    assert_eq!(ch.memory(), 0);
+    // Back to back shows as b2b+ring (the adaptive rule is a ring's own).
+    ch.open(2);
+    let mut r = ring_req(4096, 2);
+    r.flags |= CREATE_BACK_TO_BACK | CREATE_ADAPTIVE;
+    assert!(ch.create(2, OWNER, &r, a, b).is_ok());
+    assert_eq!(ch.listing()[0].pacing, "b2b+ring");
+}
+
+#[test]
+fn a_full_ring_publishes_nothing_until_acks_free_slots() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    let id = running_ring(&mut ch, 4);
+    for r in 1..=4 {
+        assert!(ch.can_publish(id), "room for round {r}");
+        assert_eq!(ch.publish(id), Ok(()));
+    }
+    assert!(!ch.can_publish(id), "4 outstanding: never overwritten");
+    let recs = ch.read_records(1, OWNER, 16 * 8).unwrap_or_default();
+    let rounds: Vec<u32> = recs.iter().map(|e| e.round).collect();
+    assert_eq!(rounds, vec![1, 2, 3, 4], "one MEMORY_READY per round");
+    // Consume two at once through ack_seq; the doorbell makes the module
+    // look.
+    ch.store_ack_seq(id, 2);
+    assert_eq!(count(&ch, id), 0, "nothing until the module looks");
+    assert_eq!(ch.efd2_write(id, 7).closed, 2);
+    assert_eq!(count(&ch, id), 2);
+    assert!(ch.can_publish(id));
+    assert_eq!(ch.publish(id), Ok(()));
+    assert_eq!(ch.publish(id), Ok(()));
+    assert!(!ch.can_publish(id));
+    // The fill looks at ack_seq itself: no doorbell needed for room.
+    ch.store_ack_seq(id, 3);
+    assert!(ch.can_publish(id));
+    assert_eq!(ch.publish(id), Ok(()));
+    assert_eq!(count(&ch, id), 3);
+    let st = ch.stats(1, OWNER).ok().flatten();
+    assert_eq!(st.map(|s| (s.rounds_published, s.count)), Some((7, 3)));
+    assert_eq!(
+        ch.chan(id).map(|c| c.state.ring_outstanding().len()),
+        Some(4)
+    );
+}
+
+#[test]
+fn ring_acks_out_of_range_are_ignored_and_ioctl_acks_refused() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    let id = running_ring(&mut ch, 4);
+    assert_eq!(ch.publish(id), Ok(()));
+    assert_eq!(ch.publish(id), Ok(()));
+    // Beyond ready_seq.
+    ch.store_ack_seq(id, 3);
+    assert_eq!(ch.efd2_write(id, 7).closed, 0);
+    assert_eq!(ch.chan(id).map(|c| c.state.acks_out_of_range()), Some(1));
+    ch.store_ack_seq(id, 2);
+    assert_eq!(ch.efd2_write(id, 7).closed, 2);
+    // Behind the last value taken.
+    ch.store_ack_seq(id, 1);
+    assert_eq!(ch.efd2_write(id, 14).closed, 0);
+    assert_eq!(ch.chan(id).map(|c| c.state.acks_out_of_range()), Some(2));
+    assert_eq!(ch.chan(id).map(|c| c.state.ack_taken()), Some(2));
+    assert_eq!(count(&ch, id), 2);
+    // The ioctls: EOPNOTSUPP (after the owner check).
+    assert_eq!(ch.ack(1, OWNER), Err(Errno::EOPNOTSUPP));
+    assert_eq!(ch.ack_round(1, OWNER, 3), Err(Errno::EOPNOTSUPP));
+    assert_eq!(ch.ack(1, OTHER), Err(Errno::EPERM));
+    assert_eq!(ch.read_buffer(1, OWNER, 4096), Err(Errno::EOPNOTSUPP));
+    assert_eq!(ch.read_buffer(1, OTHER, 4096), Err(Errno::EPERM));
+    // 7 on efd2 alone is a doorbell: nothing closes, nothing is late.
+    assert_eq!(ch.publish(id), Ok(()));
+    let out = ch.efd2_write(id, 7);
+    assert_eq!((out.closed, out.late, out.unexpected), (0, 0, false));
+    assert!(ch.efd2_write(id, 6).unexpected);
+    assert_eq!(ch.chan(id).map(|c| c.state.late_acks()), Some(0));
+}
+
+#[test]
+fn ring_stop_keeps_slots_lent_and_start_continues() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    let id = running_ring(&mut ch, 2);
+    assert_eq!(ch.publish(id), Ok(()));
+    assert_eq!(ch.publish(id), Ok(()));
+    ch.store_ack_seq(id, 1);
+    assert_eq!(ch.efd2_write(id, 7).closed, 1);
+    assert_eq!(ch.command(1, OWNER, 4), Ok(()), "STOP");
+    assert_eq!(ch.command(1, OWNER, 3), Ok(()), "START");
+    assert_eq!(count(&ch, id), 0, "START resets the stats");
+    // Round 2 is still lent: one slot free, round 3 fits, then full.
+    assert!(ch.can_publish(id));
+    assert_eq!(ch.publish(id), Ok(()));
+    assert!(
+        !ch.can_publish(id),
+        "round 2 (abandoned) still holds its slot"
+    );
+    // Acking through 3 frees both; only round 3 (this test's) counts.
+    ch.store_ack_seq(id, 3);
+    assert_eq!(ch.efd2_write(id, 7).closed, 1);
+    assert_eq!(count(&ch, id), 1);
+    assert_eq!(ch.chan(id).map(|c| c.state.ready_seq()), Some(3));
+    // STOP with a slot lent, then the release (the channel's detach).
+    assert_eq!(ch.publish(id), Ok(()));
+    assert_eq!(ch.command(1, OWNER, 4), Ok(()));
+    assert_eq!(
+        ch.chan(id).map(|c| c.state.ring_outstanding().len()),
+        Some(1)
+    );
+    assert!(!ch.can_publish(id), "stopped");
+    assert_eq!(ch.close(1), Some(id));
+    assert_eq!(ch.memory(), 0);
+}
+
+#[test]
+fn page_acks_close_rounds_and_turn_efd2_into_a_doorbell() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    ch.open(1);
+    let (a, b) = efds(1);
+    assert_eq!(ch.create(1, OWNER, &req(4096), a, b).map(|c| c.id), Ok(1));
+    assert_eq!(ch.command(1, OWNER, 2), Ok(()));
+    assert_eq!(ch.command(1, OWNER, 3), Ok(()));
+    assert_eq!(ch.publish(1), Ok(()));
+    // Without page acks: 7 on efd2 closes the shown round (ABI 3).
+    assert!(ch.read_records(1, OWNER, 16 * 8).is_ok());
+    assert_eq!(ch.efd2_write(1, 7).closed, 1);
+    assert!(!ch.chan(1).is_some_and(|c| c.state.page_acks()));
+    assert_eq!(ch.chan(1).map(|c| c.state.ack_seq()), Some(0));
+    // The page ack of round 2 closes it at the doorbell, shown or not.
+    assert_eq!(ch.publish(1), Ok(()));
+    ch.store_ack_seq(1, 2);
+    let out = ch.efd2_write(1, 7);
+    assert_eq!((out.closed, out.late), (1, 0));
+    assert!(ch.chan(1).is_some_and(|c| c.state.page_acks()));
+    // From now on 7 alone is a doorbell: never a late ack.
+    assert_eq!(ch.publish(1), Ok(()));
+    let out = ch.efd2_write(1, 14);
+    assert_eq!((out.closed, out.late), (0, 0));
+    assert_eq!(count(&ch, 1), 2);
+    // An older round's id: taken silently; beyond ready_seq: ignored.
+    ch.store_ack_seq(1, 5);
+    assert_eq!(ch.efd2_write(1, 7).closed, 0);
+    assert_eq!(ch.chan(1).map(|c| c.state.acks_out_of_range()), Some(1));
+    // ACK_ROUND still names its round.
+    assert_eq!(ch.ack_round(1, OWNER, 3), Ok(()));
+    assert_eq!(count(&ch, 1), 3);
+    // STOP abandons round 4; its page ack ends the lend (no count).
+    assert_eq!(ch.publish(1), Ok(()));
+    assert_eq!(ch.command(1, OWNER, 4), Ok(()));
+    assert_eq!(ch.command(1, OWNER, 3), Ok(()));
+    assert!(!ch.can_publish(1), "round 4 lent");
+    ch.store_ack_seq(1, 4);
+    assert_eq!(ch.efd2_write(1, 7).closed, 0);
+    assert!(ch.can_publish(1), "the page ack returned the buffer");
+    assert_eq!(count(&ch, 1), 0);
+}
+
+#[test]
+fn ring_stop_takes_the_acks_stored_before_it() {
+    let mut ch = Channels::new(Mode::Queue, false);
+    let id = running_ring(&mut ch, 4);
+    for _ in 0..3 {
+        assert_eq!(ch.publish(id), Ok(()));
+    }
+    // Stored, no doorbell: STOP looks at ack_seq before it abandons.
+    ch.store_ack_seq(id, 2);
+    assert_eq!(ch.command(1, OWNER, 4), Ok(()));
+    assert_eq!(count(&ch, id), 2);
+    // Round 3 was abandoned: its ack frees its slot, counts nothing.
+    ch.store_ack_seq(id, 3);
+    assert_eq!(ch.efd2_write(id, 7).closed, 0);
+    assert_eq!(count(&ch, id), 2);
+    // An out-of-range value does not turn page acks on by itself.
+    let mut fresh = Channels::new(Mode::Queue, false);
+    let id = running_ring(&mut fresh, 2);
+    fresh.store_ack_seq(id, 9);
+    assert_eq!(fresh.efd2_write(id, 7).closed, 0);
+    assert!(!fresh.chan(id).is_some_and(|c| c.state.page_acks()));
+}

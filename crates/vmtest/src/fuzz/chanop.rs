@@ -1,13 +1,15 @@
-//! The fuzzer's channel operations (ABI 3): channels the fuzzer itself
+//! The fuzzer's channel operations (ABI 4): channels the fuzzer itself
 //! creates and owns, their calls, their limits, the listing, and another
-//! process trying them. One line of text each (`ch.<name> ...`).
+//! process trying them; with a module that has them (`ack_poll_us`
+//! exists), ring channels and acks through the control page's `ack_seq`.
+//! One line of text each (`ch.<name> ...`).
 
 use std::fmt;
 
 use anyhow::{bail, Context, Result};
 use kern2usr::abi::{
-    param, CHANNEL_NAME_LEN, CREATE_ADAPTIVE, CREATE_ATTACH, CREATE_BACK_TO_BACK, CTRL_MMAP_OFFSET,
-    MAX_BUFFER_SIZE,
+    param, CHANNEL_NAME_LEN, CREATE_ADAPTIVE, CREATE_ATTACH, CREATE_BACK_TO_BACK, CREATE_RING,
+    CTRL_MMAP_OFFSET, MAX_BUFFER_SIZE,
 };
 
 use super::op::{escape, number_text, unescape, RoundPick};
@@ -54,7 +56,8 @@ pub struct CreateReq {
     pub efds: EfdPick,
     /// `id` (must be 0).
     pub id: u32,
-    /// `reserved` (must be 0).
+    /// `ring_slots` (ABI 3's `reserved`): 0, or with `K2U_CREATE_RING` a
+    /// power of two from 2 to 64.
     pub reserved: u32,
 }
 
@@ -113,6 +116,40 @@ pub const CHAN_MMAPS: [ChanMmap; 10] = [
     (MapLen::Zero, 0, true, false),
 ];
 
+/// Which value `ch.ackseq` stores in `ack_seq`, from the control page's
+/// `ready_seq` and the highest value stored before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckPick {
+    /// `ready_seq`: every round published so far.
+    Ready,
+    /// One round more than the highest stored (a ring: consume one).
+    Next,
+    /// `ready_seq + 1` and beyond: out of range.
+    Beyond,
+    /// Below the highest stored: out of range once that was taken.
+    Behind,
+}
+
+impl AckPick {
+    /// The value stored, from the control page's `ready_seq` and the
+    /// highest value stored before (`hi`).
+    pub fn value(self, ready_seq: u64, hi: u64) -> u64 {
+        match self {
+            AckPick::Ready => ready_seq,
+            AckPick::Next => hi + 1,
+            AckPick::Beyond => ready_seq + 1,
+            AckPick::Behind => hi.saturating_sub(1),
+        }
+    }
+}
+
+const ACK_PICKS: [(AckPick, &str); 4] = [
+    (AckPick::Ready, "ready"),
+    (AckPick::Next, "next"),
+    (AckPick::Beyond, "beyond"),
+    (AckPick::Behind, "behind"),
+];
+
 /// One channel operation. `u8` is the channel slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChanOp {
@@ -152,6 +189,9 @@ pub enum ChanOp {
     Limit(String, Vec<u8>),
     /// Read the `channels` listing and the limits.
     List,
+    /// Store a value in the control page's `ack_seq`, then write 7 to
+    /// efd2 (the doorbell that makes the module look).
+    AckSeq(u8, AckPick),
 }
 
 impl ChanOp {
@@ -173,6 +213,7 @@ impl ChanOp {
             | ChanOp::Check(c)
             | ChanOp::ReadBuf(c, _)
             | ChanOp::Close(c)
+            | ChanOp::AckSeq(c, _)
             | ChanOp::Foreign(c) => Some(*c),
             ChanOp::Limit(..) | ChanOp::List => None,
         }
@@ -224,6 +265,13 @@ impl fmt::Display for ChanOp {
             ChanOp::Foreign(c) => write!(f, "ch.foreign {c}"),
             ChanOp::Limit(name, bytes) => write!(f, "ch.limit {name} {}", escape(bytes)),
             ChanOp::List => write!(f, "ch.list"),
+            ChanOp::AckSeq(c, p) => {
+                let p = ACK_PICKS
+                    .iter()
+                    .find(|(k, _)| k == p)
+                    .map_or("ready", |(_, s)| s);
+                write!(f, "ch.ackseq {c} {p}")
+            }
         }
     }
 }
@@ -313,6 +361,14 @@ impl ChanOp {
                 ChanOp::Limit(name.to_owned(), unescape(arg(2)?)?)
             }
             "ch.list" => ChanOp::List,
+            "ch.ackseq" => ChanOp::AckSeq(
+                slot()?,
+                ACK_PICKS
+                    .iter()
+                    .find(|(_, s)| *s == arg(2).unwrap_or(""))
+                    .map(|(p, _)| *p)
+                    .with_context(|| format!("op {line:?}: unknown ack_seq choice"))?,
+            ),
             other => bail!("unknown op {other:?} in {line:?}"),
         };
         Ok(op)
@@ -331,12 +387,27 @@ pub enum SlotView {
     Open {
         /// Its mappings.
         maps: usize,
+        /// It is a ring.
+        ring: bool,
     },
     /// A channel whose file is closed, kept by its mappings.
     Mapped,
 }
 
-fn create_req(rng: &mut Rng) -> CreateReq {
+/// A ring CREATE's size and `ring_slots`: valid (mostly) or not (slots
+/// 0, 1, 3 or 128, or slots * size past `MAX_BUFFER_SIZE`).
+fn ring_fields(rng: &mut Rng, valid: bool) -> (u64, u32) {
+    if valid || rng.chance(1, 2) {
+        let slots = *rng.pick(&[2u32, 4, 4, 8, 16, 64]);
+        (*rng.pick(&[4096u64, 4096, 8192, 65536]), slots)
+    } else if rng.chance(1, 2) {
+        (4096, *rng.pick(&[0u32, 1, 3, 128]))
+    } else {
+        (1 << 20, 64)
+    }
+}
+
+fn create_req(rng: &mut Rng, rings: bool) -> CreateReq {
     let valid = rng.chance(3, 4);
     let size = if valid || rng.chance(1, 2) {
         // 16 MiB rarely: its allocation is slow on a debug kernel.
@@ -384,11 +455,25 @@ fn create_req(rng: &mut Rng) -> CreateReq {
             flags &= !CREATE_ATTACH;
         }
     }
-    let (id, reserved) = if valid || rng.chance(1, 2) {
+    let (id, mut reserved) = if valid || rng.chance(1, 2) {
         (0, 0)
     } else {
         *rng.pick(&[(5u32, 0u32), (0, 1)])
     };
+    if rings && rng.chance(1, 2) {
+        // A ring, mostly well formed and back to back (its rounds come at
+        // once, up to the slots); rarely with ATTACH (EINVAL).
+        (size, reserved) = ring_fields(rng, valid);
+        flags = *rng.pick(&[
+            CREATE_BACK_TO_BACK,
+            CREATE_BACK_TO_BACK,
+            CREATE_BACK_TO_BACK | CREATE_ADAPTIVE,
+            0,
+        ]) | CREATE_RING;
+        if !valid && rng.chance(1, 4) {
+            flags |= CREATE_ATTACH;
+        }
+    }
     CreateReq {
         size,
         period_ms,
@@ -400,33 +485,38 @@ fn create_req(rng: &mut Rng) -> CreateReq {
     }
 }
 
-/// Draw a channel operation, given the slots.
-pub fn generate(rng: &mut Rng, slots: &[SlotView]) -> Option<ChanOp> {
+/// Draw a channel operation, given the slots; `rings`: the module has
+/// ring channels and page acks (ABI 4).
+pub fn generate(rng: &mut Rng, slots: &[SlotView], rings: bool) -> Option<ChanOp> {
     let c = rng.below(u64::from(CHAN_SLOTS)) as u8;
     let op = match slots.get(c as usize).copied().unwrap_or_default() {
         SlotView::Empty => match rng.below(10) {
             0 => ChanOp::List,
             1 => limit(rng),
-            _ => ChanOp::Create(c, create_req(rng)),
+            _ => ChanOp::Create(c, create_req(rng, rings)),
         },
         SlotView::Plain => match rng.below(6) {
             0 => ChanOp::Cmd(c, 2),
             1 => ChanOp::Stats(c),
             2 => ChanOp::Close(c),
-            _ => ChanOp::Create(c, create_req(rng)),
+            _ => ChanOp::Create(c, create_req(rng, rings)),
         },
         SlotView::Mapped => match rng.below(3) {
             0 => ChanOp::Check(c),
             1 => ChanOp::List,
             _ => ChanOp::Munmap(c),
         },
-        SlotView::Open { maps } => {
-            match rng.weighted(&[12, 4, 10, 12, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1]) {
+        SlotView::Open { maps, ring } => {
+            // Weighted towards the round ops (MMAP/START, records, acks),
+            // so that channel rounds get counted.
+            let page_acks = if rings { 10 } else { 0 };
+            match rng.weighted(&[14, 5, 16, 18, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1, page_acks]) {
                 0 => {
-                    // Mostly MMAP, START and STOP, so that rounds run; EXIT
-                    // (the channel is done until its file is closed) rarely.
+                    // Mostly MMAP and START, STOP now and then, so that
+                    // rounds run; EXIT (the channel is done until its file
+                    // is closed) rarely.
                     let code = if rng.chance(9, 10) {
-                        *rng.pick(&[2u32, 3, 3, 3, 4])
+                        *rng.pick(&[2u32, 3, 3, 3, 3, 4])
                     } else if rng.chance(1, 3) {
                         5
                     } else {
@@ -435,7 +525,15 @@ pub fn generate(rng: &mut Rng, slots: &[SlotView]) -> Option<ChanOp> {
                     ChanOp::Cmd(c, code)
                 }
                 1 => ChanOp::ReadEfd(c),
-                2 => ChanOp::Records(c, *rng.pick(&[16u32, 16 * 64, 8])),
+                2 => ChanOp::Records(c, *rng.pick(&[16u32, 16 * 64, 16 * 64, 8])),
+                3 if ring => match rng.below(4) {
+                    // A ring acks through ack_seq; the ioctls are
+                    // EOPNOTSUPP and 7 is a doorbell.
+                    0 => ChanOp::WriteEfd2(c, 7),
+                    1 => ChanOp::Ack(c),
+                    2 => ChanOp::AckRound(c, RoundPick::Current),
+                    _ => ChanOp::AckSeq(c, AckPick::Next),
+                },
                 3 => match rng.below(6) {
                     0 | 1 => ChanOp::WriteEfd2(c, 7),
                     2 => ChanOp::WriteEfd2(c, *rng.pick(&[14u64, 6, 1])),
@@ -459,6 +557,14 @@ pub fn generate(rng: &mut Rng, slots: &[SlotView]) -> Option<ChanOp> {
                 10 => ChanOp::Munmap(c),
                 11 => ChanOp::Close(c),
                 12 => ChanOp::Foreign(c),
+                14 => {
+                    let pick = if rng.chance(3, 4) {
+                        *rng.pick(&[AckPick::Ready, AckPick::Next, AckPick::Next])
+                    } else {
+                        *rng.pick(&[AckPick::Beyond, AckPick::Behind])
+                    };
+                    ChanOp::AckSeq(c, pick)
+                }
                 _ => {
                     if rng.chance(1, 2) {
                         ChanOp::Recreate(c)
@@ -509,12 +615,15 @@ mod tests {
         let mut rng = Rng::new(9);
         let slots = [
             SlotView::Empty,
-            SlotView::Open { maps: 1 },
+            SlotView::Open {
+                maps: 1,
+                ring: false,
+            },
             SlotView::Mapped,
         ];
         let mut kinds = std::collections::BTreeSet::new();
         for _ in 0..3000 {
-            let Some(op) = generate(&mut rng, &slots) else {
+            let Some(op) = generate(&mut rng, &slots, true) else {
                 continue;
             };
             let text = op.to_string();
@@ -543,12 +652,15 @@ mod tests {
             open: bool,
             maps: u32,
             id: Option<u32>,
+            ring: bool,
+            hi: u64,
         }
         let mut m = Channels::new(EventMode::Queue, false);
         let mut slots: [Option<S>; CHAN_SLOTS as usize] = [None; CHAN_SLOTS as usize];
         let mut rng = Rng::new(12);
         let (mut next_file, mut obj) = (1, 1);
         let (mut created, mut published, mut acked) = (0, 0, 0);
+        let (mut rings, mut ring_acked) = (0, 0);
         for _ in 0..3000 {
             let view: Vec<SlotView> = slots
                 .iter()
@@ -558,10 +670,11 @@ mod tests {
                     Some(s) if s.id.is_none() => SlotView::Plain,
                     Some(s) => SlotView::Open {
                         maps: s.maps as usize,
+                        ring: s.ring,
                     },
                 })
                 .collect();
-            let Some(op) = generate(&mut rng, &view) else {
+            let Some(op) = generate(&mut rng, &view, true) else {
                 continue;
             };
             let c = op.slot().unwrap_or(0) as usize;
@@ -576,6 +689,8 @@ mod tests {
                             open: true,
                             maps: 0,
                             id: None,
+                            ring: false,
+                            hi: 0,
                         });
                         next_file += 1;
                     }
@@ -594,8 +709,10 @@ mod tests {
                     let req = r.create_arg(0, 0);
                     if let Ok(out) = m.create(f, ME, &req, a, b) {
                         created += 1;
+                        let ring = req.flags & CREATE_RING != 0;
+                        rings += u32::from(ring);
                         if let Some(s) = slots[c].as_mut() {
-                            s.id = Some(out.id);
+                            (s.id, s.ring, s.hi) = (Some(out.id), ring, 0);
                         }
                     }
                 }
@@ -648,6 +765,19 @@ mod tests {
                 ChanOp::Limit(name, bytes) => {
                     let _ = m.param_write(name, bytes);
                 }
+                ChanOp::AckSeq(_, pick) => {
+                    let ready = m.chan(id).map_or(0, |ch| ch.state.ready_seq());
+                    if let Some(s) = slots[c].as_mut() {
+                        let v = pick.value(ready, s.hi);
+                        s.hi = s.hi.max(v);
+                        m.store_ack_seq(id, v);
+                        let closed = m.efd2_write(id, 7).closed;
+                        acked += closed;
+                        if s.ring {
+                            ring_acked += closed;
+                        }
+                    }
+                }
                 _ => {}
             }
             if slots[c].is_some_and(|s| !s.open && s.maps == 0) {
@@ -660,7 +790,11 @@ mod tests {
                 }
             }
         }
-        println!("{created} channels, {published} rounds published, {acked} acked");
+        println!(
+            "{created} channels ({rings} rings), {published} rounds published, {acked} acked ({ring_acked} through a ring's ack_seq)"
+        );
+        assert!(rings >= 5, "{rings} rings created");
+        assert!(ring_acked >= 20, "{ring_acked} ring rounds acked");
         assert!(created >= 20, "{created} channels created");
         assert!(published >= 50, "{published} rounds published");
         assert!(acked >= 20, "{acked} rounds acked");

@@ -10,10 +10,20 @@
 //! the op, for the others after it (they do not interact). The data of a
 //! round is checked byte by byte against `channel_pattern_byte(id,
 //! round, i)`.
+//!
+//! With a module that has ring channels and page acks (ABI 4: its
+//! `ack_poll_us` parameter exists), rings are created too and `ch.ackseq`
+//! stores `ack_seq` through a (transient) mapping of the control page,
+//! then rings the efd2 doorbell. A ring's check reads the control page's
+//! `ready_seq` first: every round after the highest `ack_seq` stored (the
+//! module can have taken no more) up to it is outstanding, so its slot
+//! must hold exactly that round's bytes and the slot table its id and
+//! length.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +39,7 @@ use super::chanop::{ChanOp, EfdPick, MapLen, SlotView, CHAN_MMAPS, CHAN_SLOTS};
 use super::op::RoundPick;
 use super::profile::Profile;
 use crate::guest;
+use kern2usr::abi::{RingSlot, CREATE_RING, CTRL_MMAP_OFFSET};
 
 /// Most candidate channel models kept at once.
 const MAX_CANDIDATES: usize = 16;
@@ -86,8 +97,109 @@ struct ChanSlot {
     objs: (u32, u32),
     /// The channel's id once CREATE succeeded.
     id: Option<u32>,
+    /// Its buffer size (a ring's slot size).
     size: u64,
+    /// A ring's slots (0: not a ring).
+    ring: u32,
+    /// The highest value stored in `ack_seq` so far.
+    hi: u64,
     maps: Vec<ChanMap>,
+}
+
+impl ChanSlot {
+    /// Bytes of the data buffer (a ring's: every slot).
+    fn data_size(&self) -> u64 {
+        self.size * u64::from(self.ring.max(1))
+    }
+
+    /// A transient shared read-write mapping of the control page.
+    fn map_ctrl(&self) -> Result<ChanMap> {
+        let fd = self.dev.as_ref().context("no file")?.as_raw_fd();
+        // SAFETY: a new mapping chosen by the kernel (addr NULL); nothing
+        // of ours is replaced.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                CTRL_MMAP_OFFSET as i64,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            bail!("mapping the control page: errno {}", os_err());
+        }
+        Ok(ChanMap {
+            addr: addr.cast(),
+            len: 4096,
+            data: false,
+        })
+    }
+}
+
+impl ChanMap {
+    /// A `u64` field of a control page mapping, as an atomic.
+    fn ctrl_u64(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(!self.data && offset.is_multiple_of(8) && offset + 8 <= self.len);
+        // SAFETY: a control page mapping is a page long and page aligned;
+        // the Ctrl fields asked for are 8-byte aligned u64s inside it,
+        // shared with the kernel, which accesses them atomically
+        // (READ_ONCE/WRITE_ONCE, acquire/release), as AtomicU64 does. The
+        // reference lives no longer than the mapping (borrowed from it).
+        unsafe { &*self.addr.add(offset).cast::<AtomicU64>() }
+    }
+
+    /// Entry `k` of the control page's ring slot table.
+    fn ring_slot(&self, k: usize) -> Option<RingSlot> {
+        let at = std::mem::offset_of!(Ctrl, slots) + k * std::mem::size_of::<RingSlot>();
+        if at + std::mem::size_of::<RingSlot>() > self.len {
+            return None;
+        }
+        Some(RingSlot {
+            round: self.ctrl_u64(at).load(Ordering::Acquire),
+            len: self.ctrl_u64(at + 8).load(Ordering::Acquire),
+        })
+    }
+}
+
+/// A ring's check: every round after `hi` up to the control page's
+/// `ready_seq` is outstanding, so its slot in each data mapping that holds
+/// it whole must show exactly its bytes, and the slot table its id and
+/// length. `ring ok <n>` (slots checked) or `ring bad ...`.
+fn check_ring(s: &ChanSlot, id: u32) -> Result<String> {
+    if s.dev.is_none() {
+        // The file is closed (the mappings keep the channel): no control
+        // page to map any more.
+        return Ok("ring ok 0".to_owned());
+    }
+    let ctrl = s.map_ctrl()?;
+    let ready = ctrl
+        .ctrl_u64(std::mem::offset_of!(Ctrl, ready_seq))
+        .load(Ordering::Acquire);
+    let (slots, size) = (u64::from(s.ring), s.size as usize);
+    let mut checked = 0;
+    for r in s.hi + 1..=ready {
+        let k = ((r - 1) % slots) as usize;
+        match ctrl.ring_slot(k) {
+            Some(e) if e.round == r && e.len == s.size => {}
+            e => return Ok(format!("ring bad: round {r}: slot {k} table {e:?}")),
+        }
+        for m in s.maps.iter().filter(|m| m.data && m.len >= (k + 1) * size) {
+            let bad = (0..size).find(|&i| {
+                // SAFETY: slot k lies inside the live mapping (checked
+                // above); a volatile read of a byte the kernel does not
+                // write while the round is outstanding.
+                let b = unsafe { std::ptr::read_volatile(m.addr.add(k * size + i)) };
+                b != channel_pattern_byte(id, r, i)
+            });
+            if let Some(i) = bad {
+                return Ok(format!("ring bad: round {r}: slot {k} byte {i}"));
+            }
+            checked += 1;
+        }
+    }
+    Ok(format!("ring ok {checked}"))
 }
 
 /// Facts an execution learned, the same for every candidate.
@@ -106,6 +218,8 @@ pub struct ChanFacts {
     target: Option<u32>,
     /// ready_seq of the target before the op.
     r0: u64,
+    /// The value `ch.ackseq` stored.
+    ack: u64,
     /// The forked process of `ch.foreign`.
     other: Pid,
 }
@@ -121,6 +235,8 @@ enum CExpect {
     ReadBuf(u64),
     /// The listing and the limits.
     Listing(Vec<ListEntry>, u32, u64),
+    /// A ring's check passed (`ring ok <n>`).
+    RingOk,
 }
 
 /// Masks of a buffer against rounds r0..r0+WINDOW: bit k of `exact` when
@@ -169,6 +285,7 @@ impl CExpect {
     fn matches(&self, obs: &str, d: u64, lo_rounds: &BTreeMap<u32, u64>) -> bool {
         match self {
             CExpect::Exact(s) => s == obs,
+            CExpect::RingOk => obs.starts_with("ring ok "),
             CExpect::Maps => {
                 let Some(rest) = obs.strip_prefix("maps ") else {
                     return false;
@@ -231,6 +348,7 @@ impl std::fmt::Display for CExpect {
         match self {
             CExpect::Exact(s) => write!(f, "{s:?}"),
             CExpect::Maps => write!(f, "maps of the rounds published"),
+            CExpect::RingOk => write!(f, "every outstanding slot intact (ring ok)"),
             CExpect::ReadBuf(n) => write!(f, "rb {n} of a round published"),
             CExpect::Listing(l, m, g) => write!(f, "listing {l:?}, limits {m} {g}"),
         }
@@ -315,6 +433,8 @@ fn write_param(name: &str, bytes: &[u8]) -> String {
 
 /// The channel side of a run.
 pub struct ChanSide {
+    /// The module has ring channels and page acks (ABI 4).
+    rings: bool,
     slots: Vec<Option<ChanSlot>>,
     cands: Vec<Channels>,
     me: Pid,
@@ -328,6 +448,7 @@ impl ChanSide {
     /// No channels, the limits at their defaults.
     pub fn new(me: Pid, mode: Mode, noexec: bool) -> Self {
         ChanSide {
+            rings: Path::new(PARAMS_DIR).join(param::ACK_POLL_US).exists(),
             slots: (0..CHAN_SLOTS).map(|_| None).collect(),
             cands: vec![Channels::new(mode, noexec)],
             me,
@@ -354,6 +475,12 @@ impl ChanSide {
         }
     }
 
+    /// The module has ring channels and page acks: the generator draws
+    /// them.
+    pub fn rings(&self) -> bool {
+        self.rings
+    }
+
     /// Some channel file is open or mapped (the module is in use).
     pub fn in_use(&self) -> bool {
         self.slots.iter().any(Option::is_some)
@@ -367,7 +494,10 @@ impl ChanSide {
                 None => SlotView::Empty,
                 Some(s) if s.dev.is_none() => SlotView::Mapped,
                 Some(s) if s.id.is_none() => SlotView::Plain,
-                Some(s) => SlotView::Open { maps: s.maps.len() },
+                Some(s) => SlotView::Open {
+                    maps: s.maps.len(),
+                    ring: s.ring > 0,
+                },
             };
         }
         v
@@ -426,6 +556,8 @@ impl ChanSide {
                         objs,
                         id: None,
                         size: 0,
+                        ring: 0,
+                        hi: 0,
                         maps: Vec::new(),
                     });
                     self.next_file += 1;
@@ -459,6 +591,11 @@ impl ChanSide {
                     Ok(out) => {
                         s.id = Some(out.id);
                         s.size = out.buffer_size;
+                        s.ring = if req.flags & CREATE_RING != 0 {
+                            req.ring_slots
+                        } else {
+                            0
+                        };
                         format!("ok {} {}", out.id, out.buffer_size)
                     }
                     Err(e) => format!(
@@ -595,7 +732,7 @@ impl ChanSide {
                 let (l, offset, shared, write) = CHAN_MMAPS[*v as usize];
                 let s = self.slot(*c)?;
                 let fd = s.dev.as_ref().context("no file")?.as_raw_fd();
-                let len = map_len(l, s.size) as usize;
+                let len = map_len(l, s.data_size()) as usize;
                 let prot = libc::PROT_READ | if write { libc::PROT_WRITE } else { 0 };
                 let flags = if shared {
                     libc::MAP_SHARED
@@ -626,6 +763,14 @@ impl ChanSide {
                     self.drop_if_released(*c);
                     "ok".to_owned()
                 }
+            }
+            ChanOp::Check(c) if self.slot(*c)?.ring > 0 => {
+                let t = Instant::now();
+                let s = self.slot(*c)?;
+                let id = s.id.context("no channel")?;
+                let obs = check_ring(s, id)?;
+                profile.add("chan ring check", t.elapsed());
+                obs
             }
             ChanOp::Check(c) => {
                 let t = Instant::now();
@@ -683,6 +828,26 @@ impl ChanSide {
                 let (obs, pid) = self.foreign(*c)?;
                 f.other = pid;
                 obs
+            }
+            ChanOp::AckSeq(c, pick) => {
+                let s = self.slot(*c)?;
+                let ctrl = s.map_ctrl()?;
+                let ready = ctrl
+                    .ctrl_u64(std::mem::offset_of!(Ctrl, ready_seq))
+                    .load(Ordering::Acquire);
+                f.ack = pick.value(ready, s.hi);
+                s.hi = s.hi.max(f.ack);
+                // The page ack: ack_seq (release), a full barrier, then
+                // the doorbell (always: the fuzzer does not poll
+                // kernel_state).
+                ctrl.ctrl_u64(std::mem::offset_of!(Ctrl, ack_seq))
+                    .store(f.ack, Ordering::Release);
+                fence(Ordering::SeqCst);
+                drop(ctrl);
+                match s.efd2.write(7) {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => format!("err {e}"),
+                }
             }
             ChanOp::Limit(name, bytes) => write_param(name, bytes),
             ChanOp::List => {
@@ -898,7 +1063,9 @@ impl ChanSide {
             ChanOp::AckRound(..) => exact(mres(m.ack_round(f.file, me, f.round))),
             ChanOp::Mmap(c, v) => {
                 let (l, offset, shared, write) = CHAN_MMAPS[*v as usize];
-                let size = self.slots[*c as usize].as_ref().map_or(0, |s| s.size);
+                let size = self.slots[*c as usize]
+                    .as_ref()
+                    .map_or(0, ChanSlot::data_size);
                 exact(mres(m.mmap(
                     f.file,
                     me,
@@ -912,6 +1079,9 @@ impl ChanSide {
                 } else {
                     exact("none".into())
                 }
+            }
+            ChanOp::Check(c) if self.slots[*c as usize].as_ref().is_some_and(|s| s.ring > 0) => {
+                CExpect::RingOk
             }
             ChanOp::Check(_) => CExpect::Maps,
             ChanOp::ReadBuf(_, n) => match m.read_buffer(f.file, me, u64::from(*n)) {
@@ -959,6 +1129,13 @@ impl ChanSide {
                 exact(parts.join(" "))
             }
             ChanOp::Limit(name, bytes) => exact(mres(m.param_write(name, bytes))),
+            ChanOp::AckSeq(..) => {
+                if let Some(id) = f.target {
+                    m.store_ack_seq(id, f.ack);
+                    m.efd2_write(id, 7);
+                }
+                exact("ok".into())
+            }
             ChanOp::List => CExpect::Listing(m.listing(), m.max_channels(), m.max_memory()),
         }
     }
@@ -1161,19 +1338,36 @@ impl ChanSide {
         profile.add("chan wait count", t.elapsed());
         // Activity, for the report: total = rounds published / counted.
         let (mut published, mut counted) = (0u64, 0u64);
+        let (mut ring_published, mut ring_counted) = (0u64, 0u64);
         for (id, (p, c)) in &seen {
             if let Some(ch) = self.cands[0].chan(*id) {
-                published += p.saturating_sub(ch.state.ready_seq());
-                counted += counts
+                let p = p.saturating_sub(ch.state.ready_seq());
+                let c = counts
                     .get(id)
                     .map_or(0, |c2| c2.max(c).saturating_sub(ch.state.counted()));
+                published += p;
+                counted += c;
+                if ch.state.ring_slots() > 0 {
+                    ring_published += p;
+                    ring_counted += c;
+                }
             }
         }
-        if published > 0 {
-            profile.add("chan published(=ms)", Duration::from_millis(published));
+        for (name, n) in [
+            ("chan published(=ms)", published),
+            ("chan counted(=ms)", counted),
+            ("chan ring published(=ms)", ring_published),
+            ("chan ring counted(=ms)", ring_counted),
+        ] {
+            if n > 0 {
+                profile.add(name, Duration::from_millis(n));
+            }
         }
-        if counted > 0 {
-            profile.add("chan counted(=ms)", Duration::from_millis(counted));
+        if let Some(n) = obs
+            .strip_prefix("ring ok ")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            profile.add("chan ring slots checked(=ms)", Duration::from_millis(n));
         }
         if matches!(op, Some(ChanOp::Create(..))) && obs.starts_with("ok") {
             profile.add("chan created", Duration::ZERO);

@@ -349,6 +349,8 @@ pub struct View {
     pub attached: Option<u8>,
     /// The channel slots.
     pub chans: [SlotView; CHAN_SLOTS as usize],
+    /// The module has ring channels and page acks (ABI 4).
+    pub rings: bool,
 }
 
 /// Parameter texts: valid and invalid, in every way the parsers differ.
@@ -432,7 +434,7 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
             4,  // 8 time passes
             1,  // 9 module
             2,  // 10 spawn
-            24, // 11 channels
+            32, // 11 channels
         ]);
         let op = match family {
             0 => {
@@ -594,7 +596,7 @@ pub fn generate(rng: &mut Rng, v: &View) -> Op {
                 if !v.loaded {
                     continue;
                 }
-                let Some(op) = chanop::generate(rng, &v.chans) else {
+                let Some(op) = chanop::generate(rng, &v.chans, v.rings) else {
                     continue;
                 };
                 Op::Chan(op)

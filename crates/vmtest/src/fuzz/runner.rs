@@ -656,6 +656,7 @@ impl Runner {
             holders: self.holders.len(),
             loaded: self.ctrl.is_some(),
             chans: self.chan.view(),
+            rings: self.chan.rings(),
             ..View::default()
         };
         for (i, s) in self.slots.iter().enumerate() {
