@@ -22,11 +22,12 @@ pub const DEFAULT_SUITES: &[&str] = &[
     "channels",
     "producer",
     "libchan",
+    "ring",
     "fuzz",
 ];
 /// Default guest command of `initramfs`.
 pub const DEFAULT_RUN: &str =
-    "kern2usr-vmtest suite walkthrough badinput burst perf regress seedclient channels producer libchan fuzz";
+    "kern2usr-vmtest suite walkthrough badinput burst perf regress seedclient channels producer libchan ring fuzz";
 /// Guest command of `demo`.
 pub const DEMO_RUN: &str = "kern2usr-vmtest demo";
 

@@ -290,6 +290,12 @@ impl Channel {
     /// # Ok::<(), kern2usr::Error>(())
     /// ```
     pub fn create(options: &ChannelOptions) -> Result<Self> {
+        if options.get_ring() != 0 {
+            return Err(Error::InvalidOptions(
+                "ring: a ring channel is made with Ring::create (its slots and acks differ)"
+                    .to_owned(),
+            ));
+        }
         let request = options.request()?;
         let name = (!options.get_name().is_empty()).then(|| options.get_name().to_owned());
         Self::new_channel(options.get_device(), request, ChannelKind::Owned, name)
@@ -516,6 +522,43 @@ impl Channel {
         self.ctrl.as_ref()
     }
 
+    /// Ack round `round` through the control page (ABI 4): store it in
+    /// `ack_seq` and write 7 to efd2 only when the module sleeps waiting
+    /// for it ([`CtrlPage::ack_through_page`]). Returns whether efd2 was
+    /// written. For listeners that take rounds from `ready_seq` (adaptive
+    /// spinning) rather than from [`Channel::round`]; once a listener acks
+    /// through the page, efd2 is only its doorbell (`docs/PROTOCOL.md`).
+    ///
+    /// ```no_run
+    /// # let ch = kern2usr::ChannelOptions::new().back_to_back(true).adaptive(true).create()?;
+    /// if let Some(page) = ch.ctrl() {
+    ///     let seq = page.ready_seq();
+    ///     // ... read the buffer ...
+    ///     ch.ack_page(seq)?;
+    /// }
+    /// # Ok::<(), kern2usr::Error>(())
+    /// ```
+    pub fn ack_page(&self, round: u64) -> Result<bool> {
+        let Some(page) = self.ctrl.as_ref() else {
+            return Err(Error::Protocol(
+                "no control page mapped (queue mode on the default channel)".to_owned(),
+            ));
+        };
+        if !page.ack_through_page(round) {
+            return Ok(false);
+        }
+        match self
+            .session
+            .efd2()
+            .write(u64::from(Code::MemoryCopied.value()))
+        {
+            // A full counter still wakes the module: it looks at ack_seq.
+            Err(e) if e.errno() == Some(Errno::AGAIN) => {}
+            r => r?,
+        }
+        Ok(true)
+    }
+
     /// A channel over stand-ins for the module (host tests): `efd`/`efd2`
     /// as the kernel would hold them, `records` a readable fd (a pipe)
     /// standing for the device in queue mode, `buffer` and (counter mode)
@@ -681,7 +724,7 @@ impl Channel {
 }
 
 /// The typed error for a refused `K2U_IOC_CHANNEL_CMD`.
-fn command_error(e: Error, command: Command, channel: u32) -> Error {
+pub(crate) fn command_error(e: Error, command: Command, channel: u32) -> Error {
     let Some(errno) = e.errno().filter(|_| matches!(e, Error::Ioctl { .. })) else {
         return e;
     };
@@ -709,7 +752,12 @@ fn command_error(e: Error, command: Command, channel: u32) -> Error {
 }
 
 /// The typed error for a refused `K2U_IOC_CREATE`.
-fn create_error(e: Error, request: &abi::Create, kind: ChannelKind, name: Option<&str>) -> Error {
+pub(crate) fn create_error(
+    e: Error,
+    request: &abi::Create,
+    kind: ChannelKind,
+    name: Option<&str>,
+) -> Error {
     let Some(errno) = e.errno().filter(|_| matches!(e, Error::Ioctl { .. })) else {
         return e;
     };

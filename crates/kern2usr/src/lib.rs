@@ -63,6 +63,11 @@
 //! # Ok::<(), kern2usr::Error>(())
 //! ```
 //!
+//! Ring channels (ABI 4): [`Ring::create`] with [`ChannelOptions::ring`]
+//! makes a channel whose buffer is a ring of slots; [`Ring::next`] lends
+//! each round as a [`Slot`], acknowledged through the control page
+//! (`ack_seq`) without a system call while the module keeps up.
+//!
 //! Waiting elsewhere: [`Channel`] is [`AsFd`](std::os::fd::AsFd) (its
 //! kernel->user eventfd), so it joins an existing epoll/mio loop; when the
 //! fd is readable, call [`Channel::try_next`] until it returns `None`.
@@ -92,6 +97,7 @@ pub mod listener;
 pub mod listing;
 pub mod options;
 pub mod params;
+pub mod ring;
 pub mod session;
 pub mod stats;
 
@@ -104,5 +110,6 @@ pub use listener::{AckMode, AckSink, EventSource, KernelSide, Listener, Listener
 pub use listing::{channels, ChannelEntry, Pacing};
 pub use options::{ChannelOptions, ChannelStats, Command};
 pub use params::Params;
+pub use ring::{Ring, Slot};
 pub use session::Session;
 pub use stats::{Histogram, Stats};

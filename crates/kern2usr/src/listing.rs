@@ -28,6 +28,11 @@ pub enum Pacing {
     /// `back_to_back`, or a channel created with only
     /// [`crate::abi::CREATE_ADAPTIVE`]).
     TimerAdaptive,
+    /// A ring channel (ABI 4), back to back (`b2b+ring`; a ring's
+    /// doorbell always follows the adaptive rule).
+    BackToBackRing,
+    /// A ring channel paced by its timer (`timer+ring`).
+    TimerRing,
 }
 
 impl Pacing {
@@ -42,6 +47,8 @@ impl Pacing {
             Pacing::BackToBack => "b2b",
             Pacing::BackToBackAdaptive => "b2b+adaptive",
             Pacing::TimerAdaptive => "timer+adaptive",
+            Pacing::BackToBackRing => "b2b+ring",
+            Pacing::TimerRing => "timer+ring",
         }
     }
 
@@ -57,6 +64,8 @@ impl Pacing {
             Pacing::BackToBack,
             Pacing::BackToBackAdaptive,
             Pacing::TimerAdaptive,
+            Pacing::BackToBackRing,
+            Pacing::TimerRing,
         ]
         .into_iter()
         .find(|p| p.name() == name)
@@ -156,7 +165,7 @@ pub fn parse_channels(text: &str) -> Result<Vec<ChannelEntry>> {
             bad(
                 line,
                 "9 fields: id, name or -, owner pid, buffer size, counter or queue, \
-                 timer/b2b/b2b+adaptive/timer+adaptive, rounds, p50_ns, p99_ns",
+                 timer/b2b/b2b+adaptive/timer+adaptive/b2b+ring/timer+ring, rounds, p50_ns, p99_ns",
             )
         })?;
         if out.is_empty() != entry.is_default() {

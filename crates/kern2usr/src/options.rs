@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::abi::{
-    self, Code, EventMode, CHANNEL_NAME_LEN, CREATE_ADAPTIVE, CREATE_BACK_TO_BACK,
+    self, Code, EventMode, CHANNEL_NAME_LEN, CREATE_ADAPTIVE, CREATE_BACK_TO_BACK, CREATE_RING,
     DEFAULT_BUFFER_SIZE, DEFAULT_PERIOD_MS, DEVICE_PATH, MAX_BUFFER_SIZE, MAX_PERIOD_MS,
+    RING_MAX_SLOTS, RING_MIN_SLOTS,
 };
 use crate::channel::Channel;
 use crate::error::{Error, Result};
@@ -42,6 +43,7 @@ pub struct ChannelOptions {
     back_to_back: bool,
     adaptive: bool,
     name: String,
+    ring_slots: u32,
 }
 
 impl Default for ChannelOptions {
@@ -68,6 +70,7 @@ impl ChannelOptions {
             back_to_back: false,
             adaptive: false,
             name: String::new(),
+            ring_slots: 0,
         }
     }
 
@@ -148,6 +151,33 @@ impl ChannelOptions {
         self
     }
 
+    /// A ring channel of `slots` slots of [`ChannelOptions::buffer_size`]
+    /// bytes each ([`CREATE_RING`], ABI 4): a power of two from
+    /// [`RING_MIN_SLOTS`] to [`RING_MAX_SLOTS`], with `slots *
+    /// buffer_size` at most [`MAX_BUFFER_SIZE`]; 0 (the default) for an
+    /// ordinary channel. A ring is made with [`crate::Ring::create`]
+    /// ([`Channel::create`] refuses these options).
+    ///
+    /// ```
+    /// let opts = kern2usr::ChannelOptions::new().back_to_back(true).ring(8);
+    /// assert_eq!(opts.get_ring(), 8);
+    /// assert_eq!(opts.flags(), kern2usr::abi::CREATE_BACK_TO_BACK | kern2usr::abi::CREATE_RING);
+    /// assert!(kern2usr::ChannelOptions::new().ring(3).validate().is_err());
+    /// ```
+    pub fn ring(mut self, slots: u32) -> Self {
+        self.ring_slots = slots;
+        self
+    }
+
+    /// The ring's number of slots (0: not a ring).
+    ///
+    /// ```
+    /// assert_eq!(kern2usr::ChannelOptions::new().get_ring(), 0);
+    /// ```
+    pub fn get_ring(&self) -> u32 {
+        self.ring_slots
+    }
+
     /// The device node.
     ///
     /// ```
@@ -199,6 +229,9 @@ impl ChannelOptions {
         if self.adaptive {
             flags |= CREATE_ADAPTIVE;
         }
+        if self.ring_slots != 0 {
+            flags |= CREATE_RING;
+        }
         flags
     }
 
@@ -228,6 +261,20 @@ impl ChannelOptions {
             if p.subsec_nanos() % 1_000_000 != 0 || ms == 0 || ms > u128::from(MAX_PERIOD_MS) {
                 return bad(format!(
                     "period {p:?}: whole milliseconds from 1 to {MAX_PERIOD_MS}"
+                ));
+            }
+        }
+        if self.ring_slots != 0 {
+            let n = self.ring_slots;
+            if !n.is_power_of_two() || !(RING_MIN_SLOTS..=RING_MAX_SLOTS).contains(&n) {
+                return bad(format!(
+                    "ring {n}: a power of two from {RING_MIN_SLOTS} to {RING_MAX_SLOTS} slots"
+                ));
+            }
+            if u64::from(n) * self.buffer_size as u64 > MAX_BUFFER_SIZE {
+                return bad(format!(
+                    "ring {n} x buffer_size {}: at most {MAX_BUFFER_SIZE} bytes in all",
+                    self.buffer_size
                 ));
             }
         }
@@ -263,7 +310,7 @@ impl ChannelOptions {
             flags: self.flags(),
             name: name_bytes(&self.name),
             id: 0,
-            ring_slots: 0,
+            ring_slots: self.ring_slots,
         })
     }
 }
@@ -466,6 +513,31 @@ mod tests {
         assert_eq!((req.id, req.ring_slots), (0, 0));
         // Unset period: 0, the module's default.
         assert_eq!(ChannelOptions::new().request()?.period_ms, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn ring_options_are_checked_and_carried() -> Result<()> {
+        let page = rustix::param::page_size();
+        for n in [1, 3, 6, 128, 256] {
+            let e = ChannelOptions::new().ring(n).validate();
+            assert!(
+                matches!(e, Err(Error::InvalidOptions(ref m)) if m.contains("ring")),
+                "{n}: {e:?}"
+            );
+        }
+        let too_big = ChannelOptions::new()
+            .buffer_size(MAX_BUFFER_SIZE as usize / 4 + page)
+            .ring(4);
+        assert!(too_big.validate().is_err());
+        let fits = ChannelOptions::new()
+            .buffer_size(MAX_BUFFER_SIZE as usize / 4)
+            .ring(4);
+        assert!(fits.validate().is_ok());
+        for n in [2, 4, 8, 16, 32, 64] {
+            let req = ChannelOptions::new().ring(n).request()?;
+            assert_eq!((req.ring_slots, req.flags), (n, CREATE_RING));
+        }
         Ok(())
     }
 

@@ -16,6 +16,7 @@ mod pattern;
 mod perf;
 mod producer;
 mod regress;
+mod ring;
 mod seedclient;
 mod uffd;
 mod walkthrough;
@@ -107,6 +108,8 @@ enum SuiteName {
     Producer,
     /// The library's channel API against the module (ABI v3).
     Libchan,
+    /// Ring channels and acks through the control page (ABI 4).
+    Ring,
     /// All of the above but producer.
     All,
 }
@@ -190,6 +193,7 @@ fn run(cli: Cli) -> Result<bool> {
                     SuiteName::Libchan => {
                         harness::run_independent("libchan", libchan::TESTS, filter)
                     }
+                    SuiteName::Ring => harness::run_independent("ring", ring::TESTS, filter),
                     SuiteName::All => harness::Tally::default(),
                 };
                 failed += tally.failed;
@@ -228,6 +232,7 @@ fn run(cli: Cli) -> Result<bool> {
                 ("producer", producer::TESTS),
                 ("channels", channels::TESTS),
                 ("libchan", libchan::TESTS),
+                ("ring", ring::TESTS),
             ] {
                 println!("{suite}:");
                 for (name, _) in tests {
