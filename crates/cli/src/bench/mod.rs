@@ -163,6 +163,9 @@ pub struct Run {
     pub error: Option<String>,
     /// Which repeat (0 and up) of the interleaved sequence it was.
     pub repeat: u32,
+    /// Adaptive and ring runs: acks that needed a write to efd2 (the
+    /// module slept on it); the other acks were a store to the page.
+    pub efd2_writes: u64,
     /// CPU time the whole guest spent busy during the run (all CPUs:
     /// the listener, its spinning, the module's work and polling).
     pub cpu_busy: Option<Duration>,
@@ -183,6 +186,7 @@ impl Run {
             doorbells_skipped: None,
             error: None,
             repeat: 0,
+            efd2_writes: 0,
             cpu_busy: None,
         }
     }
@@ -222,6 +226,63 @@ impl Run {
         let busy = self.cpu_busy?;
         (self.rounds > 0).then(|| duration_ns(busy) / self.rounds)
     }
+}
+
+/// The bytes a channel's test round holds, precomputed so that a round is
+/// checked at memcmp speed: round `r` of channel `id` is this pattern from
+/// offset `(id % 251 * 31 % 251 + r % 251) % 251` on
+/// ([`kern2usr::abi::channel_pattern_byte`]).
+#[derive(Clone, Debug)]
+pub struct ChannelPattern {
+    bytes: Vec<u8>,
+}
+
+impl ChannelPattern {
+    /// For rounds of up to `size` bytes.
+    pub fn new(size: usize) -> Self {
+        let m = kern2usr::abi::CHANNEL_PATTERN_MODULUS as usize;
+        Self {
+            bytes: (0..size + m).map(|i| (i % m) as u8).collect(),
+        }
+    }
+
+    /// Whether `data` is what round `round` of channel `id` published.
+    pub fn matches(&self, id: u32, round: u64, data: &[u8]) -> bool {
+        let m = kern2usr::abi::CHANNEL_PATTERN_MODULUS;
+        let off = ((u64::from(id) % m * 31 % m + round % m) % m) as usize;
+        self.bytes.get(off..off + data.len()) == Some(data)
+    }
+}
+
+/// A histogram with the percentiles of `stats` (the module's figures of a
+/// channel, whose buckets it does not export): ranks up to p50's hold p50,
+/// up to p90's p90, and so on, the first min and the last max, so every
+/// percentile the module gave reads back the same. For the plot and the
+/// table, not a measurement of its own.
+pub fn hist_from_stats(stats: &Stats) -> Histogram {
+    let mut h = Histogram::new();
+    let c = stats.count;
+    if c == 0 {
+        return h;
+    }
+    let rank = |q: f64| ((q * c as f64).ceil() as u64).clamp(1, c);
+    let steps = [
+        (1, stats.min),
+        (rank(0.5), stats.p50),
+        (rank(0.9), stats.p90),
+        (rank(0.99), stats.p99),
+        (rank(0.999), stats.p99_9),
+        (c.saturating_sub(1), stats.max),
+        (c, stats.max),
+    ];
+    let mut done = 0;
+    for (upto, value) in steps {
+        while done < upto {
+            h.record(value);
+            done += 1;
+        }
+    }
+    h
 }
 
 /// `d` in ns, saturating.
@@ -568,9 +629,13 @@ impl Report {
 /// `ok`, `ok (N doorbells skipped)` or `FAILED: why`.
 pub fn run_result(r: &Run) -> String {
     if r.passed() {
-        match r.doorbells_skipped {
-            Some(n) => format!("ok ({n} doorbells skipped)"),
-            None => "ok".to_owned(),
+        match (r.doorbells_skipped, r.mechanism) {
+            (Some(n), Mechanism::Adaptive | Mechanism::AdaptivePoll | Mechanism::Ring) => format!(
+                "ok ({n} doorbells skipped, {} of {} acks by efd2)",
+                r.efd2_writes, r.rounds
+            ),
+            (Some(n), _) => format!("ok ({n} doorbells skipped)"),
+            (None, _) => "ok".to_owned(),
         }
     } else if r.bad_rounds > 0 {
         format!("FAILED: {} round(s) with bad data", r.bad_rounds)
@@ -798,8 +863,44 @@ mod tests {
         assert!(lines[2].ends_with("2.00  ok"), "{text}");
         assert!(lines[3].contains("2/3"), "{text}");
         assert!(lines[3].ends_with("FAILED: round 3 stalled"), "{text}");
-        assert!(lines[4].ends_with("ok (2 doorbells skipped)"), "{text}");
+        assert!(
+            lines[4].ends_with("ok (2 doorbells skipped, 0 of 3 acks by efd2)"),
+            "{text}"
+        );
         assert!(lines[5].starts_with("1 MiB"), "{text}");
+    }
+
+    #[test]
+    fn the_channel_pattern_is_the_abi_s_byte_for_byte() {
+        let p = ChannelPattern::new(1000);
+        for (id, round) in [(1, 1), (7, 250), (40, 123_456_789), (u32::MAX, u64::MAX)] {
+            let data: Vec<u8> = (0..1000)
+                .map(|i| kern2usr::abi::channel_pattern_byte(id, round, i))
+                .collect();
+            assert!(p.matches(id, round, &data), "{id} {round}");
+            let next = round.checked_add(1).unwrap_or(0);
+            assert!(!p.matches(id, next, &data), "{id} {round}+1");
+            let mut bad = data.clone();
+            bad[999] ^= 1;
+            assert!(!p.matches(id, round, &bad));
+        }
+        assert!(!p.matches(1, 1, &[0; 1001]), "longer than the pattern");
+    }
+
+    #[test]
+    fn a_histogram_rebuilt_from_stats_reads_the_same_percentiles() {
+        let mut real = Histogram::new();
+        for i in 1..=1000u64 {
+            real.record(i * 1000);
+        }
+        let stats = real.stats();
+        let h = hist_from_stats(&stats);
+        assert_eq!(h.count(), 1000);
+        for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(h.percentile(q), real.percentile(q), "{q}");
+        }
+        assert_eq!((h.min(), h.max()), (real.min(), real.max()));
+        assert_eq!(hist_from_stats(&Stats::default()).count(), 0);
     }
 
     #[test]

@@ -175,7 +175,18 @@ fn one_size(cfg: &Config, size: usize, log: &mut dyn Write) -> Vec<Run> {
             let mut r = match (m, &mut bench) {
                 (Mechanism::Floor, _) => floor(size, target, cfg.timeout, cfg.floor_same_cpu),
                 (m, _) if m.is_peer() => peer(cfg, m, size, target),
-                (_, Some(Ok(kb))) => kb.run(m, target),
+                (Mechanism::Ring, Some(Ok(_))) => ring(cfg, size, target),
+                (_, Some(Ok(kb))) => {
+                    let r = kb.run(m, target);
+                    if matches!(m, Mechanism::Adaptive | Mechanism::AdaptivePoll) {
+                        // Acks through the page last until the listener
+                        // re-attaches; the others ack on efd2.
+                        if let Err(e) = kb.reattach() {
+                            kb.broken = Some(format!("re-attaching after {}: {e}", m.name()));
+                        }
+                    }
+                    r
+                }
                 (_, Some(Err(e))) => {
                     let mut r = Run::new(m, size, target);
                     r.error = Some(e.clone());
@@ -391,6 +402,20 @@ impl<'a> KernelBench<'a> {
         })
     }
 
+    /// REGISTER again with new eventfds (the old ones are unhooked by
+    /// it) and MMAP: a fresh attach, so the acks through the control page
+    /// that an adaptive run turned on end, and efd2 is an ack again. The
+    /// buffer stays mapped.
+    fn reattach(&mut self) -> Result<()> {
+        let cfg = self.cfg;
+        let mut fresh = Session::register(&cfg.device, &cfg.params)?;
+        cfg.params.command(Code::Mmap)?;
+        fresh.expect_code(Code::Mmap, cfg.timeout)?;
+        self.session = fresh;
+        self.ctrl = None;
+        Ok(())
+    }
+
     fn run(&mut self, mechanism: Mechanism, target: u64) -> Run {
         let mut run = Run::new(mechanism, self.size, target);
         if let Some(why) = &self.broken {
@@ -419,8 +444,14 @@ impl<'a> KernelBench<'a> {
 
     fn run_into(&mut self, run: &mut Run) -> Result<()> {
         let cfg = self.cfg;
-        let adaptive = run.mechanism == Mechanism::Adaptive;
+        let adaptive = matches!(run.mechanism, Mechanism::Adaptive | Mechanism::AdaptivePoll);
         cfg.params.set_adaptive(adaptive)?;
+        let poll_us = match run.mechanism {
+            Mechanism::AdaptivePoll => cfg.ack_poll_us,
+            _ => 0,
+        };
+        cfg.params
+            .write(kern2usr::abi::param::ACK_POLL_US, &poll_us.to_string())?;
         if adaptive && self.ctrl.is_none() {
             self.ctrl = Some(self.session.map_ctrl()?);
         }
@@ -441,7 +472,7 @@ impl<'a> KernelBench<'a> {
                 None
             };
             let bad = match run.mechanism {
-                Mechanism::Kern2usr | Mechanism::Adaptive => {
+                Mechanism::Kern2usr | Mechanism::Adaptive | Mechanism::AdaptivePoll => {
                     self.buffer.copy_to_vec(&mut self.copy);
                     first_pattern_mismatch(&self.copy)
                 }
@@ -464,11 +495,7 @@ impl<'a> KernelBench<'a> {
                     }
                     first_pattern_mismatch(&self.own)
                 }
-                Mechanism::Floor
-                | Mechanism::AdaptivePoll
-                | Mechanism::Ring
-                | Mechanism::Netlink
-                | Mechanism::Relay => {
+                Mechanism::Floor | Mechanism::Ring | Mechanism::Netlink | Mechanism::Relay => {
                     return Err(protocol(format!(
                         "{} is not run through the default channel",
                         run.mechanism.name()
@@ -483,8 +510,25 @@ impl<'a> KernelBench<'a> {
                 (Mechanism::Classic, _) => self.session.ack_ioctl()?,
                 // Found on the control page, maybe before its doorbell was
                 // read (not shown yet): only its id closes it.
-                (Mechanism::Adaptive, Some(seq)) => {
-                    self.session.ack_round(seq as u32)?;
+                // Through the control page: a system call only when the
+                // module sleeps on efd2 (always with ack_poll_us=0).
+                (Mechanism::Adaptive | Mechanism::AdaptivePoll, Some(seq)) => {
+                    let ctrl = self
+                        .ctrl
+                        .as_ref()
+                        .ok_or_else(|| protocol("adaptive run without the control page"))?;
+                    if ctrl.ack_through_page(seq) {
+                        match self
+                            .session
+                            .efd2()
+                            .write(u64::from(Code::MemoryCopied.value()))
+                        {
+                            // A full counter wakes the module all the same.
+                            Err(e) if e.errno() == Some(rustix::io::Errno::AGAIN) => {}
+                            r => r?,
+                        }
+                        run.efd2_writes += 1;
+                    }
                 }
                 _ => self.session.ack()?,
             }
@@ -601,6 +645,91 @@ impl<'a> KernelBench<'a> {
             }
         }
     }
+}
+
+/// Slots of the ring runs: enough to overlap the module's fill of one slot
+/// with the listener's check of others; 8 MiB at 1 MiB, within the
+/// default `max_channel_memory`.
+pub const RING_SLOTS: u32 = 8;
+
+/// The ring: a ring channel of [`RING_SLOTS`] slots of `size` bytes, back to
+/// back; every slot checked in place (its round id and every byte) and
+/// released through `ack_seq`. The module times each round from its
+/// publish to the ack it took; it exports a channel's percentiles, not its
+/// buckets, so the run's histogram is rebuilt from them
+/// ([`super::hist_from_stats`]).
+pub fn ring(cfg: &Config, size: usize, target: u64) -> Run {
+    let mut run = Run::new(Mechanism::Ring, size, target);
+    if let Err(e) = ring_into(cfg, &mut run) {
+        run.error = Some(e.to_string());
+    }
+    run
+}
+
+fn ring_into(cfg: &Config, run: &mut Run) -> Result<()> {
+    let mut ring = kern2usr::Ring::create(
+        &kern2usr::ChannelOptions::new()
+            .device(&cfg.device)
+            .buffer_size(run.size)
+            .back_to_back(true)
+            .name("bench-ring")
+            .ring(RING_SLOTS),
+    )?;
+    ring.set_spin(cfg.spin);
+    ring.command(kern2usr::Command::Mmap)?;
+    let start = Instant::now();
+    ring.command(kern2usr::Command::Start)?;
+    let id = ring.id();
+    let pattern = super::ChannelPattern::new(run.size);
+    let mut first_bad = None;
+    while run.rounds < run.target {
+        let Some(slot) = ring.next(cfg.timeout)? else {
+            return Err(protocol(format!(
+                "no round within {:?} after {} rounds ({:?})",
+                cfg.timeout,
+                run.rounds,
+                ring.take_events()
+            )));
+        };
+        if !pattern.matches(id, slot.round(), &slot) {
+            run.bad_rounds += 1;
+            if first_bad.is_none() {
+                first_bad = kern2usr::ring::first_ring_mismatch(id, slot.round(), &slot)
+                    .map(|m| (slot.round(), m));
+            }
+        }
+        slot.release()?;
+        run.rounds += 1;
+    }
+    run.wall = start.elapsed();
+    run.efd2_writes = ring.efd2_writes();
+    // The module takes acks when it looks at ack_seq: make it look.
+    ring.kick()?;
+    let deadline = Instant::now() + cfg.timeout;
+    let stats = loop {
+        let s = ring.stats()?.round_trips;
+        if s.count >= run.target {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            return Err(protocol(format!(
+                "the module counted {} of {} released rounds",
+                s.count, run.target
+            )));
+        }
+        std::thread::yield_now();
+    };
+    ring.command(kern2usr::Command::Stop)?;
+    run.doorbells_skipped = Some(ring.ctrl().doorbells_skipped());
+    run.hist = super::hist_from_stats(&stats);
+    run.kernel_stats = Some(stats);
+    if let Some((round, (at, got, want))) = first_bad {
+        return Err(protocol(format!(
+            "{} round(s) with bad data, first: round {round} byte {at} is {got}, not {want}",
+            run.bad_rounds
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use kern2usr::abi::channel_pattern_byte;
 use kern2usr::stats::format_ns;
 use kern2usr::{Channel, ChannelOptions, Command, Error, Event, Result};
 
@@ -279,6 +278,7 @@ fn serve(
     let mut ch = made?;
     ch.command(Command::Mmap)?;
     ch.command(Command::Start)?;
+    let pattern = super::ChannelPattern::new(size);
     let (mut done, mut bad) = (0u64, 0u64);
     while done < rounds {
         match ch.next(timeout)? {
@@ -288,11 +288,7 @@ fn serve(
                     .round()
                     .ok_or_else(|| Error::Protocol("MEMORY_READY without a round".into()))?;
                 let seq = u64::from(round.id());
-                if !round
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &b)| b == channel_pattern_byte(id, seq, i))
-                {
+                if !pattern.matches(id, seq, &round) {
                     bad += 1;
                 }
                 round.ack()?;
