@@ -73,6 +73,7 @@ struct k2u_chan *k2u_chan_alloc(size_t size)
 	k2u_stats_init(&c->stats);
 	k2u_chan_init(c);
 	c->wq = k2u_dev.wq;
+	c->poll_wq = k2u_dev.poll_wq;
 	c->buffer_size = size;
 	c->npages = size >> PAGE_SHIFT;
 	c->pages = kvcalloc(c->npages, sizeof(*c->pages), GFP_KERNEL_ACCOUNT);

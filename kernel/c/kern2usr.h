@@ -130,6 +130,7 @@ struct k2u_chan {
 	struct page *ctrl_page;		/* created channels: the control page */
 	struct k2u_ctrl *ctrl;		/* the control page, shared with userspace */
 	struct workqueue_struct *wq;
+	struct workqueue_struct *poll_wq;	/* unbound: poll_work's */
 	struct work_struct round_work;
 	struct work_struct ack_work;
 	struct work_struct post_work;
@@ -221,6 +222,12 @@ struct k2u_chan {
 struct k2u_device {
 	/* Set once at init, read-only afterwards. */
 	struct workqueue_struct *wq;
+	/*
+	 * Unbound: a poll of ack_seq must not spin on the CPU of the listener
+	 * whose ack it waits for (a per-CPU work queued from efd2's wake-up
+	 * would).
+	 */
+	struct workqueue_struct *poll_wq;
 	dev_t devt;
 	struct cdev cdev;
 	struct class *class;

@@ -568,7 +568,14 @@ static int __init k2u_init(void)
 		ret = -ENOMEM;
 		goto err_ring;
 	}
+	d->poll_wq = alloc_workqueue(KBUILD_MODNAME "_poll",
+				     WQ_UNBOUND | WQ_HIGHPRI, 0);
+	if (!d->poll_wq) {
+		ret = -ENOMEM;
+		goto err_wq;
+	}
 	c->wq = d->wq;
+	c->poll_wq = d->poll_wq;
 	mutex_lock(&c->lock);
 	WRITE_ONCE(c->live, true);
 	mutex_unlock(&c->lock);
@@ -586,6 +593,8 @@ err_live:
 	WRITE_ONCE(c->live, false);
 	k2u_detach(c);
 	mutex_unlock(&c->lock);
+	destroy_workqueue(d->poll_wq);
+err_wq:
 	destroy_workqueue(d->wq);
 err_ring:
 	kvfree(c->ring);
@@ -609,7 +618,9 @@ static void __exit k2u_exit(void)
 
 	/* No channel is left: each file held the module. */
 	k2u_chrdev_destroy(d);
-	destroy_workqueue(d->wq);	/* runs what is queued; all see !live */
+	/* Both run what is queued (all see !live); a poll queues on wq. */
+	destroy_workqueue(d->poll_wq);
+	destroy_workqueue(d->wq);
 	ida_destroy(&d->ids);
 	kvfree(c->ring);
 	vfree(c->ctrl);

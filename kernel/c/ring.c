@@ -48,10 +48,25 @@ MODULE_PARM_DESC(ack_poll_us, "us the module polls ack_seq before it sleeps on e
 #define K2U_POLL_RESCHED_NS	(4 * NSEC_PER_USEC)
 
 /*
- * Poll ack_seq for up to @usec us (KERNEL_POLLING), no lock held; true
- * if it moved away from @taken.
+ * Whether ack_seq holds a value the module would take: past @taken, the
+ * last one taken, and not beyond @published. An out-of-range value must
+ * not end a poll or a sleep: the poll would stop with the page still
+ * saying POLLING, or a full ring's work requeue itself for ever.
  */
-static bool k2u_poll_ack(struct k2u_chan *c, u64 taken, unsigned int usec)
+static bool k2u_ack_usable(struct k2u_chan *c, u64 taken, u64 published)
+{
+	/* Acquire: pairs with the listener's release of ack_seq. */
+	u64 v = smp_load_acquire(&c->ctrl->ack_seq);
+
+	return v > taken && v <= published;
+}
+
+/*
+ * Poll ack_seq for up to @usec us (KERNEL_POLLING), no lock held; true
+ * if it holds an ack to take (k2u_ack_usable()).
+ */
+static bool k2u_poll_ack(struct k2u_chan *c, u64 taken, u64 published,
+			 unsigned int usec)
 {
 	struct k2u_ctrl *ctrl = c->ctrl;
 	u64 now = ktime_get_ns();
@@ -60,8 +75,7 @@ static bool k2u_poll_ack(struct k2u_chan *c, u64 taken, unsigned int usec)
 
 	WRITE_ONCE(ctrl->kernel_state, K2U_KERNEL_POLLING);
 	for (;;) {
-		/* Acquire: pairs with the listener's release of ack_seq. */
-		if (smp_load_acquire(&ctrl->ack_seq) != taken)
+		if (k2u_ack_usable(c, taken, published))
 			return true;
 		now = ktime_get_ns();
 		if (now >= end)
@@ -76,11 +90,12 @@ static bool k2u_poll_ack(struct k2u_chan *c, u64 taken, unsigned int usec)
 
 /*
  * The module's half of NEED_WAKEUP: store wake_seq, then KERNEL_ASLEEP, a
- * full barrier, and re-read ack_seq. True if it moved away from @taken
+ * full barrier, and re-read ack_seq. True if it holds an ack to take
  * (then the caller goes on instead of sleeping): either this sees the
  * listener's ack or the listener sees ASLEEP and writes efd2.
  */
-static bool k2u_sleep_ack(struct k2u_chan *c, u64 taken, u64 wake)
+static bool k2u_sleep_ack(struct k2u_chan *c, u64 taken, u64 published,
+			  u64 wake)
 {
 	struct k2u_ctrl *ctrl = c->ctrl;
 
@@ -89,7 +104,7 @@ static bool k2u_sleep_ack(struct k2u_chan *c, u64 taken, u64 wake)
 	WRITE_ONCE(ctrl->kernel_state, K2U_KERNEL_ASLEEP);
 	/* Pairs with the listener's barrier between ack_seq and its loads. */
 	smp_mb();
-	return READ_ONCE(ctrl->ack_seq) != taken;
+	return k2u_ack_usable(c, taken, published);
 }
 
 /* A new listener: its acks start from the rounds published so far. */
@@ -209,18 +224,21 @@ static void k2u_poll_work(struct work_struct *work)
 	struct k2u_chan *c = container_of(work, struct k2u_chan, poll_work);
 	unsigned int usec = READ_ONCE(ack_poll_us);
 	unsigned long irqflags;
+	u64 id, taken, published;
 	bool open, moved;
-	u64 id, taken;
 
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	open = c->round.open;
 	id = c->round.id;
 	taken = c->ack_taken;
+	published = c->rounds_published;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	moved = open && usec && READ_ONCE(c->back_to_back) &&
-		READ_ONCE(c->adaptive) && k2u_poll_ack(c, taken, usec);
+		READ_ONCE(c->adaptive) &&
+		k2u_poll_ack(c, taken, published, usec);
 	if (!moved)
-		moved = k2u_sleep_ack(c, taken, open ? id : taken + 1);
+		moved = k2u_sleep_ack(c, taken, published,
+				      open ? id : taken + 1);
 	if (!moved)
 		return;	/* asleep: efd2's wake-up takes the ack */
 	spin_lock_irqsave(&c->ack_lock, irqflags);
@@ -243,7 +261,7 @@ void k2u_ack_poll_kick(struct k2u_chan *c)
 	if (c->ring_slots || c->producer)
 		return;
 	if (poll || READ_ONCE(c->ctrl->kernel_state) != K2U_KERNEL_ASLEEP)
-		queue_work(c->wq, &c->poll_work);
+		queue_work(c->poll_wq, &c->poll_work);
 }
 
 void k2u_ring_init(struct k2u_chan *c)
@@ -397,9 +415,9 @@ void k2u_ring_work(struct k2u_chan *c)
 {
 	unsigned int n, usec;
 	unsigned long irqflags;
+	u64 taken, published;
 	bool b2b = false;
 	int ret = 0;
-	u64 taken;
 
 	for (n = 0; n < c->ring_slots; n++) {
 		mutex_lock(&c->lock);
@@ -431,15 +449,17 @@ void k2u_ring_work(struct k2u_chan *c)
 		return;
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	taken = c->ack_taken;
+	published = c->rounds_published;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	if (ret == -ESHUTDOWN) {
 		/* No test: nothing looks at ack_seq until START. */
-		k2u_sleep_ack(c, taken, taken + 1);
+		k2u_sleep_ack(c, taken, published, taken + 1);
 		return;
 	}
 	usec = READ_ONCE(ack_poll_us);
-	if ((usec && k2u_poll_ack(c, taken, usec)) ||
-	    k2u_sleep_ack(c, taken, taken + max(1U, c->ring_slots / 2)))
+	if ((usec && k2u_poll_ack(c, taken, published, usec)) ||
+	    k2u_sleep_ack(c, taken, published,
+			  taken + max(1U, c->ring_slots / 2)))
 		queue_work(c->wq, &c->round_work);
 }
 

@@ -304,10 +304,12 @@ impl Ring {
             }
         };
         self.events.push_back(ev);
-        Ok(true)
+        // MMAP and START change nothing about the rounds to come: a
+        // sleeping `next` keeps waiting through them.
+        Ok(matches!(ev, Event::Stop | Event::Exit))
     }
 
-    /// Read every event delivered by now; true if a command came.
+    /// Read every event delivered by now; true if STOP or EXIT came.
     fn drain(&mut self) -> Result<bool> {
         self.since_drain = 0;
         let mut command = false;
@@ -320,8 +322,9 @@ impl Ring {
     /// The next round (the one after [`Ring::consumed`]), waiting at most
     /// `timeout`: spin on `ready_seq` for the spin time (listener state
     /// SPINNING), then store ASLEEP, fence, re-check, and sleep on efd.
-    /// `Ok(None)` when no round came in time, or when a command event
-    /// (STOP, EXIT, ...) came while sleeping: see [`Ring::take_events`].
+    /// `Ok(None)` when no round came in time, or when STOP or EXIT came
+    /// while it slept (MMAP and START are kept and waited through): see
+    /// [`Ring::take_events`].
     ///
     /// The slot's entry in the control page must name the round
     /// ([`Error::Protocol`] otherwise); its length is clamped to the slot.
