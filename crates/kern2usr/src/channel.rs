@@ -547,15 +547,7 @@ impl Channel {
         if !page.ack_through_page(round) {
             return Ok(false);
         }
-        match self
-            .session
-            .efd2()
-            .write(u64::from(Code::MemoryCopied.value()))
-        {
-            // A full counter still wakes the module: it looks at ack_seq.
-            Err(e) if e.errno() == Some(Errno::AGAIN) => {}
-            r => r?,
-        }
+        self.session.wake_for_page_ack()?;
         Ok(true)
     }
 

@@ -39,7 +39,6 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use rustix::io::Errno;
 
 use crate::abi::{self, Code};
 use crate::channel::{create_error, ChannelKind, Event, Info};
@@ -257,9 +256,7 @@ impl Ring {
     /// Write 7 to efd2 whatever the page says: "look at `ack_seq`" (a
     /// module asleep on efd2 wakes and takes it; otherwise a no-op).
     pub fn kick(&self) -> Result<()> {
-        self.session
-            .efd2()
-            .write(u64::from(Code::MemoryCopied.value()))
+        self.session.wake_for_page_ack()
     }
 
     /// Run `command` on the ring (`K2U_IOC_CHANNEL_CMD`), as
@@ -406,15 +403,7 @@ impl Ring {
         self.consumed = round;
         if self.ctrl.ack_through_page(round) {
             self.efd2_writes += 1;
-            match self
-                .session
-                .efd2()
-                .write(u64::from(Code::MemoryCopied.value()))
-            {
-                // A full counter still wakes the module: it looks at ack_seq.
-                Err(e) if e.errno() == Some(Errno::AGAIN) => {}
-                r => r?,
-            }
+            self.session.wake_for_page_ack()?;
         }
         Ok(())
     }

@@ -213,6 +213,16 @@ impl Session {
         self.efd2.write(u64::from(Code::MemoryCopied.value()))
     }
 
+    /// Tell the module to look at the control page's `ack_seq`: 7 on
+    /// efd2, where a counter already full (EAGAIN) wakes it all the same.
+    /// With acks through the page on, efd2 is only this doorbell.
+    pub fn wake_for_page_ack(&self) -> Result<()> {
+        match self.efd2.write(u64::from(Code::MemoryCopied.value())) {
+            Err(e) if e.errno() == Some(rustix::io::Errno::AGAIN) => Ok(()),
+            r => r,
+        }
+    }
+
     /// Acknowledge the round with `K2U_IOC_ACK`.
     pub fn ack_ioctl(&self) -> Result<()> {
         self.dev.ack()

@@ -518,15 +518,7 @@ impl<'a> KernelBench<'a> {
                         .as_ref()
                         .ok_or_else(|| protocol("adaptive run without the control page"))?;
                     if ctrl.ack_through_page(seq) {
-                        match self
-                            .session
-                            .efd2()
-                            .write(u64::from(Code::MemoryCopied.value()))
-                        {
-                            // A full counter wakes the module all the same.
-                            Err(e) if e.errno() == Some(rustix::io::Errno::AGAIN) => {}
-                            r => r?,
-                        }
+                        self.session.wake_for_page_ack()?;
                         run.efd2_writes += 1;
                     }
                 }
