@@ -130,9 +130,10 @@ static int k2u_mmap(struct file *filp, struct vm_area_struct *vma)
 	}
 	/*
 	 * A producer's channel changes listener: a child must not keep a view
-	 * of a later listener's rounds or share its control page.
+	 * of a later listener's rounds or share its control page. And no
+	 * child inherits a control page: its ack_seq acks rounds.
 	 */
-	if (c->producer)
+	if (c->producer || area == c->ctrl)
 		k2u_vm_flags_set(vma, VM_DONTCOPY);
 	/* vmalloc_user() zeroed both areas before they could be mapped. */
 	if (k2u_is_default(c))

@@ -225,26 +225,40 @@ static void k2u_poll_work(struct work_struct *work)
 	unsigned int usec = READ_ONCE(ack_poll_us);
 	unsigned long irqflags;
 	u64 id, taken, published;
-	bool open, moved;
+	bool open, moved, waiting;
 
-	spin_lock_irqsave(&c->ack_lock, irqflags);
-	open = c->round.open;
-	id = c->round.id;
-	taken = c->ack_taken;
-	published = c->rounds_published;
-	spin_unlock_irqrestore(&c->ack_lock, irqflags);
-	moved = open && usec && READ_ONCE(c->back_to_back) &&
-		READ_ONCE(c->adaptive) &&
-		k2u_poll_ack(c, taken, published, usec);
-	if (!moved)
-		moved = k2u_sleep_ack(c, taken, published,
-				      open ? id : taken + 1);
-	if (!moved)
-		return;	/* asleep: efd2's wake-up takes the ack */
-	spin_lock_irqsave(&c->ack_lock, irqflags);
-	k2u_page_ack_locked(c);
-	spin_unlock_irqrestore(&c->ack_lock, irqflags);
-	queue_work(c->wq, &c->ack_work);
+	/*
+	 * Each pass that goes round again took a newer ack_seq, at most the
+	 * round's id: the loop is bounded.
+	 */
+	for (;;) {
+		spin_lock_irqsave(&c->ack_lock, irqflags);
+		open = c->round.open;
+		id = c->round.id;
+		taken = c->ack_taken;
+		published = c->rounds_published;
+		spin_unlock_irqrestore(&c->ack_lock, irqflags);
+		moved = open && usec && READ_ONCE(c->back_to_back) &&
+			READ_ONCE(c->adaptive) &&
+			k2u_poll_ack(c, taken, published, usec);
+		if (!moved)
+			moved = k2u_sleep_ack(c, taken, published,
+					      open ? id : taken + 1);
+		if (!moved)
+			return;	/* asleep: efd2's wake-up takes the ack */
+		spin_lock_irqsave(&c->ack_lock, irqflags);
+		k2u_page_ack_locked(c);
+		/*
+		 * The value taken may name an older round (ACK_ROUND closed the
+		 * one after it): the open round still waits, and the page still
+		 * says POLLING: look again, or sleep.
+		 */
+		waiting = open && c->round.open && c->round.id == id;
+		spin_unlock_irqrestore(&c->ack_lock, irqflags);
+		queue_work(c->wq, &c->ack_work);
+		if (!waiting)
+			return;
+	}
 }
 
 /*

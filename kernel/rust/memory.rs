@@ -251,8 +251,9 @@ impl Memory {
         vma.set_dontexpand();
         vma.set_dontdump();
         // A producer's channel changes listener: a child must not keep a
-        // view of a later listener's rounds or share its control page.
-        if self.producer_buffer().is_some() {
+        // view of a later listener's rounds or share its control page. And
+        // no child inherits a control page: its ack_seq acks rounds.
+        if ctrl || self.producer_buffer().is_some() {
             vma.set_dontcopy();
         }
         Ok(())

@@ -125,15 +125,30 @@ impl WorkItem<POLL_WORK> for Channel {
     /// taken goes to the ack work (close, count, next round).
     fn run(this: Arc<Self>) {
         let us = params::ack_poll_us();
-        let (open, id, taken) = {
-            let ack = this.ack.lock();
-            (ack.open, ack.round_id(), ack.taken)
-        };
-        let poll = open && us != 0 && this.back_to_back() && this.adaptive();
-        let took = (poll && poll_for(&this, us))
-            || sleep_ack(&this, if open { id } else { taken.wrapping_add(1) });
-        if took {
+        // Each pass that goes round again took a newer ack_seq, at most
+        // the round's id: the loop is bounded.
+        loop {
+            let (open, id, taken) = {
+                let ack = this.ack.lock();
+                (ack.open, ack.round_id(), ack.taken)
+            };
+            let poll = open && us != 0 && this.back_to_back() && this.adaptive();
+            let took = (poll && poll_for(&this, us))
+                || sleep_ack(&this, if open { id } else { taken.wrapping_add(1) });
+            if !took {
+                return;
+            }
             let _ = this.wq.enqueue::<Arc<Channel>, ACK_WORK>(this.clone());
+            // The value taken may name an older round (ACK_ROUND closed the
+            // one after it): the open round still waits for its ack, and
+            // the page still says POLLING, so look again (or sleep).
+            let waiting = {
+                let ack = this.ack.lock();
+                ack.open && ack.round_id() == id
+            };
+            if !open || !waiting {
+                return;
+            }
         }
     }
 }

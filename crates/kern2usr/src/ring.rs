@@ -39,7 +39,6 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-
 use crate::abi::{self, Code};
 use crate::channel::{create_error, ChannelKind, Event, Info};
 use crate::ctrl::CtrlPage;

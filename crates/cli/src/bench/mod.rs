@@ -348,6 +348,9 @@ pub struct JsonRun {
     /// Adaptive and ring runs: rounds whose doorbell the module skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doorbells_skipped: Option<u64>,
+    /// Adaptive and ring runs: acks that needed a write to efd2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efd2_writes: Option<u64>,
 }
 
 /// One non-empty histogram bucket of a [`JsonRun`].
@@ -571,6 +574,11 @@ impl Report {
                     repeat: r.repeat,
                     cpu_ns_per_round: r.cpu_per_round(),
                     doorbells_skipped: r.doorbells_skipped,
+                    efd2_writes: matches!(
+                        r.mechanism,
+                        Mechanism::Adaptive | Mechanism::AdaptivePoll | Mechanism::Ring
+                    )
+                    .then_some(r.efd2_writes),
                 })
                 .collect(),
         }

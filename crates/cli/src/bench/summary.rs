@@ -81,6 +81,8 @@ pub struct Summary {
     pub cpu_per_round: Option<u64>,
     /// Doorbells skipped over all repeats.
     pub doorbells_skipped: Option<u64>,
+    /// Acks that needed a write to efd2, over all repeats.
+    pub efd2_writes: u64,
     /// The first failure's reason.
     pub first_error: Option<String>,
 }
@@ -234,6 +236,7 @@ impl Report {
             merged,
             cpu_per_round: busy.filter(|_| rounds > 0).map(|b| b / rounds),
             doorbells_skipped: ok.iter().map(|r| r.doorbells_skipped).sum(),
+            efd2_writes: ok.iter().map(|r| r.efd2_writes).sum(),
             first_error: runs
                 .iter()
                 .find(|r| !r.passed())
@@ -393,7 +396,10 @@ impl Report {
             .map(|s| {
                 let result = if s.passed == s.repeats {
                     match s.doorbells_skipped {
-                        Some(n) => format!("ok {}/{} ({n} doorbells skipped)", s.passed, s.repeats),
+                        Some(n) => format!(
+                            "ok {}/{} ({n} doorbells skipped, {} acks by efd2)",
+                            s.passed, s.repeats, s.efd2_writes
+                        ),
                         None => format!("ok {}/{}", s.passed, s.repeats),
                     }
                 } else {
