@@ -212,6 +212,31 @@ void k2u_page_ack_report(struct k2u_chan *c)
 				      c->tag, v, acked, published);
 }
 
+/* The ack_seq a sleeping ring's producer wakes at: half the ring free. */
+static u64 k2u_ring_wake(struct k2u_chan *c, u64 taken)
+{
+	return taken + max(1U, c->ring_slots / 2);
+}
+
+/*
+ * A full ring's poll, on the unbound poll queue: poll ack_seq for up to
+ * @usec us, then sleep per NEED_WAKEUP; an ack to take wakes the round
+ * work, which takes it before its next fill.
+ */
+static void k2u_ring_poll(struct k2u_chan *c, unsigned int usec)
+{
+	unsigned long irqflags;
+	u64 taken, published;
+
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	taken = c->ack_taken;
+	published = c->rounds_published;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	if ((usec && k2u_poll_ack(c, taken, published, usec)) ||
+	    k2u_sleep_ack(c, taken, published, k2u_ring_wake(c, taken)))
+		queue_work(c->wq, &c->round_work);
+}
+
 /*
  * The poll work of back-to-back adaptive rounds (not a ring): one round
  * per invocation. Polls ack_seq for up to ack_poll_us (no lock held),
@@ -226,6 +251,11 @@ static void k2u_poll_work(struct work_struct *work)
 	unsigned long irqflags;
 	u64 id, taken, published;
 	bool open, moved, waiting;
+
+	if (c->ring_slots) {
+		k2u_ring_poll(c, usec);
+		return;
+	}
 
 	/*
 	 * Each pass that goes round again took a newer ack_seq, at most the
@@ -377,7 +407,7 @@ static int k2u_ring_publish(struct k2u_chan *c)
 	lockdep_assert_held(&c->lock);
 	k2u_ring_count(c);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
-	taken = c->ack_taken;
+	taken = c->ring_counted;	/* a slot is free once its time is counted */
 	r = c->rounds_published + 1;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 	if (r - taken > c->ring_slots) {
@@ -427,7 +457,7 @@ static int k2u_ring_publish(struct k2u_chan *c)
  */
 void k2u_ring_work(struct k2u_chan *c)
 {
-	unsigned int n, usec;
+	unsigned int n;
 	unsigned long irqflags;
 	u64 taken, published;
 	bool b2b = false;
@@ -470,10 +500,15 @@ void k2u_ring_work(struct k2u_chan *c)
 		k2u_sleep_ack(c, taken, published, taken + 1);
 		return;
 	}
-	usec = READ_ONCE(ack_poll_us);
-	if ((usec && k2u_poll_ack(c, taken, published, usec)) ||
-	    k2u_sleep_ack(c, taken, published,
-			  taken + max(1U, c->ring_slots / 2)))
+	/*
+	 * Polled from the unbound queue: here it would spin on the CPU that
+	 * queued this work, often the listener's, which must run to ack.
+	 */
+	if (READ_ONCE(ack_poll_us)) {
+		queue_work(c->poll_wq, &c->poll_work);
+		return;
+	}
+	if (k2u_sleep_ack(c, taken, published, k2u_ring_wake(c, taken)))
 		queue_work(c->wq, &c->round_work);
 }
 
@@ -506,10 +541,20 @@ void k2u_ring_stopped(struct k2u_chan *c)
 {
 	unsigned long irqflags;
 
+	u64 taken;
+
 	lockdep_assert_held(&c->lock);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	c->ring_abandon = c->rounds_published;
+	taken = c->ack_taken;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	/*
+	 * Nothing polls or fills until START: the next ack must ring efd2
+	 * (a work stopped at a full event queue left the page POLLING).
+	 */
+	WRITE_ONCE(c->ctrl->wake_seq, taken + 1);
+	smp_wmb();	/* a listener that sees ASLEEP sees this wake_seq */
+	WRITE_ONCE(c->ctrl->kernel_state, K2U_KERNEL_ASLEEP);
 }
 
 /* An ioctl a ring does not have: EOPNOTSUPP with one line. */

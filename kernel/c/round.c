@@ -453,6 +453,14 @@ void k2u_round_collect(struct k2u_chan *c)
 
 	lockdep_assert_held(&c->lock);
 	if (c->ring_slots) {
+		/* efd2 is only a doorbell there, but still says a bad value. */
+		spin_lock_irqsave(&c->ack_lock, irqflags);
+		bad = c->ack_bad_value;
+		c->ack_bad_value = 0;
+		spin_unlock_irqrestore(&c->ack_lock, irqflags);
+		if (bad)
+			pr_notice_ratelimited("%sunexpected value %llu on efd2 ignored\n",
+					      c->tag, bad);
 		k2u_ring_collect(c);
 		return;
 	}

@@ -125,6 +125,10 @@ impl WorkItem<POLL_WORK> for Channel {
     /// taken goes to the ack work (close, count, next round).
     fn run(this: Arc<Self>) {
         let us = params::ack_poll_us();
+        if this.is_ring() {
+            ring_poll(&this, us);
+            return;
+        }
         // Each pass that goes round again took a newer ack_seq, at most
         // the round's id: the loop is bounded.
         loop {
@@ -150,6 +154,20 @@ impl WorkItem<POLL_WORK> for Channel {
                 return;
             }
         }
+    }
+}
+
+/// The `ack_seq` a sleeping ring's producer wakes at: half the ring free.
+fn ring_wake(chan: &Channel, taken: u64) -> u64 {
+    taken.wrapping_add(u64::from(chan.ring_slots() / 2).max(1))
+}
+
+/// A full ring's poll, on the unbound poll queue: polls `ack_seq` for up to
+/// `us` µs, then sleeps per NEED_WAKEUP; an ack taken wakes the round work.
+fn ring_poll(chan: &Arc<Channel>, us: u32) {
+    let taken = chan.ack.lock().taken;
+    if (us != 0 && poll_for(chan, us)) || sleep_ack(chan, ring_wake(chan, taken)) {
+        let _ = chan.wq.enqueue::<Arc<Channel>, ROUND_WORK>(chan.clone());
     }
 }
 
@@ -190,9 +208,15 @@ pub(crate) fn run(this: &Arc<Channel>) {
             false
         }
         Publish::Full => {
-            let us = params::ack_poll_us();
-            let half = u64::from(this.ring_slots() / 2).max(1);
-            (us != 0 && poll_for(this, us)) || sleep_ack(this, taken.wrapping_add(half))
+            if params::ack_poll_us() != 0 {
+                // Polled from the unbound queue: here it would spin on the
+                // CPU that queued this work, often the listener's.
+                let _ = this
+                    .poll_wq
+                    .enqueue::<Arc<Channel>, POLL_WORK>(this.clone());
+                return;
+            }
+            sleep_ack(this, ring_wake(this, taken))
         }
     };
     if again {
