@@ -34,6 +34,8 @@ use crate::params::Params;
 
 /// Size of one [`Event`] record as read() from the device.
 pub const EVENT_RECORD_SIZE: usize = size_of::<Event>();
+/// Records asked for by one read() of the device.
+const EVENTS_PER_READ: usize = 64;
 const _: () = assert!(EVENT_RECORD_SIZE == 16, "k2u_event is 16 bytes");
 
 /// How a buffer is mapped.
@@ -436,7 +438,7 @@ impl Device {
     /// append them to `out`; `Ok(0)` when none is pending. One read() per
     /// call, for loops that get a doorbell per record anyway.
     pub fn read_events_once(&self, out: &mut Vec<Event>) -> Result<usize> {
-        let mut buf = [0u8; EVENT_RECORD_SIZE * 64];
+        let mut buf = [0u8; EVENT_RECORD_SIZE * EVENTS_PER_READ];
         loop {
             match rustix::io::read(&self.fd, &mut buf) {
                 Ok(0) | Err(Errno::AGAIN) => return Ok(0),
@@ -456,14 +458,18 @@ impl Device {
         }
     }
 
-    /// Append every pending event record to `out` (queue mode), reading
-    /// until EAGAIN. Returns how many were appended.
+    /// Append every pending event record to `out` (queue mode): reads
+    /// until one read brings fewer records than it asked for (the queue
+    /// was empty then; a record posted later rings efd again), so a round
+    /// costs one read, not a second one that finds EAGAIN. Returns how
+    /// many were appended.
     pub fn read_events(&self, out: &mut Vec<Event>) -> Result<usize> {
         let mut total = 0;
         loop {
-            match self.read_events_once(out)? {
-                0 => return Ok(total),
-                n => total += n,
+            let n = self.read_events_once(out)?;
+            total += n;
+            if n < EVENTS_PER_READ {
+                return Ok(total);
             }
         }
     }

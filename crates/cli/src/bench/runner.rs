@@ -639,12 +639,17 @@ impl<'a> KernelBench<'a> {
     }
 }
 
-/// Slots of the ring runs: enough to overlap the module's fill of one slot
-/// with the listener's check of others; 8 MiB at 1 MiB, within the
-/// default `max_channel_memory`.
-pub const RING_SLOTS: u32 = 8;
+/// Slots of a ring run of `size`-byte slots: about 1 MiB of ring, at
+/// least 8 slots and at most 64. The module sleeps on a full ring until
+/// half of it is free again, so a deep ring lets it refill while the
+/// listener still has half a ring to read (8 MiB at 1 MiB, within the
+/// default `max_channel_memory`).
+pub fn ring_slots(size: usize) -> u32 {
+    let fit = (1usize << 20) / size.max(1);
+    u32::try_from(fit.clamp(8, kern2usr::abi::RING_MAX_SLOTS as usize)).unwrap_or(8)
+}
 
-/// The ring: a ring channel of [`RING_SLOTS`] slots of `size` bytes, back to
+/// The ring: a ring channel of [`ring_slots`] slots of `size` bytes, back to
 /// back; every slot checked in place (its round id and every byte) and
 /// released through `ack_seq`. The module times each round from its
 /// publish to the ack it took; it exports a channel's percentiles, not its
@@ -665,7 +670,7 @@ fn ring_into(cfg: &Config, run: &mut Run) -> Result<()> {
             .buffer_size(run.size)
             .back_to_back(true)
             .name("bench-ring")
-            .ring(RING_SLOTS),
+            .ring(ring_slots(run.size)),
     )?;
     ring.set_spin(cfg.spin);
     ring.command(kern2usr::Command::Mmap)?;
@@ -739,6 +744,14 @@ mod tests {
         assert!(r.p50() > 0 && r.p50() <= r.p99() && r.p99() <= r.max());
         assert!(r.wall > Duration::ZERO);
         assert!(r.rounds_per_s() > 0.0);
+    }
+
+    #[test]
+    fn rings_hold_about_a_mebibyte_in_8_to_64_slots() {
+        assert_eq!(ring_slots(4096), 64);
+        assert_eq!(ring_slots(65536), 16);
+        assert_eq!(ring_slots(1 << 20), 8);
+        assert_eq!(ring_slots(16 << 20), 8);
     }
 
     #[test]
