@@ -66,6 +66,10 @@ pub const TESTS: &[Test] = &[
         "page acks on the default channel, adaptive back to back, ack_poll_us=0: every round closes, no late-ack or out-of-range line",
         default_channel_page_acks,
     ),
+    (
+        "while the module polls (ack_poll_us=1000), an ack_seq naming an older round (closed by K2U_IOC_ACK_ROUND) keeps it polling: the page ack of the open round closes it and the next round comes",
+        older_page_ack_while_polling,
+    ),
 ];
 
 /// A fresh module with its node.
@@ -642,6 +646,76 @@ fn default_channel_page_acks(ctx: &mut Ctx) -> Result<()> {
         writes == N,
         "{writes} efd2 writes, ack_poll_us=0 needs one per round"
     );
+    let lines = ctx.klog.take_new_ours()?;
+    ensure!(
+        !lines
+            .iter()
+            .any(|l| l.contains("late ack") || l.contains("out of range")),
+        "{lines:?}"
+    );
+    Ok(())
+}
+
+/// Spin until the default channel's `ready_seq` is `want`.
+fn wait_ready(page: &CtrlPage, want: u64) -> Result<()> {
+    let deadline = Instant::now() + timeout();
+    while page.ready_seq() < want {
+        ensure!(Instant::now() < deadline, "round {want} never came");
+        std::hint::spin_loop();
+    }
+    ensure!(
+        page.ready_seq() == want,
+        "ready_seq {} past round {want}: a round was published before the last one's ack",
+        page.ready_seq()
+    );
+    Ok(())
+}
+
+/// Page acks mixed with an ack by id: an `ack_seq` the poll takes but that
+/// closes nothing must not end the poll with the page still POLLING (the
+/// listener would then write no efd2 for the open round's ack, and the
+/// rounds stop).
+fn older_page_ack_while_polling(ctx: &mut Ctx) -> Result<()> {
+    fresh(ctx)?;
+    ctx.params.set_back_to_back(true)?;
+    ctx.params.set_adaptive(true)?;
+    ctx.params
+        .write(param::ACK_POLL_US, &MAX_ACK_POLL_US.to_string())?;
+    let mut s = Session::register(DEVICE_PATH, &ctx.params)?;
+    let page = s.map_ctrl()?;
+    ctx.params.command(Code::Mmap)?;
+    s.expect_code(Code::Mmap, timeout())?;
+    page.set_spinning();
+    let r0 = page.ready_seq();
+    ctx.params.command(Code::StartTest)?;
+    s.expect_code(Code::StartTest, timeout())?;
+    // Round 1 through the page: page acks on.
+    wait_ready(&page, r0 + 1)?;
+    if page.ack_through_page(r0 + 1) {
+        s.wake_for_page_ack()?;
+    }
+    // Round 2 by id: ack_seq stays at round 1.
+    wait_ready(&page, r0 + 2)?;
+    s.ack_round((r0 + 2) as u32)?;
+    // Round 3, polled for: first round 2's id (closed already), then its own.
+    wait_ready(&page, r0 + 3)?;
+    let mut writes = 0;
+    for id in [r0 + 2, r0 + 3] {
+        if page.ack_through_page(id) {
+            s.wake_for_page_ack()?;
+            writes += 1;
+        }
+    }
+    let outcome = wait_ready(&page, r0 + 4);
+    let state = (page.kernel_state(), page.wake_seq(), page.ack_seq());
+    page.set_asleep();
+    ctx.params.write(param::ACK_POLL_US, "0")?;
+    ctx.params.command(Code::StopTest)?;
+    outcome.with_context(|| {
+        format!("after ack_seq {} then {} ({writes} efd2 writes): kernel_state, wake_seq, ack_seq = {state:?}", r0 + 2, r0 + 3)
+    })?;
+    let st = ctx.params.stats()?;
+    ensure!(st.count >= 3, "{} rounds counted, 3 were acked", st.count);
     let lines = ctx.klog.take_new_ours()?;
     ensure!(
         !lines
