@@ -14,6 +14,13 @@
 #include <linux/sched.h>
 #include <linux/version.h>
 
+/* 6.12 moved the unaligned accessors (the fill's word copies) to linux/. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+#include <linux/unaligned.h>
+#else
+#include <asm/unaligned.h>
+#endif
+
 /* Since 6.8 eventfd_signal() only adds 1: the codes travel as records. */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
 #define K2U_EVENT_MODE K2U_EVENT_MODE_QUEUE

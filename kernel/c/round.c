@@ -7,12 +7,6 @@
 
 #include <linux/math64.h>
 #include <linux/ratelimit.h>
-#include <linux/version.h>
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
-#include <linux/unaligned.h>
-#else
-#include <asm/unaligned.h>
-#endif
 
 #include "kern2usr.h"
 
@@ -440,6 +434,21 @@ u64 k2u_round_average(struct k2u_chan *c)
 	return c->stats.count ? div64_u64(c->stats.total, c->stats.count) : 0;
 }
 
+/* Under c->lock: the line for a value on efd2 that is no multiple of 7. */
+static void k2u_round_report_bad(struct k2u_chan *c)
+{
+	unsigned long irqflags;
+	u64 bad;
+
+	spin_lock_irqsave(&c->ack_lock, irqflags);
+	bad = c->ack_bad_value;
+	c->ack_bad_value = 0;
+	spin_unlock_irqrestore(&c->ack_lock, irqflags);
+	if (bad)
+		pr_notice_ratelimited("%sunexpected value %llu on efd2 ignored\n",
+				      c->tag, bad);
+}
+
 /*
  * Count a round an ack closed (its time into the statistics, its lines
  * into the log), report ignored acks, and in back-to-back mode start the
@@ -448,23 +457,18 @@ u64 k2u_round_average(struct k2u_chan *c)
 void k2u_round_collect(struct k2u_chan *c)
 {
 	unsigned long irqflags;
-	u64 took, late, bad;
+	u64 took, late;
 	bool closed, returned;
 
 	lockdep_assert_held(&c->lock);
 	if (c->ring_slots) {
 		/* efd2 is only a doorbell there, but still says a bad value. */
-		spin_lock_irqsave(&c->ack_lock, irqflags);
-		bad = c->ack_bad_value;
-		c->ack_bad_value = 0;
-		spin_unlock_irqrestore(&c->ack_lock, irqflags);
-		if (bad)
-			pr_notice_ratelimited("%sunexpected value %llu on efd2 ignored\n",
-					      c->tag, bad);
+		k2u_round_report_bad(c);
 		k2u_ring_collect(c);
 		return;
 	}
 	k2u_page_ack_report(c);
+	k2u_round_report_bad(c);
 	spin_lock_irqsave(&c->ack_lock, irqflags);
 	closed = c->round.closed;
 	took = c->round.took_ns;
@@ -475,13 +479,8 @@ void k2u_round_collect(struct k2u_chan *c)
 		c->acked_id = c->round.id;
 	late = c->acks_late;
 	c->acks_late = 0;
-	bad = c->ack_bad_value;
-	c->ack_bad_value = 0;
 	spin_unlock_irqrestore(&c->ack_lock, irqflags);
 
-	if (bad)
-		pr_notice_ratelimited("%sunexpected value %llu on efd2 ignored\n",
-				      c->tag, bad);
 	if (late)
 		pr_notice_ratelimited("%s%llu late ack(s) ignored: no shown round outstanding\n",
 				      c->tag, late);
