@@ -291,7 +291,8 @@ impl Locked<'_> {
     /// test they acked (their round trips into the statistics, in order);
     /// says an out-of-range `ack_seq` (C's `k2u_ring_count()`).
     fn ring_count_acks(&mut self) {
-        let mut times = [0u64; abi::RING_MAX_SLOTS as usize];
+        // As many as RingAcks keeps (slots + 1 at most).
+        let mut times = [0u64; abi::RING_MAX_SLOTS as usize + 1];
         let mut n = 0;
         // Copied out first: the statistics' lock is not taken inside the
         // ack lock.

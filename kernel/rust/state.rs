@@ -102,9 +102,11 @@ pub(crate) struct RingAcks {
     /// When the round in each slot was published.
     stamps: [Option<Instant<Monotonic>>; RING_SLOTS],
     /// Round trips (ns) of rounds acked and not yet counted by the work, in
-    /// order. At most `slots` (no round is published before they are
-    /// counted: a fill counts them first, under the mutex).
-    times: [u64; RING_SLOTS],
+    /// order. At most `slots + 1`: a fill counts them first, under the
+    /// mutex, but efd2's wake-up may take more acks between that count and
+    /// the fill's room check, and the round then published may be acked
+    /// too before the next count.
+    times: [u64; RING_SLOTS + 1],
     ntimes: usize,
 }
 
@@ -117,7 +119,7 @@ impl RingAcks {
             slots,
             test_base: 0,
             stamps: [None; RING_SLOTS],
-            times: [0; RING_SLOTS],
+            times: [0; RING_SLOTS + 1],
             ntimes: 0,
         }
     }
