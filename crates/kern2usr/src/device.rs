@@ -315,6 +315,45 @@ fn pattern_reference() -> &'static [u8] {
     REF.get_or_init(|| (0..255 * 256).map(pattern_byte).collect())
 }
 
+/// The bytes of a created channel's test rounds, precomputed so that a
+/// round is checked at memcmp speed: round `r` of channel `id` is this
+/// pattern from offset `channel_pattern_byte(id, r, 0)` on
+/// ([`crate::abi::channel_pattern_byte`]).
+///
+/// ```
+/// use kern2usr::abi::channel_pattern_byte;
+/// use kern2usr::device::ChannelPattern;
+/// let data: Vec<u8> = (0..100).map(|i| channel_pattern_byte(3, 7, i)).collect();
+/// let p = ChannelPattern::new(100);
+/// assert!(p.matches(3, 7, &data) && !p.matches(3, 8, &data));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ChannelPattern {
+    bytes: Vec<u8>,
+}
+
+impl ChannelPattern {
+    /// For rounds of up to `size` bytes.
+    pub fn new(size: usize) -> Self {
+        let m = crate::abi::CHANNEL_PATTERN_MODULUS as usize;
+        Self {
+            bytes: (0..size + m).map(|i| (i % m) as u8).collect(),
+        }
+    }
+
+    /// What round `round` of channel `id` holds in its first `len` bytes
+    /// (`None` past the size given to [`ChannelPattern::new`]).
+    pub fn expected(&self, id: u32, round: u64, len: usize) -> Option<&[u8]> {
+        let off = usize::from(crate::abi::channel_pattern_byte(id, round, 0));
+        self.bytes.get(off..off + len)
+    }
+
+    /// Whether `data` is what round `round` of channel `id` published.
+    pub fn matches(&self, id: u32, round: u64, data: &[u8]) -> bool {
+        self.expected(id, round, data.len()) == Some(data)
+    }
+}
+
 /// The first byte of `data` that is not the fill pattern, if any. Same
 /// answer as `pattern_mismatches(data).next()`, at memcmp speed.
 pub fn first_pattern_mismatch(data: &[u8]) -> Option<Mismatch> {

@@ -92,26 +92,22 @@ fn started_ring(slots: u32, size: usize, spin: Duration) -> Result<Ring> {
     Ok(ring)
 }
 
-/// Channel `id`'s pattern, precomputed: round `r`'s bytes are
-/// `base[off..off + size]` with `off = (31 * id + r) % 251` (as
-/// `channel_pattern_byte`), so every byte is checked with one memcmp.
+/// Channel `id`'s pattern, precomputed: every byte checked with one memcmp.
 struct Pattern {
-    base: Vec<u8>,
+    bytes: kern2usr::device::ChannelPattern,
     id: u32,
 }
 
 impl Pattern {
     fn new(id: u32, size: usize) -> Self {
-        let m = kern2usr::abi::CHANNEL_PATTERN_MODULUS as usize;
-        let base = (0..size + m).map(|k| (k % m) as u8).collect();
-        Self { base, id }
+        Self {
+            bytes: kern2usr::device::ChannelPattern::new(size),
+            id,
+        }
     }
 
     fn expected(&self, round: u64, len: usize) -> &[u8] {
-        let m = kern2usr::abi::CHANNEL_PATTERN_MODULUS;
-        let off = usize::from(kern2usr::abi::channel_pattern_byte(self.id, round, 0));
-        debug_assert!((off as u64) < m);
-        &self.base[off..off + len]
+        self.bytes.expected(self.id, round, len).unwrap_or_default()
     }
 }
 

@@ -228,31 +228,7 @@ impl Run {
     }
 }
 
-/// The bytes a channel's test round holds, precomputed so that a round is
-/// checked at memcmp speed: round `r` of channel `id` is this pattern from
-/// offset `(id % 251 * 31 % 251 + r % 251) % 251` on
-/// ([`kern2usr::abi::channel_pattern_byte`]).
-#[derive(Clone, Debug)]
-pub struct ChannelPattern {
-    bytes: Vec<u8>,
-}
-
-impl ChannelPattern {
-    /// For rounds of up to `size` bytes.
-    pub fn new(size: usize) -> Self {
-        let m = kern2usr::abi::CHANNEL_PATTERN_MODULUS as usize;
-        Self {
-            bytes: (0..size + m).map(|i| (i % m) as u8).collect(),
-        }
-    }
-
-    /// Whether `data` is what round `round` of channel `id` published.
-    pub fn matches(&self, id: u32, round: u64, data: &[u8]) -> bool {
-        let m = kern2usr::abi::CHANNEL_PATTERN_MODULUS;
-        let off = ((u64::from(id) % m * 31 % m + round % m) % m) as usize;
-        self.bytes.get(off..off + data.len()) == Some(data)
-    }
-}
+pub use kern2usr::device::ChannelPattern;
 
 /// A histogram with the percentiles of `stats` (the module's figures of a
 /// channel, whose buckets it does not export): ranks up to p50's hold p50,
